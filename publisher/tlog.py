@@ -1,0 +1,476 @@
+"""The tile-based transparency log on disk: reading, proofs, checking, and crash-safe appends.
+
+Layout of a log folder (the public part follows C2SP tlog-tiles):
+
+    checkpoint            signed note, written last
+    vkey                  the log's verifier key string
+    tile/<L>/<N>[.p/<W>]  hash tiles
+    tile/entries/<N>[.p/<W>]  entry bundles
+    .state/tree.json      private: last signed size, root and checkpoint (the commit point)
+    .state/pending.json   private: the batch being written, until it is committed
+    .state/lock           private: the single-writer lock
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import fsio
+from .checkpoint import Checkpoint, CheckpointError, SignedCheckpoint, TlogProof, open_checkpoint
+from .merkle import EMPTY_ROOT, consistency_proof, inclusion_proof, leaf_hash, root_of
+from .note import Signer, Verifier, b64decode_strict, b64encode, sign_note
+from .tiles import (
+    MAX_ENTRY_SIZE,
+    TILE_WIDTH,
+    EntryTooLarge,
+    Tile,
+    TileError,
+    decode_bundle,
+    encode_bundle,
+    level_width,
+    right_edge,
+    root_from_right_edge,
+    split_hashes,
+    tile_for,
+    tile_hash_range,
+)
+
+STATE_DIR = ".state"
+STATE_FILE = f"{STATE_DIR}/tree.json"
+PENDING_FILE = f"{STATE_DIR}/pending.json"
+LOCK_FILE = f"{STATE_DIR}/lock"
+
+Progress = Callable[[int, int], None]
+
+
+class LogError(RuntimeError):
+    """The log cannot be opened or appended to; the message says why and which file."""
+
+
+class CorruptLog(LogError):
+    """Stored data disagrees with the signed checkpoint (tampering or disk corruption)."""
+
+
+def _no_progress(done: int, total: int) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    """Where a batch landed and the checkpoint that covers it."""
+
+    first_index: int
+    size: int
+    root: bytes
+    checkpoint: str
+    files_written: int
+
+
+class LogReader:
+    """Read access to a log folder at its signed checkpoint: entries, tiles, proofs, checks."""
+
+    def __init__(self, root: Path, origin: str, verifiers: Sequence[Verifier]) -> None:
+        self.root = Path(root)
+        self.origin = origin
+        self.verifiers = list(verifiers)
+        self.signed = self._load_checkpoint()
+
+    # -- loading -------------------------------------------------------------
+    def _load_checkpoint(self) -> SignedCheckpoint:
+        path = self.root / "checkpoint"
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError as exc:
+            raise LogError(f"{path}: no checkpoint; is this a log folder?") from exc
+        try:
+            return open_checkpoint(data, self.origin, self.verifiers)
+        except CheckpointError as exc:
+            raise CorruptLog(f"{path}: {exc}") from exc
+
+    @property
+    def size(self) -> int:
+        return self.signed.checkpoint.size
+
+    @property
+    def root_hash(self) -> bytes:
+        return self.signed.checkpoint.root
+
+    # -- tiles ---------------------------------------------------------------
+    def _read(self, rel: str) -> bytes:
+        try:
+            return (self.root / rel).read_bytes()
+        except FileNotFoundError as exc:
+            raise CorruptLog(f"{self.root / rel}: missing, but the checkpoint needs it") from exc
+
+    def _read_tile_bytes(self, tile: Tile) -> bytes:
+        """A tile's bytes; a partial tile may be served from the full one once it exists."""
+        path = self.root / tile.path
+        if tile.full or path.exists():
+            return self._read(tile.path)
+        full = self.root / tile.as_full().path
+        if full.exists():
+            unit = 32 if tile.level >= 0 else None
+            data = full.read_bytes()
+            if unit:
+                return data[: tile.width * unit]
+            return encode_bundle(decode_bundle(data, name=str(full))[: tile.width])
+        return self._read(tile.path)
+
+    def read_tile(self, tile: Tile) -> list[bytes]:
+        """The hashes of a hash tile, checked for length."""
+        try:
+            return split_hashes(self._read_tile_bytes(tile), tile)
+        except TileError as exc:
+            raise CorruptLog(f"{self.root / tile.path}: {exc}") from exc
+
+    def read_bundle(self, tile: Tile) -> list[bytes]:
+        """The entries of an entry bundle, checked for count."""
+        try:
+            return decode_bundle(self._read_tile_bytes(tile), tile.width, str(self.root / tile.path))
+        except TileError as exc:
+            raise CorruptLog(str(exc)) from exc
+
+    def entry(self, index: int) -> bytes:
+        """Entry ``index`` (not authenticated; use ``inclusion_proof`` for that)."""
+        if not 0 <= index < self.size:
+            raise LogError(f"entry {index} is outside the log (size {self.size})")
+        bundle = self.read_bundle(tile_for(-1, index // TILE_WIDTH, self.size))
+        return bundle[index % TILE_WIDTH]
+
+    def entries(self, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        """Entries ``start..end`` in order, one bundle read at a time."""
+        end = self.size if end is None else end
+        index = start
+        while index < end:
+            bundle = self.read_bundle(tile_for(-1, index // TILE_WIDTH, self.size))
+            offset = index % TILE_WIDTH
+            for entry in bundle[offset : offset + end - index]:
+                yield entry
+                index += 1
+
+    # -- proofs --------------------------------------------------------------
+    def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
+        """Inclusion proof for entry ``index`` in the tree of ``size`` (default: current)."""
+        size = self.size if size is None else size
+        if size > self.size:
+            raise LogError(f"tree size {size} is beyond the signed size {self.size}")
+        return inclusion_proof(index, size, tile_hash_range(size, self.read_tile))
+
+    def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
+        """Consistency proof from ``old_size`` to ``new_size`` (default: current)."""
+        new_size = self.size if new_size is None else new_size
+        if new_size > self.size:
+            raise LogError(f"tree size {new_size} is beyond the signed size {self.size}")
+        return consistency_proof(old_size, new_size, tile_hash_range(new_size, self.read_tile))
+
+    def tlog_proof(self, index: int) -> TlogProof:
+        """A self-contained c2sp.org/tlog-proof@v1 for entry ``index`` at the current checkpoint."""
+        return TlogProof(index, tuple(self.inclusion_proof(index)), self.signed.raw)
+
+    # -- checking ------------------------------------------------------------
+    def _edge(self, size: int) -> dict[int, list[bytes]]:
+        return {t.level: self.read_tile(t) for t in right_edge(size)}
+
+    def check_right_edge(self) -> tuple[dict[int, list[bytes]], list[bytes]]:
+        """Check the right-edge tiles and partial bundle against the checkpoint.
+
+        Cheap (one tile per level). Returns the edge hashes and the partial
+        bundle's entries, which an append continues from.
+        """
+        size, root = self.size, self.root_hash
+        edge = self._edge(size)
+        tail: list[bytes] = []
+        if size % TILE_WIDTH:
+            bundle = tile_for(-1, size // TILE_WIDTH, size)
+            tail = self.read_bundle(bundle)
+            if [leaf_hash(e) for e in tail] != edge[0] and root_from_right_edge(size, edge) == root:
+                raise CorruptLog(f"{self.root / bundle.path}: entries do not match tile/0 hashes")
+        if root_from_right_edge(size, edge) != root:
+            raise CorruptLog(self._blame_edge(size, edge, tail))
+        return edge, tail
+
+    def _blame_edge(self, size: int, edge: dict[int, list[bytes]], tail: list[bytes]) -> str:
+        """Name the right-edge file that disagrees with the data below it."""
+        for tile in right_edge(size):
+            if tile.level == 0:
+                children = [leaf_hash(e) for e in tail]
+            else:
+                first = tile.index * TILE_WIDTH
+                children = [
+                    root_of(self.read_tile(tile_for(tile.level - 1, first + i, size))) for i in range(tile.width)
+                ]
+            if children != edge[tile.level]:
+                return f"{self.root / tile.path}: does not match the data below it or the checkpoint root"
+        return f"{self.root / 'checkpoint'}: root hash does not match the stored tiles"
+
+    def verify_all(self, progress: Progress = _no_progress) -> int:
+        """Recompute every tile and bundle from the signed root downwards; return entries checked.
+
+        Each file is authenticated by its parent, so a mismatch names the file
+        that is wrong. Stale partial tiles of older sizes must be prefixes of
+        the authenticated data.
+        """
+        size = self.size
+        edge, _ = self.check_right_edge()
+        top = max(edge) if edge else -1
+        parent: list[bytes] = edge.get(top, [])
+        for level in range(top - 1, -1, -1):
+            full = level_width(size, level) // TILE_WIDTH
+            level_hashes: list[bytes] = []
+            for index in range(full):
+                tile = Tile(level, index, TILE_WIDTH)
+                hashes = self.read_tile(tile)
+                if root_of(hashes) != parent[index]:
+                    raise CorruptLog(f"{self.root / tile.path}: does not match its hash in the level above")
+                if level == 0:
+                    self._check_bundle(tile, hashes)
+                    progress((index + 1) * TILE_WIDTH, size)
+                else:
+                    level_hashes.extend(hashes)
+                self._check_stale_partials(tile, hashes)
+            if level in edge:
+                edge_tile = tile_for(level, full, size)
+                self._check_stale_partials(edge_tile, edge[level])
+                if level == 0:
+                    self._check_bundle(edge_tile, edge[level])
+                level_hashes.extend(edge[level])
+            parent = level_hashes
+        if top == 0:
+            self._check_bundle(tile_for(0, 0, size), edge[0])
+            self._check_stale_partials(tile_for(0, 0, size), edge[0])
+        progress(size, size)
+        return size
+
+    def _check_bundle(self, tile: Tile, hashes: list[bytes]) -> None:
+        bundle = Tile(-1, tile.index, tile.width)
+        entries = self.read_bundle(bundle)
+        for i, entry in enumerate(entries):
+            if leaf_hash(entry) != hashes[i]:
+                where = tile.index * TILE_WIDTH + i
+                raise CorruptLog(f"{self.root / bundle.path}: entry {where} does not match its leaf hash")
+        self._check_stale_partials(bundle, [leaf_hash(e) for e in entries])
+
+    def _check_stale_partials(self, tile: Tile, hashes: list[bytes]) -> None:
+        """Partial files left for older checkpoints must be prefixes of the authenticated tile."""
+        pdir = self.root / (tile.as_full().path + ".p")
+        if not pdir.is_dir():
+            return
+        for f in pdir.iterdir():
+            if f.name.startswith("."):
+                continue
+            width = int(f.name) if f.name.isdigit() else 0
+            if not 0 < width <= tile.width:
+                if width > tile.width:
+                    continue  # an unsigned leftover beyond the checkpoint; never served
+                raise CorruptLog(f"{f}: not a valid partial tile name")
+            data = f.read_bytes()
+            if tile.level >= 0:
+                ok = data == b"".join(hashes[:width])
+            else:
+                try:
+                    ok = [leaf_hash(e) for e in decode_bundle(data, width)] == hashes[:width]
+                except TileError:
+                    ok = False
+            if not ok:
+                raise CorruptLog(f"{f}: partial tile disagrees with the authenticated data")
+
+
+class TileLog(LogReader):
+    """The single writer of a log folder. Open it with ``TileLog.open`` and close it when done."""
+
+    def __init__(self, root: Path, signer: Signer, lock: fsio.WriterLock) -> None:
+        self.signer = signer
+        self._lock = lock
+        super().__init__(root, signer.name, [signer.verifier])
+        self._edge_hashes, self._tail = self.check_right_edge()
+
+    # -- creation and opening --------------------------------------------------
+    @classmethod
+    def create(cls, root: Path, signer: Signer) -> TileLog:
+        """Create an empty log (size 0, signed) in ``root``, which must not hold a log yet."""
+        root = Path(root)
+        if (root / "checkpoint").exists() or (root / STATE_FILE).exists():
+            raise LogError(f"{root}: already holds a log")
+        lock = fsio.WriterLock(root / LOCK_FILE, f"log {root}")
+        try:
+            note = sign_note(Checkpoint(signer.name, 0, EMPTY_ROOT).body(), [signer])
+            fsio.write_file(root / "vkey", (signer.verifier.vkey + "\n").encode())
+            _commit(root, 0, EMPTY_ROOT, note)
+            fsio.write_file(root / "checkpoint", note.encode())
+            return cls(root, signer, lock)
+        except BaseException:
+            lock.close()
+            raise
+
+    @classmethod
+    def open(cls, root: Path, signer: Signer) -> TileLog:
+        """Take the writer lock, finish or discard a half-written batch, and check the right edge."""
+        root = Path(root)
+        if not (root / STATE_FILE).exists():
+            raise LogError(f"{root}: no {STATE_FILE}; create the log first")
+        lock = fsio.WriterLock(root / LOCK_FILE, f"log {root}")
+        try:
+            _recover(root, signer)
+            return cls(root, signer, lock)
+        except BaseException:
+            lock.close()
+            raise
+
+    def close(self) -> None:
+        self._lock.close()
+
+    def __enter__(self) -> TileLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- appending ------------------------------------------------------------
+    def append(self, entries: Sequence[bytes]) -> AppendResult:
+        """Append a batch atomically: after a crash either all of it or none of it is in the log.
+
+        Costs O(len(entries) + log n): only the right edge is read, and only new
+        or grown tiles and bundles are written, then the checkpoint.
+        """
+        for i, e in enumerate(entries):
+            if len(e) > MAX_ENTRY_SIZE:
+                raise EntryTooLarge(
+                    f"entry {i} of the batch is {len(e)} bytes; log entries are at most {MAX_ENTRY_SIZE} bytes"
+                )
+        old_size = self.size
+        if not entries:
+            return AppendResult(old_size, old_size, self.root_hash, self.signed.raw, 0)
+        new_size = old_size + len(entries)
+        files: dict[str, bytes] = {}
+        new_edge: dict[int, list[bytes]] = {}
+
+        # Entry bundles: the partial bundle's entries plus the batch, cut at 256.
+        bundle_index = old_size // TILE_WIDTH
+        pending = list(self._tail) + list(entries)
+        for pos in range(0, len(pending), TILE_WIDTH):
+            chunk = pending[pos : pos + TILE_WIDTH]
+            files[Tile(-1, bundle_index + pos // TILE_WIDTH, len(chunk)).path] = encode_bundle(chunk)
+        new_tail = pending[len(pending) - len(pending) % TILE_WIDTH :]
+
+        # Hash tiles, level by level: full tiles feed their root to the level above.
+        carried = [leaf_hash(e) for e in entries]
+        level = 0
+        while level_width(new_size, level) > 0:
+            existing = self._edge_hashes.get(level, [])
+            if not carried:
+                if existing:
+                    new_edge[level] = existing
+                level += 1
+                continue
+            first = level_width(old_size, level) // TILE_WIDTH
+            hashes = existing + carried
+            carried = []
+            for pos in range(0, len(hashes), TILE_WIDTH):
+                chunk = hashes[pos : pos + TILE_WIDTH]
+                files[Tile(level, first + pos // TILE_WIDTH, len(chunk)).path] = b"".join(chunk)
+                if len(chunk) == TILE_WIDTH:
+                    carried.append(root_of(chunk))
+                else:
+                    new_edge[level] = chunk
+            level += 1
+
+        new_root = root_from_right_edge(new_size, new_edge)
+        note = sign_note(Checkpoint(self.origin, new_size, new_root).body(), [self.signer])
+        self._guard_existing(files)
+
+        # 1. journal the batch, 2. data files, 3. commit point, 4. public checkpoint.
+        journal = {"old_size": old_size, "new_size": new_size, "root": b64encode(new_root), "paths": sorted(files)}
+        fsio.write_file(self.root / PENDING_FILE, _json(journal))
+        fsio.write_files(self.root, files)
+        _commit(self.root, new_size, new_root, note)
+        fsio.write_file(self.root / "checkpoint", note.encode())
+        fsio.remove_files(self.root, [PENDING_FILE])
+
+        self.signed = open_checkpoint(note, self.origin, self.verifiers)
+        self._edge_hashes, self._tail = new_edge, new_tail
+        return AppendResult(old_size, new_size, new_root, note, len(files) + 3)
+
+    def _guard_existing(self, files: dict[str, bytes]) -> None:
+        """Append-only guard: never overwrite an existing tile or bundle with different bytes."""
+        for rel, data in files.items():
+            path = self.root / rel
+            if path.exists() and path.read_bytes() != data:
+                raise CorruptLog(f"{path}: already exists with different contents; refusing to rewrite it")
+
+
+def _json(obj: object) -> bytes:
+    return (json.dumps(obj, sort_keys=True, indent=1) + "\n").encode()
+
+
+def _commit(root: Path, size: int, tree_root: bytes, note: str) -> None:
+    """The commit point: once this rename is durable, the batch is in the log."""
+    fsio.write_file(root / STATE_FILE, _json({"size": size, "root": b64encode(tree_root), "checkpoint": note}))
+
+
+def _read_json(path: Path) -> dict[str, object]:
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise LogError(f"{path}: unreadable ({exc})") from exc
+    if not isinstance(obj, dict):
+        raise LogError(f"{path}: not a JSON object")
+    return obj
+
+
+def _recover(root: Path, signer: Signer) -> None:
+    """Bring the public files in line with the commit point after a crash.
+
+    A journalled batch that reached the commit point is completed (its files
+    were durable before the commit); one that did not is discarded, so no
+    entry is ever half-present or duplicated.
+    """
+    state = _read_json(root / STATE_FILE)
+    note = state.get("checkpoint")
+    if not isinstance(note, str):
+        raise LogError(f"{root / STATE_FILE}: has no checkpoint")
+    try:
+        committed = open_checkpoint(note, signer.name, [signer.verifier]).checkpoint
+    except CheckpointError as exc:
+        raise CorruptLog(f"{root / STATE_FILE}: {exc}; is this the right signing key?") from exc
+    if committed.size != state.get("size") or b64encode(committed.root) != state.get("root"):
+        raise CorruptLog(f"{root / STATE_FILE}: size or root disagrees with its checkpoint")
+
+    pending_path = root / PENDING_FILE
+    if pending_path.exists():
+        try:
+            journal = _read_json(pending_path)
+        except LogError:
+            journal = {}  # torn journal: written before any data file, nothing to undo
+        paths = journal.get("paths", [])
+        if journal.get("new_size") != committed.size and isinstance(paths, list):
+            fsio.remove_files(root, [str(p) for p in paths])
+        fsio.remove_files(root, [PENDING_FILE])
+
+    public = root / "checkpoint"
+    current = public.read_bytes() if public.exists() else b""
+    if current != note.encode():
+        if current:
+            try:
+                public_size = open_checkpoint(current, signer.name, [signer.verifier]).checkpoint.size
+            except CheckpointError as exc:
+                raise CorruptLog(f"{public}: {exc}") from exc
+            if public_size > committed.size:
+                raise CorruptLog(f"{public}: size {public_size} is ahead of the committed state {committed.size}")
+        fsio.write_file(public, note.encode())
+
+
+def read_vkey(root: Path) -> Verifier:
+    """The verifier key published beside a log's checkpoint."""
+    path = Path(root) / "vkey"
+    try:
+        return Verifier.from_vkey(path.read_text())
+    except FileNotFoundError as exc:
+        raise LogError(f"{path}: missing") from exc
+
+
+def decode_root(text: str) -> bytes:
+    """Base64 root hash as written in state files."""
+    return b64decode_strict(text, "root hash")
