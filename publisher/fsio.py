@@ -83,8 +83,11 @@ def write_file(path: Path, data: bytes) -> None:
     write_files(path.parent, {path.name: data})
 
 
-def remove_files(root: Path, rel_paths: list[str]) -> None:
-    """Remove files (and stray temporaries next to them) if present, durably."""
+def remove_files(root: Path, rel_paths: list[str], keep: bool = False) -> None:
+    """Remove files and the temporaries a crash may have left next to them, durably.
+
+    With ``keep=True`` only the stray temporaries go and the files stay.
+    """
     dirs = set()
     for rel in rel_paths:
         target = root / rel
@@ -92,7 +95,7 @@ def remove_files(root: Path, rel_paths: list[str]) -> None:
             for stray in target.parent.glob(f".{target.name}{TEMP_MARK}*"):
                 stray.unlink()
                 dirs.add(target.parent)
-        if target.exists():
+        if not keep and target.exists():
             target.unlink()
             dirs.add(target.parent)
     for d in sorted(dirs):

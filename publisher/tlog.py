@@ -21,7 +21,7 @@ from pathlib import Path
 from . import fsio
 from .checkpoint import Checkpoint, CheckpointError, SignedCheckpoint, TlogProof, open_checkpoint
 from .merkle import EMPTY_ROOT, consistency_proof, inclusion_proof, leaf_hash, root_of
-from .note import Signer, Verifier, b64decode_strict, b64encode, sign_note
+from .note import Signer, Verifier, b64encode, sign_note
 from .tiles import (
     MAX_ENTRY_SIZE,
     TILE_WIDTH,
@@ -449,6 +449,8 @@ def _recover(root: Path, signer: Signer) -> None:
             fsio.remove_files(root, [str(p) for p in paths])
         fsio.remove_files(root, [PENDING_FILE])
 
+    # Temporaries of the fixed files must not linger (the log folder is published).
+    fsio.remove_files(root, ["checkpoint", "vkey", STATE_FILE, PENDING_FILE], keep=True)
     public = root / "checkpoint"
     current = public.read_bytes() if public.exists() else b""
     if current != note.encode():
@@ -469,8 +471,3 @@ def read_vkey(root: Path) -> Verifier:
         return Verifier.from_vkey(path.read_text())
     except FileNotFoundError as exc:
         raise LogError(f"{path}: missing") from exc
-
-
-def decode_root(text: str) -> bytes:
-    """Base64 root hash as written in state files."""
-    return b64decode_strict(text, "root hash")
