@@ -157,6 +157,8 @@ def verify_consistency(old_size: int, new_size: int, old_root: bytes, new_root: 
         _check_hash(p, f"proof hash {i}")
     if new_size < old_size:
         raise ProofError(f"new size {new_size} is smaller than old size {old_size}")
+    if old_size == 0 and old_root != EMPTY_ROOT:
+        raise ProofError("a tree of size 0 must have the empty root (SHA-256 of nothing)")
     if old_size == new_size:
         if proof:
             raise ProofError("sizes are equal but the consistency proof is not empty")

@@ -77,9 +77,11 @@ def parse_path(path: str) -> Tile:
     if len(groups) > 1 and groups[0] == "x000":
         raise TileError(f"tile index has a leading zero group: {path!r}")
     index = int("".join(g.lstrip("x") for g in groups))
-    width = TILE_WIDTH if m.group(3) is None else int(m.group(3))
-    if width >= TILE_WIDTH:
-        raise TileError(f"partial tile width {width} must be below {TILE_WIDTH}")
+    width = TILE_WIDTH
+    if m.group(3) is not None:
+        width = int(m.group(3))
+        if width >= TILE_WIDTH:
+            raise TileError(f"partial tile width {width} must be below {TILE_WIDTH}")
     return Tile(level, index, width)
 
 
