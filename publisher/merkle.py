@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 HASH_SIZE = 32
 EMPTY_ROOT = hashlib.sha256(b"").digest()
+_sha256 = hashlib.sha256
 
 #: ``hash_range(start, end)`` returns MTH(D[start:end]) for ``0 <= start < end``.
 HashRange = Callable[[int, int], bytes]
@@ -44,6 +45,13 @@ def root_of(hashes: Sequence[bytes]) -> bytes:
     """
     if not hashes:
         return EMPTY_ROOT
+    n = len(hashes)
+    if n & (n - 1) == 0:  # perfect tree (every full tile): hash level by level
+        level = list(hashes)
+        while len(level) > 1:
+            it = iter(level)
+            level = [_sha256(b"\x01" + a + b).digest() for a, b in zip(it, it, strict=True)]
+        return level[0]
     stack: list[tuple[int, bytes]] = []  # (height, hash)
     for h in hashes:
         height = 0

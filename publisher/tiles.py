@@ -17,6 +17,7 @@ TILE_HEIGHT = 8
 TILE_WIDTH = 1 << TILE_HEIGHT  # 256
 MAX_ENTRY_SIZE = 0xFFFF
 MAX_LEVEL = 63
+_U16 = struct.Struct(">H")
 
 
 class TileError(ValueError):
@@ -147,15 +148,12 @@ def split_hashes(data: bytes, tile: Tile) -> list[bytes]:
 
 def encode_bundle(entries: list[bytes]) -> bytes:
     """Entry bundle bytes: each entry as big-endian uint16 length || bytes."""
-    parts = []
-    for i, entry in enumerate(entries):
-        if len(entry) > MAX_ENTRY_SIZE:
-            raise EntryTooLarge(
-                f"entry {i} is {len(entry)} bytes; a tlog-tiles entry is at most {MAX_ENTRY_SIZE} bytes"
-            )
-        parts.append(struct.pack(">H", len(entry)))
-        parts.append(entry)
-    return b"".join(parts)
+    try:
+        return b"".join(_U16.pack(len(e)) + e for e in entries)
+    except struct.error:
+        i, size = next((i, len(e)) for i, e in enumerate(entries) if len(e) > MAX_ENTRY_SIZE)
+        limit = MAX_ENTRY_SIZE
+        raise EntryTooLarge(f"entry {i} is {size} bytes; a tlog-tiles entry is at most {limit} bytes") from None
 
 
 def decode_bundle(data: bytes, expected: int | None = None, name: str = "entry bundle") -> list[bytes]:
@@ -165,7 +163,7 @@ def decode_bundle(data: bytes, expected: int | None = None, name: str = "entry b
     while pos < len(data):
         if pos + 2 > len(data):
             raise TileError(f"{name}: truncated length prefix at byte {pos}")
-        (n,) = struct.unpack_from(">H", data, pos)
+        (n,) = _U16.unpack_from(data, pos)
         pos += 2
         if pos + n > len(data):
             raise TileError(f"{name}: entry {len(entries)} is truncated")
