@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 TEMP_MARK = ".tmp-"
@@ -53,29 +53,60 @@ def _write_temp(target: Path, data: bytes) -> Path:
     return tmp
 
 
-def write_files(root: Path, files: dict[str, bytes]) -> None:
-    """Write ``files`` (relative path -> bytes) so each is either old or new after a crash.
+class FileBatch:
+    """Durable multi-file write: each file is either old or new after a crash.
 
-    Each file goes to a temporary name in its directory, is fsynced, then
-    renamed over the target; the directories are fsynced last so the renames
-    are durable when this returns.
+    Each file goes to a temporary name in its directory and is fsynced by a
+    background thread (so the caller can compute the next file meanwhile);
+    ``commit`` renames them all over their targets and fsyncs the directories,
+    so the renames are durable when it returns. Leaving the ``with`` block
+    without committing removes the temporaries.
     """
-    if not files:
-        return
-    created: set[Path] = set()
-    targets = [(root / rel, data) for rel, data in files.items()]
-    for target, _ in targets:
-        _make_dirs(target.parent, created)
-    if len(targets) > 2:
-        with ThreadPoolExecutor(_FSYNC_THREADS) as pool:
-            temps = list(pool.map(lambda td: _write_temp(*td), targets))
-    else:
-        temps = [_write_temp(t, d) for t, d in targets]
-    for tmp, (target, _) in zip(temps, targets, strict=True):
-        os.replace(tmp, target)
-    dirs = {t.parent for t, _ in targets} | {d.parent for d in created}
-    for d in sorted(dirs):
-        _fsync_dir(d)
+
+    def __init__(self, root: Path, threads: int = _FSYNC_THREADS) -> None:
+        self.root = root
+        self._created: set[Path] = set()
+        self._pending: list[tuple[Path, Future[Path]]] = []
+        self._pool = ThreadPoolExecutor(threads) if threads else None
+
+    def add(self, rel: str, data: bytes) -> None:
+        """Start writing ``data`` to the temporary of ``root/rel``."""
+        target = self.root / rel
+        _make_dirs(target.parent, self._created)
+        if self._pool is None:
+            done: Future[Path] = Future()
+            done.set_result(_write_temp(target, data))
+            self._pending.append((target, done))
+        else:
+            self._pending.append((target, self._pool.submit(_write_temp, target, data)))
+
+    def commit(self) -> None:
+        """Wait for every temporary, rename them into place, fsync the directories."""
+        temps = [(target, future.result()) for target, future in self._pending]
+        for target, tmp in temps:
+            os.replace(tmp, target)
+        dirs = {t.parent for t, _ in temps} | {d.parent for d in self._created}
+        for d in sorted(dirs):
+            _fsync_dir(d)
+        self._pending = []
+
+    def __enter__(self) -> FileBatch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+        for _target, future in self._pending:  # not committed: leave no temporaries behind
+            if future.done() and future.exception() is None:
+                future.result().unlink(missing_ok=True)
+
+
+def write_files(root: Path, files: dict[str, bytes]) -> None:
+    """Durably write several files at once (see ``FileBatch``)."""
+    with FileBatch(root, threads=_FSYNC_THREADS if len(files) > 2 else 0) as batch:
+        for rel, data in files.items():
+            batch.add(rel, data)
+        batch.commit()
 
 
 def write_file(path: Path, data: bytes) -> None:
@@ -113,6 +144,10 @@ class WriterLock:
         except BlockingIOError as exc:
             os.close(self._fd)
             raise LockHeld(f"{what} is locked by another writer ({path}); try again when it has finished") from exc
+
+    @property
+    def closed(self) -> bool:
+        return self._fd < 0
 
     def close(self) -> None:
         if self._fd >= 0:

@@ -31,6 +31,7 @@ from .tiles import (
     decode_bundle,
     encode_bundle,
     level_width,
+    new_tiles,
     right_edge,
     root_from_right_edge,
     split_hashes,
@@ -143,6 +144,8 @@ class LogReader:
     def entries(self, start: int = 0, end: int | None = None) -> Iterator[bytes]:
         """Entries ``start..end`` in order, one bundle read at a time."""
         end = self.size if end is None else end
+        if not 0 <= start <= end <= self.size:
+            raise LogError(f"entries {start}..{end} are outside the log (size {self.size})")
         index = start
         while index < end:
             bundle = self.read_bundle(tile_for(-1, index // TILE_WIDTH, self.size))
@@ -340,65 +343,76 @@ class TileLog(LogReader):
                 raise EntryTooLarge(
                     f"entry {i} of the batch is {len(e)} bytes; log entries are at most {MAX_ENTRY_SIZE} bytes"
                 )
+        if self._lock.closed:
+            raise LogError(f"log {self.root} was closed; open it again to append")
         old_size = self.size
         if not entries:
             return AppendResult(old_size, old_size, self.root_hash, self.signed.raw, 0)
         new_size = old_size + len(entries)
-        files: dict[str, bytes] = {}
-        new_edge: dict[int, list[bytes]] = {}
-
-        # Entry bundles: the partial bundle's entries plus the batch, cut at 256.
-        bundle_index = old_size // TILE_WIDTH
-        pending = list(self._tail) + list(entries)
-        for pos in range(0, len(pending), TILE_WIDTH):
-            chunk = pending[pos : pos + TILE_WIDTH]
-            files[Tile(-1, bundle_index + pos // TILE_WIDTH, len(chunk)).path] = encode_bundle(chunk)
-        new_tail = pending[len(pending) - len(pending) % TILE_WIDTH :]
-
-        # Hash tiles, level by level: full tiles feed their root to the level above.
-        carried = [leaf_hash(e) for e in entries]
-        level = 0
-        while level_width(new_size, level) > 0:
-            existing = self._edge_hashes.get(level, [])
-            if not carried:
-                if existing:
-                    new_edge[level] = existing
-                level += 1
-                continue
-            first = level_width(old_size, level) // TILE_WIDTH
-            hashes = existing + carried
-            carried = []
-            for pos in range(0, len(hashes), TILE_WIDTH):
-                chunk = hashes[pos : pos + TILE_WIDTH]
-                files[Tile(level, first + pos // TILE_WIDTH, len(chunk)).path] = b"".join(chunk)
-                if len(chunk) == TILE_WIDTH:
-                    carried.append(root_of(chunk))
-                else:
-                    new_edge[level] = chunk
-            level += 1
-
-        new_root = root_from_right_edge(new_size, new_edge)
-        note = sign_note(Checkpoint(self.origin, new_size, new_root).body(), [self.signer])
-        self._guard_existing(files)
-
-        # 1. journal the batch, 2. data files, 3. commit point, 4. public checkpoint.
-        journal = {"old_size": old_size, "new_size": new_size, "root": b64encode(new_root), "paths": sorted(files)}
+        paths = sorted(t.path for t in new_tiles(old_size, new_size))
+        # 1. journal the batch, so recovery knows which files to discard if it never commits.
+        journal = {"old_size": old_size, "new_size": new_size, "paths": paths}
         fsio.write_file(self.root / PENDING_FILE, _json(journal))
-        fsio.write_files(self.root, files)
+
+        # 2. tiles and bundles, written (in background threads) as they are computed.
+        written: list[str] = []
+        new_edge: dict[int, list[bytes]] = {}
+        with fsio.FileBatch(self.root) as batch:
+
+            def put(tile: Tile, data: bytes) -> None:
+                self._guard_existing(tile.path, data)
+                batch.add(tile.path, data)
+                written.append(tile.path)
+
+            # Entry bundles: the partial bundle's entries plus the batch, cut at 256.
+            bundle_index = old_size // TILE_WIDTH
+            pending = list(self._tail) + list(entries)
+            for pos in range(0, len(pending), TILE_WIDTH):
+                chunk = pending[pos : pos + TILE_WIDTH]
+                put(Tile(-1, bundle_index + pos // TILE_WIDTH, len(chunk)), encode_bundle(chunk))
+            new_tail = pending[len(pending) - len(pending) % TILE_WIDTH :]
+
+            # Hash tiles, level by level: full tiles feed their root to the level above.
+            carried = [leaf_hash(e) for e in entries]
+            level = 0
+            while level_width(new_size, level) > 0:
+                existing = self._edge_hashes.get(level, [])
+                if not carried:
+                    if existing:
+                        new_edge[level] = existing
+                    level += 1
+                    continue
+                first = level_width(old_size, level) // TILE_WIDTH
+                hashes = existing + carried
+                carried = []
+                for pos in range(0, len(hashes), TILE_WIDTH):
+                    chunk = hashes[pos : pos + TILE_WIDTH]
+                    put(Tile(level, first + pos // TILE_WIDTH, len(chunk)), b"".join(chunk))
+                    if len(chunk) == TILE_WIDTH:
+                        carried.append(root_of(chunk))
+                    else:
+                        new_edge[level] = chunk
+                level += 1
+            if sorted(written) != paths:
+                raise LogError("internal error: the batch wrote other files than it journalled")
+            new_root = root_from_right_edge(new_size, new_edge)
+            note = sign_note(Checkpoint(self.origin, new_size, new_root).body(), [self.signer])
+            batch.commit()
+
+        # 3. the commit point, 4. the public checkpoint, then the journal goes.
         _commit(self.root, new_size, new_root, note)
         fsio.write_file(self.root / "checkpoint", note.encode())
         fsio.remove_files(self.root, [PENDING_FILE])
 
         self.signed = open_checkpoint(note, self.origin, self.verifiers)
         self._edge_hashes, self._tail = new_edge, new_tail
-        return AppendResult(old_size, new_size, new_root, note, len(files) + 3)
+        return AppendResult(old_size, new_size, new_root, note, len(written) + 3)
 
-    def _guard_existing(self, files: dict[str, bytes]) -> None:
+    def _guard_existing(self, rel: str, data: bytes) -> None:
         """Append-only guard: never overwrite an existing tile or bundle with different bytes."""
-        for rel, data in files.items():
-            path = self.root / rel
-            if path.exists() and path.read_bytes() != data:
-                raise CorruptLog(f"{path}: already exists with different contents; refusing to rewrite it")
+        path = self.root / rel
+        if path.exists() and path.read_bytes() != data:
+            raise CorruptLog(f"{path}: already exists with different contents; refusing to rewrite it")
 
 
 def _json(obj: object) -> bytes:
