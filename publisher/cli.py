@@ -134,6 +134,8 @@ def cmd_log_proof(args: argparse.Namespace) -> int:
     log_dir = Path(args.log)
     verifier = read_vkey(log_dir)
     reader = LogReader(log_dir, verifier.name, [verifier])
+    if not 0 <= args.index < reader.size:
+        raise UsageError(f"entry {args.index} is not in the log (size {reader.size})")
     text = reader.tlog_proof(args.index).encode()
     if args.out:
         Path(args.out).write_text(text)

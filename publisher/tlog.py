@@ -218,7 +218,11 @@ class LogReader:
         """
         size = self.size
         edge, _ = self.check_right_edge()
-        top = max(edge) if edge else -1
+        for tile in right_edge(size):
+            self._check_stale_partials(tile, edge[tile.level])
+            if tile.level == 0:
+                self._check_bundle(tile, edge[0])
+        top = max(edge) if edge else -1  # the top level only ever holds a partial tile
         parent: list[bytes] = edge.get(top, [])
         for level in range(top - 1, -1, -1):
             full = level_width(size, level) // TILE_WIDTH
@@ -234,16 +238,7 @@ class LogReader:
                 else:
                     level_hashes.extend(hashes)
                 self._check_stale_partials(tile, hashes)
-            if level in edge:
-                edge_tile = tile_for(level, full, size)
-                self._check_stale_partials(edge_tile, edge[level])
-                if level == 0:
-                    self._check_bundle(edge_tile, edge[level])
-                level_hashes.extend(edge[level])
-            parent = level_hashes
-        if top == 0:
-            self._check_bundle(tile_for(0, 0, size), edge[0])
-            self._check_stale_partials(tile_for(0, 0, size), edge[0])
+            parent = level_hashes + edge.get(level, [])
         progress(size, size)
         return size
 
@@ -350,9 +345,34 @@ class TileLog(LogReader):
             return AppendResult(old_size, old_size, self.root_hash, self.signed.raw, 0)
         new_size = old_size + len(entries)
         paths = sorted(t.path for t in new_tiles(old_size, new_size))
-        # 1. journal the batch, so recovery knows which files to discard if it never commits.
-        journal = {"old_size": old_size, "new_size": new_size, "paths": paths}
+        # 1. journal the files this batch creates, so recovery can discard them if it
+        # never commits. Files that already exist are not listed: recovery must never
+        # delete what it did not write (the guard below checks them instead).
+        created = [p for p in paths if not (self.root / p).exists()]
+        journal = {"old_size": old_size, "new_size": new_size, "paths": created}
         fsio.write_file(self.root / PENDING_FILE, _json(journal))
+        try:
+            new_root, note, new_edge, new_tail, written = self._write_batch(entries, paths)
+        except BaseException:
+            # Nothing was committed: undo exactly what recovery would (journal last).
+            fsio.remove_files(self.root, [*created, PENDING_FILE])
+            raise
+
+        # 3. the commit point, 4. the public checkpoint, then the journal goes.
+        _commit(self.root, new_size, new_root, note)
+        fsio.write_file(self.root / "checkpoint", note.encode())
+        fsio.remove_files(self.root, [PENDING_FILE])
+
+        self.signed = open_checkpoint(note, self.origin, self.verifiers)
+        self._edge_hashes, self._tail = new_edge, new_tail
+        return AppendResult(old_size, new_size, new_root, note, written + 3)
+
+    def _write_batch(
+        self, entries: Sequence[bytes], paths: list[str]
+    ) -> tuple[bytes, str, dict[int, list[bytes]], list[bytes], int]:
+        """Compute and durably write the batch's tiles and bundles; sign the new checkpoint."""
+        old_size = self.size
+        new_size = old_size + len(entries)
 
         # 2. tiles and bundles, written (in background threads) as they are computed.
         written: list[str] = []
@@ -398,15 +418,7 @@ class TileLog(LogReader):
             new_root = root_from_right_edge(new_size, new_edge)
             note = sign_note(Checkpoint(self.origin, new_size, new_root).body(), [self.signer])
             batch.commit()
-
-        # 3. the commit point, 4. the public checkpoint, then the journal goes.
-        _commit(self.root, new_size, new_root, note)
-        fsio.write_file(self.root / "checkpoint", note.encode())
-        fsio.remove_files(self.root, [PENDING_FILE])
-
-        self.signed = open_checkpoint(note, self.origin, self.verifiers)
-        self._edge_hashes, self._tail = new_edge, new_tail
-        return AppendResult(old_size, new_size, new_root, note, len(written) + 3)
+        return new_root, note, new_edge, new_tail, len(written)
 
     def _guard_existing(self, rel: str, data: bytes) -> None:
         """Append-only guard: never overwrite an existing tile or bundle with different bytes."""

@@ -78,6 +78,15 @@ def test_append_verify_proof_round_trip(
     assert "entry 3 is in cli.example/log at size 5" in out
 
 
+def test_proof_for_an_index_outside_the_log_is_a_usage_error(
+    log_with_entries: tuple[Path, Path, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    log, _, _ = log_with_entries
+    code, _, err = run(capsys, "log", "proof", str(log), "7")
+    assert code == 2
+    assert "entry 7 is not in the log (size 5)" in err
+
+
 def test_check_proof_fails_for_another_entry_or_key(
     log_with_entries: tuple[Path, Path, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
