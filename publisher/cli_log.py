@@ -1,0 +1,197 @@
+"""Command line: ``cpl-publisher log ...`` (the transparency log) and ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from . import demo
+from .checkpoint import parse_tlog_proof, verify_tlog_proof
+from .cli_common import EXIT_OK, UsageError, emit
+from .merkle import leaf_hash
+from .note import NoteError, Signer, Verifier, b64encode
+from .progress import Progress
+from .tlog import LogReader, TileLog, read_vkey
+
+
+def load_signer(args: argparse.Namespace) -> Signer:
+    """The log signing key from ``--key-file`` or the environment variable ``--key-env`` names."""
+    if args.key_file and args.key_env:
+        raise UsageError("give either --key-file or --key-env, not both")
+    if args.key_file:
+        try:
+            text = Path(args.key_file).read_text()
+        except OSError as exc:
+            raise UsageError(f"cannot read key file: {exc}") from exc
+    elif args.key_env:
+        text = os.environ.get(args.key_env, "")
+        if not text:
+            raise UsageError(f"environment variable {args.key_env} is empty or unset")
+    else:
+        raise UsageError("the log signing key is needed: --key-file FILE or --key-env VAR")
+    try:
+        return Signer.from_skey(text)
+    except NoteError as exc:
+        raise UsageError(f"log signing key: {exc}") from exc
+
+
+def load_verifier(args: argparse.Namespace, log_dir: Path | None) -> tuple[Verifier, str]:
+    """The pinned verifier key (``--vkey``), or the log's own ``vkey`` file (said so in the output)."""
+    if args.vkey:
+        text = Path(args.vkey).read_text() if Path(args.vkey).is_file() else args.vkey
+        try:
+            return Verifier.from_vkey(text), "pinned with --vkey"
+        except NoteError as exc:
+            raise UsageError(f"--vkey: {exc}") from exc
+    if log_dir is None:
+        raise UsageError("--vkey is required")
+    return read_vkey(log_dir), f"read from {log_dir / 'vkey'} (not pinned; pass --vkey to pin it)"
+
+
+def cmd_log_keygen(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if out.exists():
+        raise UsageError(f"{out} exists; refusing to overwrite a key")
+    try:
+        signer = Signer.generate(args.origin)
+    except NoteError as exc:
+        raise UsageError(str(exc)) from exc
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(signer.skey + "\n")
+    emit(args, {"key_file": str(out), "vkey": signer.verifier.vkey}, f"wrote {out}\nvkey {signer.verifier.vkey}")
+    return EXIT_OK
+
+
+def cmd_log_init(args: argparse.Namespace) -> int:
+    signer = load_signer(args)
+    with TileLog.create(Path(args.log), signer) as log:
+        emit(args, {"size": log.size, "vkey": signer.verifier.vkey}, f"created empty log {args.log}")
+    return EXIT_OK
+
+
+def _read_entries(args: argparse.Namespace) -> list[bytes]:
+    entries: list[bytes] = []
+    try:
+        for name in args.files:
+            entries.append(Path(name).read_bytes())
+        if args.lines:
+            data = sys.stdin.buffer.read() if args.lines == "-" else Path(args.lines).read_bytes()
+            entries.extend(line for line in data.split(b"\n") if line)
+    except OSError as exc:
+        raise UsageError(f"cannot read entries: {exc}") from exc
+    return entries
+
+
+def cmd_log_append(args: argparse.Namespace) -> int:
+    signer = load_signer(args)
+    entries = _read_entries(args)
+    with TileLog.open(Path(args.log), signer) as log:
+        result = log.append(entries)
+    summary = {
+        "first_index": result.first_index,
+        "appended": len(entries),
+        "size": result.size,
+        "root": b64encode(result.root),
+    }
+    emit(args, summary, f"appended {len(entries)} entries at {result.first_index}; size {result.size}")
+    return EXIT_OK
+
+
+def cmd_log_verify(args: argparse.Namespace) -> int:
+    log_dir = Path(args.log)
+    verifier, how = load_verifier(args, log_dir)
+    reader = LogReader(log_dir, verifier.name, [verifier])
+    progress = Progress("checking entries", enabled=not args.json)
+    count = reader.verify_all(progress.update)
+    progress.done()
+    summary = {"verified": True, "size": count, "root": b64encode(reader.root_hash), "vkey": verifier.vkey}
+    emit(args, summary, f"OK: all {count} entries, tiles and bundles match the signed checkpoint\nkey {how}")
+    return EXIT_OK
+
+
+def cmd_log_proof(args: argparse.Namespace) -> int:
+    log_dir = Path(args.log)
+    verifier = read_vkey(log_dir)
+    reader = LogReader(log_dir, verifier.name, [verifier])
+    if not 0 <= args.index < reader.size:
+        raise UsageError(f"entry {args.index} is not in the log (size {reader.size})")
+    text = reader.tlog_proof(args.index).encode()
+    if args.out:
+        Path(args.out).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def cmd_log_check_proof(args: argparse.Namespace) -> int:
+    verifier, how = load_verifier(args, None)
+    try:
+        proof = parse_tlog_proof(Path(args.proof).read_bytes())
+        entry = Path(args.entry).read_bytes()
+    except OSError as exc:
+        raise UsageError(str(exc)) from exc
+    signed = verify_tlog_proof(proof, leaf_hash(entry), verifier.name, [verifier])
+    cp = signed.checkpoint
+    summary = {"verified": True, "index": proof.index, "size": cp.size, "root": b64encode(cp.root)}
+    emit(args, summary, f"OK: entry {proof.index} is in {cp.origin} at size {cp.size} (key {how})")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    info = demo.build(Path(args.out), args.entries)
+    emit(args, info, demo.describe(info))
+    return EXIT_OK
+
+
+def _key_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--key-file", help="file holding the log signing key (keep it outside the repository)")
+    p.add_argument("--key-env", help="environment variable holding the log signing key (for CI secrets)")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
+    """Add the ``log`` and ``demo`` commands."""
+    log = sub.add_parser("log", parents=[common], help="the transparency log (C2SP tlog-tiles)").add_subparsers(
+        dest="log_command", required=True
+    )
+    p = log.add_parser("keygen", parents=[common], help="generate an Ed25519 log signing key")
+    p.add_argument("--origin", required=True, help="log origin, e.g. example.org/cpl-log (the key name)")
+    p.add_argument("--out", required=True, help="where to write the private key (created mode 0600)")
+    p.set_defaults(func=cmd_log_keygen)
+
+    p = log.add_parser("init", parents=[common], help="create an empty log signed at size 0")
+    p.add_argument("log", help="log folder")
+    _key_args(p)
+    p.set_defaults(func=cmd_log_init)
+
+    p = log.add_parser("append", parents=[common], help="append entries as one atomic batch")
+    p.add_argument("log", help="log folder")
+    p.add_argument("files", nargs="*", help="files, each appended as one entry")
+    p.add_argument("--lines", help="file (or - for stdin) whose non-empty lines are each one entry")
+    _key_args(p)
+    p.set_defaults(func=cmd_log_append)
+
+    p = log.add_parser("verify", parents=[common], help="recompute every tile and bundle against the signed checkpoint")
+    p.add_argument("log", help="log folder")
+    p.add_argument("--vkey", help="pinned verifier key string (or a file holding it)")
+    p.set_defaults(func=cmd_log_verify)
+
+    p = log.add_parser("proof", parents=[common], help="write a c2sp.org/tlog-proof@v1 file for one entry")
+    p.add_argument("log", help="log folder")
+    p.add_argument("index", type=int, help="entry index")
+    p.add_argument("-o", "--out", help="output file (default: stdout)")
+    p.set_defaults(func=cmd_log_proof)
+
+    p = log.add_parser("check-proof", parents=[common], help="verify a .tlog-proof file offline for an entry")
+    p.add_argument("proof", help=".tlog-proof file")
+    p.add_argument("--entry", required=True, help="file holding the exact entry bytes")
+    p.add_argument("--vkey", required=True, help="pinned verifier key string (or a file holding it)")
+    p.set_defaults(func=cmd_log_check_proof)
+
+    p = sub.add_parser("demo", parents=[common], help="build a demo log with sample entries")
+    p.add_argument("--out", default="build/demo", help="output folder (default: build/demo)")
+    p.add_argument("--entries", type=int, default=300, help="number of sample entries (default: 300)")
+    p.set_defaults(func=cmd_demo)

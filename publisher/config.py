@@ -1,0 +1,245 @@
+"""``publisher.toml``: the configuration of one publication (read with the stdlib ``tomllib``).
+
+See the README for the format. Paths are relative to the publication folder.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .pki.policy import PolicyRules
+
+CONFIG_NAME = "publisher.toml"
+DEFAULT_ROLES = {"Manufacturer": "Manufacturer", "Supplier": "Supplier", "DCC": "DCC"}
+# Placeholder OIDs under the documentation arc; a real deployment sets its own.
+DEFAULT_EKU = "1.3.6.1.4.1.55555.1.1"
+_NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
+_OID_RE = re.compile(r"[0-2](\.(0|[1-9][0-9]*))+")
+
+
+class ConfigError(ValueError):
+    """The configuration is missing, malformed or inconsistent."""
+
+
+@dataclass(frozen=True)
+class KeySource:
+    """Where a private key comes from: a file outside the publication tree, or an environment variable."""
+
+    file: Path | None = None
+    env: str | None = None
+
+    def describe(self) -> str:
+        return f"file {self.file}" if self.file else f"environment variable {self.env}"
+
+
+@dataclass(frozen=True)
+class IssuerConfig:
+    """One CRL issuer: an issuing ICA (CRL) or the root ICA (ARL)."""
+
+    name: str
+    certificate: Path
+    key: KeySource
+    crl_lifetime: dt.timedelta
+    refresh_fraction: float
+    is_root: bool
+
+
+@dataclass(frozen=True)
+class Profile:
+    """The IKI certificate profile the product expects."""
+
+    extended_key_usage: str = DEFAULT_EKU
+    policy_oid: str | None = None
+    roles: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_ROLES))  # role -> OU value
+    organisation_id_attribute: str = "organizationIdentifier"  # or "serialNumber"
+
+    def role_of(self, ou: str) -> str | None:
+        """The role (Manufacturer, Supplier, DCC) whose configured OU value is ``ou``."""
+        for role, value in self.roles.items():
+            if value == ou:
+                return role
+        return None
+
+
+@dataclass(frozen=True)
+class Config:
+    """A publication's configuration."""
+
+    root: Path
+    origin: str
+    site_url: str
+    log_key: KeySource
+    issuers: tuple[IssuerConfig, ...]
+    trust_anchors: tuple[Path, ...]
+    profile: Profile
+    rules: PolicyRules
+
+    def issuer(self, name: str) -> IssuerConfig:
+        for issuer in self.issuers:
+            if issuer.name == name:
+                return issuer
+        known = ", ".join(i.name for i in self.issuers) or "none"
+        raise ConfigError(f"unknown issuer {name!r} (configured: {known})")
+
+    def crl_url(self, issuer: str) -> str:
+        """The CRL distribution point URL of an issuer (on the site)."""
+        return f"{self.site_url}/crl/{issuer}.crl"
+
+
+def _value(table: dict[str, object], key: str, where: str, default: object) -> object:
+    value = table.get(key, default)
+    if value is None:
+        raise ConfigError(f"{where}: '{key}' is required")
+    return value
+
+
+def _str(table: dict[str, object], key: str, where: str, default: str | None = None) -> str:
+    value = _value(table, key, where, default)
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: '{key}' must be a string")
+    return value
+
+
+def _number(table: dict[str, object], key: str, where: str, default: float) -> float:
+    value = _value(table, key, where, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{where}: '{key}' must be a number")
+    return float(value)
+
+
+def _int(table: dict[str, object], key: str, where: str, default: int) -> int:
+    value = _value(table, key, where, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{where}: '{key}' must be an integer")
+    return value
+
+
+def _bool(table: dict[str, object], key: str, where: str, default: bool) -> bool:
+    value = _value(table, key, where, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: '{key}' must be true or false")
+    return value
+
+
+def _key_source(table: dict[str, object], where: str, base: Path) -> KeySource:
+    key_file, key_env = table.get("key_file"), table.get("key_env")
+    if bool(key_file) == bool(key_env):
+        raise ConfigError(f"{where}: give exactly one of 'key_file' or 'key_env'")
+    if key_file is not None:
+        if not isinstance(key_file, str):
+            raise ConfigError(f"{where}: 'key_file' must be a string")
+        return KeySource(file=(base / key_file).resolve())
+    if not isinstance(key_env, str):
+        raise ConfigError(f"{where}: 'key_env' must be a string")
+    return KeySource(env=key_env)
+
+
+def _oid(value: object, where: str) -> str:
+    if not isinstance(value, str) or not _OID_RE.fullmatch(value):
+        raise ConfigError(f"{where}: {value!r} is not a dotted OID")
+    return value
+
+
+def parse(text: str, root: Path) -> Config:
+    """Parse the TOML text of a publication rooted at ``root``."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{CONFIG_NAME}: {exc}") from exc
+    pub = data.get("publication", {})
+    if not isinstance(pub, dict):
+        raise ConfigError("[publication] must be a table")
+    origin = _str(pub, "origin", "[publication]")
+    if not origin or any(c.isspace() for c in origin) or "+" in origin:
+        raise ConfigError("[publication]: 'origin' must be non-empty, without spaces or '+'")
+    site_url = _str(pub, "site_url", "[publication]").rstrip("/")
+    if not re.fullmatch(r"https?://[^\s/]+(/[^\s]*)?", site_url):
+        raise ConfigError("[publication]: 'site_url' must be an http(s) URL")
+    log = data.get("log", {})
+    if not isinstance(log, dict):
+        raise ConfigError("[log] must be a table")
+    log_key = _key_source(log, "[log]", root)
+
+    issuers = []
+    raw_issuers = data.get("issuers", [])
+    if not isinstance(raw_issuers, list):
+        raise ConfigError("[[issuers]] must be an array of tables")
+    for i, item in enumerate(raw_issuers):
+        where = f"[[issuers]] #{i + 1}"
+        if not isinstance(item, dict):
+            raise ConfigError(f"{where}: must be a table")
+        name = _str(item, "name", where)
+        if not _NAME_RE.fullmatch(name):
+            raise ConfigError(f"{where}: name {name!r} must be lowercase letters, digits and '-' (used in URLs)")
+        is_root = _bool(item, "root", where, False)
+        lifetime = _number(item, "crl_lifetime_days", where, 365.0 if is_root else 7.0)
+        fraction = _number(item, "refresh_fraction", where, 0.5)
+        if lifetime <= 0 or not 0 < fraction <= 1:
+            raise ConfigError(f"{where}: crl_lifetime_days must be > 0 and refresh_fraction in (0, 1]")
+        issuers.append(
+            IssuerConfig(
+                name=name,
+                certificate=root / _str(item, "certificate", where),
+                key=_key_source(item, where, root),
+                crl_lifetime=dt.timedelta(days=lifetime),
+                refresh_fraction=fraction,
+                is_root=is_root,
+            )
+        )
+    if len({i.name for i in issuers}) != len(issuers):
+        raise ConfigError("[[issuers]]: names must be unique")
+
+    trust = data.get("trust", {})
+    anchors = trust.get("anchors", []) if isinstance(trust, dict) else None
+    if not isinstance(anchors, list) or not all(isinstance(a, str) for a in anchors):
+        raise ConfigError("[trust]: 'anchors' must be a list of certificate paths")
+
+    prof = data.get("profile", {})
+    if not isinstance(prof, dict):
+        raise ConfigError("[profile] must be a table")
+    roles = prof.get("roles", DEFAULT_ROLES)
+    if not isinstance(roles, dict) or set(roles) != set(DEFAULT_ROLES):
+        raise ConfigError("[profile.roles]: must map exactly Manufacturer, Supplier and DCC to OU values")
+    id_attr = prof.get("organisation_id_attribute", "organizationIdentifier")
+    if id_attr not in ("organizationIdentifier", "serialNumber"):
+        raise ConfigError("[profile]: organisation_id_attribute must be organizationIdentifier or serialNumber")
+    profile = Profile(
+        extended_key_usage=_oid(prof.get("extended_key_usage", DEFAULT_EKU), "[profile] extended_key_usage"),
+        policy_oid=_oid(prof["policy_oid"], "[profile] policy_oid") if "policy_oid" in prof else None,
+        roles={str(k): str(v) for k, v in roles.items()},
+        organisation_id_attribute=str(id_attr),
+    )
+
+    pol = data.get("policy", {})
+    if not isinstance(pol, dict):
+        raise ConfigError("[policy] must be a table")
+    defaults = PolicyRules()
+    rules = PolicyRules(
+        iki_max_days=_int(pol, "iki_max_days", "[policy]", defaults.iki_max_days),
+        ica_issuing_max_days=_int(pol, "ica_issuing_max_days", "[policy]", defaults.ica_issuing_max_days),
+        ica_root_max_days=_int(pol, "ica_root_max_days", "[policy]", defaults.ica_root_max_days),
+    )
+    return Config(
+        root=root,
+        origin=origin,
+        site_url=site_url,
+        log_key=log_key,
+        issuers=tuple(issuers),
+        trust_anchors=tuple(root / a for a in anchors),
+        profile=profile,
+        rules=rules,
+    )
+
+
+def load(root: Path) -> Config:
+    """Read ``publisher.toml`` from the publication folder ``root``."""
+    path = Path(root) / CONFIG_NAME
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    return parse(text, Path(root).resolve())

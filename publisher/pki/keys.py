@@ -1,0 +1,96 @@
+"""Issuer private keys: generation for the demo CA, and loading under the key-custody rules.
+
+A key comes from a file outside the publication's git tree, or from an
+environment variable holding PEM (what CI secrets provide). A key file that
+git tracks, or that lies inside the publication, is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import git
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from ..config import ConfigError, KeySource
+
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
+ALGORITHMS = ("ec-p256", "ec-p384", "rsa-3072", "rsa-4096")
+DEFAULT_ALGORITHM = "ec-p256"
+
+
+class KeyUnusable(ConfigError):
+    """A key cannot be used (custody rule, format or type)."""
+
+
+def generate(algorithm: str = DEFAULT_ALGORITHM) -> PrivateKey:
+    """A new key: ECDSA P-256 (default) or P-384, or RSA 3072/4096."""
+    if algorithm == "ec-p256":
+        return ec.generate_private_key(ec.SECP256R1())
+    if algorithm == "ec-p384":
+        return ec.generate_private_key(ec.SECP384R1())
+    if algorithm in ("rsa-3072", "rsa-4096"):
+        return rsa.generate_private_key(65537, int(algorithm[4:]))
+    raise KeyUnusable(f"unknown key algorithm {algorithm!r} (choose from {', '.join(ALGORITHMS)})")
+
+
+def to_pem(key: PrivateKey) -> bytes:
+    pem, pkcs8 = serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8
+    return key.private_bytes(pem, pkcs8, serialization.NoEncryption())
+
+
+def write_private_key(path: Path, key: PrivateKey) -> None:
+    """Write an unencrypted PKCS#8 PEM key readable only by its owner (demo and tests)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(to_pem(key))
+
+
+def _check_custody(path: Path, publication: Path) -> None:
+    path = path.resolve()
+    publication = publication.resolve()
+    try:
+        repo = git.Repo(publication, search_parent_directories=True)
+        tree = Path(repo.working_tree_dir).resolve() if repo.working_tree_dir else None
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        repo, tree = None, None
+    if repo is not None and tree is not None and path.is_relative_to(tree):
+        rel = path.relative_to(tree).as_posix()
+        if repo.git.ls_files("--", rel):
+            raise KeyUnusable(f"key file {path} is tracked by git: private keys must never enter the repository")
+        raise KeyUnusable(f"key file {path} is inside the publication's git tree; keep keys outside it")
+    if path.is_relative_to(publication):
+        raise KeyUnusable(f"key file {path} is inside the publication folder; keep keys outside it")
+
+
+def load_private_key(source: KeySource, publication: Path) -> PrivateKey:
+    """Load an issuer key from its configured source, enforcing the custody rules."""
+    if source.file is not None:
+        _check_custody(source.file, publication)
+        try:
+            data = source.file.read_bytes()
+        except OSError as exc:
+            raise KeyUnusable(f"cannot read key {source.file}: {exc.strerror or exc}") from exc
+    else:
+        text = os.environ.get(source.env or "", "")
+        if not text:
+            raise KeyUnusable(f"environment variable {source.env} is empty or unset")
+        data = text.encode()
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise KeyUnusable(f"key from {source.describe()} is not an unencrypted PEM private key") from exc
+    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        raise KeyUnusable(f"key from {source.describe()} is not an ECDSA or RSA key")
+    return key
+
+
+def spki_sha256(key: PublicKey) -> str:
+    """SHA-256 of the DER SubjectPublicKeyInfo, hex (the register's key fingerprint)."""
+    der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(der).hexdigest()

@@ -1,0 +1,218 @@
+"""The IKI certificate profile: building certificates and reading identities back. Pure.
+
+End-entity IKI certificate (what intake and the verifier expect):
+  subject O = organisation name, organizationIdentifier (or serialNumber) =
+  organisation ID (SEC party ID or manufacturer ID), OU = role (configurable
+  values for Manufacturer, Supplier, DCC), CN = organisation name;
+  keyUsage digitalSignature (critical); extendedKeyUsage = the configured OID;
+  certificatePolicies = the configured policy OID, if any; CRL distribution
+  point = the issuer's CRL URL on the site; SKI and AKI; basicConstraints CA:FALSE.
+ICA certificates: basicConstraints CA (critical; pathLen 0 on the issuing ICA),
+keyUsage keyCertSign + cRLSign (critical), SKI (and AKI and the root's ARL
+URL on the issuing ICA).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID, ObjectIdentifier
+
+from ..config import Profile
+from .keys import PrivateKey, PublicKey, spki_sha256
+from .policy import CertFacts, Kind
+
+MAX_NAME = 128
+
+
+class ProfileError(ValueError):
+    """A certificate or request does not fit the profile."""
+
+
+def signing_hash(key: PrivateKey) -> hashes.SHA256 | hashes.SHA384:
+    """SHA-384 for P-384 keys, SHA-256 otherwise."""
+    if isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP384R1):
+        return hashes.SHA384()
+    return hashes.SHA256()
+
+
+def _check_text(value: str, what: str) -> str:
+    value = value.strip()
+    if not value or len(value) > MAX_NAME or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise ProfileError(f"{what} must be 1 to {MAX_NAME} printable characters")
+    return value
+
+
+def ee_subject(profile: Profile, org_name: str, org_id: str, role: str) -> x509.Name:
+    """Subject of an end-entity IKI certificate."""
+    if role not in profile.roles:
+        raise ProfileError(f"unknown role {role!r} (choose from {', '.join(profile.roles)})")
+    id_oid = (
+        NameOID.ORGANIZATION_IDENTIFIER
+        if profile.organisation_id_attribute == "organizationIdentifier"
+        else (NameOID.SERIAL_NUMBER)
+    )
+    org_name = _check_text(org_name, "organisation name")
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.COUNTRY_NAME, "GB"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, org_name),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, profile.roles[role]),
+            x509.NameAttribute(id_oid, _check_text(org_id, "organisation ID")),
+            x509.NameAttribute(NameOID.COMMON_NAME, org_name[:64]),
+        ]
+    )
+
+
+def ca_subject(common_name: str) -> x509.Name:
+    """Subject of an ICA certificate."""
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.COUNTRY_NAME, "GB"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Smart DCC Ltd"),
+            x509.NameAttribute(NameOID.COMMON_NAME, _check_text(common_name, "CA name")[:64]),
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class IssueRequest:
+    """One certificate to issue."""
+
+    kind: Kind
+    subject: x509.Name
+    public_key: PublicKey
+    serial: int
+    not_before: dt.datetime
+    not_after: dt.datetime
+    crl_url: str | None  # where the issuer publishes its CRL (None for a root)
+
+
+def build_certificate(
+    request: IssueRequest,
+    profile: Profile,
+    issuer_key: PrivateKey,
+    issuer: x509.Certificate | None,
+) -> x509.Certificate:
+    """Sign a certificate of this profile (``issuer`` None: self-signed root)."""
+    if request.kind not in (Kind.IKI, Kind.ICA_ISSUING, Kind.ICA_ROOT):
+        raise ProfileError(f"this publisher issues IKI and ICA certificates, not {request.kind.value}")
+    if (issuer is None) != (request.kind is Kind.ICA_ROOT):
+        raise ProfileError("only the root ICA certificate is self-signed")
+    if issuer is not None and request.not_after > issuer.not_valid_after_utc:
+        raise ProfileError("the certificate would outlive its issuer's certificate")
+    ski = x509.SubjectKeyIdentifier.from_public_key(request.public_key)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(request.subject)
+        .issuer_name(issuer.subject if issuer else request.subject)
+        .public_key(request.public_key)
+        .serial_number(request.serial)
+        .not_valid_before(request.not_before)
+        .not_valid_after(request.not_after)
+        .add_extension(ski, critical=False)
+    )
+    if issuer is not None:
+        issuer_ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(issuer_ski), critical=False
+        )
+    if request.crl_url:
+        dp = x509.DistributionPoint([x509.UniformResourceIdentifier(request.crl_url)], None, None, None)
+        builder = builder.add_extension(x509.CRLDistributionPoints([dp]), critical=False)
+    if request.kind is Kind.IKI:
+        builder = (
+            builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ObjectIdentifier(profile.extended_key_usage)]), critical=False)
+        )
+        if profile.policy_oid:
+            policy = x509.PolicyInformation(ObjectIdentifier(profile.policy_oid), None)
+            builder = builder.add_extension(x509.CertificatePolicies([policy]), critical=False)
+    else:
+        path_length = 0 if request.kind is Kind.ICA_ISSUING else None
+        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+        builder = builder.add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+        )
+    return builder.sign(issuer_key, signing_hash(issuer_key))
+
+
+def facts_of_request(request: IssueRequest, role: str | None = None, approval_ref: str | None = None) -> CertFacts:
+    """Policy facts about a certificate before it is signed."""
+    return CertFacts(
+        kind=request.kind,
+        serial=request.serial,
+        subject=request.subject.rfc4514_string(),
+        key_sha256=spki_sha256(request.public_key),
+        not_before=request.not_before,
+        not_after=request.not_after,
+        cert_sha256="",
+        role=role,
+        approval_ref=approval_ref,
+    )
+
+
+def public_key_of(cert: x509.Certificate) -> PublicKey:
+    key = cert.public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
+        raise ProfileError("certificate key is neither ECDSA nor RSA")
+    return key
+
+
+def classify(cert: x509.Certificate, profile: Profile) -> Kind | None:
+    """The IKI kind of a certificate of this profile, or None if it is not one."""
+    try:
+        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        bc = None
+    if bc is not None and bc.ca:
+        return Kind.ICA_ROOT if cert.issuer == cert.subject else Kind.ICA_ISSUING
+    try:
+        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return None
+    return Kind.IKI if ObjectIdentifier(profile.extended_key_usage) in eku else None
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who an end-entity IKI certificate belongs to."""
+
+    organisation: str
+    organisation_id: str
+    role: str | None  # Manufacturer, Supplier, DCC, or None if the OU is not a configured role
+
+
+def identity(cert: x509.Certificate, profile: Profile) -> Identity:
+    """Organisation name, identifier and role from the subject, as the profile defines them."""
+
+    def one(oid: ObjectIdentifier) -> str:
+        values = cert.subject.get_attributes_for_oid(oid)
+        return str(values[0].value) if len(values) == 1 else ""
+
+    id_oid = (
+        NameOID.ORGANIZATION_IDENTIFIER
+        if profile.organisation_id_attribute == "organizationIdentifier"
+        else (NameOID.SERIAL_NUMBER)
+    )
+    return Identity(one(NameOID.ORGANIZATION_NAME), one(id_oid), profile.role_of(one(NameOID.ORGANIZATIONAL_UNIT_NAME)))
+
+
+def facts(cert: x509.Certificate, kind: Kind, role: str | None = None, approval_ref: str | None = None) -> CertFacts:
+    """Policy facts about a certificate."""
+    return CertFacts(
+        kind=kind,
+        serial=cert.serial_number,
+        subject=cert.subject.rfc4514_string(),
+        key_sha256=spki_sha256(public_key_of(cert)),
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+        cert_sha256=cert.fingerprint(hashes.SHA256()).hex(),
+        role=role,
+        approval_ref=approval_ref,
+    )
