@@ -10,6 +10,8 @@ from pathlib import Path
 from . import demo
 from .checkpoint import parse_tlog_proof, verify_tlog_proof
 from .cli_common import EXIT_OK, UsageError, emit
+from .config import ConfigError, KeySource
+from .log_key import load_log_signer
 from .merkle import leaf_hash
 from .note import NoteError, Signer, Verifier, b64encode
 from .progress import Progress
@@ -18,23 +20,13 @@ from .tlog import LogReader, TileLog, read_vkey
 
 def load_signer(args: argparse.Namespace) -> Signer:
     """The log signing key from ``--key-file`` or the environment variable ``--key-env`` names."""
-    if args.key_file and args.key_env:
-        raise UsageError("give either --key-file or --key-env, not both")
-    if args.key_file:
-        try:
-            text = Path(args.key_file).read_text()
-        except OSError as exc:
-            raise UsageError(f"cannot read key file: {exc}") from exc
-    elif args.key_env:
-        text = os.environ.get(args.key_env, "")
-        if not text:
-            raise UsageError(f"environment variable {args.key_env} is empty or unset")
-    else:
-        raise UsageError("the log signing key is needed: --key-file FILE or --key-env VAR")
+    if bool(args.key_file) == bool(args.key_env):
+        raise UsageError("the log signing key is needed: --key-file FILE or --key-env VAR (one of them)")
+    source = KeySource(file=Path(args.key_file)) if args.key_file else KeySource(env=args.key_env)
     try:
-        return Signer.from_skey(text)
-    except NoteError as exc:
-        raise UsageError(f"log signing key: {exc}") from exc
+        return load_log_signer(source)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from exc
 
 
 def load_verifier(args: argparse.Namespace, log_dir: Path | None) -> tuple[Verifier, str]:

@@ -146,8 +146,13 @@ def test_demo_builds_a_log_that_its_printed_commands_verify(tmp_path: Path, caps
     assert code == 0
     info = json.loads(out)
     assert info["size"] == 300
-    assert not (out_dir / "log" / "keys").exists()
-    assert "PRIVATE" not in "".join(p.read_text(errors="ignore") for p in (out_dir / "log").rglob("*") if p.is_file())
+    publication = Path(info["publication"])
+    published = [p for p in publication.rglob("*") if p.is_file()]
+    assert (publication / "crl" / "ica.crl").is_file()
+    assert (publication / "log" / "checkpoint").is_file()
+    # No private key material anywhere in what is published (keys live in out_dir/keys).
+    assert not any(b"PRIVATE" in p.read_bytes() for p in published)
+    assert list((out_dir / "keys").glob("*.key"))
     code, _, _ = run(capsys, "log", "verify", info["log"], "--vkey", info["vkey"])
     assert code == 0
     code, _, _ = run(

@@ -51,7 +51,7 @@ def write_private_key(path: Path, key: PrivateKey) -> None:
         f.write(to_pem(key))
 
 
-def _check_custody(path: Path, publication: Path) -> None:
+def check_custody(path: Path, publication: Path) -> None:
     path = path.resolve()
     publication = publication.resolve()
     try:
@@ -63,15 +63,23 @@ def _check_custody(path: Path, publication: Path) -> None:
         rel = path.relative_to(tree).as_posix()
         if repo.git.ls_files("--", rel):
             raise KeyUnusable(f"key file {path} is tracked by git: private keys must never enter the repository")
-        raise KeyUnusable(f"key file {path} is inside the publication's git tree; keep keys outside it")
+        if not repo.ignored(rel):
+            raise KeyUnusable(
+                f"key file {path} is inside the git work tree and not ignored, so a commit could take it; "
+                "keep keys outside the repository"
+            )
     if path.is_relative_to(publication):
         raise KeyUnusable(f"key file {path} is inside the publication folder; keep keys outside it")
 
 
 def load_private_key(source: KeySource, publication: Path) -> PrivateKey:
-    """Load an issuer key from its configured source, enforcing the custody rules."""
+    """Load an issuer key from its configured source, enforcing the custody rules.
+
+    Refused: a key file git tracks, one inside the publication folder, and one
+    inside a git work tree that git does not ignore.
+    """
     if source.file is not None:
-        _check_custody(source.file, publication)
+        check_custody(source.file, publication)
         try:
             data = source.file.read_bytes()
         except OSError as exc:
