@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import cli_log, cli_pki
+from . import cli_intake, cli_log, cli_pki
 from .checkpoint import CheckpointError
 from .cli_common import EXIT_FAILED, EXIT_USAGE, UsageError
 from .config import ConfigError
@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_log.register(sub, common)
     cli_pki.register(sub, common)
+    cli_intake.register(sub, common)
     return parser
 
 

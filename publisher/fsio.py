@@ -17,7 +17,7 @@ class LockHeld(RuntimeError):
     """Another process holds the writer lock."""
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -87,7 +87,7 @@ class FileBatch:
             os.replace(tmp, target)
         dirs = {t.parent for t, _ in temps} | {d.parent for d in self._created}
         for d in sorted(dirs):
-            _fsync_dir(d)
+            fsync_dir(d)
         self._pending = []
 
     def __enter__(self) -> FileBatch:
@@ -130,7 +130,7 @@ def remove_files(root: Path, rel_paths: list[str], keep: bool = False) -> None:
             target.unlink()
             dirs.add(target.parent)
     for d in sorted(dirs):
-        _fsync_dir(d)
+        fsync_dir(d)
 
 
 class WriterLock:

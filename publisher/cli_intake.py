@@ -1,0 +1,59 @@
+"""Command line: ``cpl-publisher intake`` and ``check-submission`` (CPL submissions)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .cli_common import EXIT_FAILED, EXIT_OK, emit
+from .config import load as load_config
+from .intake.run import check_folder, index_of, run_intake, trust_context
+from .log_key import load_log_signer
+from .note import Verifier
+from .pki.authority import now_utc
+from .tlog import LogReader, TileLog
+
+
+def cmd_intake(args: argparse.Namespace) -> int:
+    config = load_config(Path(args.dir))
+    signer = load_log_signer(config.log_key, config.root)
+    with TileLog.open(config.root / "log", signer) as log:
+        report = run_intake(config, log, show_progress=not args.json)
+    lines = [f"accepted {k}: log indices {v[0]}..{v[-1]}" for k, v in report.accepted.items()]
+    lines += [f"completed {k} (logged by an interrupted run)" for k in report.completed]
+    lines += [f"rejected {k}: {len(v)} failed checks (see inbox/{k}/rejection.txt)" for k, v in report.rejected.items()]
+    lines += [f"unchanged since its rejection: {k}" for k in report.skipped]
+    emit(args, report.to_json(), "\n".join(lines) or "the inbox is empty")
+    return EXIT_OK
+
+
+def cmd_check_submission(args: argparse.Namespace) -> int:
+    config = load_config(Path(args.dir))
+    now = now_utc()
+    vkey = Verifier.from_vkey((config.root / "log" / "vkey").read_text())
+    index = index_of(LogReader(config.root / "log", config.origin, [vkey]))
+    decision = check_folder(Path(args.submission), trust_context(config, now), index, now)
+    if decision.accepted:
+        text = f"OK: {len(decision.entries)} rows would be logged"
+    else:
+        text = "REJECTED:\n" + "\n".join(f"  - {f}" for f in decision.findings)
+    summary = {
+        "accepted": decision.accepted,
+        "rows": len(decision.entries),
+        "findings": [f.to_json() for f in decision.findings],
+    }
+    emit(args, summary, text)
+    return EXIT_OK if decision.accepted else EXIT_FAILED
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
+    """Add the ``intake`` and ``check-submission`` commands."""
+    pub = argparse.ArgumentParser(add_help=False)
+    pub.add_argument("--dir", default=".", help="the publication folder holding publisher.toml (default: .)")
+    p = sub.add_parser("intake", parents=[common, pub], help="check the inbox and log the approved submissions")
+    p.set_defaults(func=cmd_intake)
+    p = sub.add_parser(
+        "check-submission", parents=[common, pub], help="run every intake check on one submission, changing nothing"
+    )
+    p.add_argument("submission", help="the submission folder")
+    p.set_defaults(func=cmd_check_submission)

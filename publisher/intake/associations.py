@@ -1,0 +1,75 @@
+"""Log entries for approved CPL associations, and the index of what the log already holds. Pure.
+
+An entry is canonical JSON (sorted keys, UTF-8, no insignificant
+whitespace) with ``type`` ``cpl-association/v1``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+ASSOCIATION_TYPE = "cpl-association/v1"
+CRL_TYPE = "crl/v1"
+
+ModelKey = tuple[str, str, str, str]
+
+
+def canonical_json(obj: object) -> bytes:
+    """Sorted keys, UTF-8, no insignificant whitespace."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def model_key(entry: dict[str, object]) -> ModelKey:
+    m = entry["device_model"]
+    if not isinstance(m, dict):
+        raise ValueError("device_model is not an object")
+    return (
+        str(m["manufacturer_id"]),
+        str(m["model_id"]),
+        str(m["hardware_version"]),
+        str(m["firmware_version"]),
+    )
+
+
+@dataclass
+class Current:
+    """The association currently in force for a device model."""
+
+    index: int
+    image_hash: str
+
+
+@dataclass
+class AssociationIndex:
+    """Which hash is current for each device model, and which submissions are already logged."""
+
+    current: dict[ModelKey, Current] = field(default_factory=dict)
+    submissions: dict[str, str] = field(default_factory=dict)  # submission id -> spreadsheet sha256
+    size: int = 0
+
+    def add(self, index: int, entry: dict[str, object]) -> None:
+        """Account for log entry ``index`` (any type; only associations matter)."""
+        self.size = max(self.size, index + 1)
+        if entry.get("type") != ASSOCIATION_TYPE:
+            return
+        self.current[model_key(entry)] = Current(index, str(entry["image_sha256"]))
+        evidence = entry.get("evidence")
+        if isinstance(evidence, dict):
+            self.submissions[str(entry.get("submission_id"))] = str(evidence.get("spreadsheet"))
+
+    @classmethod
+    def from_entries(cls, entries: Iterable[bytes]) -> AssociationIndex:
+        index = cls()
+        for i, raw in enumerate(entries):
+            try:
+                entry = json.loads(raw)
+            except ValueError:
+                index.size = i + 1
+                continue
+            if isinstance(entry, dict):
+                index.add(i, entry)
+            else:
+                index.size = i + 1
+        return index

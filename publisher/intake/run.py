@@ -1,0 +1,174 @@
+"""Intake over the inbox: check every submission, log the approved ones, report the rejected ones.
+
+Order, for crash safety: rejection reports; evidence files (content-addressed
+under ``log/evidence/``); one log append for every approved row of the run
+(the commit point); then approved folders move to ``processed/``. A crash
+before the append loses nothing (the submissions are still in the inbox); a
+crash after it is finished on the next run, which finds the submission
+already logged and only moves it. Nothing is ever deleted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+
+from .. import fsio
+from ..config import Config
+from ..pki.authority import load_certificate, now_utc
+from ..pki.crl_publish import CRL_DIR
+from ..progress import Progress
+from ..tlog import LogReader, TileLog
+from .associations import AssociationIndex, canonical_json
+from .certcheck import TrustContext
+from .submission import Decision, Finding, SubmissionError, evaluate, read_submission, report_text
+
+INBOX = "inbox"
+PROCESSED = "processed"
+EVIDENCE = "evidence"
+
+
+def trust_context(config: Config, now: dt.datetime) -> TrustContext:
+    """Trust anchors and intermediates from the configuration, CRLs from the publication."""
+    anchors = tuple(load_certificate(p) for p in config.trust_anchors)
+    intermediates = tuple(
+        load_certificate(i.certificate) for i in config.issuers if not i.is_root and i.certificate.exists()
+    )
+    crls = []
+    crl_dir = config.root / CRL_DIR
+    for issuer in config.issuers:
+        path = crl_dir / f"{issuer.name}.crl"
+        if path.exists():
+            crls.append(x509.load_der_x509_crl(path.read_bytes()))
+    return TrustContext(anchors, intermediates, tuple(crls), config.profile, now)
+
+
+def index_of(log: LogReader) -> AssociationIndex:
+    """What the log holds: current association per device model, logged submissions."""
+    index = AssociationIndex.from_entries(log.entries())
+    index.size = log.size
+    return index
+
+
+def check_folder(folder: Path, ctx: TrustContext, index: AssociationIndex, now: dt.datetime) -> Decision:
+    """Every check on one submission folder (changes nothing)."""
+    try:
+        files = read_submission(folder)
+    except SubmissionError as exc:
+        return Decision(folder.name, findings=list(exc.findings))
+    return evaluate(files, ctx, index, now)
+
+
+@dataclass
+class IntakeReport:
+    """What one intake run did."""
+
+    accepted: dict[str, list[int]] = field(default_factory=dict)  # submission -> log indices
+    rejected: dict[str, list[Finding]] = field(default_factory=dict)
+    completed: list[str] = field(default_factory=list)  # logged by an earlier, interrupted run
+    skipped: list[str] = field(default_factory=list)  # unchanged since their rejection
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "accepted": self.accepted,
+            "rejected": {k: [f.to_json() for f in v] for k, v in self.rejected.items()},
+            "completed": self.completed,
+            "skipped": self.skipped,
+        }
+
+
+def _unchanged_since_rejection(folder: Path) -> bool:
+    report = folder / "rejection.json"
+    if not report.exists():
+        return False
+    try:
+        files = read_submission(folder)
+        recorded = json.loads(report.read_text()).get("inputs")
+    except (SubmissionError, ValueError, OSError):
+        return False
+    return bool(recorded == files.digests())
+
+
+def _move(root: Path, folder: Path) -> None:
+    target = root / PROCESSED / folder.name
+    n = 1
+    while target.exists():  # the same id used again after an earlier acceptance
+        n += 1
+        target = root / PROCESSED / f"{folder.name}.{n}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(folder, target)
+    fsio.fsync_dir(target.parent)
+    fsio.fsync_dir(folder.parent)
+
+
+def _write_rejection(folder: Path, decision: Decision, now: dt.datetime) -> None:
+    report = {
+        "submission_id": decision.submission_id,
+        "status": "rejected",
+        "checked_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "findings": [f.to_json() for f in decision.findings],
+        "inputs": decision.inputs,
+    }
+    fsio.write_files(
+        folder,
+        {
+            "rejection.json": json.dumps(report, indent=1, sort_keys=True, ensure_ascii=False).encode() + b"\n",
+            "rejection.txt": report_text(decision).encode(),
+        },
+    )
+
+
+def run_intake(
+    config: Config, log: TileLog, now: dt.datetime | None = None, show_progress: bool = False
+) -> IntakeReport:
+    """Process every submission in ``inbox/`` (sorted by folder name) under the log's writer lock."""
+    now = now or now_utc()
+    report = IntakeReport()
+    inbox = config.root / INBOX
+    folders = sorted(p for p in inbox.iterdir() if p.is_dir()) if inbox.is_dir() else []
+    if not folders:
+        return report
+    ctx = trust_context(config, now)
+    index = index_of(log)
+    progress = Progress("checking submissions", enabled=show_progress)
+    approved: list[tuple[Path, Decision]] = []
+    for n, folder in enumerate(folders, 1):
+        progress.update(n, len(folders))
+        try:
+            sheet_digest = read_submission(folder).digests()
+        except SubmissionError:
+            sheet_digest = {}
+        logged = index.submissions.get(folder.name)
+        if logged is not None and logged in sheet_digest.values():
+            _move(config.root, folder)  # an earlier run logged it and stopped before moving it
+            report.completed.append(folder.name)
+            continue
+        if _unchanged_since_rejection(folder):
+            report.skipped.append(folder.name)
+            continue
+        decision = check_folder(folder, ctx, index, now)
+        if not decision.accepted:
+            if not decision.findings:
+                decision.findings.append(Finding("rows", "the submission holds no rows to log"))
+            _write_rejection(folder, decision, now)
+            report.rejected[folder.name] = decision.findings
+            continue
+        first = index.size
+        for i, entry in enumerate(decision.entries):
+            index.add(first + i, entry)  # later submissions of this run see these associations
+        approved.append((folder, decision))
+        report.accepted[folder.name] = list(range(first, first + len(decision.entries)))
+    progress.done()
+    if approved:
+        evidence = {f"{EVIDENCE}/{h}": data for _, d in approved for h, data in d.evidence.items()}
+        fresh = {p: data for p, data in evidence.items() if not (log.root / p).exists()}
+        fsio.write_files(log.root, fresh)
+        log.append([canonical_json(e) for _, d in approved for e in d.entries])
+        for folder, _ in approved:
+            _move(config.root, folder)
+    return report
