@@ -169,10 +169,14 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
 def cmd_revoke(args: argparse.Namespace) -> int:
     config = _publication(args)
     invalidity = _parse_when(args.invalidity_date, "--invalidity-date") if args.invalidity_date else None
+    try:
+        serial = revocation.parse_serial(args.serial)
+    except revocation.RevocationRefused as exc:
+        raise UsageError(f"--serial: {exc}") from exc
     record = revocation.revoke(
         config,
         args.issuer,
-        revocation.parse_serial(args.serial),
+        serial,
         args.reason,
         invalidity,
         args.ref,

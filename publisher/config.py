@@ -17,6 +17,7 @@ CONFIG_NAME = "publisher.toml"
 DEFAULT_ROLES = {"Manufacturer": "Manufacturer", "Supplier": "Supplier", "DCC": "DCC"}
 # Placeholder OIDs under the documentation arc; a real deployment sets its own.
 DEFAULT_EKU = "1.3.6.1.4.1.55555.1.1"
+MAX_CRL_LIFETIME_DAYS = 3660
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 _OID_RE = re.compile(r"[0-2](\.(0|[1-9][0-9]*))+")
 
@@ -127,8 +128,8 @@ def _bool(table: dict[str, object], key: str, where: str, default: bool) -> bool
 
 def _key_source(table: dict[str, object], where: str, base: Path) -> KeySource:
     key_file, key_env = table.get("key_file"), table.get("key_env")
-    if bool(key_file) == bool(key_env):
-        raise ConfigError(f"{where}: give exactly one of 'key_file' or 'key_env'")
+    if (key_file is None) == (key_env is None) or key_file == "" or key_env == "":
+        raise ConfigError(f"{where}: give exactly one of 'key_file' or 'key_env', non-empty")
     if key_file is not None:
         if not isinstance(key_file, str):
             raise ConfigError(f"{where}: 'key_file' must be a string")
@@ -178,8 +179,10 @@ def parse(text: str, root: Path) -> Config:
         is_root = _bool(item, "root", where, False)
         lifetime = _number(item, "crl_lifetime_days", where, 365.0 if is_root else 7.0)
         fraction = _number(item, "refresh_fraction", where, 0.5)
-        if lifetime <= 0 or not 0 < fraction <= 1:
-            raise ConfigError(f"{where}: crl_lifetime_days must be > 0 and refresh_fraction in (0, 1]")
+        if not 0 < lifetime <= MAX_CRL_LIFETIME_DAYS or not 0 < fraction <= 1:
+            raise ConfigError(
+                f"{where}: crl_lifetime_days must be in (0, {MAX_CRL_LIFETIME_DAYS}] and refresh_fraction in (0, 1]"
+            )
         issuers.append(
             IssuerConfig(
                 name=name,
@@ -204,6 +207,8 @@ def parse(text: str, root: Path) -> Config:
     roles = prof.get("roles", DEFAULT_ROLES)
     if not isinstance(roles, dict) or set(roles) != set(DEFAULT_ROLES):
         raise ConfigError("[profile.roles]: must map exactly Manufacturer, Supplier and DCC to OU values")
+    if not all(isinstance(v, str) and v for v in roles.values()) or len(set(roles.values())) != len(roles):
+        raise ConfigError("[profile.roles]: the OU values must be distinct, non-empty strings")
     id_attr = prof.get("organisation_id_attribute", "organizationIdentifier")
     if id_attr not in ("organizationIdentifier", "serialNumber"):
         raise ConfigError("[profile]: organisation_id_attribute must be organizationIdentifier or serialNumber")
@@ -218,6 +223,9 @@ def parse(text: str, root: Path) -> Config:
     if not isinstance(pol, dict):
         raise ConfigError("[policy] must be a table")
     defaults = PolicyRules()
+    for key in ("iki_max_days", "ica_issuing_max_days", "ica_root_max_days"):
+        if key in pol and _int(pol, key, "[policy]", 1) <= 0:
+            raise ConfigError(f"[policy]: '{key}' must be a positive number of days")
     rules = PolicyRules(
         iki_max_days=_int(pol, "iki_max_days", "[policy]", defaults.iki_max_days),
         ica_issuing_max_days=_int(pol, "ica_issuing_max_days", "[policy]", defaults.ica_issuing_max_days),

@@ -131,7 +131,7 @@ def check_validity(facts: CertFacts, rules: PolicyRules) -> list[Refusal]:
             Kind.ICA_ISSUING: rules.ica_issuing_max_days,
             Kind.ICA_ROOT: rules.ica_root_max_days,
         }[facts.kind]
-        if days > limit:
+        if _period(facts) > dt.timedelta(days=limit):
             return [
                 Refusal(
                     "IKI validity (publisher.toml [policy])",

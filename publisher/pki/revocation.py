@@ -23,7 +23,7 @@ def _iso(when: dt.datetime) -> str:
 def parse_serial(text: str) -> int:
     """A certificate serial in hex (optional 0x, colons allowed), as OpenSSL prints it."""
     cleaned = text.strip().lower().removeprefix("0x").replace(":", "")
-    if not re.fullmatch(r"[0-9a-f]{1,40}", cleaned):
+    if not re.fullmatch(r"[0-9a-f]+", cleaned) or len(cleaned.lstrip("0")) > 40:
         raise RevocationRefused(f"serial {text!r} is not a hexadecimal number of at most 20 bytes")
     value = int(cleaned, 16)
     if value == 0:
