@@ -223,7 +223,9 @@ DCC = "DCC"
         x509.random_serial_number(),
         now,
         now + dt.timedelta(days=rules.ica_root_max_days),
-        None,
+        # The root names its own ARL too, so that the ARL's distribution point covers it
+        # (OpenSSL's -crl_check_all checks the root against the ARL's scope).
+        config.crl_url(root_name),
     )
     refusals = check(profile.facts_of_request(root_req), existing_facts(config), rules)
     if refusals:

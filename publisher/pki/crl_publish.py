@@ -57,18 +57,31 @@ def revocations_for(config: Config, issuer: str) -> tuple[list[Revocation], str]
 
 
 def current(config: Config, issuer: str) -> tuple[bytes | None, dict[str, object] | None]:
-    """The published CRL of an issuer and its JSON description, if any."""
+    """The published CRL of an issuer and its JSON description, each if present.
+
+    The DER file is the truth: retention and numbering are checked against
+    it even when its description is missing or stale.
+    """
     base = config.root / CRL_DIR
     try:
-        return (base / f"{issuer}.crl").read_bytes(), json.loads((base / f"{issuer}.json").read_text())
+        data = (base / f"{issuer}.crl").read_bytes()
     except FileNotFoundError:
-        return None, None
+        data = None
+    try:
+        meta = json.loads((base / f"{issuer}.json").read_text())
+    except (FileNotFoundError, ValueError):
+        meta = None
+    return data, meta if isinstance(meta, dict) else None
 
 
-def due(issuer: IssuerConfig, meta: dict[str, object] | None, register_digest: str, now: dt.datetime) -> str | None:
-    """Why a new CRL is due, or None: no CRL yet, the register changed, or the refresh threshold passed."""
-    if meta is None:
+def due(
+    issuer: IssuerConfig, crl: bytes | None, meta: dict[str, object] | None, register_digest: str, now: dt.datetime
+) -> str | None:
+    """Why a new CRL is due, or None: no CRL yet, files out of step, register changed, or threshold passed."""
+    if crl is None:
         return "no CRL published yet"
+    if meta is None or meta.get("sha256") != hashlib.sha256(crl).hexdigest():
+        return "the CRL's description is missing or out of step (an interrupted write)"
     if meta.get("register_sha256") != register_digest:
         return "the revocation register changed"
     this_update = _parse_time(str(meta["this_update"]))
@@ -85,7 +98,7 @@ def refresh(config: Config, now: dt.datetime | None = None, force: bool = False)
     for issuer in config.issuers:
         revocations, digest = revocations_for(config, issuer.name)
         previous, meta = current(config, issuer.name)
-        why = due(issuer, meta, digest, now) or ("forced" if force else None)
+        why = due(issuer, previous, meta, digest, now) or ("forced" if force else None)
         if why is None:
             continue
         done.append(Refreshed(issuer.name, publish_one(config, issuer, revocations, digest, previous, now), why))

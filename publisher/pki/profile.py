@@ -89,7 +89,7 @@ class IssueRequest:
     serial: int
     not_before: dt.datetime
     not_after: dt.datetime
-    crl_url: str | None  # where the issuer publishes its CRL (None for a root)
+    crl_url: str | None  # the CRL (or for the root itself, the ARL) that covers this certificate
 
 
 def build_certificate(

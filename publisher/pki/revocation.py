@@ -26,6 +26,8 @@ def parse_serial(text: str) -> int:
     if not re.fullmatch(r"[0-9a-f]+", cleaned) or len(cleaned.lstrip("0")) > 40:
         raise RevocationRefused(f"serial {text!r} is not a hexadecimal number of at most 20 bytes")
     value = int(cleaned, 16)
+    if value.bit_length() > 159:
+        raise RevocationRefused(f"serial {text!r} needs more than 20 octets in DER (RFC 5280 4.1.2.2)")
     if value == 0:
         raise RevocationRefused("serial 0 is not a valid certificate serial (RFC 5280 4.1.2.2)")
     return value
