@@ -10,11 +10,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import cli_intake, cli_log, cli_pki
+from . import cli_intake, cli_log, cli_pki, cli_publish
 from .checkpoint import CheckpointError
 from .cli_common import EXIT_FAILED, EXIT_USAGE, UsageError
 from .config import ConfigError
 from .fsio import LockHeld
+from .history import HistoryBroken
 from .merkle import ProofError
 from .note import NoteError
 from .pki.authority import PolicyRefused
@@ -23,11 +24,12 @@ from .pki.crl_publish import CRLRefused
 from .pki.profile import ProfileError
 from .pki.registers import RegisterError
 from .pki.revocation import RevocationRefused
+from .publish import PublishRefused
 from .tiles import TileError
 from .tlog import CorruptLog, LogError
 
-FAILED = (CorruptLog, ProofError, CheckpointError)
-REFUSED = (PolicyRefused, RevocationRefused, CRLRefused, CRLError)
+FAILED = (CorruptLog, ProofError, CheckpointError, HistoryBroken)
+REFUSED = (PolicyRefused, RevocationRefused, CRLRefused, CRLError, PublishRefused)
 USAGE = (UsageError, ConfigError, RegisterError, ProfileError, LogError, LockHeld, TileError, NoteError, OSError)
 
 
@@ -47,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_log.register(sub, common)
     cli_pki.register(sub, common)
     cli_intake.register(sub, common)
+    cli_publish.register(sub, common)
     return parser
 
 

@@ -45,6 +45,7 @@ PENDING_FILE = f"{STATE_DIR}/pending.json"
 LOCK_FILE = f"{STATE_DIR}/lock"
 
 Progress = Callable[[int, int], None]
+_TILE_CACHE_SIZE = 1024  # tiles (8 KB each at most)
 
 
 class LogError(RuntimeError):
@@ -77,6 +78,7 @@ class LogReader:
         self.root = Path(root)
         self.origin = origin
         self.verifiers = list(verifiers)
+        self._tile_cache: dict[Tile, list[bytes]] = {}
         self.signed = self._load_checkpoint()
 
     # -- loading -------------------------------------------------------------
@@ -121,11 +123,22 @@ class LogReader:
         return self._read(tile.path)
 
     def read_tile(self, tile: Tile) -> list[bytes]:
-        """The hashes of a hash tile, checked for length."""
+        """The hashes of a hash tile, checked for length.
+
+        Cached: a tile of a given width never changes, and proofs for
+        neighbouring entries share most of their tiles.
+        """
+        cached = self._tile_cache.get(tile)
+        if cached is not None:
+            return cached
         try:
-            return split_hashes(self._read_tile_bytes(tile), tile)
+            hashes = split_hashes(self._read_tile_bytes(tile), tile)
         except TileError as exc:
             raise CorruptLog(f"{self.root / tile.path}: {exc}") from exc
+        if len(self._tile_cache) >= _TILE_CACHE_SIZE:
+            self._tile_cache.clear()
+        self._tile_cache[tile] = hashes
+        return hashes
 
     def read_bundle(self, tile: Tile) -> list[bytes]:
         """The entries of an entry bundle, checked for count."""

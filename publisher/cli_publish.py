@@ -1,0 +1,60 @@
+"""Command line: ``cpl-publisher publish`` and ``history verify``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import git
+
+from .cli_common import EXIT_OK, UsageError, emit
+from .config import load as load_config
+from .history import verify_history
+from .note import NoteError, Verifier
+from .publish import publish
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    config = load_config(Path(args.dir))
+    result = publish(config, show_progress=not args.json)
+    if result.committed:
+        text = f"committed {result.committed[:12]}: {result.message.strip()}"
+    else:
+        text = f"nothing to publish (log size {result.size})"
+    emit(args, result.to_json(), text)
+    return EXIT_OK
+
+
+def cmd_history_verify(args: argparse.Namespace) -> int:
+    config = load_config(Path(args.dir))
+    try:
+        repo = git.Repo(config.root)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError) as exc:
+        raise UsageError(f"{config.root} is not a git repository") from exc
+    if args.vkey:
+        try:
+            verifier = Verifier.from_vkey(args.vkey)
+        except NoteError as exc:
+            raise UsageError(f"--vkey: {exc}") from exc
+        how = "pinned with --vkey"
+    else:
+        verifier = Verifier.from_vkey(repo.head.commit.tree["log/vkey"].data_stream.read().decode())
+        how = "from log/vkey in HEAD (pass --vkey to pin it)"
+    report = verify_history(repo, config.origin, [verifier])
+    text = f"OK: {report.commits} committed checkpoints, each consistent with the one before (key {how})"
+    emit(args, {"verified": True, "commits": report.commits, "size": report.final_size}, text)
+    return EXIT_OK
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
+    """Add the ``publish`` and ``history`` commands."""
+    pub = argparse.ArgumentParser(add_help=False)
+    pub.add_argument("--dir", default=".", help="the publication folder holding publisher.toml (default: .)")
+    p = sub.add_parser("publish", parents=[common, pub], help="refresh CRLs, take in submissions, log, commit")
+    p.set_defaults(func=cmd_publish)
+    hist = sub.add_parser("history", parents=[common], help="the publication's git history").add_subparsers(
+        dest="history_command", required=True
+    )
+    p = hist.add_parser("verify", parents=[common, pub], help="prove every committed checkpoint append-only")
+    p.add_argument("--vkey", help="pinned log verifier key (default: log/vkey in HEAD)")
+    p.set_defaults(func=cmd_history_verify)

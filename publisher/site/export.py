@@ -1,0 +1,118 @@
+"""The machine-readable part of the site: what consumers and the verifier fetch at stable URLs.
+
+Large trees (tiles, bundles, evidence, the CRL archive) are hard-linked from
+the publication, not copied; generated files (proofs, lookup shards,
+``status.json``) are written.
+
+    /crl/<issuer>.crl .pem .json, /crl/archive/<issuer>/<number>.crl
+    /pki/<name>.pem
+    /log/checkpoint, /log/vkey, /log/tile/..., /log/evidence/<sha256>
+    /log/proof/<index>.tlog-proof
+    /log/lookup/hash/<3 hex>.json, /log/lookup/model/<3 hex>.json
+    /status.json
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..config import Config
+from ..note import Verifier, b64encode
+from ..pki.crl_publish import CRL_DIR
+from ..tlog import LogReader
+from .lookup import build_shards
+
+LOG_DIR = "log"
+
+
+def _link(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.exists():
+        dst.unlink()
+    try:
+        os.link(src, dst)
+    except OSError:  # another filesystem: fall back to a copy
+        shutil.copy2(src, dst)
+
+
+def _public_files(tree: Path) -> Iterator[Path]:
+    """Files under ``tree``, skipping hidden names (private state, temporaries)."""
+    for dirpath, dirnames, filenames in os.walk(tree):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in filenames:
+            if not name.startswith("."):
+                yield Path(dirpath) / name
+
+
+def link_tree(src: Path, dst: Path) -> int:
+    """Hard-link every public file of ``src`` into ``dst``; returns the count."""
+    count = 0
+    for f in _public_files(src):
+        _link(f, dst / f.relative_to(src))
+        count += 1
+    return count
+
+
+def open_log(config: Config) -> LogReader:
+    """The publication's log, read at its checkpoint with its own published key."""
+    log_dir = config.root / LOG_DIR
+    vkey = Verifier.from_vkey((log_dir / "vkey").read_text())
+    return LogReader(log_dir, config.origin, [vkey])
+
+
+def status(config: Config, log: LogReader, generated_at: str) -> dict[str, object]:
+    """``status.json``: the CRLs' state and the log's size, root and checkpoint."""
+    crls: dict[str, object] = {}
+    for issuer in config.issuers:
+        meta_path = config.root / CRL_DIR / f"{issuer.name}.json"
+        if meta_path.exists():
+            crls[issuer.name] = json.loads(meta_path.read_text())
+    return {
+        "generated_at": generated_at,
+        "log": {
+            "origin": config.origin,
+            "size": log.size,
+            "root": b64encode(log.root_hash),
+            "checkpoint_sha256": hashlib.sha256(log.signed.raw.encode()).hexdigest(),
+        },
+        "crls": crls,
+    }
+
+
+def export_tree(config: Config, out: Path, generated_at: str, proofs: bool = True) -> dict[str, object]:
+    """Write the machine-readable site tree into ``out``; return ``status.json``'s content."""
+    log = open_log(config)
+    linked = 0
+    for sub in (CRL_DIR, "pki"):
+        if (config.root / sub).is_dir():
+            linked += link_tree(config.root / sub, out / sub)
+    for name in ("checkpoint", "vkey"):
+        _link(config.root / LOG_DIR / name, out / LOG_DIR / name)
+    for sub in ("tile", "evidence"):
+        if (config.root / LOG_DIR / sub).is_dir():
+            linked += link_tree(config.root / LOG_DIR / sub, out / LOG_DIR / sub)
+
+    entries = []
+    for index, raw in enumerate(log.entries()):
+        try:
+            entry = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(entry, dict):
+            entries.append((index, entry))
+    generated = build_shards(entries)
+    if proofs:
+        for index in range(log.size):
+            generated[f"proof/{index}.tlog-proof"] = log.tlog_proof(index).encode().encode()
+    for rel, data in generated.items():
+        path = out / LOG_DIR / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    state = status(config, log, generated_at)
+    (out / "status.json").write_text(json.dumps(state, indent=1, sort_keys=True) + "\n")
+    return state
