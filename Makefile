@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SRC := publisher tests bench
 
-.PHONY: demo test lint typecheck pytest bench clean
+.PHONY: demo serve site test lint typecheck pytest bench clean
 
 $(STAMP): pyproject.toml requirements.lock requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
@@ -14,14 +14,25 @@ $(STAMP): pyproject.toml requirements.lock requirements-dev.lock
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 
+# MkDocs 2.0 is an incompatible rewrite; its 1.6 warning about it is noise here.
+export NO_MKDOCS_2_WARNING := 1
+
 demo: $(STAMP)
 	$(BIN)/cpl-publisher demo --out build/demo
+	CPL_PUBLICATION=build/demo/publication $(BIN)/mkdocs build --quiet -d build/demo/site
+	@echo "Site built in build/demo/site; look at it with: make serve (http://127.0.0.1:8000/)"
+
+serve:
+	@test -d build/demo/site || { echo "run 'make demo' first"; exit 2; }
+	$(BIN)/python -m http.server 8000 --bind 127.0.0.1 --directory build/demo/site
 
 test: lint typecheck pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(SRC)
 	$(BIN)/ruff format --check $(SRC)
+	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	$(BIN)/zizmor --offline --quiet --config .github/zizmor.yml .github/workflows
 
 typecheck: $(STAMP)
 	$(BIN)/mypy publisher

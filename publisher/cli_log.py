@@ -134,7 +134,7 @@ def cmd_log_check_proof(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    info = demo.build(Path(args.out), args.entries)
+    info = demo.build(Path(args.out))
     emit(args, info, demo.describe(info))
     return EXIT_OK
 
@@ -183,7 +183,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     p.add_argument("--vkey", required=True, help="pinned verifier key string (or a file holding it)")
     p.set_defaults(func=cmd_log_check_proof)
 
-    p = sub.add_parser("demo", parents=[common], help="build a demo log with sample entries")
+    p = sub.add_parser("demo", parents=[common], help="build the demo publication from built-in sample data")
     p.add_argument("--out", default="build/demo", help="output folder (default: build/demo)")
-    p.add_argument("--entries", type=int, default=300, help="number of sample entries (default: 300)")
     p.set_defaults(func=cmd_demo)

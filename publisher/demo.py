@@ -1,7 +1,15 @@
-"""The demo publication that ``make demo`` builds from built-in sample data."""
+"""The demo publication that ``make demo`` builds from built-in sample data.
+
+A demo IKI hierarchy, certificates for three manufacturers, two suppliers and
+the DCC, about 30 signed submissions (good ones, SMETS1 and communications
+hubs endorsed by the DCC, a replacement after an investigation, and bad ones
+that end up rejected with reports), two revocations, CRLs and the log, built
+by the real commands in three publishes (three git commits).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -10,41 +18,45 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.serialization import pkcs7
 
+from .config import Config
 from .config import load as load_config
 from .log_key import load_log_signer
-from .note import b64encode
-from .pki import authority, crl_publish, keys, profile, revocation
+from .pki import authority, keys, profile, revocation
+from .pki.keys import PrivateKey
 from .pki.policy import Kind
-from .tlog import TileLog
+from .publish import init_repository, publish
+from .site.lookup import model_lookup_key
 
 DEMO_ORIGIN = "demo.cpl-transparency.example/log"
 DEMO_SITE = "http://127.0.0.1:8000"
 MARKER = ".cpl-demo"
-_DEVICE_TYPES = ["ESME", "GSME", "CHF", "GPF", "PPMID", "IHD", "HCALCS"]
-_MANUFACTURERS = [("1001", "Acme Meters Ltd"), ("1002", "Brightwater Devices"), ("1003", "Cobalt Energy Systems")]
+HEADER = (
+    "manufacturer_id,manufacturer_name,model_id,hardware_version,firmware_version,device_type,smets_version,image_hash"
+)
 _ORGANISATIONS = [
-    *((mid, name, "Manufacturer") for mid, name in _MANUFACTURERS),
+    ("1001", "Acme Meters Ltd", "Manufacturer"),
+    ("1002", "Brightwater Devices", "Manufacturer"),
+    ("1003", "Cobalt Energy Systems", "Manufacturer"),
     ("2001", "Northern Power Supply", "Supplier"),
     ("2002", "Southern Gas & Electric", "Supplier"),
     ("9001", "Smart DCC Ltd", "DCC"),
 ]
 
 
-def sample_entry(i: int) -> bytes:
-    """A deterministic sample record in canonical JSON (sorted keys, no whitespace)."""
-    mid, name = _MANUFACTURERS[i % len(_MANUFACTURERS)]
-    record = {
-        "type": "demo-sample/v1",
-        "manufacturer_id": mid,
-        "manufacturer_name": name,
-        "model_id": f"M{i % 17:03d}",
-        "hardware_version": f"{1 + i % 3}.0",
-        "firmware_version": f"{i // 17}.{i % 10}",
-        "device_type": _DEVICE_TYPES[i % len(_DEVICE_TYPES)],
-        "image_hash": hashlib.sha256(f"demo image {i}".encode()).hexdigest(),
-    }
-    return json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
+@dataclasses.dataclass(frozen=True)
+class Org:
+    org_id: str
+    name: str
+    role: str
+    cert: x509.Certificate
+    key: PrivateKey
+
+
+def image_hash(label: str) -> str:
+    """A stand-in Manufacturer Image hash."""
+    return hashlib.sha256(f"demo firmware image {label}".encode()).hexdigest()
 
 
 def _fresh_dir(out: Path) -> None:
@@ -56,83 +68,161 @@ def _fresh_dir(out: Path) -> None:
     (out / MARKER).write_text("built by cpl-publisher demo; safe to delete\n")
 
 
-def build(out: Path, entries: int) -> dict[str, object]:
+def _issue(config: Config, org_dir: Path, org_id: str, name: str, role: str, now: dt.datetime) -> Org:
+    key = keys.generate()
+    request = profile.IssueRequest(
+        Kind.IKI,
+        profile.ee_subject(config.profile, name, org_id, role),
+        key.public_key(),
+        x509.random_serial_number(),
+        now,
+        now + dt.timedelta(days=730),
+        config.crl_url("ica"),
+    )
+    cert = authority.issue(config, "ica", request, role=role).certificate
+    stem = f"{org_id}-{role.lower()}"
+    keys.write_private_key(org_dir / f"{stem}.key", key)
+    (org_dir / f"{stem}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return Org(org_id, name, role, cert, key)
+
+
+def sign_detached(data: bytes, signers: list[Org]) -> bytes:
+    """A detached CMS SignedData over ``data`` with one SignerInfo per signer (DER)."""
+    builder = pkcs7.PKCS7SignatureBuilder().set_data(data)
+    for org in signers:
+        builder = builder.add_signer(org.cert, org.key, hashes.SHA256())
+    options = [pkcs7.PKCS7Options.DetachedSignature, pkcs7.PKCS7Options.Binary]
+    return builder.sign(serialization.Encoding.DER, options)
+
+
+def submit(
+    pub: Path,
+    sub_id: str,
+    rows: list[tuple[str, ...]],
+    signers: list[Org],
+    request: dict[str, object] | None = None,
+    tamper: bool = False,
+) -> Path:
+    """Write a submission folder: the CSV, its signatures (one file) and request.json."""
+    folder = pub / "inbox" / sub_id
+    folder.mkdir(parents=True)
+    sheet = (HEADER + "\n" + "".join(",".join(r) + "\n" for r in rows)).encode()
+    (folder / "submission.csv").write_bytes(sheet + (b"\n" if tamper else b""))
+    (folder / "signatures.p7s").write_bytes(sign_detached(sheet, signers))
+    body = request or {"submitter_ref": f"REF-{sub_id}", "panel_ref": f"PANEL-{sub_id}"}
+    (folder / "request.json").write_text(json.dumps(body))
+    return folder
+
+
+def _row(org: Org, model: str, hw: str, fw: str, device: str, smets: str, label: str) -> tuple[str, ...]:
+    return (org.org_id, org.name.replace("&", "and"), model, hw, fw, device, smets, image_hash(label))
+
+
+def build(out: Path) -> dict[str, object]:
     """Build the demo publication under ``out``; return what was made.
 
-    ``out/publication`` holds what is published (CA certificates, CRLs,
-    registers, the log); ``out/keys`` the private keys, which never go there;
-    ``out/certs`` the organisations' certificates and keys.
+    ``out/publication`` is the published git repository; ``out/keys`` the CA
+    and log keys and ``out/certs`` the organisations' keys, never published.
     """
     _fresh_dir(out)
     pub, keys_dir, org_dir = out / "publication", out / "keys", out / "certs"
     authority.init_publication(pub, keys_dir, DEMO_SITE, DEMO_ORIGIN)
+    init_repository(pub)
     config = load_config(pub)
     now = authority.now_utc()
-    issued = []
-    for org_id, name, role in _ORGANISATIONS:
-        key = keys.generate()
-        request = profile.IssueRequest(
-            Kind.IKI,
-            profile.ee_subject(config.profile, name, org_id, role),
-            key.public_key(),
-            x509.random_serial_number(),
-            now,
-            now + dt.timedelta(days=730),
-            config.crl_url("ica"),
-        )
-        cert = authority.issue(config, "ica", request, role=role).certificate
-        stem = f"{org_id}-{role.lower()}"
-        keys.write_private_key(org_dir / f"{stem}.key", key)
-        (org_dir / f"{stem}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        issued.append(cert)
-    # Two revocations: a compromised manufacturer key and a superseded supplier certificate.
-    revocation.revoke(config, "ica", issued[2].serial_number, "keyCompromise", now - dt.timedelta(days=2), "DEMO-1")
-    revocation.revoke(config, "ica", issued[4].serial_number, "superseded", ref="DEMO-2")
-    crls = crl_publish.refresh(config)
+    orgs = {o[0]: _issue(config, org_dir, *o, now) for o in _ORGANISATIONS}
+    acme, bright, cobalt = orgs["1001"], orgs["1002"], orgs["1003"]
+    north, south, dcc = orgs["2001"], orgs["2002"], orgs["9001"]
+    publish(config, now)  # first commit: CRLs, logged as crl/v1 entries
+
+    # Round 1: twenty good device submissions, SMETS1 and comms hubs via the DCC, and bad ones.
+    for n in range(20):
+        mfr = (acme, bright, cobalt)[n % 3]
+        supplier = (north, south)[n % 2]
+        device = ("ESME", "GSME", "PPMID", "IHD")[n % 4]
+        rows = [
+            _row(mfr, f"{device}-{100 + n}", "1.0", f"2.{k}", device, "SMETS2", f"{mfr.org_id}-{n}-{k}")
+            for k in range(1 + n % 3)
+        ]
+        submit(pub, f"S{n + 1:03d}", rows, [mfr, supplier])
+    submit(pub, "S021", [_row(acme, "LEGACY-E1", "3", "7.1", "ESME", "SMETS1", "smets1-a")], [acme, dcc])
+    submit(pub, "S022", [_row(bright, "LEGACY-G2", "1", "4.0", "GSME", "SMETS1", "smets1-b")], [bright, dcc])
+    submit(pub, "S023", [_row(acme, "CH-100", "2.0", "1.0", "CHF", "SMETS2", "chf-a")], [acme, dcc])
+    submit(pub, "S024", [_row(acme, "CH-100", "2.0", "1.0", "GPF", "SMETS2", "gpf-a")], [acme, dcc])
+    # Rejected: tampered after signing; no endorsement; SMETS1 endorsed by a supplier;
+    # signed by another manufacturer; a hash that is not a SHA-256.
+    submit(pub, "X001", [_row(acme, "ESME-900", "1.0", "1.0", "ESME", "SMETS2", "x1")], [acme, north], tamper=True)
+    submit(pub, "X002", [_row(acme, "ESME-901", "1.0", "1.0", "ESME", "SMETS2", "x2")], [acme])
+    submit(pub, "X003", [_row(acme, "LEGACY-E9", "1", "1", "ESME", "SMETS1", "x3")], [acme, north])
+    submit(pub, "X004", [_row(acme, "ESME-902", "1.0", "1.0", "ESME", "SMETS2", "x4")], [bright, north])
+    bad = (*_row(acme, "ESME-903", "1.0", "1.0", "ESME", "SMETS2", "x5")[:7], "abc123")
+    submit(pub, "X005", [bad], [acme, north])
+    first = publish(config, now)
+
+    # Two revocations: a superseded supplier certificate and a compromised manufacturer key.
+    revocation.revoke(config, "ica", south.cert.serial_number, "superseded", ref="DEMO-REV-1")
+    revocation.revoke(
+        config, "ica", cobalt.cert.serial_number, "keyCompromise", now - dt.timedelta(days=1), "DEMO-REV-2"
+    )
+
+    # Round 2: a replacement after an investigation, and a submission signed with the revoked key.
+    replaced = first.intake.accepted["S001"][0]
+    submit(
+        pub,
+        "S025",
+        [_row(acme, "ESME-100", "1.0", "2.0", "ESME", "SMETS2", "1001-0-0-fixed")],
+        [acme, north],
+        {
+            "submitter_ref": "REF-S025",
+            "panel_ref": "PANEL-S025",
+            "replacements": [{"replaces_index": replaced, "investigation_ref": "INV-2026-007"}],
+        },
+    )
+    submit(pub, "X006", [_row(cobalt, "PPMID-777", "1.0", "1.0", "PPMID", "SMETS2", "x6")], [cobalt, north])
+    second = publish(config, now + dt.timedelta(seconds=1))
 
     signer = load_log_signer(config.log_key, pub)
-    log_dir = pub / "log"
-    batch = max(1, entries // 4)
-    with TileLog.open(log_dir, signer) as log:
-        for start in range(0, entries, batch):
-            log.append([sample_entry(i) for i in range(start, min(entries, start + batch))])
-        size, root = log.size, log.root_hash
-        sample = min(42, size - 1) if size else None
-        if sample is not None:
-            (out / "sample-entry.json").write_bytes(log.entry(sample))
-            (out / "sample-entry.tlog-proof").write_text(log.tlog_proof(sample).encode())
+    root_cert = authority.load_certificate(pub / "pki" / "iki-root.pem")
+    trust = {
+        "site": DEMO_SITE,
+        "log": {"origin": config.origin, "vkey": signer.verifier.vkey},
+        "iki_roots": [
+            {
+                "name": "iki-root",
+                "sha256": root_cert.fingerprint(hashes.SHA256()).hex(),
+                "pem": root_cert.public_bytes(serialization.Encoding.PEM).decode(),
+            }
+        ],
+        "extended_key_usage": config.profile.extended_key_usage,
+    }
+    (out / "trust.json").write_text(json.dumps(trust, indent=1) + "\n")
     return {
         "publication": str(pub),
-        "log": str(log_dir),
-        "key_file": str(config.log_key.file),
+        "log": str(pub / "log"),
         "vkey": signer.verifier.vkey,
-        "size": size,
-        "root": b64encode(root),
-        "sample_index": sample,
-        "crls": {c.issuer: {"number": c.info.number, "entries": c.info.entries} for c in crls},
-        "root_sha256": authority.load_certificate(pub / "pki" / "iki-root.pem").fingerprint(hashes.SHA256()).hex(),
+        "size": second.size,
+        "root": second.root,
+        "accepted": sorted([*first.intake.accepted, *second.intake.accepted]),
+        "rejected": sorted([*first.intake.rejected, *second.intake.rejected]),
+        "root_sha256": trust["iki_roots"][0]["sha256"],  # type: ignore[index]
+        "trust": str(out / "trust.json"),
+        "sample_model_key": model_lookup_key("1001", "ESME-100", "1.0", "2.0"),
     }
 
 
 def describe(info: dict[str, object]) -> str:
-    """Human-readable summary: where the files are and how to verify them."""
-    out = Path(str(info["log"])).parent.parent
+    """Human-readable summary: where the files are and how to look at them."""
     pub = info["publication"]
-    lines = [
-        f"Demo publication: {pub}  (private keys in {out}/keys, never published)",
-        f"  IKI root ICA: {pub}/pki/iki-root.pem  SHA-256 {info['root_sha256']}",
-        f"  CRLs: {pub}/crl/ica.crl, {pub}/crl/iki-root.crl  ({info['crls']})",
-        f"  Log: {info['log']} ({info['size']} entries, root {info['root']})",
-        "Verify the issuing ICA's CRL with OpenSSL:",
-        f"  cat {pub}/pki/iki-root.pem {pub}/pki/ica.pem > /tmp/iki-chain.pem",
-        f"  openssl crl -inform DER -in {pub}/crl/ica.crl -CAfile /tmp/iki-chain.pem -noout -verify",
-        "Verify every tile and bundle of the log against its signed checkpoint:",
-        f"  .venv/bin/cpl-publisher log verify {info['log']} --vkey '{info['vkey']}'",
-    ]
-    if info.get("sample_index") is not None:
-        lines += [
-            f"Verify the offline inclusion proof of entry {info['sample_index']}:",
-            f"  .venv/bin/cpl-publisher log check-proof {out}/sample-entry.tlog-proof "
-            f"--entry {out}/sample-entry.json --vkey '{info['vkey']}'",
+    return "\n".join(
+        [
+            f"Demo publication (a git repository): {pub}",
+            f"  log: {info['size']} entries, root {info['root']}",
+            f"  accepted submissions: {len(info['accepted'])}, rejected: {len(info['rejected'])}"  # type: ignore[arg-type]
+            f" (reports in {pub}/inbox/*/rejection.txt)",
+            f"  trust file for the verifier: {info['trust']}",
+            "  private keys: build/demo/keys and build/demo/certs (never published)",
+            "Verify the log and its history:",
+            f"  .venv/bin/cpl-publisher log verify {info['log']} --vkey '{info['vkey']}'",
+            f"  .venv/bin/cpl-publisher history verify --dir {pub} --vkey '{info['vkey']}'",
         ]
-    return "\n".join(lines)
+    )

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import git
 
+from . import gitstate
 from .checkpoint import CheckpointError, open_checkpoint
 from .config import Config
 from .intake.associations import CRL_TYPE, canonical_json
@@ -32,7 +33,6 @@ from .tlog import LogError, TileLog
 
 STATE_PATHS = ("log", "crl", "registers", "pki", "certs", "processed", "status.json")
 STATUS_FILE = "status.json"
-DEFAULT_IDENTITY = ("cpl-publisher", "cpl-publisher@localhost")
 
 
 class PublishRefused(RuntimeError):
@@ -61,10 +61,10 @@ class PublishResult:
 
 
 def _repo(config: Config) -> git.Repo:
-    try:
-        return git.Repo(config.root)
-    except (git.InvalidGitRepositoryError, git.NoSuchPathError) as exc:
-        raise PublishRefused(f"{config.root} is not a git repository; run 'git init' there first") from exc
+    repo = gitstate.repository(config.root)
+    if repo is None:
+        raise PublishRefused(f"{config.root} is not the root of a git repository; run 'git init' there first")
+    return repo
 
 
 def committed_checkpoint(repo: git.Repo) -> str | None:
@@ -155,15 +155,8 @@ def publish(config: Config, now: dt.datetime | None = None, show_progress: bool 
         (config.root / STATUS_FILE).write_text(json.dumps(state, indent=1, sort_keys=True) + "\n")
     result.message = _message(result)
     # The configuration goes with the state it produced (edits to it are not "dirty state").
-    present = [p for p in (*STATE_PATHS, "publisher.toml", ".gitignore") if (config.root / p).exists()]
-    repo.git.add("--all", "--", *present)
-    reader = repo.config_reader()
-    name = reader.get_value("user", "name", DEFAULT_IDENTITY[0])
-    email = reader.get_value("user", "email", DEFAULT_IDENTITY[1])
-    repo.git.execute(
-        ["git", "-c", f"user.name={name}", "-c", f"user.email={email}", "commit", "-q", "-m", result.message]
-    )
-    result.committed = repo.head.commit.hexsha
+    present = [*STATE_PATHS, "publisher.toml", ".gitignore"]
+    result.committed = gitstate.commit(repo, present, result.message)
     return result
 
 

@@ -140,34 +140,27 @@ def test_wrong_signing_key_refuses_to_append(
     assert "right signing key" in err
 
 
-def test_demo_builds_a_log_that_its_printed_commands_verify(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_builds_a_publication_whose_printed_commands_verify(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out_dir = tmp_path / "demo"
-    code, out, _ = run(capsys, "--json", "demo", "--out", str(out_dir), "--entries", "300")
+    code, out, _ = run(capsys, "--json", "demo", "--out", str(out_dir))
     assert code == 0
     info = json.loads(out)
-    assert info["size"] == 300
+    assert len(info["accepted"]) >= 24
+    assert {"X001", "X002", "X003", "X004", "X005", "X006"} <= set(info["rejected"])
     publication = Path(info["publication"])
-    published = [p for p in publication.rglob("*") if p.is_file()]
+    published = [p for p in publication.rglob("*") if p.is_file() and ".git" not in p.parts]
     assert (publication / "crl" / "ica.crl").is_file()
-    assert (publication / "log" / "checkpoint").is_file()
+    assert (publication / "inbox" / "X003" / "rejection.txt").is_file()
     # No private key material anywhere in what is published (keys live in out_dir/keys).
     assert not any(b"PRIVATE" in p.read_bytes() for p in published)
     assert list((out_dir / "keys").glob("*.key"))
-    code, _, _ = run(capsys, "log", "verify", info["log"], "--vkey", info["vkey"])
-    assert code == 0
-    code, _, _ = run(
-        capsys,
-        "log",
-        "check-proof",
-        str(out_dir / "sample-entry.tlog-proof"),
-        "--entry",
-        str(out_dir / "sample-entry.json"),
-        "--vkey",
-        info["vkey"],
-    )
-    assert code == 0
+    assert run(capsys, "log", "verify", info["log"], "--vkey", info["vkey"])[0] == 0
+    assert run(capsys, "history", "verify", "--dir", info["publication"], "--vkey", info["vkey"])[0] == 0
+    trust = json.loads((out_dir / "trust.json").read_text())
+    assert trust["log"]["vkey"] == info["vkey"]
     # Rebuilding replaces the demo folder; a folder that is not a demo is never deleted.
-    assert run(capsys, "demo", "--out", str(out_dir), "--entries", "10")[0] == 0
     precious = tmp_path / "precious"
     precious.mkdir()
     (precious / "keep.txt").write_text("x")

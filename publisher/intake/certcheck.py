@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.x509 import verification as xv
 from cryptography.x509.oid import ObjectIdentifier
 
@@ -16,20 +17,27 @@ from ..config import Profile
 
 
 @dataclass(frozen=True)
+class CertProblem:
+    check: str
+    message: str
+
+
+@dataclass(frozen=True)
 class TrustContext:
-    """What certificates are checked against."""
+    """What certificates are checked against.
+
+    ``chains`` caches path validation and revocation per certificate for one
+    intake run (the same few signer certificates sign most submissions).
+    """
 
     anchors: tuple[x509.Certificate, ...]
     intermediates: tuple[x509.Certificate, ...]
     crls: tuple[x509.CertificateRevocationList, ...]
     profile: Profile
     now: dt.datetime
-
-
-@dataclass(frozen=True)
-class CertProblem:
-    check: str
-    message: str
+    chains: dict[tuple[bytes, ...], tuple[list[x509.Certificate], list[CertProblem]]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
 
 def describe(cert: x509.Certificate) -> str:
@@ -96,6 +104,17 @@ def check_certificate(
         )
     if problems:
         return [], problems
+    key = tuple(c.fingerprint(hashes.SHA256()) for c in (cert, *extra_intermediates))
+    if key not in ctx.chains:
+        ctx.chains[key] = _chain_and_revocation(cert, extra_intermediates, ctx)
+    return ctx.chains[key]
+
+
+def _chain_and_revocation(
+    cert: x509.Certificate, extra_intermediates: list[x509.Certificate], ctx: TrustContext
+) -> tuple[list[x509.Certificate], list[CertProblem]]:
+    name = describe(cert)
+    problems: list[CertProblem] = []
     builder = (
         xv.PolicyBuilder()
         .store(xv.Store(list(ctx.anchors)))

@@ -65,7 +65,9 @@ def load_signed_data(data: bytes, name: str) -> acms.SignedData:
         if info["content_type"].native != "signed_data":
             raise CMSError("CMS format", f"{name}: not a CMS SignedData (content type {info['content_type'].native})")
         signed = info["content"]
-        signed.native  # noqa: B018 - force a full parse now, so truncation fails here
+        # Parse every level now, so a truncated or malformed file fails here, without
+        # converting it all to Python values (.native costs ~1.6 ms per file).
+        signed._parse_children(recurse=True)
     except CMSError:
         raise
     except (ValueError, TypeError, KeyError) as exc:
@@ -165,8 +167,11 @@ def _verify_signer_info(
     return cert, signing_time if isinstance(signing_time, dt.datetime) else None
 
 
-def verify_detached(data: bytes, content: bytes, name: str) -> list[Signer]:
-    """Verify every SignerInfo (and countersignature) of a detached ``.p7s`` over ``content``."""
+def verify_detached(data: bytes, content: bytes, name: str) -> tuple[list[Signer], list[x509.Certificate]]:
+    """Verify every SignerInfo (and countersignature) of a detached ``.p7s`` over ``content``.
+
+    Returns the signers and every certificate the file carries (intermediates for path validation).
+    """
     signed = load_signed_data(data, name)
     certs = _certificates(signed)
     infos = list(signed["signer_infos"])
@@ -185,9 +190,4 @@ def verify_detached(data: bytes, content: bytes, name: str) -> list[Signer]:
                 counter_si = counter if isinstance(counter, acms.SignerInfo) else acms.SignerInfo.load(counter.dump())
                 ccert, cwhen = _verify_signer_info(counter_si, si["signature"].native, certs, cwhere, counter=True)
                 signers.append(Signer(ccert, cwhen, cwhere, countersigns=cert))
-    return signers
-
-
-def included_certificates(data: bytes, name: str) -> list[x509.Certificate]:
-    """Certificates carried in a ``.p7s`` (intermediates for path validation)."""
-    return _certificates(load_signed_data(data, name))
+    return signers, certs

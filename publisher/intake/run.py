@@ -26,7 +26,7 @@ from ..progress import Progress
 from ..tlog import LogReader, TileLog
 from .associations import AssociationIndex, canonical_json
 from .certcheck import TrustContext
-from .submission import Decision, Finding, SubmissionError, evaluate, read_submission, report_text
+from .submission import Decision, Finding, SubmissionError, evaluate, folder_digests, read_submission, report_text
 
 INBOX = "inbox"
 PROCESSED = "processed"
@@ -60,7 +60,7 @@ def check_folder(folder: Path, ctx: TrustContext, index: AssociationIndex, now: 
     try:
         files = read_submission(folder)
     except SubmissionError as exc:
-        return Decision(folder.name, findings=list(exc.findings))
+        return Decision(folder.name, findings=list(exc.findings), inputs=folder_digests(folder))
     return evaluate(files, ctx, index, now)
 
 
@@ -87,23 +87,26 @@ def _unchanged_since_rejection(folder: Path) -> bool:
     if not report.exists():
         return False
     try:
-        files = read_submission(folder)
         recorded = json.loads(report.read_text()).get("inputs")
-    except (SubmissionError, ValueError, OSError):
+    except (ValueError, OSError):
         return False
-    return bool(recorded == files.digests())
+    return bool(recorded == folder_digests(folder))
 
 
-def _move(root: Path, folder: Path) -> None:
-    target = root / PROCESSED / folder.name
-    n = 1
-    while target.exists():  # the same id used again after an earlier acceptance
-        n += 1
-        target = root / PROCESSED / f"{folder.name}.{n}"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(folder, target)
-    fsio.fsync_dir(target.parent)
-    fsio.fsync_dir(folder.parent)
+def _move(root: Path, folders: list[Path]) -> None:
+    """Move submission folders to ``processed/``; one directory fsync each side at the end."""
+    if not folders:
+        return
+    (root / PROCESSED).mkdir(parents=True, exist_ok=True)
+    for folder in folders:
+        target = root / PROCESSED / folder.name
+        n = 1
+        while target.exists():  # the same id used again after an earlier acceptance
+            n += 1
+            target = root / PROCESSED / f"{folder.name}.{n}"
+        os.replace(folder, target)
+    fsio.fsync_dir(root / PROCESSED)
+    fsio.fsync_dir(root / INBOX)
 
 
 def _write_rejection(folder: Path, decision: Decision, now: dt.datetime) -> None:
@@ -145,7 +148,7 @@ def run_intake(
             sheet_digest = {}
         logged = index.submissions.get(folder.name)
         if logged is not None and logged in sheet_digest.values():
-            _move(config.root, folder)  # an earlier run logged it and stopped before moving it
+            _move(config.root, [folder])  # an earlier run logged it and stopped before moving it
             report.completed.append(folder.name)
             continue
         if _unchanged_since_rejection(folder):
@@ -169,6 +172,5 @@ def run_intake(
         fresh = {p: data for p, data in evidence.items() if not (log.root / p).exists()}
         fsio.write_files(log.root, fresh)
         log.append([canonical_json(e) for _, d in approved for e in d.entries])
-        for folder, _ in approved:
-            _move(config.root, folder)
+        _move(config.root, [folder for folder, _ in approved])
     return report

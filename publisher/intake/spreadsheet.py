@@ -85,6 +85,8 @@ def shown(value: str) -> str:
 
 def clean(value: str) -> str:
     """Strip control and format characters (including bidi overrides) and surrounding space."""
+    if value.isascii() and value.isprintable():  # the common case, without a per-character lookup
+        return value.strip()
     return "".join(c for c in value if unicodedata.category(c) not in ("Cc", "Cf")).strip()
 
 

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes
 from ..pki.profile import identity
 from .associations import ASSOCIATION_TYPE, AssociationIndex
 from .certcheck import TrustContext, check_certificate
-from .cms import CMSError, Signer, included_certificates, verify_detached
+from .cms import CMSError, Signer, verify_detached
 from .spreadsheet import MAX_SHEET_BYTES, Row, SheetError, clean, read_rows
 
 COMMS_HUB_TYPES = frozenset({"CHF", "GPF"})
@@ -67,6 +67,20 @@ class SubmissionFiles:
         """SHA-256 of every input file, by name."""
         files = {self.sheet_name: self.sheet, "request.json": self.request, **self.signatures}
         return {name: hashlib.sha256(data).hexdigest() for name, data in sorted(files.items())}
+
+
+def folder_digests(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file a submission folder holds (its reports aside), by name."""
+    out = {}
+    for p in sorted(folder.iterdir()):
+        if p.name in REPORT_FILES or not p.is_file() or p.is_symlink():
+            continue
+        digest = hashlib.sha256()
+        with p.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        out[p.name] = digest.hexdigest()
+    return out
 
 
 def read_submission(folder: Path) -> SubmissionFiles:
@@ -205,8 +219,7 @@ def _signers(files: SubmissionFiles, ctx: TrustContext, findings: list[Finding])
     valid: dict[str, ValidSigner] = {}
     for name, data in sorted(files.signatures.items()):
         try:
-            signers = verify_detached(data, files.sheet, name)
-            extra = included_certificates(data, name)
+            signers, extra = verify_detached(data, files.sheet, name)
         except CMSError as exc:
             findings.append(Finding(exc.check, str(exc)))
             continue

@@ -15,7 +15,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from .. import fsio
+from .. import fsio, gitstate
 from ..config import CONFIG_NAME, Config, ConfigError, load
 from ..note import Signer
 from ..tlog import TileLog
@@ -127,6 +127,8 @@ def issue(
     path = config.root / CERTS_DIR / issuer_name / f"{cert.serial_number:x}.pem"
     fsio.write_file(path, cert.public_bytes(serialization.Encoding.PEM))
     _record(config, issuer_name, cert, request.kind, role, approval_ref)
+    rel = path.relative_to(config.root).as_posix()
+    gitstate.record(config.root, [registers.ISSUED, rel], f"issue {request.kind.value} {cert.serial_number:x} ({role})")
     return Issued(cert, path)
 
 

@@ -33,7 +33,7 @@ class Refreshed:
     reason: str
 
 
-def _parse_time(text: str) -> dt.datetime:
+def parse_time(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
@@ -48,9 +48,9 @@ def revocations_for(config: Config, issuer: str) -> tuple[list[Revocation], str]
         out.append(
             Revocation(
                 int(r.serial, 16),
-                _parse_time(r.revoked_at),
+                parse_time(r.revoked_at),
                 r.reason,
-                _parse_time(r.invalidity_date) if r.invalidity_date else None,
+                parse_time(r.invalidity_date) if r.invalidity_date else None,
             )
         )
     return out, digest.hexdigest()
@@ -84,8 +84,8 @@ def due(
         return "the CRL's description is missing or out of step (an interrupted write)"
     if meta.get("register_sha256") != register_digest:
         return "the revocation register changed"
-    this_update = _parse_time(str(meta["this_update"]))
-    next_update = _parse_time(str(meta["next_update"]))
+    this_update = parse_time(str(meta["this_update"]))
+    next_update = parse_time(str(meta["next_update"]))
     if now >= this_update + (next_update - this_update) * issuer.refresh_fraction:
         return f"{issuer.refresh_fraction:.0%} of the CRL's lifetime has passed"
     return None

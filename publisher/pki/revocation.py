@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 
+from .. import gitstate
 from ..config import Config
 from . import registers
 from .authority import now_utc
@@ -78,4 +79,5 @@ def revoke(
         unknown_serial=unknown_serial and (issuer, hex_serial) not in issued,
     )
     registers.append(config.root, registers.REVOCATIONS, record)
+    gitstate.record(config.root, [registers.REVOCATIONS], f"revoke {issuer} serial {hex_serial} ({reason})")
     return record

@@ -1,0 +1,43 @@
+"""Committing the publication's state with git (GitPython): every change to it is one commit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import git
+
+DEFAULT_IDENTITY = ("cpl-publisher", "cpl-publisher@localhost")
+
+
+def repository(root: Path) -> git.Repo | None:
+    """The publication's repository, if the publication is the root of one."""
+    try:
+        repo = git.Repo(root)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        return None
+    if repo.working_tree_dir is None or Path(repo.working_tree_dir).resolve() != root.resolve():
+        return None
+    return repo
+
+
+def commit(repo: git.Repo, paths: list[str], message: str) -> str:
+    """Stage ``paths`` (additions, changes, removals) and commit them; returns the commit id."""
+    present = [p for p in paths if (Path(str(repo.working_tree_dir)) / p).exists()]
+    if present:
+        repo.git.add("--all", "--", *present)
+    reader = repo.config_reader()
+    name = reader.get_value("user", "name", DEFAULT_IDENTITY[0])
+    email = reader.get_value("user", "email", DEFAULT_IDENTITY[1])
+    repo.git.execute(["git", "-c", f"user.name={name}", "-c", f"user.email={email}", "commit", "-q", "-m", message])
+    return str(repo.head.commit.hexsha)
+
+
+def record(root: Path, paths: list[str], message: str) -> str | None:
+    """Commit an operator's change (revocation, issuance) when the publication is under git.
+
+    Does nothing before the publication's first commit: that one takes everything.
+    """
+    repo = repository(root)
+    if repo is None or not repo.head.is_valid():
+        return None
+    return commit(repo, paths, message)
