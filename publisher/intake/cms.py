@@ -171,7 +171,17 @@ def verify_detached(data: bytes, content: bytes, name: str) -> tuple[list[Signer
     """Verify every SignerInfo (and countersignature) of a detached ``.p7s`` over ``content``.
 
     Returns the signers and every certificate the file carries (intermediates for path validation).
+    Any malformed part (unknown algorithm, bad certificate, bad time) is a ``CMSError``.
     """
+    try:
+        return _verify_detached(data, content, name)
+    except CMSError:
+        raise
+    except Exception as exc:  # asn1crypto and cryptography raise many types on malformed input
+        raise CMSError("CMS format", f"{name}: malformed CMS structure ({type(exc).__name__}: {exc})") from exc
+
+
+def _verify_detached(data: bytes, content: bytes, name: str) -> tuple[list[Signer], list[x509.Certificate]]:
     signed = load_signed_data(data, name)
     certs = _certificates(signed)
     infos = list(signed["signer_infos"])

@@ -59,9 +59,12 @@ def check_folder(folder: Path, ctx: TrustContext, index: AssociationIndex, now: 
     """Every check on one submission folder (changes nothing)."""
     try:
         files = read_submission(folder)
+        return evaluate(files, ctx, index, now)
     except SubmissionError as exc:
         return Decision(folder.name, findings=list(exc.findings), inputs=folder_digests(folder))
-    return evaluate(files, ctx, index, now)
+    except Exception as exc:  # one unreadable submission must never block the rest of the inbox
+        finding = Finding("unreadable input", f"the submission could not be checked ({type(exc).__name__}: {exc})")
+        return Decision(folder.name, findings=[finding], inputs=folder_digests(folder))
 
 
 @dataclass
@@ -87,10 +90,12 @@ def _unchanged_since_rejection(folder: Path) -> bool:
     if not report.exists():
         return False
     try:
-        recorded = json.loads(report.read_text()).get("inputs")
+        previous = json.loads(report.read_text())
     except (ValueError, OSError):
         return False
-    return bool(recorded == folder_digests(folder))
+    if previous.get("retry"):  # refused for the publisher's own state (its CRLs), not the input
+        return False
+    return bool(previous.get("inputs") == folder_digests(folder))
 
 
 def _move(root: Path, folders: list[Path]) -> None:
@@ -116,6 +121,8 @@ def _write_rejection(folder: Path, decision: Decision, now: dt.datetime) -> None
         "checked_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "findings": [f.to_json() for f in decision.findings],
         "inputs": decision.inputs,
+        # A stale or missing CRL is the publisher's problem: check such a submission again next run.
+        "retry": any(f.check == "revocation" for f in decision.findings),
     }
     fsio.write_files(
         folder,

@@ -15,6 +15,7 @@ import re
 import unicodedata
 import warnings
 import zipfile
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -110,7 +111,10 @@ def _check_zip(data: bytes) -> None:
         if m.compress_size and m.file_size / m.compress_size > MAX_RATIO and m.file_size > 1024 * 1024:
             raise SheetError("zip bomb", f"member {m.filename!r} compresses {m.file_size // m.compress_size}:1")
         if m.filename.endswith((".xml", ".rels")):
-            head = archive.read(m)
+            try:
+                head = archive.read(m)
+            except (zipfile.BadZipFile, RuntimeError, NotImplementedError, EOFError, ValueError, zlib.error) as exc:
+                raise SheetError("spreadsheet format", f"member {m.filename!r} cannot be read ({exc})") from exc
             if b"<!DOCTYPE" in head or b"<!ENTITY" in head:
                 raise SheetError("XML entities", f"member {m.filename!r} declares a DTD or entities")
 
@@ -184,6 +188,7 @@ def read_rows(data: bytes, filename: str) -> tuple[list[Row], list[Problem]]:
     rows: list[Row] = []
     problems: list[Problem] = []
     seen: dict[tuple[str, str, str, str], int] = {}
+    data_rows = 0
     for number, values, formulas in source:
         if all(v is None or (isinstance(v, str) and not v.strip()) for v in values):
             continue
@@ -194,7 +199,8 @@ def read_rows(data: bytes, filename: str) -> tuple[list[Row], list[Problem]]:
                 raise SheetError("columns", f"row {number} must be the header; missing columns: {', '.join(missing)}")
             header = {c: keys.index(c) for c in COLUMNS}
             continue
-        if len(rows) + len(problems) >= MAX_ROWS:
+        data_rows += 1
+        if data_rows > MAX_ROWS:
             raise SheetError("row count", f"more than {MAX_ROWS} rows")
         fields: dict[str, str] = {}
         row_problems: list[Problem] = []

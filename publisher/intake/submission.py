@@ -73,7 +73,10 @@ def folder_digests(folder: Path) -> dict[str, str]:
     """SHA-256 of every file a submission folder holds (its reports aside), by name."""
     out = {}
     for p in sorted(folder.iterdir()):
-        if p.name in REPORT_FILES or not p.is_file() or p.is_symlink():
+        if p.name in REPORT_FILES:
+            continue
+        if p.is_symlink() or not p.is_file():  # recorded too, so removing one is a change
+            out[p.name] = "symlink" if p.is_symlink() else "not a regular file"
             continue
         digest = hashlib.sha256()
         with p.open("rb") as f:
@@ -150,7 +153,7 @@ def parse_request(data: bytes) -> tuple[Request | None, list[Finding]]:
     """Parse ``request.json``: submitter and Panel references, and replacements under 4.3(b)."""
     try:
         obj = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None, [Finding("request", "request.json is not valid JSON")]
     if not isinstance(obj, dict):
         return None, [Finding("request", "request.json must be a JSON object")]

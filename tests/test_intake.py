@@ -1,0 +1,1336 @@
+"""CPL submission intake (SEC Appendix Z 4.1 to 4.3, MP168): what is accepted, what is refused and why.
+
+Good submissions are made by real peers (``openssl cms -sign``/``-resign``,
+cryptography's PKCS7 builder, a hand-built RFC 5652 countersignature) and must
+be logged exactly; every bad one must be refused with its specific check name
+in ``rejection.json`` and ``rejection.txt``, stay in ``inbox/``, and append
+nothing to the log (all or nothing: one bad row among good ones logs nothing).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+import os
+import unicodedata
+import zipfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import pytest
+from asn1crypto import cms as acms
+from asn1crypto import x509 as ax509
+from intake_fixtures import (
+    Pub,
+    World,
+    build_world,
+    checks_of,
+    cms_resign,
+    cms_sign,
+    csv_bytes,
+    drop_attr,
+    ecdsa_sign,
+    edit_signed_attrs,
+    image_hash,
+    openssl,
+    pkcs7_sign,
+    rejection,
+    rewrite_zip,
+    row,
+    set_attr,
+    sign_folder,
+    write_request,
+    xlsx_bytes,
+)
+
+from publisher.cli import main
+from publisher.intake.associations import canonical_json
+from publisher.intake.spreadsheet import COLUMNS
+from publisher.pki import authority, crl_publish
+
+GOOD_REQUEST = {"submitter_ref": "SUB-1", "panel_ref": "PANEL-2024-01"}
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory: pytest.TempPathFactory) -> World:
+    return build_world(tmp_path_factory.mktemp("intake-world"))
+
+
+@pytest.fixture()
+def pub(world: World, tmp_path: Path) -> Pub:
+    return world.copy(tmp_path / "pub")
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def tree_state(root: Path) -> dict[str, tuple[int, str]]:
+    """Every file under ``root``: (mtime_ns, SHA-256), to prove that nothing changed."""
+    state = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            state[str(p.relative_to(root))] = (p.stat().st_mtime_ns, sha256(p.read_bytes()))
+        else:
+            state[str(p.relative_to(root))] = (0, "dir")
+    return state
+
+
+def assert_evidence(pub: Pub, entry: dict[str, object], files: dict[str, bytes]) -> None:
+    """The entry's evidence digests are those of the submission's files, each stored under log/evidence/."""
+    evidence = entry["evidence"]
+    assert isinstance(evidence, dict)
+    by_digest = {sha256(data): data for data in files.values()}
+    digests = [evidence["spreadsheet"], evidence["request"], *evidence["signatures"]]
+    assert sorted(digests) == sorted(by_digest)
+    for d in digests:
+        assert (pub.log_dir / "evidence" / d).read_bytes() == by_digest[d]
+
+
+def accept(pub: Pub, folder: Path, rows: int = 1, now: dt.datetime | None = None) -> list[dict[str, object]]:
+    """Run intake; the submission must be logged (``rows`` entries) with its evidence and moved to processed/."""
+    files = {p.name: p.read_bytes() for p in folder.iterdir()}
+    before = pub.log_size()
+    report = pub.run(now=now)
+    assert report.rejected == {}, {k: [str(f) for f in v] for k, v in report.rejected.items()}
+    assert report.accepted == {folder.name: list(range(before, before + rows))}
+    assert not folder.exists()
+    moved = pub.processed / folder.name
+    assert {p.name: p.read_bytes() for p in moved.iterdir()} == files
+    raw = pub.raw_entries()
+    assert len(raw) == before + rows
+    entries = []
+    for data in raw[before:]:
+        entry = json.loads(data)
+        assert data == canonical_json(entry)
+        assert data == json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        assert entry["submission_id"] == folder.name
+        assert_evidence(pub, entry, files)
+        entries.append(entry)
+    return entries
+
+
+def party(world: World, label: str) -> dict[str, object]:
+    org, org_id, role = {
+        "acme": ("Acme Meters", "1001", "Manufacturer"),
+        "supplier": ("Bright Energy Supply", "2001", "Supplier"),
+        "dcc": ("Smart DCC Ltd", "9001", "DCC"),
+    }[label]
+    return {
+        "organisation": org,
+        "organisation_id": org_id,
+        "role": role,
+        "certificate_sha256": world[label].fingerprint,
+    }
+
+
+# -- accepted ----------------------------------------------------------------------------------------
+
+
+def test_openssl_sign_and_resign_is_logged_with_evidence(pub: Pub, world: World) -> None:
+    now = authority.now_utc()
+    rows = [row("R-100"), row("R-200", device_type="GSME", hardware_version="HW2", firmware_version="FW9")]
+    folder = pub.submit("sub-2024-001", rows, style="resign")
+    files = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert set(files) == {"sheet.csv", "signature.p7s", "request.json"}
+    entries = accept(pub, folder, rows=2, now=now)
+    for entry, r in zip(entries, rows, strict=True):
+        assert entry == {
+            "type": "cpl-association/v1",
+            "device_model": {
+                "manufacturer_id": "1001",
+                "model_id": r["model_id"],
+                "hardware_version": r["hardware_version"],
+                "firmware_version": r["firmware_version"],
+            },
+            "manufacturer_name": "Acme Meters",
+            "device_type": r["device_type"],
+            "smets_version": "SMETS2",
+            "image_sha256": r["image_hash"],
+            "manufacturer": party(world, "acme"),
+            "endorser": party(world, "supplier"),
+            "approved_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "panel_ref": "PANEL-2024-01",
+            "submitter_ref": "SUB-1",
+            "submission_id": "sub-2024-001",
+            "evidence": {
+                "spreadsheet": sha256(files["sheet.csv"]),
+                "request": sha256(files["request.json"]),
+                "signatures": [sha256(files["signature.p7s"])],
+            },
+        }
+    # openssl itself agrees that both signatures verify over the exact spreadsheet bytes.
+    moved = pub.processed / folder.name
+    chain = pub.root.parent / "chain.pem"
+    chain.write_bytes((pub.root / "pki" / "iki-root.pem").read_bytes() + (pub.root / "pki" / "ica.pem").read_bytes())
+    openssl(
+        "cms", "-verify", "-binary", "-inform", "DER", "-in", moved / "signature.p7s", "-content",
+        moved / "sheet.csv", "-CAfile", chain, "-purpose", "any", "-out", os.devnull,
+    )  # fmt: skip
+
+
+def test_endorsement_as_separate_p7s(pub: Pub, world: World) -> None:
+    folder = pub.submit("sep", [row("S-1")], style="separate")
+    (entry,) = accept(pub, folder)
+    assert entry["manufacturer"] == party(world, "acme")
+    assert entry["endorser"] == party(world, "supplier")
+    evidence = entry["evidence"]
+    assert isinstance(evidence, dict)
+    assert len(evidence["signatures"]) == 2
+
+
+def test_endorsement_as_rfc5652_countersignature(pub: Pub, world: World) -> None:
+    folder = pub.submit("counter", [row("C-1")], style="countersign")
+    signed = acms.ContentInfo.load((folder / "signature.p7s").read_bytes())["content"]
+    assert len(signed["signer_infos"]) == 1  # only the countersignature carries the endorsement
+    (attr,) = signed["signer_infos"][0]["unsigned_attrs"]
+    assert attr["type"].dotted == "1.2.840.113549.1.9.6"
+    counter_attrs = {a["type"].native for a in attr["values"][0]["signed_attrs"]}
+    assert counter_attrs == {"message_digest", "signing_time"}
+    (entry,) = accept(pub, folder)
+    assert entry["manufacturer"] == party(world, "acme")
+    assert entry["endorser"] == party(world, "supplier")
+
+
+def test_cryptography_pkcs7_builder_two_signers(pub: Pub, world: World) -> None:
+    folder = pub.submit("pkcs7", [row("P-1")], style="pkcs7")
+    (entry,) = accept(pub, folder)
+    assert entry["manufacturer"] == party(world, "acme")
+    assert entry["endorser"] == party(world, "supplier")
+
+
+def test_pem_armoured_signatures(pub: Pub) -> None:
+    folder = pub.submit("pem", [row("PEM-1")], style="pem")
+    assert (folder / "manufacturer.p7s").read_bytes().startswith(b"-----BEGIN CMS-----")
+    accept(pub, folder)
+
+
+def test_xlsx_spreadsheet(pub: Pub) -> None:
+    rows = [row("X-1"), row("X-2", device_type="PPMID")]
+    folder = pub.submit("xlsx", rows, sheet_name="submission.xlsx")
+    entries = accept(pub, folder, rows=2)
+    assert [e["device_model"]["model_id"] for e in entries] == ["X-1", "X-2"]  # type: ignore[index]
+    assert entries[1]["device_type"] == "PPMID"
+
+
+def test_xlsx_integer_cells_read_as_text(pub: Pub) -> None:
+    folder = pub.folder("xlsx-int")
+    values: dict[str, object] = {**row("I-1"), "manufacturer_id": 1001}
+    (folder / "s.xlsx").write_bytes(xlsx_bytes([values]))
+    sign_folder(pub.world, folder, folder / "s.xlsx", "acme", "supplier", "resign")
+    write_request(folder)
+    (entry,) = accept(pub, folder)
+    assert entry["device_model"]["manufacturer_id"] == "1001"  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "style"),
+    [
+        ({"smets_version": "SMETS1"}, "resign"),
+        ({"smets_version": "SMETS1", "device_type": "GSME"}, "separate"),
+        ({"device_type": "CHF"}, "resign"),
+        ({"device_type": "GPF"}, "countersign"),
+    ],
+    ids=["smets1-esme", "smets1-gsme-separate", "chf", "gpf-countersigned"],
+)
+def test_dcc_endorsement_for_smets1_and_comms_hubs(
+    pub: Pub, world: World, overrides: dict[str, str], style: str
+) -> None:
+    folder = pub.submit("dcc", [row("D-1", **overrides)], endorser="dcc", style=style)
+    (entry,) = accept(pub, folder)
+    assert entry["endorser"] == party(world, "dcc")
+    assert entry["smets_version"] == overrides.get("smets_version", "SMETS2")
+    assert entry["device_type"] == overrides.get("device_type", "ESME")
+
+
+def test_mixed_submission_endorsed_by_supplier_and_dcc(pub: Pub, world: World) -> None:
+    folder = pub.folder("mixed")
+    sheet = folder / "sheet.csv"
+    sheet.write_bytes(csv_bytes([row("MX-1"), row("MX-2", device_type="CHF")]))
+    cms_sign(sheet, world["acme"], folder / "m.p7s")
+    cms_resign(folder / "m.p7s", sheet, world["supplier"], folder / "ms.p7s")
+    cms_resign(folder / "ms.p7s", sheet, world["dcc"], folder / "signature.p7s")
+    (folder / "m.p7s").unlink()
+    (folder / "ms.p7s").unlink()
+    write_request(folder)
+    esme, chf = accept(pub, folder, rows=2)
+    assert esme["endorser"] == party(world, "supplier")
+    assert chf["endorser"] == party(world, "dcc")
+
+
+@pytest.mark.parametrize(
+    ("signer", "options"),
+    [
+        ("acme-rsa", ()),
+        ("acme-rsa", ("-keyopt", "rsa_padding_mode:pss")),
+        ("acme", ("-keyid",)),
+    ],
+    ids=["rsa-pkcs1v15", "rsa-pss", "subject-key-identifier"],
+)
+def test_other_signature_forms(pub: Pub, world: World, signer: str, options: tuple[str, ...]) -> None:
+    folder = pub.folder("forms")
+    sheet = folder / "sheet.csv"
+    sheet.write_bytes(csv_bytes([row("FORM-1")]))
+    cms_sign(sheet, world[signer], folder / "manufacturer.p7s", False, *options)
+    cms_sign(sheet, world["supplier"], folder / "endorsement.p7s", False, *[o for o in options if o == "-keyid"])
+    write_request(folder)
+    (entry,) = accept(pub, folder)
+    assert entry["manufacturer"]["certificate_sha256"] == world[signer].fingerprint  # type: ignore[index]
+
+
+def signer_serials(der: bytes) -> list[int]:
+    signed = acms.ContentInfo.load(der)["content"]
+    return [si["sid"].chosen["serial_number"].native for si in signed["signer_infos"]]
+
+
+def test_roles_come_from_certificates_not_signer_order_openssl(pub: Pub, world: World) -> None:
+    folder = pub.folder("order")
+    sheet = folder / "sheet.csv"
+    sheet.write_bytes(csv_bytes([row("O-1")]))
+    cms_sign(sheet, world["supplier"], folder / "first.p7s")
+    cms_resign(folder / "first.p7s", sheet, world["acme"], folder / "signature.p7s")
+    (folder / "first.p7s").unlink()
+    write_request(folder)
+    (entry,) = accept(pub, folder)
+    assert entry["manufacturer"] == party(world, "acme")
+    assert entry["endorser"] == party(world, "supplier")
+
+
+@pytest.mark.parametrize("first", ["supplier", "acme"])
+def test_roles_come_from_certificates_whichever_signer_info_comes_first(pub: Pub, world: World, first: str) -> None:
+    """SignerInfos are a DER SET OF, sorted by their encodings (whose lengths vary with the ECDSA signatures),
+    so signing again until the wanted SignerInfo comes first makes both orders."""
+    sheet = csv_bytes([row("O-2")])
+    signers = [world["acme"], world["supplier"]]
+    for _ in range(500):
+        der = pkcs7_sign(sheet, signers)
+        if signer_serials(der)[0] == world[first].cert.serial_number:
+            break
+    else:
+        pytest.fail(f"no signature with the {first} SignerInfo first")
+    folder = pub.folder("order")
+    (folder / "sheet.csv").write_bytes(sheet)
+    (folder / "signature.p7s").write_bytes(der)
+    write_request(folder)
+    (entry,) = accept(pub, folder)
+    assert entry["manufacturer"] == party(world, "acme")
+    assert entry["endorser"] == party(world, "supplier")
+
+
+def test_uppercase_hash_is_logged_lowercase(pub: Pub) -> None:
+    h = image_hash("upper")
+    (entry,) = accept(pub, pub.submit("upper", [row("U-1", image_hash=h.upper())]))
+    assert entry["image_sha256"] == h
+
+
+def test_replacement_after_investigation(pub: Pub) -> None:
+    (first,) = accept(pub, pub.submit("a-first", [row("RP-1")]))
+    request = {**GOOD_REQUEST, "replacements": [{"replaces_index": 0, "investigation_ref": "INV-2024-17"}]}
+    folder = pub.submit("b-replacement", [row("RP-1", image_hash=image_hash("RP-1 v2"))], request=request)
+    (entry,) = accept(pub, folder)
+    assert entry["replaces"] == {"index": 0, "investigation_ref": "INV-2024-17"}
+    assert entry["image_sha256"] == image_hash("RP-1 v2")
+    assert entry["device_model"] == first["device_model"]
+    # The replacement is now current: replacing it again must name index 1.
+    request = {**GOOD_REQUEST, "replacements": [{"replaces_index": 1, "investigation_ref": "INV-2024-18"}]}
+    folder = pub.submit("c-again", [row("RP-1", image_hash=image_hash("RP-1 v3"))], request=request)
+    (entry,) = accept(pub, folder)
+    assert entry["replaces"] == {"index": 1, "investigation_ref": "INV-2024-18"}
+
+
+def test_two_submissions_for_one_model_in_one_run(pub: Pub) -> None:
+    pub.submit("a", [row("TWO-1")])
+    pub.submit("b", [row("TWO-1", image_hash=image_hash("other"))])
+    pub.submit("c", [row("TWO-1")])
+    report = pub.run()
+    assert report.accepted == {"a": [0]}
+    assert set(report.rejected) == {"b", "c"}
+    assert "4.3(b) existing association" in checks_of(pub.inbox / "b")
+    assert "duplicate" in checks_of(pub.inbox / "c")
+    assert pub.log_size() == 1
+
+
+def test_formula_like_text_in_csv_is_kept_as_text(pub: Pub) -> None:
+    hyperlink = '=HYPERLINK("http://evil.example/x","click")'
+    r = row("-M1", manufacturer_name=hyperlink, hardware_version="+44", firmware_version="@SUM(A1:A9)")
+    (entry,) = accept(pub, pub.submit("formula-text", [r]))
+    assert entry["manufacturer_name"] == hyperlink
+    assert entry["device_model"] == {
+        "manufacturer_id": "1001",
+        "model_id": "-M1",
+        "hardware_version": "+44",
+        "firmware_version": "@SUM(A1:A9)",
+    }
+
+
+def test_control_and_bidi_characters_are_stripped(pub: Pub) -> None:
+    r = row("M\x1b[31mX\u200b", manufacturer_name="\u202eAcme\u202c Meters\x07\u2066", hardware_version="\tHW\x7f1")
+    (entry,) = accept(pub, pub.submit("bidi", [r]))
+    assert entry["manufacturer_name"] == "Acme Meters"
+    assert entry["device_model"]["model_id"] == "M[31mX"  # type: ignore[index]
+    assert entry["device_model"]["hardware_version"] == "HW1"  # type: ignore[index]
+
+    def strings(value: object) -> list[str]:
+        if isinstance(value, dict):
+            return [s for v in value.values() for s in strings(v)]
+        if isinstance(value, list):
+            return [s for v in value for s in strings(v)]
+        return [value] if isinstance(value, str) else []
+
+    for s in strings(entry):
+        assert not any(unicodedata.category(c) in ("Cc", "Cf") for c in s), s
+
+
+def test_check_submission_cli_changes_nothing(pub: Pub, capsys: pytest.CaptureFixture[str]) -> None:
+    accept(pub, pub.submit("a-logged", [row("CLI-0")]))
+    good = pub.submit("good", [row("CLI-1")])
+    rows = [row("CLI-2", image_hash="abc"), row("CLI-3"), row("CLI-4", device_type="TOASTER")]
+    bad = pub.submit("bad", rows, endorser=None)
+    before, size = tree_state(pub.root), pub.log_size()
+
+    assert main(["check-submission", "--dir", str(pub.root), str(good)]) == 0
+    assert "OK: 1 rows would be logged" in capsys.readouterr().out
+    assert main(["check-submission", "--dir", str(pub.root), str(bad)]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("REJECTED")
+    for check in ("hash format", "device type", "missing supplier endorsement"):
+        assert check in out
+    assert main(["--json", "check-submission", "--dir", str(pub.root), str(bad)]) == 1
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["accepted"] is False
+    assert {"hash format", "device type", "missing supplier endorsement"} <= {f["check"] for f in summary["findings"]}
+
+    assert tree_state(pub.root) == before
+    assert pub.log_size() == size
+    assert not (bad / "rejection.json").exists()
+
+
+# -- rejected and skipped ----------------------------------------------------------------------------
+
+
+def resubmit_files(pub: Pub, folder: Path, rows: list[dict[str, str]]) -> None:
+    """Replace the spreadsheet and signatures of a folder (the submitter fixed it)."""
+    for p in folder.glob("*.p7s"):
+        p.unlink()
+    pub.submit(folder.name, rows)
+
+
+@pytest.mark.parametrize(
+    "breakage",
+    ["row", "signature", "folder"],
+    ids=["bad-row", "missing-endorsement", "missing-request-json"],
+)
+def test_unchanged_rejection_is_skipped_then_rechecked_after_a_fix(pub: Pub, breakage: str) -> None:
+    good = [row("SK-1")]
+    if breakage == "row":
+        folder = pub.submit("skip", [row("SK-1", image_hash="not-a-hash")])
+    elif breakage == "signature":
+        folder = pub.submit("skip", good, endorser=None)
+    else:
+        folder = pub.submit("skip", good)
+        (folder / "request.json").unlink()
+    first = pub.run()
+    assert set(first.rejected) == {"skip"}
+    report_json, report_txt = (folder / "rejection.json").read_bytes(), (folder / "rejection.txt").read_bytes()
+    stamps = (folder / "rejection.json").stat().st_mtime_ns, (folder / "rejection.txt").stat().st_mtime_ns
+
+    later = authority.now_utc() + dt.timedelta(hours=1)
+    again = pub.run(now=later)
+    assert again.skipped == ["skip"]
+    assert again.rejected == {}
+    assert (folder / "rejection.json").read_bytes() == report_json
+    assert (folder / "rejection.txt").read_bytes() == report_txt
+    assert ((folder / "rejection.json").stat().st_mtime_ns, (folder / "rejection.txt").stat().st_mtime_ns) == stamps
+
+    resubmit_files(pub, folder, good)
+    write_request(folder)
+    report = pub.run()
+    assert report.accepted == {"skip": [0]}
+    assert (pub.processed / "skip").is_dir()
+
+
+@pytest.mark.parametrize("extra", ["subfolder", "symlink"])
+def test_removing_an_unexpected_entry_is_rechecked(pub: Pub, extra: str) -> None:
+    """A submission refused for an extra sub-folder or symlink is fixed by removing it; the next run must
+    check it again (the rejection's input digests must cover every entry, not only regular files)."""
+    folder = pub.submit("extra", [row("XE-1")])
+    entry = folder / ("attachments" if extra == "subfolder" else "copy.csv")
+    if extra == "subfolder":
+        entry.mkdir()
+    else:
+        entry.symlink_to(folder / "sheet.csv")
+    assert set(pub.run().rejected) == {"extra"}
+    assert "files" in checks_of(folder)
+    if extra == "subfolder":
+        entry.rmdir()
+    else:
+        entry.unlink()
+    report = pub.run()
+    assert report.skipped == []
+    assert report.accepted == {"extra": [0]}
+
+
+def test_refusal_for_a_stale_crl_is_rechecked_after_the_crls_are_refreshed(pub: Pub) -> None:
+    later = authority.now_utc() + dt.timedelta(days=8)  # the issuing ICA's 7-day CRL has expired
+    folder = pub.submit("stale", [row("ST-1")])
+    assert set(pub.run(now=later).rejected) == {"stale"}
+    assert "revocation" in checks_of(folder)
+    crl_publish.refresh(pub.config, now=later)
+    assert pub.run(now=later).accepted == {"stale": [0]}
+
+
+def test_changed_request_alone_is_rechecked(pub: Pub) -> None:
+    folder = pub.submit("req", [row("RQ-1")], request={"submitter_ref": "SUB-1"})
+    assert set(pub.run().rejected) == {"req"}
+    assert "request" in checks_of(folder)
+    write_request(folder)
+    assert pub.run().accepted == {"req": [0]}
+
+
+# -- refused: every check by name --------------------------------------------------------------------
+
+Build = Callable[[Pub], Path]
+CASES: list[object] = []
+
+
+def case(name: str, *checks: str, absent: tuple[str, ...] = ()) -> Callable[[Build], Build]:
+    """Register a bad submission: ``checks`` must all be reported, ``absent`` must not be."""
+
+    def register(build: Build) -> Build:
+        CASES.append(pytest.param(build, frozenset(checks), frozenset(absent), id=name))
+        return build
+
+    return register
+
+
+def three(bad: dict[str, str]) -> list[dict[str, str]]:
+    """Two good rows around a bad one: all or nothing."""
+    return [row("GOOD-A"), bad, row("GOOD-C")]
+
+
+def p7s(folder: Path, name: str = "signature.p7s") -> Path:
+    return folder / name
+
+
+def log_first(pub: Pub, model: str = "EX-1") -> None:
+    """Log a first association for ``model`` (index 0)."""
+    pub.submit("a-first", [row(model)])
+    assert pub.run().accepted == {"a-first": [0]}
+
+
+@case("tampered-spreadsheet", "message_digest", "4.1 manufacturer signature", absent=("signature",))
+def tampered(pub: Pub) -> Path:
+    folder = pub.submit("s", [row("T-1")])
+    (folder / "sheet.csv").write_bytes(csv_bytes([row("T-1", image_hash=image_hash("evil"))]))
+    return folder
+
+
+@case("tampered-one-byte-appended", "message_digest")
+def tampered_byte(pub: Pub) -> Path:
+    folder = pub.submit("s", three(row("T-2")))
+    with (folder / "sheet.csv").open("ab") as f:
+        f.write(b"\n")
+    return folder
+
+
+@case("untrusted-ca-manufacturer", "certificate chain", "4.1 manufacturer signature")
+def untrusted_m(pub: Pub) -> Path:
+    return pub.submit("s", three(row("U-1")), manufacturer="acme-untrusted")
+
+
+@case("untrusted-ca-endorser", "certificate chain", "missing supplier endorsement")
+def untrusted_e(pub: Pub) -> Path:
+    return pub.submit("s", three(row("U-2")), endorser="supplier-untrusted", style="separate")
+
+
+@case("untrusted-ca-dcc", "certificate chain", "4.3(c) missing DCC endorsement")
+def untrusted_dcc(pub: Pub) -> Path:
+    return pub.submit("s", [row("U-3", smets_version="SMETS1")], endorser="dcc-untrusted")
+
+
+@case("expired-manufacturer", "expired certificate", "4.1 manufacturer signature")
+def expired_m(pub: Pub) -> Path:
+    return pub.submit("s", three(row("E-1")), manufacturer="acme-expired")
+
+
+@case("expired-endorser", "expired certificate", "missing supplier endorsement")
+def expired_e(pub: Pub) -> Path:
+    return pub.submit("s", three(row("E-2")), endorser="supplier-expired")
+
+
+@case("expired-dcc-countersignature", "expired certificate", "missing DCC endorsement")
+def expired_dcc(pub: Pub) -> Path:
+    return pub.submit("s", [row("E-3", device_type="CHF")], endorser="dcc-expired", style="countersign")
+
+
+@case("not-yet-valid-manufacturer", "not yet valid", "4.1 manufacturer signature")
+def notyet_m(pub: Pub) -> Path:
+    return pub.submit("s", three(row("N-1")), manufacturer="acme-notyet")
+
+
+@case("not-yet-valid-endorser", "not yet valid", "missing supplier endorsement")
+def notyet_e(pub: Pub) -> Path:
+    return pub.submit("s", three(row("N-2")), endorser="supplier-notyet", style="pkcs7")
+
+
+@case("revoked-manufacturer", "revoked certificate", "4.1 manufacturer signature")
+def revoked_m(pub: Pub) -> Path:
+    return pub.submit("s", three(row("V-1")), manufacturer="acme-revoked")
+
+
+@case("revoked-endorser", "revoked certificate", "missing supplier endorsement")
+def revoked_e(pub: Pub) -> Path:
+    return pub.submit("s", three(row("V-2")), endorser="supplier-revoked")
+
+
+@case("revoked-dcc", "revoked certificate", "4.3(c) missing DCC endorsement")
+def revoked_dcc(pub: Pub) -> Path:
+    return pub.submit("s", [row("V-3", smets_version="SMETS1")], endorser="dcc-revoked", style="separate")
+
+
+@case("revoked-endorser-countersignature", "revoked certificate", "missing supplier endorsement")
+def revoked_counter(pub: Pub) -> Path:
+    return pub.submit("s", three(row("V-4")), endorser="supplier-revoked", style="countersign")
+
+
+@case("manufacturer-of-another-organisation", "4.3(a) manufacturer signer")
+def other_org(pub: Pub) -> Path:
+    return pub.submit("s", three(row("O-1")), manufacturer="other")
+
+
+@case("missing-endorsement", "missing supplier endorsement")
+def no_endorsement(pub: Pub) -> Path:
+    return pub.submit("s", three(row("M-1")), endorser=None)
+
+
+@case("endorsement-by-a-manufacturer", "endorsement by a manufacturer")
+def manufacturer_endorses(pub: Pub) -> Path:
+    return pub.submit("s", three(row("M-2")), endorser="other")
+
+
+@case("supplier-signs-alone", "4.1 manufacturer signature")
+def supplier_alone(pub: Pub) -> Path:
+    return pub.submit("s", three(row("M-3")), manufacturer="supplier", endorser=None)
+
+
+@case("smets1-endorsed-by-supplier", "4.3(c) SMETS1 endorsed by a supplier")
+def smets1_supplier(pub: Pub) -> Path:
+    return pub.submit("s", three(row("S1-1", smets_version="SMETS1")))
+
+
+@case("smets1-without-endorsement", "4.3(c) missing DCC endorsement")
+def smets1_alone(pub: Pub) -> Path:
+    return pub.submit("s", [row("S1-2", smets_version="SMETS1")], endorser=None)
+
+
+@case("chf-endorsed-by-supplier", "comms hub endorsed by a supplier")
+def chf_supplier(pub: Pub) -> Path:
+    return pub.submit("s", three(row("CH-1", device_type="CHF")))
+
+
+@case("gpf-endorsed-by-supplier", "comms hub endorsed by a supplier")
+def gpf_supplier(pub: Pub) -> Path:
+    return pub.submit("s", three(row("CH-2", device_type="GPF")), style="countersign")
+
+
+@case("chf-without-endorsement", "missing DCC endorsement")
+def chf_alone(pub: Pub) -> Path:
+    return pub.submit("s", [row("CH-3", device_type="CHF")], endorser=None)
+
+
+@case("esme-endorsed-by-dcc-only", "missing supplier endorsement")
+def esme_dcc(pub: Pub) -> Path:
+    return pub.submit("s", [row("CH-4")], endorser="dcc")
+
+
+@case("wrong-message-digest", "message_digest", "4.1 manufacturer signature", absent=("signature",))
+def wrong_digest(pub: Pub) -> Path:
+    folder = pub.submit("s", three(row("MD-1")), style="separate")
+    f = p7s(folder, "manufacturer.p7s")
+    wrong = hashlib.sha256(b"another spreadsheet").digest()
+    f.write_bytes(edit_signed_attrs(f.read_bytes(), pub.world["acme"], set_attr("message_digest", wrong)))
+    return folder
+
+
+@case("wrong-message-digest-second-signer", "message_digest", absent=("signature",))
+def wrong_digest_resigned(pub: Pub) -> Path:
+    folder = pub.submit("s", three(row("MD-2")))
+    f = p7s(folder)
+    wrong = hashlib.sha256(b"x").digest()
+    edit = set_attr("message_digest", wrong)
+    f.write_bytes(edit_signed_attrs(f.read_bytes(), pub.world["supplier"], edit))
+    return folder
+
+
+@case("missing-message-digest", "message_digest", absent=("signature",))
+def missing_digest(pub: Pub) -> Path:
+    folder = pub.submit("s", three(row("MD-3")), style="separate")
+    f = p7s(folder, "manufacturer.p7s")
+    f.write_bytes(edit_signed_attrs(f.read_bytes(), pub.world["acme"], drop_attr("message_digest")))
+    return folder
+
+
+@case("wrong-content-type-attribute", "content_type", absent=("signature",))
+def wrong_content_type(pub: Pub) -> Path:
+    folder = pub.submit("s", three(row("CT-1")), style="separate")
+    f = p7s(folder, "manufacturer.p7s")
+    f.write_bytes(edit_signed_attrs(f.read_bytes(), pub.world["acme"], set_attr("content_type", "signed_data")))
+    return folder
+
+
+@case("missing-content-type-attribute", "content_type", absent=("signature",))
+def missing_content_type(pub: Pub) -> Path:
+    folder = pub.submit("s", three(row("CT-2")), style="separate")
+    f = p7s(folder, "manufacturer.p7s")
+    f.write_bytes(edit_signed_attrs(f.read_bytes(), pub.world["acme"], drop_attr("content_type")))
+    return folder
+
+
+@case("encapsulated-content-type-not-data", "content type")
+def encap_type(pub: Pub) -> Path:
+    folder = pub.submit("s", three(row("CT-3")), style="separate")
+    f = p7s(folder, "manufacturer.p7s")
+    info = acms.ContentInfo.load(f.read_bytes())
+    signed = info["content"]
+    signed["encap_content_info"] = {"content_type": "signed_data"}
+    f.write_bytes(acms.ContentInfo({"content_type": "signed_data", "content": signed}).dump())
+    return folder
+
+
+@case("countersignature-with-content-type", "content_type")
+def counter_content_type(pub: Pub) -> Path:
+    folder = pub.submit("s", three(row("CT-4")), style="countersign")
+    f = p7s(folder)
+    info = acms.ContentInfo.load(f.read_bytes())
+    si = info["content"]["signer_infos"][0]
+    counter = si["unsigned_attrs"][0]["values"][0]
+    attrs = acms.CMSAttributes(
+        [*counter["signed_attrs"], acms.CMSAttribute({"type": "content_type", "values": ["data"]})]
+    )
+    counter["signed_attrs"] = attrs
+    counter["signature"] = ecdsa_sign(pub.world["supplier"].key, attrs.dump())
+    f.write_bytes(info.dump(force=False))
+    return folder
+
+
+@case("countersignature-over-another-signature", "message_digest")
+def counter_wrong_target(pub: Pub) -> Path:
+    folder = pub.submit("s", three(row("CT-5")), style="countersign")
+    f = p7s(folder)
+    info = acms.ContentInfo.load(f.read_bytes())
+    counter = info["content"]["signer_infos"][0]["unsigned_attrs"][0]["values"][0]
+    edit = set_attr("message_digest", hashlib.sha256(b"some other signature").digest())
+    attrs = acms.CMSAttributes(edit(list(counter["signed_attrs"])))
+    counter["signed_attrs"] = attrs
+    counter["signature"] = ecdsa_sign(pub.world["supplier"].key, attrs.dump())
+    f.write_bytes(info.dump())
+    return folder
+
+
+@case("signature-bytes-altered", "signature")
+def altered_signature(pub: Pub) -> Path:
+    folder = pub.submit("s", three(row("SG-1")), style="separate")
+    f = p7s(folder, "manufacturer.p7s")
+    info = acms.ContentInfo.load(f.read_bytes())
+    si = info["content"]["signer_infos"][0]
+    other = pub.world["other"].key  # a valid ECDSA signature, by the wrong key
+    si["signature"] = ecdsa_sign(other, b"\x31" + si["signed_attrs"].dump()[1:])
+    f.write_bytes(info.dump())
+    return folder
+
+
+@case("signed-attributes-absent", "message_digest")
+def noattr(pub: Pub) -> Path:
+    folder = pub.submit("s", three(row("SG-2")), endorser=None)
+    cms_sign(folder / "sheet.csv", pub.world["supplier"], folder / "endorsement.p7s")
+    cms_sign(folder / "sheet.csv", pub.world["acme"], folder / "manufacturer.p7s", False, "-noattr")
+    return folder
+
+
+@case("sha1-digest", "digest algorithm")
+def sha1(pub: Pub) -> Path:
+    folder = pub.submit("s", three(row("SG-3")), endorser=None)
+    cms_sign(folder / "sheet.csv", pub.world["supplier"], folder / "endorsement.p7s")
+    openssl(
+        "cms", "-sign", "-binary", "-md", "sha1", "-outform", "DER", "-in", folder / "sheet.csv",
+        "-signer", pub.world["acme"].cert_path, "-inkey", pub.world["acme"].key_path,
+        "-out", folder / "manufacturer.p7s",
+    )  # fmt: skip
+    return folder
+
+
+@case("signer-certificate-not-included", "signer certificate")
+def nocerts(pub: Pub) -> Path:
+    folder = pub.submit("s", three(row("SG-4")), endorser=None)
+    cms_sign(folder / "sheet.csv", pub.world["supplier"], folder / "endorsement.p7s")
+    cms_sign(folder / "sheet.csv", pub.world["acme"], folder / "manufacturer.p7s", False, "-nocerts")
+    return folder
+
+
+@case("truncated-p7s", "CMS format")
+def truncated(pub: Pub) -> Path:
+    folder = pub.submit("s", three(row("P-1")), style="separate")
+    f = p7s(folder, "manufacturer.p7s")
+    f.write_bytes(f.read_bytes()[:-40])
+    return folder
+
+
+@case("garbage-p7s", "CMS format")
+def garbage(pub: Pub) -> Path:
+    folder = pub.submit("s", three(row("P-2")), style="separate")
+    p7s(folder, "manufacturer.p7s").write_bytes(os.urandom(700))
+    return folder
+
+
+@case("empty-p7s", "CMS format")
+def empty_p7s(pub: Pub) -> Path:
+    folder = pub.submit("s", three(row("P-3")), style="separate")
+    p7s(folder, "manufacturer.p7s").write_bytes(b"")
+    return folder
+
+
+@case("bad-pem-armour", "CMS format")
+def bad_pem(pub: Pub) -> Path:
+    folder = pub.submit("s", three(row("P-4")), style="pem")
+    p7s(folder, "manufacturer.p7s").write_bytes(b"-----BEGIN CMS-----\n!!!not base64!!!\n-----END CMS-----\n")
+    return folder
+
+
+@case("attached-signature", "CMS format", "4.1 manufacturer signature")
+def attached(pub: Pub) -> Path:
+    folder = pub.submit("s", three(row("P-5")), endorser=None)
+    cms_sign(folder / "sheet.csv", pub.world["supplier"], folder / "endorsement.p7s")
+    cms_sign(folder / "sheet.csv", pub.world["acme"], folder / "manufacturer.p7s", False, "-nodetach")
+    return folder
+
+
+@case("not-signed-data", "CMS format")
+def not_signed_data(pub: Pub) -> Path:
+    folder = pub.submit("s", three(row("P-6")), style="separate")
+    data = acms.ContentInfo({"content_type": "data", "content": b"hello"}).dump()
+    p7s(folder, "manufacturer.p7s").write_bytes(data)
+    return folder
+
+
+@case("hash-63-digits", "hash format")
+def hash63(pub: Pub) -> Path:
+    return pub.submit("s", three(row("H-1", image_hash=image_hash("x")[:63])))
+
+
+@case("hash-65-digits", "hash format")
+def hash65(pub: Pub) -> Path:
+    return pub.submit("s", three(row("H-2", image_hash=image_hash("x") + "0")))
+
+
+@case("hash-not-hex", "hash format")
+def hash_nonhex(pub: Pub) -> Path:
+    return pub.submit("s", three(row("H-3", image_hash="g" + image_hash("x")[1:])))
+
+
+@case("hash-with-spaces", "hash format")
+def hash_spaces(pub: Pub) -> Path:
+    h = image_hash("x")
+    return pub.submit("s", three(row("H-4", image_hash=f"{h[:32]} {h[32:63]}")))
+
+
+@case("duplicate-rows", "duplicate row")
+def duplicate_rows(pub: Pub) -> Path:
+    return pub.submit("s", [row("DR-1"), row("DR-2"), row("DR-1", image_hash=image_hash("again"))])
+
+
+@case("unknown-device-type", "device type")
+def device_type(pub: Pub) -> Path:
+    return pub.submit("s", three(row("DT-1", device_type="TOASTER")))
+
+
+@case("bad-smets-version", "SMETS version")
+def smets(pub: Pub) -> Path:
+    return pub.submit("s", three(row("SV-1", smets_version="SMETS3")))
+
+
+@case("missing-value", "missing value")
+def missing_value(pub: Pub) -> Path:
+    return pub.submit("s", three(row("MV-1", firmware_version="")))
+
+
+@case("value-too-long", "length")
+def too_long(pub: Pub) -> Path:
+    return pub.submit("s", three(row("L" * 65)))
+
+
+@case("existing-model-without-replacement", "4.3(b) existing association")
+def existing(pub: Pub) -> Path:
+    log_first(pub, "EX-1")
+    return pub.submit("s", [row("EX-1", image_hash=image_hash("EX-1 v2")), row("EX-NEW")])
+
+
+@case("replacement-names-wrong-index", "4.3(b) replacement index", "4.3(b) existing association")
+def wrong_index(pub: Pub) -> Path:
+    log_first(pub, "EX-2")
+    request = {**GOOD_REQUEST, "replacements": [{"replaces_index": 7, "investigation_ref": "INV-1"}]}
+    return pub.submit("s", [row("EX-2", image_hash=image_hash("EX-2 v2"))], request=request)
+
+
+@case("replacement-of-unrelated-model", "4.3(b) replacement index")
+def unrelated_index(pub: Pub) -> Path:
+    log_first(pub, "EX-3")
+    request = {**GOOD_REQUEST, "replacements": [{"replaces_index": 0, "investigation_ref": "INV-1"}]}
+    return pub.submit("s", [row("EX-OTHER")], request=request)
+
+
+@case("replacement-without-investigation-ref", "request")
+def no_investigation(pub: Pub) -> Path:
+    log_first(pub, "EX-4")
+    request = {**GOOD_REQUEST, "replacements": [{"replaces_index": 0}]}
+    return pub.submit("s", [row("EX-4", image_hash=image_hash("EX-4 v2"))], request=request)
+
+
+@case("replacement-with-empty-investigation-ref", "request")
+def empty_investigation(pub: Pub) -> Path:
+    log_first(pub, "EX-5")
+    request = {**GOOD_REQUEST, "replacements": [{"replaces_index": 0, "investigation_ref": " "}]}
+    return pub.submit("s", [row("EX-5", image_hash=image_hash("EX-5 v2"))], request=request)
+
+
+@case("duplicate-of-logged-hash", "duplicate")
+def duplicate_hash(pub: Pub) -> Path:
+    log_first(pub, "EX-6")
+    return pub.submit("s", [row("EX-6"), row("EX-6B")])
+
+
+@case("xlsx-random-bytes", "spreadsheet format")
+def xlsx_random(pub: Pub) -> Path:
+    return pub.submit("s", sheet=os.urandom(4096), sheet_name="sheet.xlsx")
+
+
+@case("xlsx-zip-signature-but-not-zip", "spreadsheet format")
+def xlsx_pk(pub: Pub) -> Path:
+    return pub.submit("s", sheet=b"PK\x03\x04" + os.urandom(4096), sheet_name="sheet.xlsx")
+
+
+@case("xlsx-zip-without-workbook", "spreadsheet format")
+def xlsx_no_workbook(pub: Pub) -> Path:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        z.writestr("hello.txt", "not a workbook")
+    return pub.submit("s", sheet=out.getvalue(), sheet_name="sheet.xlsx")
+
+
+@case("csv-with-nul-bytes", "spreadsheet format")
+def csv_nul(pub: Pub) -> Path:
+    return pub.submit("s", sheet=csv_bytes(three(row("NUL\x00-1"))))
+
+
+@case("csv-invalid-utf8", "spreadsheet format")
+def csv_latin1(pub: Pub) -> Path:
+    return pub.submit("s", sheet=csv_bytes(three(row("BAD-1"))).replace(b"BAD-1", b"BAD\xff\xfe-1"))
+
+
+@case("csv-binary-garbage", "spreadsheet format")
+def csv_garbage(pub: Pub) -> Path:
+    return pub.submit("s", sheet=b"\x89PNG\r\n\x1a\n\x00\x00" + os.urandom(2000))
+
+
+@case("spreadsheet-wrong-extension", "files")
+def wrong_extension(pub: Pub) -> Path:
+    folder = pub.submit("s", three(row("EXT-1")))
+    (folder / "sheet.csv").rename(folder / "sheet.ods")
+    return folder
+
+
+@case("xlsx-zip-bomb", "zip bomb")
+def zip_bomb(pub: Pub) -> Path:
+    data = rewrite_zip(xlsx_bytes(three(row("ZB-1"))), {}, {"xl/media/image1.bin": bytes(60 * 1024 * 1024)})
+    assert len(data) < 200_000
+    return pub.submit("s", sheet=data, sheet_name="sheet.xlsx")
+
+
+@case("xlsx-zip-bomb-in-worksheet", "zip bomb")
+def zip_bomb_sheet(pub: Pub) -> Path:
+    x = xlsx_bytes(three(row("ZB-2")))
+    body = zipfile.ZipFile(io.BytesIO(x)).read("xl/worksheets/sheet1.xml")
+    padded = body.replace(b"<sheetData>", b"<sheetData>" + b" " * (8 * 1024 * 1024), 1)
+    return pub.submit("s", sheet=rewrite_zip(x, {"xl/worksheets/sheet1.xml": padded}), sheet_name="sheet.xlsx")
+
+
+@case("xlsx-too-many-members", "zip bomb")
+def zip_members(pub: Pub) -> Path:
+    extra = {f"xl/media/m{i}.bin": b"x" for i in range(250)}
+    return pub.submit("s", sheet=rewrite_zip(xlsx_bytes(three(row("ZB-3"))), {}, extra), sheet_name="sheet.xlsx")
+
+
+BILLION_LAUGHS = (
+    b'<!DOCTYPE lolz [<!ENTITY lol "lol">'
+    + b"".join(
+        b'<!ENTITY lol%d "%s">' % (i, b"".join(b"&lol%s;" % (b"" if i == 1 else b"%d" % (i - 1)) for _ in range(10)))
+        for i in range(1, 10)
+    )
+    + b"]>"
+)
+
+
+def with_dtd(xml: bytes) -> bytes:
+    """The billion laughs DTD inserted before the root element (after any XML declaration)."""
+    at = xml.index(b"?>") + 2 if xml.startswith(b"<?xml") else 0
+    return xml[:at] + BILLION_LAUGHS + xml[at:]
+
+
+def laughs_in(member: str, model: str) -> Build:
+    """An otherwise valid .xlsx whose ``member`` declares the billion laughs entities and uses the last one."""
+
+    def build(pub: Pub) -> Path:
+        x = xlsx_bytes(three(row(model)))
+        body = zipfile.ZipFile(io.BytesIO(x)).read(member)
+        if member.endswith("sheet1.xml"):
+            cell = b'<row r="9"><c r="A9" t="inlineStr"><is><t>&lol9;</t></is></c></row>'
+            body = body.replace(b"</sheetData>", cell + b"</sheetData>")
+        elif member.endswith("workbook.xml"):
+            body = body.replace(b'name="Sheet"', b'name="&lol9;"')
+        assert body.count(b"&lol9;") == (0 if member.endswith(".rels") else 1)
+        return pub.submit("s", sheet=rewrite_zip(x, {member: with_dtd(body)}), sheet_name="sheet.xlsx")
+
+    return build
+
+
+case("xlsx-billion-laughs-in-worksheet", "XML entities")(laughs_in("xl/worksheets/sheet1.xml", "BL-1"))
+case("xlsx-billion-laughs-in-workbook", "XML entities")(laughs_in("xl/workbook.xml", "BL-2"))
+case("xlsx-entities-in-workbook-rels", "XML entities")(laughs_in("xl/_rels/workbook.xml.rels", "BL-3"))
+
+
+@case("xlsx-formula-cell", "formula cell")
+def formula_cell(pub: Pub) -> Path:
+    return pub.submit("s", three(row("=1+1")), sheet_name="sheet.xlsx")
+
+
+@case("xlsx-formula-cell-in-hash", "formula cell")
+def formula_hash(pub: Pub) -> Path:
+    return pub.submit("s", three(row("FH-1", image_hash='=REPT("a",64)')), sheet_name="sheet.xlsx")
+
+
+@case("xlsx-number-cell", "cell type")
+def number_cell(pub: Pub) -> Path:
+    folder = pub.folder("s")
+    values: list[Mapping[str, object]] = [row("GOOD-A"), {**row("NC-1"), "hardware_version": 1.5}]
+    (folder / "sheet.xlsx").write_bytes(xlsx_bytes(values))
+    sign_folder(pub.world, folder, folder / "sheet.xlsx", "acme", "supplier", "resign")
+    write_request(folder)
+    return folder
+
+
+@case("oversized-spreadsheet", "file size")
+def big_sheet(pub: Pub) -> Path:
+    sheet = csv_bytes(three(row("BIG-1"))) + b"\r\n" * (5 * 1024 * 1024)
+    return pub.submit("s", sheet=sheet)
+
+
+@case("oversized-p7s", "file size")
+def big_p7s(pub: Pub) -> Path:
+    folder = pub.submit("s", three(row("BP-1")), style="separate")
+    f = p7s(folder, "manufacturer.p7s")
+    f.write_bytes(f.read_bytes() + bytes(256 * 1024))
+    return folder
+
+
+@case("oversized-request-json", "file size")
+def big_request(pub: Pub) -> Path:
+    request = {**GOOD_REQUEST, "submitter_ref": "x" * (17 * 1024)}
+    return pub.submit("s", three(row("BR-1")), request=request)
+
+
+@case("missing-request-json", "request")
+def no_request(pub: Pub) -> Path:
+    folder = pub.submit("s", three(row("RJ-1")))
+    (folder / "request.json").unlink()
+    return folder
+
+
+@case("request-not-json", "request")
+def request_not_json(pub: Pub) -> Path:
+    return pub.submit("s", three(row("RJ-2")), request=b"panel_ref = PANEL-1\n")
+
+
+@case("request-json-not-an-object", "request")
+def request_list(pub: Pub) -> Path:
+    return pub.submit("s", three(row("RJ-3")), request=b'["PANEL-1"]')
+
+
+@case("request-missing-panel-ref", "request")
+def request_no_panel(pub: Pub) -> Path:
+    return pub.submit("s", three(row("RJ-4")), request={"submitter_ref": "SUB-1"})
+
+
+@case("request-unknown-field", "request")
+def request_unknown(pub: Pub) -> Path:
+    return pub.submit("s", three(row("RJ-5")), request={**GOOD_REQUEST, "approved": True})
+
+
+@case("request-replaces-index-not-an-integer", "request")
+def request_bad_index(pub: Pub) -> Path:
+    request = {**GOOD_REQUEST, "replacements": [{"replaces_index": True, "investigation_ref": "INV"}]}
+    return pub.submit("s", three(row("RJ-6")), request=request)
+
+
+@case("no-p7s", "files")
+def no_signature(pub: Pub) -> Path:
+    folder = pub.submit("s", three(row("F-1")), style="separate")
+    for f in folder.glob("*.p7s"):
+        f.unlink()
+    return folder
+
+
+@case("two-spreadsheets", "files")
+def two_sheets(pub: Pub) -> Path:
+    folder = pub.submit("s", three(row("F-2")))
+    (folder / "other.xlsx").write_bytes(xlsx_bytes(three(row("F-2"))))
+    return folder
+
+
+@case("unexpected-extra-file", "files")
+def extra_file(pub: Pub) -> Path:
+    folder = pub.submit("s", three(row("F-3")))
+    (folder / "notes.txt").write_text("please approve")
+    return folder
+
+
+@case("subfolder-in-submission", "files")
+def subfolder(pub: Pub) -> Path:
+    folder = pub.submit("s", three(row("F-4")))
+    (folder / "more").mkdir()
+    return folder
+
+
+@case("symlinked-spreadsheet", "files")
+def symlinked(pub: Pub) -> Path:
+    folder = pub.submit("s", three(row("F-5")))
+    real = pub.root.parent / "outside.csv"
+    (folder / "sheet.csv").rename(real)
+    (folder / "sheet.csv").symlink_to(real)
+    return folder
+
+
+@case("too-many-files", "files")
+def many_files(pub: Pub) -> Path:
+    folder = pub.submit("s", three(row("F-6")), style="separate")
+    for i in range(12):
+        (folder / f"extra{i}.p7s").write_bytes((folder / "manufacturer.p7s").read_bytes())
+    return folder
+
+
+@case("invalid-submission-id", "submission id")
+def bad_id(pub: Pub) -> Path:
+    return pub.submit("bad id!", three(row("F-7")))
+
+
+@case("rows-name-two-manufacturers", "4.1 manufacturer")
+def two_manufacturers(pub: Pub) -> Path:
+    return pub.submit("s", [row("TM-1"), row("TM-2", manufacturer_id="1002", manufacturer_name="Other Mfr")])
+
+
+@case("rows-name-another-manufacturer", "4.3(a) manufacturer signer")
+def rows_other(pub: Pub) -> Path:
+    return pub.submit("s", [row("TM-3", manufacturer_id="1002", manufacturer_name="Other Mfr")])
+
+
+@case("empty-spreadsheet", "columns")
+def empty_sheet(pub: Pub) -> Path:
+    return pub.submit("s", sheet=b"")
+
+
+@case("blank-lines-only", "columns")
+def blank_sheet(pub: Pub) -> Path:
+    return pub.submit("s", sheet=b",,,\r\n\r\n , \r\n")
+
+
+@case("header-only", "row count")
+def header_only(pub: Pub) -> Path:
+    return pub.submit("s", [])
+
+
+@case("header-only-xlsx", "row count")
+def header_only_xlsx(pub: Pub) -> Path:
+    return pub.submit("s", [], sheet_name="sheet.xlsx")
+
+
+@case("missing-column", "columns")
+def missing_column(pub: Pub) -> Path:
+    columns = [c for c in COLUMNS if c != "smets_version"]
+    return pub.submit("s", sheet=csv_bytes(three(row("MC-1")), columns))
+
+
+@case("missing-column-xlsx", "columns")
+def missing_column_xlsx(pub: Pub) -> Path:
+    columns = [c for c in COLUMNS if c != "image_hash"]
+    return pub.submit("s", sheet=xlsx_bytes(three(row("MC-2")), columns), sheet_name="sheet.xlsx")
+
+
+@case("too-many-rows", "row count")
+def too_many_rows(pub: Pub) -> Path:
+    return pub.submit("s", [row(f"TR-{i}") for i in range(1001)])
+
+
+@case("stale-crl", "revocation")
+def stale_crl(pub: Pub) -> Path:
+    folder = pub.submit("s", three(row("CRL-1")))
+    meta = json.loads((pub.root / "crl" / "ica.json").read_text())
+    assert meta["next_update"]
+    return folder
+
+
+@case("missing-crl", "revocation")
+def missing_crl(pub: Pub) -> Path:
+    folder = pub.submit("s", three(row("CRL-2")))
+    (pub.root / "crl" / "ica.crl").unlink()
+    return folder
+
+
+def run_time(build: Build) -> dt.datetime | None:
+    """The intake time for a case (the stale CRL case runs after the issuing ICA's CRL expired)."""
+    return authority.now_utc() + dt.timedelta(days=8) if build is stale_crl else None
+
+
+@pytest.mark.parametrize(("build", "expected", "absent"), CASES)
+def test_bad_submission_is_refused_and_nothing_is_logged(
+    pub: Pub, build: Build, expected: frozenset[str], absent: frozenset[str]
+) -> None:
+    folder = build(pub)
+    size, entries, evidence = pub.log_size(), pub.raw_entries(), sorted((pub.log_dir).rglob("evidence/*"))
+    report = pub.run(now=run_time(build))
+
+    assert report.accepted == {}
+    assert set(report.rejected) == {folder.name}
+    reported = {f.check for f in report.rejected[folder.name]}
+    assert folder.is_dir() and folder.parent == pub.inbox
+    assert not (pub.processed / folder.name).exists()
+    checks = checks_of(folder)
+    assert checks == reported
+    assert expected <= checks, f"expected {sorted(expected)}, got {sorted(checks)}"
+    assert not absent & checks, f"unexpected {sorted(absent & checks)} in {sorted(checks)}"
+    report_json = rejection(folder)
+    assert report_json["status"] == "rejected"
+    assert report_json["submission_id"] == folder.name
+    text = (folder / "rejection.txt").read_text()
+    assert "REJECTED" in text
+    for check in expected:
+        assert check in text
+    assert pub.log_size() == size
+    assert pub.raw_entries() == entries
+    assert sorted((pub.log_dir).rglob("evidence/*")) == evidence
+
+
+def test_at_least_forty_refusal_cases() -> None:
+    assert len(CASES) >= 40
+
+
+def test_all_or_nothing_one_bad_row_among_many(pub: Pub) -> None:
+    rows = [row(f"AN-{i}") for i in range(20)]
+    rows[13] = row("AN-13", device_type="KETTLE")
+    folder = pub.submit("s", rows)
+    assert len(csv_bytes(rows).splitlines()) == 21
+    report = pub.run()
+    assert report.accepted == {}
+    findings = report.rejected["s"]
+    assert [(f.check, f.row) for f in findings] == [("device type", 15)]  # header is row 1
+    assert pub.log_size() == 0
+    assert folder.is_dir()
+
+
+# -- bugs: malformed input must be refused, not crash the whole intake run -------------------------
+
+
+def deep_json(pub: Pub) -> Path:
+    """request.json nested 5,000 deep (5 KB): json.loads raises RecursionError, not ValueError."""
+    return pub.submit("bad", [row("BUG-1")], request=b"[" * 5000)
+
+
+def bad_crc_xlsx(pub: Pub) -> Path:
+    """An .xlsx whose worksheet member fails its CRC: zipfile raises BadZipFile while _check_zip reads it."""
+    x = xlsx_bytes([row("BUG-2")])
+    src = zipfile.ZipFile(io.BytesIO(x))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info), compress_type=zipfile.ZIP_STORED)
+    data = bytearray(out.getvalue())
+    at = data.index(b"<sheetData>")
+    data[at + 1] = ord("S")  # one byte changed, CRC not updated
+    return pub.submit("bad", sheet=bytes(data), sheet_name="sheet.xlsx")
+
+
+def unknown_signature_algorithm(pub: Pub) -> Path:
+    """A SignerInfo whose signatureAlgorithm is an unknown OID: asn1crypto's signature_algo raises ValueError."""
+    folder = pub.submit("bad", [row("BUG-3")], style="separate")
+    f = folder / "manufacturer.p7s"
+    info = acms.ContentInfo.load(f.read_bytes())
+    info["content"]["signer_infos"][0]["signature_algorithm"] = {"algorithm": "1.2.3.4"}
+    f.write_bytes(info.dump())
+    return folder
+
+
+def certificate_cryptography_rejects(pub: Pub) -> Path:
+    """A SignedData carrying an X.509 v2 certificate: x509.load_der_x509_certificate raises InvalidVersion."""
+    folder = pub.submit("bad", [row("BUG-4")], style="separate")
+    f = folder / "manufacturer.p7s"
+    info = acms.ContentInfo.load(f.read_bytes())
+    signed = info["content"]
+    cert = ax509.Certificate.load(pub.world["other"].der)
+    cert["tbs_certificate"]["version"] = "v2"
+    odd = ax509.Certificate.load(cert.dump(force=True))
+    extra = acms.CertificateChoices({"certificate": odd})
+    signed["certificates"] = acms.CertificateSet([*signed["certificates"], extra])
+    f.write_bytes(acms.ContentInfo({"content_type": "signed_data", "content": signed}).dump())
+    return folder
+
+
+def malformed_signing_time(pub: Pub) -> Path:
+    """A validly signed signingTime attribute whose UTCTime is not a time: its .native raises ValueError.
+
+    (Refused as "CMS format" before load_signed_data stopped calling .native on the whole SignedData.)
+    """
+    folder = pub.submit("bad", [row("BUG-5")], style="separate")
+    f = folder / "manufacturer.p7s"
+
+    def garble(attrs: list[acms.CMSAttribute]) -> list[acms.CMSAttribute]:
+        out = []
+        for a in attrs:
+            if a["type"].native == "signing_time":
+                raw = a.dump()
+                at = raw.index(b"\x17\x0d")  # UTCTime, 13 characters
+                a = acms.CMSAttribute.load(raw[: at + 2] + b"ZZZZZZZZZZZZZ" + raw[at + 15 :])
+            out.append(a)
+        return out
+
+    f.write_bytes(edit_signed_attrs(f.read_bytes(), pub.world["acme"], garble))
+    return folder
+
+
+@pytest.mark.parametrize(
+    "build",
+    [deep_json, bad_crc_xlsx, unknown_signature_algorithm, certificate_cryptography_rejects, malformed_signing_time],
+    ids=[
+        "deeply-nested-request-json",
+        "xlsx-bad-crc",
+        "unknown-signature-algorithm",
+        "x509-v2-certificate",
+        "malformed-signing-time",
+    ],
+)
+def test_malformed_submission_does_not_stop_intake(pub: Pub, build: Build) -> None:
+    good = pub.submit("good", [row("GOOD-1")])
+    folder = build(pub)
+    report = pub.run()  # must not raise: one bad folder must not block every other submission
+    assert report.accepted == {"good": [0]}
+    assert set(report.rejected) == {folder.name}
+    assert (folder / "rejection.json").exists()
+    assert not good.exists()
+
+
+def test_row_problems_are_not_reported_as_too_many_rows(pub: Pub) -> None:
+    """600 rows with two problems each: the report must name the row problems, not claim > 1000 rows."""
+    rows = [row(f"RC-{i}", image_hash="nothex", device_type="KETTLE") for i in range(600)]
+    folder = pub.submit("s", rows)
+    pub.run()
+    checks = checks_of(folder)
+    assert "hash format" in checks
+    assert "row count" not in checks, rejection(folder)["findings"]
