@@ -97,7 +97,7 @@ PARTS: tuple[tuple[str, tuple[tuple[object, str], ...]], ...] = (
     ("trust context + log index", ((run, "trust_context"), (run, "index_of"))),
     ("read submission files", ((run, "read_submission"),)),
     ("spreadsheet parsing", ((submission, "read_rows"),)),
-    ("CMS verification", ((submission, "verify_detached"), (submission, "included_certificates"))),
+    ("CMS verification", ((submission, "verify_detached"),)),
     ("certificate path validation", ((submission, "check_certificate"),)),
     ("evidence writing", ((fsio, "write_files"),)),
     ("log append", ((TileLog, "append"),)),

@@ -148,7 +148,7 @@ def build(out: Path) -> dict[str, object]:
     submit(pub, "S021", [_row(acme, "LEGACY-E1", "3", "7.1", "ESME", "SMETS1", "smets1-a")], [acme, dcc])
     submit(pub, "S022", [_row(bright, "LEGACY-G2", "1", "4.0", "GSME", "SMETS1", "smets1-b")], [bright, dcc])
     submit(pub, "S023", [_row(acme, "CH-100", "2.0", "1.0", "CHF", "SMETS2", "chf-a")], [acme, dcc])
-    submit(pub, "S024", [_row(acme, "CH-100", "2.0", "1.0", "GPF", "SMETS2", "gpf-a")], [acme, dcc])
+    submit(pub, "S024", [_row(acme, "CH-100-GPF", "2.0", "1.0", "GPF", "SMETS2", "gpf-a")], [acme, dcc])
     # Rejected: tampered after signing; no endorsement; SMETS1 endorsed by a supplier;
     # signed by another manufacturer; a hash that is not a SHA-256.
     submit(pub, "X001", [_row(acme, "ESME-900", "1.0", "1.0", "ESME", "SMETS2", "x1")], [acme, north], tamper=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from . import fsio
 from .checkpoint import Checkpoint, CheckpointError, SignedCheckpoint, TlogProof, open_checkpoint
-from .merkle import EMPTY_ROOT, consistency_proof, inclusion_proof, leaf_hash, root_of
+from .merkle import EMPTY_ROOT, HashRange, consistency_proof, inclusion_proof, leaf_hash, root_of
 from .note import Signer, Verifier, b64encode, sign_note
 from .tiles import (
     MAX_ENTRY_SIZE,
@@ -46,6 +46,7 @@ LOCK_FILE = f"{STATE_DIR}/lock"
 
 Progress = Callable[[int, int], None]
 _TILE_CACHE_SIZE = 1024  # tiles (8 KB each at most)
+_RANGE_CACHE_SIZE = 1 << 20  # subtree hashes
 
 
 class LogError(RuntimeError):
@@ -79,6 +80,8 @@ class LogReader:
         self.origin = origin
         self.verifiers = list(verifiers)
         self._tile_cache: dict[Tile, list[bytes]] = {}
+        self._ranges_size = -1
+        self._ranges: dict[tuple[int, int], bytes] = {}
         self.signed = self._load_checkpoint()
 
     # -- loading -------------------------------------------------------------
@@ -173,7 +176,25 @@ class LogReader:
         size = self.size if size is None else size
         if size > self.size:
             raise LogError(f"tree size {size} is beyond the signed size {self.size}")
-        return inclusion_proof(index, size, tile_hash_range(size, self.read_tile))
+        return inclusion_proof(index, size, self._hash_range(size))
+
+    def _hash_range(self, size: int) -> HashRange:
+        """Subtree hashes for a tree of ``size``, memoised: proofs for neighbouring
+        entries share most of their subtrees (writing a proof per entry would
+        otherwise rehash each tile hundreds of times)."""
+        if self._ranges_size != size:
+            self._ranges_size, self._ranges = size, {}
+        cache, compute = self._ranges, tile_hash_range(size, self.read_tile)
+
+        def hash_range(start: int, end: int) -> bytes:
+            value = cache.get((start, end))
+            if value is None:
+                if len(cache) > _RANGE_CACHE_SIZE:
+                    cache.clear()
+                value = cache[(start, end)] = compute(start, end)
+            return value
+
+        return hash_range
 
     def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
         """Consistency proof from ``old_size`` to ``new_size`` (default: current)."""

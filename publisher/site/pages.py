@@ -200,8 +200,21 @@ def firmware_pages(items: list[Association]) -> dict[str, str]:
                 "cpl-firmware",
             )
             path = f"firmware/{slug}/index.md" if n == 1 else f"firmware/{slug}/page-{n}/index.md"
+            # The heading is raw HTML and the title fixed: a Markdown heading would render
+            # Markdown inside a submitted name, and MkDocs puts heading text into <title> unescaped.
             pages[path] = "\n".join(
-                [f"# {safe(name)} ({safe(mid)})", "", f"Pages: {nav}" if len(chunks) > 1 else "", body]
+                [
+                    "---",
+                    f"title: Approved firmware, manufacturer page {len(pages) + 1}",
+                    "search:",
+                    "  exclude: true",
+                    "---",
+                    "",
+                    f"<h1>{safe(name)} ({safe(mid)})</h1>",
+                    "",
+                    f"<p>Pages: {nav}</p>" if len(chunks) > 1 else "",
+                    body,
+                ]
             )
     pages["firmware/index.md"] = "\n".join(
         [

@@ -1,0 +1,223 @@
+"""The built site in a real headless Chromium (Debian's /usr/bin/chromium via Playwright).
+
+Only local requests, the CRL table and log size on the home page, the firmware search by
+model ID and by image hash, a CRL downloaded from the page that OpenSSL verifies, and hostile
+names that render as inert text (no dialog ever fires).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import pytest
+from site_fixtures import HOSTILE, HOSTILE_MAKERS, SiteBuild, demo_site, hostile_site, shown
+
+__all__ = ["demo_site", "hostile_site"]
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        reason = f"{CHROMIUM} is missing (Debian package 'chromium'; .ci/debian-packages installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+class Watched:
+    """A page whose every request and every dialog is recorded."""
+
+    def __init__(self, browser: Any) -> None:
+        self.context = browser.new_context(accept_downloads=True)
+        self.page = self.context.new_page()
+        self.requests: list[str] = []
+        self.dialogs: list[str] = []
+        self.page.on("request", lambda r: self.requests.append(r.url))
+
+        def dialog(d: Any) -> None:
+            self.dialogs.append(f"{d.type}: {d.message}")
+            d.dismiss()
+
+        self.page.on("dialog", dialog)
+
+    def foreign(self) -> list[str]:
+        bad = []
+        for url in self.requests:
+            parts = urlsplit(url)
+            if parts.scheme in ("data", "blob"):
+                continue
+            if parts.scheme not in ("http", "https") or parts.hostname != "127.0.0.1":
+                bad.append(url)
+        return bad
+
+
+@pytest.fixture()
+def watched(browser: Any) -> Iterator[Watched]:
+    w = Watched(browser)
+    try:
+        yield w
+    finally:
+        w.context.close()
+
+
+def search(w: Watched, query: str) -> str:
+    w.page.fill("#cpl-search", query)
+    w.page.wait_for_function(
+        "q => { const p = document.querySelector('#cpl-search-results p'); return p && p.textContent.includes(q); }",
+        arg=shown(query).strip(),
+        timeout=10_000,
+    )
+    return str(w.page.inner_text("#cpl-search-results"))
+
+
+def test_home_page_shows_crls_and_log(demo_site: SiteBuild, watched: Watched) -> None:
+    status = json.loads((demo_site.site / "status.json").read_text())
+    watched.page.goto(demo_site.url)
+    crls = watched.page.inner_text("table.cpl-crls")
+    for name, meta in status["crls"].items():
+        assert name in crls
+        row = watched.page.locator("table.cpl-crls tr", has_text=f"{name}").first.inner_text()
+        assert str(meta["number"]) in row
+        assert "fresh" in row
+    log = watched.page.inner_text("table.cpl-log")
+    assert str(status["log"]["size"]) in log
+    assert str(demo_site.info["size"]) in log
+    assert not watched.dialogs
+    assert not watched.foreign(), watched.foreign()
+
+
+def test_firmware_search_by_model_and_hash(demo_site: SiteBuild, watched: Watched) -> None:
+    watched.page.goto(urljoin(demo_site.url, "firmware/"))
+    text = search(watched, "ESME-100")
+    assert "ESME-100" in text
+    assert "Log index" in text
+    rows = watched.page.locator("#cpl-search-results tbody tr")
+    assert rows.count() >= 1
+    text = search(watched, "esme-100")  # case-insensitive
+    assert "ESME-100" in text
+    image = rows.first.locator("td").nth(8).inner_text().strip()
+    assert len(image) == 64
+    assert image in search(watched, image)
+    assert image in search(watched, image[:8])
+    assert "0 associations" in search(watched, "NO-SUCH-MODEL")
+    # The proof link in the results leads to this site's proof file.
+    search(watched, "ESME-100")
+    href = watched.page.locator("#cpl-search-results a").first.get_attribute("href")
+    assert href is not None
+    response = watched.page.request.get(urljoin(watched.page.url, href))
+    assert response.ok
+    assert response.text().startswith("c2sp.org/tlog-proof@v1\n")
+    assert not watched.dialogs
+    assert not watched.foreign(), watched.foreign()
+
+
+def test_crl_downloaded_from_the_home_page_verifies(demo_site: SiteBuild, watched: Watched, tmp_path: Path) -> None:
+    watched.page.goto(demo_site.url)
+    link = watched.page.locator('table.cpl-crls a[href$="ica.crl"]').first
+    der = tmp_path / "ica.crl"
+    try:
+        with watched.page.expect_download(timeout=10_000) as info:
+            link.click()
+        info.value.save_as(der)
+    except Exception:  # the browser displayed it instead of downloading: fetch it from the page's URL
+        href = link.get_attribute("href")
+        assert href is not None
+        der.write_bytes(watched.page.request.get(urljoin(demo_site.url, href)).body())
+    assert der.read_bytes() == (demo_site.site / "crl" / "ica.crl").read_bytes()
+    chain = tmp_path / "chain.pem"
+    pki = demo_site.publication / "pki"
+    chain.write_bytes((pki / "ica.pem").read_bytes() + (pki / "iki-root.pem").read_bytes())
+    proc = subprocess.run(
+        ["openssl", "crl", "-inform", "DER", "-in", str(der), "-CAfile", str(chain), "-noout", "-verify"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "verify OK" in proc.stdout + proc.stderr
+    assert not watched.foreign(), watched.foreign()
+
+
+def test_every_page_makes_only_local_requests(demo_site: SiteBuild, watched: Watched) -> None:
+    for path in ("", "firmware/", "firmware/1001/", "transparency-log/", "pki/", "verify/", "crl/ica/"):
+        response = watched.page.goto(urljoin(demo_site.url, path))
+        assert response is not None and response.ok, path
+        watched.page.wait_for_load_state("networkidle")
+    assert len(watched.requests) > 10
+    assert not watched.foreign(), watched.foreign()
+    assert not watched.dialogs
+
+
+def _hostile_pages(site: SiteBuild) -> list[str]:
+    pages = ["", "firmware/", "transparency-log/"]
+    pages += [f"firmware/{p.name}/" for p in sorted((site.site / "firmware").iterdir()) if p.is_dir()]
+    return pages
+
+
+def test_hostile_names_render_as_inert_text(hostile_site: SiteBuild, watched: Watched) -> None:
+    texts = []
+    problems: list[object] = []
+    for path in _hostile_pages(hostile_site):
+        watched.page.goto(urljoin(hostile_site.url, path))
+        watched.page.wait_for_load_state("networkidle")
+        texts.append(watched.page.inner_text("body"))
+        scripts = watched.page.eval_on_selector_all(
+            "script", "els => els.map(e => e.src || ('inline:' + e.textContent.slice(0, 60)))"
+        )
+        problems += [(path, s) for s in scripts if s.startswith("inline:") and "alert" in s]
+        problems += [(path, s) for s in scripts if not s.startswith(("inline:", hostile_site.url))]
+        live = watched.page.eval_on_selector_all(
+            "*", "els => els.filter(e => [...e.attributes].some(a => a.name.startsWith('on'))).map(e => e.outerHTML)"
+        )
+        problems += [(path, e) for e in live]
+        if watched.page.locator("a[href^='javascript:' i]").count():
+            problems.append((path, "a javascript: link"))
+        if watched.page.locator("img, iframe, object, embed").count():
+            problems.append((path, "an img/iframe/object/embed element"))
+    problems += [("dialog", d) for d in watched.dialogs]
+    problems += [("request to another host", u) for u in watched.foreign()]
+    assert not problems, "\n".join(map(str, problems))
+    body = "\n".join(texts)
+    for text in HOSTILE:
+        assert shown(text) in body, text
+    for name in HOSTILE_MAKERS:
+        assert shown(name) in body, name
+    assert not watched.foreign(), watched.foreign()
+
+
+def test_hostile_model_ids_in_search_results_are_text(hostile_site: SiteBuild, watched: Watched) -> None:
+    watched.page.goto(urljoin(hostile_site.url, "firmware/"))
+    for text in ("<script>alert(1)</script>", "<img src=x onerror=alert(1)>", "'><svg onload=alert(1)>"):
+        results = search(watched, text)
+        assert "1 association " in results, results
+        cells = watched.page.locator("#cpl-search-results tbody td").all_inner_texts()
+        assert shown(text) in cells
+        assert watched.page.locator("#cpl-search-results img, #cpl-search-results svg").count() == 0
+        assert watched.page.locator("#cpl-search-results script").count() == 0
+    assert not watched.dialogs, watched.dialogs
+    assert not watched.foreign(), watched.foreign()

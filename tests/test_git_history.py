@@ -1,0 +1,167 @@
+"""The publication's git history: publish commits, refusals, and ``history verify`` naming a rewrite."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from site_fixtures import write_submission
+
+from publisher import demo
+from publisher.checkpoint import Checkpoint
+from publisher.cli import main
+from publisher.config import Config
+from publisher.config import load as load_config
+from publisher.log_key import load_log_signer
+from publisher.note import sign_note
+from publisher.pki import authority
+from publisher.publish import init_repository, publish
+from publisher.site.export import open_log
+from publisher.tlog import TileLog
+
+
+@dataclasses.dataclass
+class Pub:
+    root: Path
+    config: Config
+    maker: demo.Org
+    supplier: demo.Org
+    now: dt.datetime
+
+
+def git(pub: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@localhost", *args],
+        cwd=pub,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
+def head(pub: Path) -> str:
+    return git(pub, "rev-parse", "HEAD").strip()
+
+
+def submit(p: Pub, sub_id: str, n: int) -> None:
+    rows = [
+        (p.maker.org_id, "Acme", f"ESME-{sub_id}-{k}", "1.0", "1.0", "ESME", "SMETS2", demo.image_hash(f"{sub_id}{k}"))
+        for k in range(n)
+    ]
+    write_submission(p.root, sub_id, rows, [p.maker, p.supplier])
+
+
+@pytest.fixture()
+def pub(tmp_path: Path) -> Pub:
+    root = tmp_path / "publication"
+    authority.init_publication(root, tmp_path / "keys", "http://127.0.0.1:8000", "history.example/log")
+    init_repository(root)
+    config = load_config(root)
+    now = authority.now_utc()
+    maker = demo._issue(config, tmp_path / "certs", "1001", "Acme Meters Ltd", "Manufacturer", now)
+    supplier = demo._issue(config, tmp_path / "certs", "2001", "Northern Power Supply", "Supplier", now)
+    p = Pub(root, config, maker, supplier, now)
+    publish(config, now)
+    submit(p, "S001", 3)
+    assert publish(config, now + dt.timedelta(seconds=1)).committed
+    return p
+
+
+def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_two_publishes_verify_and_json_output_parses(pub: Pub, capsys: pytest.CaptureFixture[str]) -> None:
+    submit(pub, "S002", 2)
+    code, out, err = cli(capsys, "--json", "publish", "--dir", str(pub.root))
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["commit"] == head(pub.root)
+    assert result["size"] == open_log(pub.config).size
+    assert "S002" in result["intake"]["accepted"]
+    code, out, err = cli(capsys, "history", "verify", "--dir", str(pub.root))
+    assert code == 0, err
+    assert "OK:" in out
+    vkey = (pub.root / "log" / "vkey").read_text().strip()
+    code, out, err = cli(capsys, "--json", "history", "verify", "--dir", str(pub.root), "--vkey", vkey)
+    assert code == 0, err
+    assert json.loads(out)["verified"] is True
+    assert json.loads(out)["commits"] >= 3
+
+
+def test_publish_with_nothing_to_do_makes_no_commit(pub: Pub, capsys: pytest.CaptureFixture[str]) -> None:
+    before = head(pub.root)
+    count = git(pub.root, "rev-list", "--count", "HEAD")
+    code, out, _ = cli(capsys, "publish", "--dir", str(pub.root))
+    assert code == 0
+    assert "nothing to publish" in out
+    code, out, _ = cli(capsys, "--json", "publish", "--dir", str(pub.root))
+    assert code == 0
+    assert json.loads(out)["commit"] is None
+    assert head(pub.root) == before
+    assert git(pub.root, "rev-list", "--count", "HEAD") == count
+    assert git(pub.root, "status", "--porcelain") == ""
+
+
+@pytest.mark.parametrize("where", ["crl/ica.json", "log/checkpoint", "log/extra-untracked", "registers/issued.jsonl"])
+def test_publish_refuses_a_dirty_tree(pub: Pub, capsys: pytest.CaptureFixture[str], where: str) -> None:
+    before = head(pub.root)
+    path = pub.root / where
+    with path.open("a") as f:
+        f.write("\n")
+    submit(pub, "S009", 1)
+    code, _, err = cli(capsys, "publish", "--dir", str(pub.root))
+    assert code == 1
+    assert "refused" in err
+    assert "uncommitted changes" in err
+    assert where in err
+    assert head(pub.root) == before
+    assert (pub.root / "inbox" / "S009").is_dir()  # nothing was taken in
+
+
+def test_publish_refuses_when_heads_checkpoint_is_not_the_logs(pub: Pub, capsys: pytest.CaptureFixture[str]) -> None:
+    # Commit a checkpoint, properly signed with the log key, for a tree the log does not hold.
+    signer = load_log_signer(pub.config.log_key, pub.root)
+    log = open_log(pub.config)
+    forged = sign_note(Checkpoint(pub.config.origin, log.size + 5, b"\x11" * 32).body(), [signer])
+    (pub.root / "log" / "checkpoint").write_text(forged)
+    git(pub.root, "commit", "-q", "-am", "forged checkpoint")
+    before = head(pub.root)
+    code, _, err = cli(capsys, "publish", "--dir", str(pub.root))
+    assert code == 1
+    assert "refused" in err or "VERIFICATION FAILED" in err
+    assert "checkpoint" in err
+    assert head(pub.root) == before
+
+
+def test_history_verify_names_the_commit_that_rewrote_an_entry(
+    pub: Pub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = open_log(pub.config)
+    entries = list(log.entries())
+    assert len(entries) >= 4
+    good = head(pub.root)
+    # Rebuild the log with the same key, a different entry 0 and the same later entries, plus one.
+    signer = load_log_signer(pub.config.log_key, pub.root)
+    forged_dir = tmp_path / "forged-log"
+    with TileLog.create(forged_dir, signer) as forged:
+        forged.append([b'{"type":"forged/v1"}', *entries[1:], b'{"type":"extra/v1"}'])
+    shutil.rmtree(pub.root / "log" / "tile")
+    shutil.copytree(forged_dir / "tile", pub.root / "log" / "tile")
+    shutil.copyfile(forged_dir / "checkpoint", pub.root / "log" / "checkpoint")
+    git(pub.root, "add", "--all", "log")
+    git(pub.root, "commit", "-q", "-m", "rewrite entry 0")
+    bad = head(pub.root)
+    assert bad != good
+    code, _, err = cli(capsys, "history", "verify", "--dir", str(pub.root))
+    assert code == 1
+    assert "VERIFICATION FAILED" in err
+    assert f"commit {bad[:12]}" in err
+    assert good[:12] in err

@@ -1,0 +1,362 @@
+"""End to end: the demo publication built into the site with ``mkdocs build --strict``.
+
+Links resolve, the stable machine-readable URLs exist and agree with the publication,
+proofs verify, no private key material is published, and hostile names stay text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import re
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urljoin, urlsplit
+
+import pytest
+from site_fixtures import (
+    HOSTILE,
+    HOSTILE_MAKERS,
+    REPO,
+    SiteBuild,
+    build_site,
+    demo_site,
+    hostile_site,
+    html_pages,
+    shown,
+)
+
+from publisher.checkpoint import open_checkpoint, parse_tlog_proof, verify_tlog_proof
+from publisher.config import load as load_config
+from publisher.merkle import leaf_hash
+from publisher.note import Verifier, b64encode
+from publisher.site.export import open_log
+from publisher.site.lookup import HASH_DIR, MODEL_DIR, model_lookup_key, shard_path
+
+__all__ = ["demo_site", "hostile_site"]  # session fixtures shared with test_browser.py
+
+DOC_HOSTS = {"c2sp.org"}
+MAX_FILE = 2 * 1024 * 1024
+
+
+class Links(HTMLParser):
+    """Every URL an HTML page refers to, with the tag and attribute, and the page's elements."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.urls: list[tuple[str, str, str]] = []
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+        self.scripts: list[str] = []
+        self._script = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+        for name, value in attrs:
+            if name in ("href", "src") and value is not None:
+                self.urls.append((tag, name, value))
+
+        if tag == "script":
+            self._script = True
+            self.scripts.append("")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "script":
+            self._script = False
+
+    def handle_data(self, data: str) -> None:
+        if self._script:
+            self.scripts[-1] += data
+        else:
+            self.text.append(data)
+
+
+def parse(page: Path) -> Links:
+    links = Links()
+    links.feed(page.read_text(encoding="utf-8"))
+    return links
+
+
+def page_url(site: Path, page: Path) -> str:
+    return "http://site.invalid/" + page.relative_to(site).as_posix()
+
+
+def local_target(site: Path, base: str, ref: str) -> Path | None:
+    """The file a relative URL on a page leads to (None for a URL to another host)."""
+    url = urlsplit(urljoin(base, ref))
+    if url.netloc != "site.invalid":
+        return None
+    path = unquote(url.path).lstrip("/")
+    target = site / path
+    if path == "" or path.endswith("/") or target.is_dir():
+        target = target / "index.html"
+    return target
+
+
+# -- the build ----------------------------------------------------------------------------------
+
+
+def test_mkdocs_strict_build_has_no_warnings(demo_site: SiteBuild) -> None:
+    assert demo_site.build.returncode == 0
+    output = demo_site.build.stdout + demo_site.build.stderr
+    assert not [line for line in output.splitlines() if "WARNING" in line or "ERROR" in line], output
+    assert "strict: true" in (REPO / "mkdocs.yml").read_text()
+    assert (demo_site.site / "index.html").is_file()
+
+
+def test_properdocs_builds_the_same_pages(demo_site: SiteBuild, tmp_path: Path) -> None:
+    other = tmp_path / "properdocs-site"
+    proc = build_site(demo_site.publication, other, tool="properdocs")
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output
+    assert "WARNING" not in output, output
+    ours = {p.relative_to(demo_site.site) for p in demo_site.site.rglob("*") if p.is_file()}
+    theirs = {p.relative_to(other) for p in other.rglob("*") if p.is_file()}
+    assert ours == theirs
+    assert (other / "log" / "checkpoint").read_bytes() == (demo_site.site / "log" / "checkpoint").read_bytes()
+
+
+# -- links --------------------------------------------------------------------------------------
+
+
+def test_every_relative_link_resolves_and_nothing_loads_from_another_host(demo_site: SiteBuild) -> None:
+    site = demo_site.site
+    broken, foreign = [], []
+    pages = list(html_pages(site))
+    assert len(pages) >= 10
+    for page in pages:
+        base = page_url(site, page)
+        for tag, attr, ref in parse(page).urls:
+            if ref.startswith(("#", "mailto:", "data:")):
+                continue
+            scheme = urlsplit(ref).scheme
+            if scheme and scheme not in ("http", "https"):
+                foreign.append((page, tag, ref))
+                continue
+            target = local_target(site, base, ref)
+            if target is None:
+                host = urlsplit(urljoin(base, ref)).hostname
+                if tag != "a" or host not in DOC_HOSTS:
+                    foreign.append((page, tag, ref))
+            elif not target.is_file():
+                broken.append((page.relative_to(site).as_posix(), tag, attr, ref))
+    assert not broken, broken
+    assert not foreign, foreign
+
+
+# -- stable URLs --------------------------------------------------------------------------------
+
+
+def _level0_tiles(size: int) -> list[str]:
+    full, partial = divmod(size, 256)
+    names = [_tile_index(n) for n in range(full)]
+    if partial:
+        names.append(f"{_tile_index(full)}.p/{partial}")
+    return names
+
+
+def _tile_index(n: int) -> str:
+    digits = f"{n:03d}"
+    if len(digits) % 3:
+        digits = digits.zfill(len(digits) + 3 - len(digits) % 3)
+    groups = [digits[i : i + 3] for i in range(0, len(digits), 3)]
+    return "/".join(f"x{g}" for g in groups[:-1]) + ("/" if len(groups) > 1 else "") + groups[-1]
+
+
+def test_stable_urls_exist(demo_site: SiteBuild) -> None:
+    site, pub = demo_site.site, demo_site.publication
+    config = load_config(pub)
+    for issuer in config.issuers:
+        for ext in ("crl", "pem", "json"):
+            assert (site / "crl" / f"{issuer.name}.{ext}").read_bytes() == (
+                pub / "crl" / f"{issuer.name}.{ext}"
+            ).read_bytes()
+        meta = json.loads((pub / "crl" / f"{issuer.name}.json").read_text())
+        for n in range(1, int(meta["number"]) + 1):
+            archived = pub / "crl" / "archive" / issuer.name / f"{n}.crl"
+            if archived.exists():
+                assert (site / "crl" / "archive" / issuer.name / f"{n}.crl").read_bytes() == archived.read_bytes()
+        assert (site / "crl" / "archive" / issuer.name / f"{meta['number']}.crl").is_file()
+    assert (site / "crl" / "ica.crl").is_file()
+    assert (site / "crl" / "ica.pem").is_file()
+    assert (site / "crl" / "ica.json").is_file()
+    assert (site / "pki" / "iki-root.pem").read_bytes() == (pub / "pki" / "iki-root.pem").read_bytes()
+    assert (site / "log" / "checkpoint").read_bytes() == (pub / "log" / "checkpoint").read_bytes()
+    assert (site / "log" / "vkey").read_text().strip() == demo_site.info["vkey"]
+    size = int(demo_site.info["size"])
+    for name in _level0_tiles(size):
+        assert (site / "log" / "tile" / "0" / name).is_file(), name
+        assert (site / "log" / "tile" / "entries" / name).is_file(), name
+    # Nothing private: the log's state folder and lock stay out of the site.
+    assert not list(site.rglob(".state"))
+    assert not [p for p in site.rglob("*") if p.name.startswith(".")]
+
+
+def test_evidence_proofs_and_lookup_shards(demo_site: SiteBuild) -> None:
+    site = demo_site.site
+    config = load_config(demo_site.publication)
+    log = open_log(config)
+    verifier = Verifier.from_vkey(str(demo_site.info["vkey"]))
+    entries = list(log.entries())
+    assert len(entries) == log.size == demo_site.info["size"]
+    associations = 0
+    for index, raw in enumerate(entries):
+        proof = parse_tlog_proof((site / "log" / "proof" / f"{index}.tlog-proof").read_bytes())
+        signed = verify_tlog_proof(proof, leaf_hash(raw), config.origin, [verifier])
+        assert signed.checkpoint.size == log.size
+        entry = json.loads(raw)
+        if entry["type"] != "cpl-association/v1":
+            continue
+        associations += 1
+        evidence = entry["evidence"]
+        for digest in [evidence["spreadsheet"], evidence["request"], *evidence["signatures"]]:
+            data = (site / "log" / "evidence" / digest).read_bytes()
+            assert hashlib.sha256(data).hexdigest() == digest
+        image = entry["image_sha256"]
+        shard = json.loads((site / "log" / shard_path(HASH_DIR, image)).read_text())
+        assert index in shard[image]
+        model = entry["device_model"]
+        key = model_lookup_key(
+            model["manufacturer_id"], model["model_id"], model["hardware_version"], model["firmware_version"]
+        )
+        assert index in json.loads((site / "log" / shard_path(MODEL_DIR, key)).read_text())[key]
+    assert associations >= 24
+    assert not (site / "log" / "proof" / f"{log.size}.tlog-proof").exists()
+
+
+def test_status_json_matches_the_publication(demo_site: SiteBuild) -> None:
+    site, pub = demo_site.site, demo_site.publication
+    config = load_config(pub)
+    status = json.loads((site / "status.json").read_text())
+    verifier = Verifier.from_vkey(str(demo_site.info["vkey"]))
+    checkpoint = open_checkpoint((site / "log" / "checkpoint").read_bytes(), config.origin, [verifier]).checkpoint
+    assert status["log"]["size"] == checkpoint.size == demo_site.info["size"]
+    assert status["log"]["root"] == b64encode(checkpoint.root) == demo_site.info["root"]
+    assert status["log"]["origin"] == config.origin
+    assert status["log"]["checkpoint_sha256"] == hashlib.sha256((site / "log" / "checkpoint").read_bytes()).hexdigest()
+    for issuer in config.issuers:
+        meta = json.loads((pub / "crl" / f"{issuer.name}.json").read_text())
+        assert status["crls"][issuer.name]["number"] == meta["number"]
+        assert (
+            status["crls"][issuer.name]["sha256"]
+            == hashlib.sha256((site / "crl" / f"{issuer.name}.crl").read_bytes()).hexdigest()
+        )
+
+
+def test_verifier_download_and_its_digest(demo_site: SiteBuild) -> None:
+    source = REPO / "verifier" / "cpl_verify.py"
+    if not source.exists():
+        pytest.skip("verifier/cpl_verify.py is not in this checkout")
+    site = demo_site.site
+    published = (site / "verify" / "cpl_verify.py").read_bytes()
+    assert published == source.read_bytes()
+    digest = hashlib.sha256(published).hexdigest()
+    assert (site / "verify" / "cpl_verify.py.sha256").read_text() == f"{digest}  cpl_verify.py\n"
+    assert digest in (site / "verify" / "download" / "index.html").read_text()
+
+
+# -- nothing secret, nothing huge ---------------------------------------------------------------
+
+
+def test_no_private_key_material_in_the_site(demo_site: SiteBuild) -> None:
+    leaks = [
+        p.relative_to(demo_site.site).as_posix()
+        for p in demo_site.site.rglob("*")
+        if p.is_file() and (b"PRIVATE KEY" in p.read_bytes() or b"PRIVATE+KEY" in p.read_bytes())
+    ]
+    assert not leaks
+    # The log's signing key (a C2SP note key) is not published either.
+    assert not [p for p in demo_site.site.rglob("*") if p.is_file() and b"PRIVATE+KEY+" in p.read_bytes()]
+
+
+def test_no_private_key_material_in_the_git_history(demo_site: SiteBuild) -> None:
+    history = subprocess.run(
+        ["git", "log", "-p", "--all", "--binary"],
+        cwd=demo_site.publication,
+        capture_output=True,
+        check=True,
+    ).stdout
+    assert len(history) > 10_000
+    assert b"PRIVATE KEY" not in history
+    assert b"PRIVATE+KEY" not in history
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=demo_site.publication, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert not [t for t in tracked if t.endswith(".key") or t.startswith("log/.state")]
+
+
+def test_no_file_over_2mb_except_log_data(demo_site: SiteBuild) -> None:
+    site = demo_site.site
+    big = [
+        p.relative_to(site).as_posix()
+        for p in site.rglob("*")
+        if p.is_file() and p.stat().st_size > MAX_FILE and not p.relative_to(site).as_posix().startswith("log/")
+    ]
+    assert not big
+
+
+# -- hostile names ------------------------------------------------------------------------------
+
+
+def _site_assets(site: Path, page: Path, src: str) -> bool:
+    target = local_target(site, page_url(site, page), src)
+    return target is not None and target.is_file()
+
+
+def test_hostile_names_are_escaped_everywhere(hostile_site: SiteBuild) -> None:
+    site = hostile_site.site
+    pages = list(html_pages(site))
+    texts: list[str] = []
+    raw_all = []
+    problems = []
+    for page in pages:
+        raw = page.read_text(encoding="utf-8")
+        raw_all.append(raw)
+        links = parse(page)
+        texts.append("".join(links.text))
+        rel = page.relative_to(site).as_posix()
+        for tag, attrs in links.tags:
+            for name, value in attrs.items():
+                if name.startswith("on"):
+                    problems.append((rel, f"<{tag} {name}=...>"))
+                if name in ("href", "src") and value and value.strip().lower().startswith("javascript:"):
+                    problems.append((rel, f"<{tag} {name}={value}>"))
+            if tag in ("img", "iframe", "style", "object", "embed") or (tag == "svg" and "xmlns" not in attrs):
+                problems.append((rel, f"<{tag} {attrs}>"))
+            if tag == "script" and attrs.get("src") and not _site_assets(site, page, attrs["src"] or ""):
+                problems.append((rel, f"<script {attrs}>"))
+        # The theme's inline scripts are its own; none may hold submitted text.
+        problems.extend((rel, f"inline script: {s[:80]!r}") for s in links.scripts if "alert(" in s)
+        for bad in ("<script>alert", "<strong>bold</strong>", "<code>code</code>", "<em>em</em>", "<del>"):
+            if bad in raw:
+                problems.append((rel, f"raw {bad!r}"))
+        title = re.search(r"<title>(.*?)</title>", raw, re.S)
+        if title and ("<" in title.group(1) or ">" in title.group(1)):
+            problems.append((rel, f"unescaped <title>: {title.group(1)!r}"))
+    assert not problems, "\n".join(f"{p}: {what}" for p, what in problems)
+    all_text = "\n".join(texts)
+    all_raw = "\n".join(raw_all)
+    for text in HOSTILE + HOSTILE_MAKERS:
+        assert shown(text) in all_text, text
+        assert html.escape(shown(text), quote=True) in all_raw, text
+    assert "linebreak" in all_text
+    assert "gnp.exe" in all_text and "\u202e" not in all_raw
+
+
+def test_hostile_manufacturer_names_in_headings_are_text(hostile_site: SiteBuild) -> None:
+    for k, name in enumerate(HOSTILE_MAKERS):
+        page = hostile_site.site / "firmware" / f"{1001 + k}" / "index.html"
+        heading = re.search(r"<h1[^>]*>(.*?)</h1>", page.read_text(encoding="utf-8"), re.S)
+        assert heading is not None
+        assert heading.group(1).startswith(html.escape(shown(name), quote=True)), (name, heading.group(1))
+
+
+def test_hostile_search_shards_hold_the_names_as_data(hostile_site: SiteBuild) -> None:
+    rows = []
+    for shard in (hostile_site.site / "search" / "model").glob("*.json"):
+        rows.extend(json.loads(shard.read_text()))
+    models = {r[3] for r in rows}
+    for text in HOSTILE:
+        assert shown(text) in models
