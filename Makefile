@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-SRC := publisher tests bench
+SRC := publisher verifier tests bench
 
 .PHONY: demo serve site test lint typecheck pytest bench clean
 
@@ -35,7 +35,7 @@ lint: $(STAMP)
 	$(BIN)/zizmor --offline --quiet --config .github/zizmor.yml .github/workflows
 
 typecheck: $(STAMP)
-	$(BIN)/mypy publisher
+	$(BIN)/mypy publisher verifier
 
 pytest: $(STAMP)
 	$(BIN)/pytest

@@ -356,7 +356,9 @@ def test_serial_formats(pub: Path, capsys: pytest.CaptureFixture[str], fmt: obje
 def test_parse_serial_examples() -> None:
     assert parse_serial("3A:4F:00:01") == 0x3A4F0001
     assert parse_serial("0x0a") == 10
-    assert parse_serial("ff" * 20) == int("ff" * 20, 16)
+    assert parse_serial("7f" + "ff" * 19) == int("7f" + "ff" * 19, 16)  # 20 octets in DER: the RFC 5280 maximum
+    with pytest.raises(RevocationRefused, match="more than 20 octets"):
+        parse_serial("ff" * 20)  # the high bit needs a 21st octet in DER
 
 
 # --- the register is append-only -----------------------------------------------------------------

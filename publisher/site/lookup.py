@@ -1,4 +1,4 @@
-"""Static lookup shards: from image hash and from device model to log indices. Pure.
+"""Static lookup shards: from image hash (or a CRL's SHA-256) and from device model to log indices. Pure.
 
 A lookup key is a 64-hex string: the image hash itself, or for a device model
 SHA-256 of ``manufacturer_id \\n model_id \\n hardware_version \\n
@@ -36,6 +36,11 @@ def build_shards(entries: Iterable[tuple[int, dict[str, object]]]) -> dict[str, 
     by_hash: dict[str, dict[str, list[int]]] = defaultdict(dict)
     by_model: dict[str, dict[str, list[int]]] = defaultdict(dict)
     for index, entry in entries:
+        if entry.get("type") == "crl/v1" and isinstance(entry.get("sha256"), str):
+            # A CRL's SHA-256 finds its crl/v1 entry (the verifier's --require-logged).
+            digest = str(entry["sha256"])
+            by_hash[shard_path(HASH_DIR, digest)].setdefault(digest, []).append(index)
+            continue
         if entry.get("type") != "cpl-association/v1":
             continue
         model = entry.get("device_model")

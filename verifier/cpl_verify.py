@@ -1,0 +1,3931 @@
+#!/usr/bin/env python3
+"""cpl-verify: check the GB smart metering PKI transparency site yourself.
+
+One file, Python 3.9 or later, needing only the standard library and
+``cryptography`` 42 or later (``pip install cryptography``). Nothing is trusted because
+the site says so: you pin the log's verifier key and the IKI root
+certificate(s), on the command line or in a trust file, and every byte the
+site serves is checked against them.
+
+    python cpl_verify.py --trust trust.json crl                 # the IKI CRLs: signed, fresh, not rolled back
+    python cpl_verify.py --trust trust.json link https://host:port/   # a Device triage link's IKI certificate
+    python cpl_verify.py --trust trust.json cert endpoint.pem
+    python cpl_verify.py --trust trust.json inclusion --file firmware.bin
+    python cpl_verify.py --trust trust.json --state ~/.cpl consistency
+    python cpl_verify.py --trust trust.json audit                # the whole log, every entry's evidence
+
+Exit codes: 0 verified, 1 verification failed, 2 usage, network or I/O error.
+
+Standards: RFC 9162 Merkle trees, C2SP tlog-tiles, tlog-checkpoint,
+signed-note and tlog-proof; RFC 5280 certificates and CRLs; RFC 5652 CMS.
+The publisher (``cpl-publisher``) imports the log primitives below, so the
+site is checked by the same code that its users run.
+
+What is checked, and against what:
+  crl          the CRL's signature up to a pinned root (TBSCertList verified as received), issuer
+               name and key, thisUpdate not in the future, nextUpdate not passed, CRL number not below
+               the highest seen (--state); --require-logged: a crl/v1 log entry for exactly these bytes
+  cert, link   chain to a pinned root (signatures, CA flags, key usage, path length, validity), the IKI
+               end-entity profile (digitalSignature, the pinned EKU), the role (link: DCC by default),
+               revocation of every certificate below the root on fresh, verified CRLs
+  inclusion    lookup shards (unauthenticated) -> entries proved against a checkpoint signed by the
+               pinned key, with the site's proof files when they are for that checkpoint, else tiles
+  consistency  the newest checkpoint proved an extension of the one in --state (fork/rollback: evidence)
+  audit        every bundle and tile recomputed up to the signed root; every entry: format, canonical
+               JSON, evidence files by SHA-256, CMS signatures (parsed here with the standard library,
+               verified by cryptography), signer certificates at approval time, the signed spreadsheet
+               row and request, SEC Appendix Z 4.1/4.3(a)-(c) over the whole history, crl/v1 entries
+               against the archived CRLs
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import csv
+import functools
+import hashlib
+import http.client
+import io
+import json
+import os
+import re
+import socket
+import ssl
+import struct
+import sys
+import time
+import unicodedata
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable, List, Sequence
+from urllib.parse import urljoin, urlsplit
+
+try:
+    from cryptography import x509
+    from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+    from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+    from cryptography.x509.oid import NameOID
+except ImportError:  # pragma: no cover - only without the dependency
+    if __name__ == "__main__":
+        sys.stderr.write("cpl-verify needs the 'cryptography' package: pip install cryptography\n")
+        sys.exit(2)
+    raise
+
+__version__ = "1.0"
+UTC = timezone.utc
+
+# =====================================================================================================
+# RFC 9162 (RFC 6962) Merkle trees, SHA-256. Pure functions: no files, no clocks.
+# =====================================================================================================
+
+HASH_SIZE = 32
+EMPTY_ROOT = hashlib.sha256(b"").digest()
+_sha256 = hashlib.sha256
+
+#: ``hash_range(start, end)`` returns MTH(D[start:end]) for ``0 <= start < end``.
+HashRange = Callable[[int, int], bytes]
+
+
+class ProofError(ValueError):
+    """A proof, hash or tree size does not verify."""
+
+
+def leaf_hash(entry: bytes) -> bytes:
+    """RFC 9162 leaf hash: SHA-256(0x00 || entry)."""
+    return _sha256(b"\x00" + entry).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    """RFC 9162 interior node hash: SHA-256(0x01 || left || right)."""
+    return _sha256(b"\x01" + left + right).digest()
+
+
+def split_point(n: int) -> int:
+    """The largest power of two strictly less than ``n`` (``n >= 2``)."""
+    return 1 << ((n - 1).bit_length() - 1)
+
+
+def _popcount(n: int) -> int:
+    return bin(n).count("1")
+
+
+def root_of(hashes: Sequence[bytes]) -> bytes:
+    """MTH of a list of subtree hashes of equal size (leaf hashes or tile hashes).
+
+    Iterative: keeps a stack of perfect subtrees, then folds the right edge,
+    which equals the recursive RFC definition for a left-heavy tree.
+    """
+    if not hashes:
+        return EMPTY_ROOT
+    n = len(hashes)
+    if n & (n - 1) == 0:  # perfect tree (every full tile): hash level by level
+        level = list(hashes)
+        while len(level) > 1:
+            level = [_sha256(b"\x01" + level[i] + level[i + 1]).digest() for i in range(0, len(level), 2)]
+        return level[0]
+    stack: list[tuple[int, bytes]] = []  # (height, hash)
+    for h in hashes:
+        height = 0
+        while stack and stack[-1][0] == height:
+            _, left = stack.pop()
+            h = node_hash(left, h)
+            height += 1
+        stack.append((height, h))
+    _, acc = stack.pop()
+    while stack:
+        _, left = stack.pop()
+        acc = node_hash(left, acc)
+    return acc
+
+
+def list_hash_range(leaf_hashes: Sequence[bytes]) -> HashRange:
+    """A ``HashRange`` over an in-memory list of leaf hashes."""
+
+    def hash_range(start: int, end: int) -> bytes:
+        return root_of(leaf_hashes[start:end])
+
+    return hash_range
+
+
+def inclusion_proof(index: int, size: int, hash_range: HashRange) -> list[bytes]:
+    """RFC 9162 2.1.3.1 audit path for leaf ``index`` in a tree of ``size`` leaves."""
+    if not 0 <= index < size:
+        raise ProofError(f"leaf index {index} is outside a tree of size {size}")
+    path: list[bytes] = []
+    start, end = 0, size
+    while end - start > 1:
+        k = split_point(end - start)
+        if index < start + k:
+            path.append(hash_range(start + k, end))
+            end = start + k
+        else:
+            path.append(hash_range(start, start + k))
+            start = start + k
+    path.reverse()  # RFC order: from the leaf's sibling upwards
+    return path
+
+
+def consistency_proof(old_size: int, new_size: int, hash_range: HashRange) -> list[bytes]:
+    """RFC 9162 2.1.4.1 consistency proof between two tree sizes."""
+    if not 0 <= old_size <= new_size:
+        raise ProofError(f"cannot prove size {old_size} consistent with size {new_size}")
+    if old_size == 0 or old_size == new_size:
+        return []
+    proof: list[bytes] = []
+    start, end, m, complete = 0, new_size, old_size, True
+    # SUBPROOF(m, D[start:end], complete), unrolled; items are produced leaf-side last.
+    while True:
+        n = end - start
+        if m == n:
+            if not complete:
+                proof.append(hash_range(start, end))
+            break
+        k = split_point(n)
+        if m <= k:
+            proof.append(hash_range(start + k, end))
+            end = start + k
+        else:
+            proof.append(hash_range(start, start + k))
+            start, m, complete = start + k, m - k, False
+    proof.reverse()
+    return proof
+
+
+def _check_hash(value: bytes, what: str) -> None:
+    if len(value) != HASH_SIZE:
+        raise ProofError(f"{what} is {len(value)} bytes, expected {HASH_SIZE}")
+
+
+def root_from_inclusion_proof(index: int, size: int, leaf: bytes, proof: Sequence[bytes]) -> bytes:
+    """Recompute the root implied by an inclusion proof (RFC 9162 2.1.3.2)."""
+    if not 0 <= index < size:
+        raise ProofError(f"leaf index {index} is outside a tree of size {size}")
+    _check_hash(leaf, "leaf hash")
+    for i, p in enumerate(proof):
+        _check_hash(p, f"proof hash {i}")
+    inner = (index ^ (size - 1)).bit_length()
+    border = _popcount(index >> inner)
+    if len(proof) != inner + border:
+        raise ProofError(
+            f"inclusion proof has {len(proof)} hashes, expected {inner + border} "
+            f"for leaf {index} in a tree of size {size}"
+        )
+    acc = leaf
+    for i, p in enumerate(proof[:inner]):
+        acc = node_hash(p, acc) if (index >> i) & 1 else node_hash(acc, p)
+    for p in proof[inner:]:
+        acc = node_hash(p, acc)
+    return acc
+
+
+def verify_inclusion(index: int, size: int, leaf: bytes, proof: Sequence[bytes], root: bytes) -> None:
+    """Raise ``ProofError`` unless ``leaf`` is at ``index`` in the tree with ``root``."""
+    _check_hash(root, "root")
+    if root_from_inclusion_proof(index, size, leaf, proof) != root:
+        raise ProofError(f"inclusion proof for leaf {index} does not lead to the tree root")
+
+
+def verify_consistency(old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]) -> None:
+    """Raise ``ProofError`` unless the tree (old_size, old_root) is a prefix of (new_size, new_root).
+
+    RFC 9162 2.1.4.2, in the closed form used by Go's transparency-dev/merkle.
+    """
+    _check_hash(old_root, "old root")
+    _check_hash(new_root, "new root")
+    for i, p in enumerate(proof):
+        _check_hash(p, f"proof hash {i}")
+    if new_size < old_size:
+        raise ProofError(f"new size {new_size} is smaller than old size {old_size}")
+    if old_size == 0 and old_root != EMPTY_ROOT:
+        raise ProofError("a tree of size 0 must have the empty root (SHA-256 of nothing)")
+    if old_size == new_size:
+        if proof:
+            raise ProofError("sizes are equal but the consistency proof is not empty")
+        if old_root != new_root:
+            raise ProofError(f"two different roots for the same tree size {old_size}")
+        return
+    if old_size == 0:
+        # Every tree extends the empty tree; nothing to prove.
+        if proof:
+            raise ProofError("consistency proof from the empty tree must be empty")
+        return
+    if not proof:
+        raise ProofError("consistency proof is empty")
+
+    inner = ((old_size - 1) ^ (new_size - 1)).bit_length()
+    shift = (old_size & -old_size).bit_length() - 1  # trailing zeros of old_size
+    inner -= shift
+    seed, start = proof[0], 1
+    if old_size == 1 << shift:  # old tree is a complete subtree: its root is the seed
+        seed, start = old_root, 0
+    rest = proof[start:]
+    mask = (old_size - 1) >> shift
+    border = _popcount(mask >> inner)
+    if len(rest) != inner + border:
+        raise ProofError(f"consistency proof has {len(proof)} hashes, wrong length for sizes {old_size} -> {new_size}")
+    # Rebuild the old root from the left-side hashes only.
+    acc = seed
+    for i, p in enumerate(rest[:inner]):
+        if (mask >> i) & 1:
+            acc = node_hash(p, acc)
+    for p in rest[inner:]:
+        acc = node_hash(p, acc)
+    if acc != old_root:
+        raise ProofError(f"consistency proof does not lead to the old root (size {old_size})")
+    # Rebuild the new root from all hashes.
+    acc = seed
+    for i, p in enumerate(rest[:inner]):
+        acc = node_hash(p, acc) if (mask >> i) & 1 else node_hash(acc, p)
+    for p in rest[inner:]:
+        acc = node_hash(p, acc)
+    if acc != new_root:
+        raise ProofError(f"consistency proof does not lead to the new root (size {new_size})")
+
+
+# =====================================================================================================
+# C2SP signed notes (signed-note v1.0.0): Ed25519 (0x01) and Ed25519 cosignatures (0x04). Verification.
+# =====================================================================================================
+
+SIG_ED25519 = 0x01
+SIG_COSIGNATURE_ED25519 = 0x04
+EM_DASH = "\u2014"
+MAX_SIGNATURES = 100  # the spec asks verifiers to accept at least 16
+
+
+class NoteError(ValueError):
+    """A note, key or signature is malformed or does not verify."""
+
+
+def b64decode_strict(text: str, what: str) -> bytes:
+    """Standard base64 (RFC 4648 section 4), padding required, nothing else allowed."""
+    try:
+        return base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError, ValueError) as exc:
+        raise NoteError(f"{what} is not valid base64") from exc
+
+
+def b64encode(data: bytes) -> str:
+    """Standard base64 with padding, as text."""
+    return base64.b64encode(data).decode("ascii")
+
+
+def check_key_name(name: str) -> None:
+    """Key names are non-empty, contain no Unicode whitespace and no ``+``."""
+    if not name or "+" in name or any(c.isspace() for c in name):
+        raise NoteError(f"invalid key name {name!r}")
+    if any(unicodedata.category(c) == "Cc" for c in name):
+        raise NoteError(f"invalid key name {name!r}")
+
+
+def key_id(name: str, sig_type: int, public_key: bytes) -> int:
+    """Key ID: first 4 bytes of SHA-256(name || 0x0A || type || public key), big-endian."""
+    digest = hashlib.sha256(name.encode() + b"\n" + bytes([sig_type]) + public_key).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+@dataclass(frozen=True)
+class Verifier:
+    """A trusted public key: Ed25519 note signatures (0x01) or Ed25519 cosignatures (0x04)."""
+
+    name: str
+    key_id: int
+    sig_type: int
+    public_key: bytes
+
+    @classmethod
+    def from_vkey(cls, vkey: str) -> Verifier:
+        """Parse ``<name>+<8 hex key id>+<base64(type || key)>`` (split at the first two ``+``)."""
+        parts = vkey.strip().split("+", 2)
+        if len(parts) != 3:
+            raise NoteError("verifier key must be <name>+<hex key id>+<base64 key>")
+        name, hex_id, b64 = parts
+        check_key_name(name)
+        if not re.fullmatch(r"[0-9a-f]{8}", hex_id):
+            raise NoteError(f"verifier key ID {hex_id!r} is not 8 lowercase hex digits")
+        raw = b64decode_strict(b64, "verifier key")
+        if not raw:
+            raise NoteError("verifier key is empty")
+        sig_type, public_key = raw[0], raw[1:]
+        if sig_type not in (SIG_ED25519, SIG_COSIGNATURE_ED25519):
+            raise NoteError(f"unsupported verifier key type 0x{sig_type:02x}")
+        if len(public_key) != 32:
+            raise NoteError(f"Ed25519 public key is {len(public_key)} bytes, expected 32")
+        expected = key_id(name, sig_type, public_key)
+        if int(hex_id, 16) != expected:
+            raise NoteError(f"verifier key ID {hex_id} does not match the key (expected {expected:08x})")
+        return cls(name, expected, sig_type, public_key)
+
+    @property
+    def vkey(self) -> str:
+        """The verifier key string."""
+        return f"{self.name}+{self.key_id:08x}+{b64encode(bytes([self.sig_type]) + self.public_key)}"
+
+    def verify(self, text: str, signature: bytes) -> None:
+        """Raise ``NoteError`` unless ``signature`` (without key ID) signs ``text``."""
+        key = ed25519.Ed25519PublicKey.from_public_bytes(self.public_key)
+        message = text.encode()
+        if self.sig_type == SIG_COSIGNATURE_ED25519:
+            if len(signature) != 72:
+                raise NoteError(f"cosignature by {self.name} is {len(signature)} bytes, expected 72")
+            (timestamp,) = struct.unpack(">Q", signature[:8])
+            if timestamp >= 1 << 63:
+                raise NoteError(f"cosignature by {self.name} has an invalid timestamp")
+            message = f"cosignature/v1\ntime {timestamp}\n".encode() + message
+            signature = signature[8:]
+        elif len(signature) != 64:
+            raise NoteError(f"signature by {self.name} is {len(signature)} bytes, expected 64")
+        try:
+            key.verify(signature, message)
+        except InvalidSignature as exc:
+            raise NoteError(f"signature by {self.name} (key {self.key_id:08x}) does not verify") from exc
+
+
+@dataclass(frozen=True)
+class Signature:
+    name: str
+    key_id: int
+    signature: bytes  # without the 4-byte key ID
+
+
+@dataclass(frozen=True)
+class Note:
+    """A parsed signed note; ``verified_by`` lists the trusted keys that verified it."""
+
+    text: str
+    signatures: tuple[Signature, ...]
+    verified_by: tuple[Verifier, ...] = field(default=())
+
+
+def check_note_chars(note: str) -> None:
+    """A note is UTF-8 text without control characters other than newline."""
+    for i, c in enumerate(note):
+        if c != "\n" and unicodedata.category(c) == "Cc":
+            raise NoteError(f"note contains control character U+{ord(c):04X} at offset {i}")
+
+
+def parse_note(data: bytes | str) -> Note:
+    """Parse a signed note without verifying it (strict about the format)."""
+    if isinstance(data, bytes):
+        try:
+            note = data.decode("utf-8", errors="strict")
+        except UnicodeDecodeError as exc:
+            raise NoteError("note is not valid UTF-8") from exc
+    else:
+        note = data
+    check_note_chars(note)
+    if not note.endswith("\n"):
+        raise NoteError("note does not end with a newline")
+    split = note.rfind("\n\n")
+    if split < 0:
+        raise NoteError("note has no blank line before its signatures")
+    text, sig_block = note[: split + 1], note[split + 2 :]
+    lines = sig_block.split("\n")[:-1]
+    if not lines:
+        raise NoteError("note has no signature lines")
+    if len(lines) > MAX_SIGNATURES:
+        raise NoteError(f"note has more than {MAX_SIGNATURES} signatures")
+    sigs = []
+    for n, line in enumerate(lines, 1):
+        if not line.startswith(EM_DASH + " "):
+            raise NoteError(f"signature line {n} does not start with an em dash and a space")
+        fields = line[2:].split(" ")
+        if len(fields) != 2:
+            raise NoteError(f"signature line {n} must be '— <name> <base64>'")
+        name, b64 = fields
+        check_key_name(name)
+        raw = b64decode_strict(b64, f"signature line {n}")
+        if len(raw) < 5:
+            raise NoteError(f"signature line {n} is too short")
+        sigs.append(Signature(name, int.from_bytes(raw[:4], "big"), raw[4:]))
+    return Note(text, tuple(sigs))
+
+
+def open_note(data: bytes | str, verifiers: Sequence[Verifier]) -> Note:
+    """Parse and verify a note: unknown signers are ignored, a known signer that fails rejects.
+
+    At least one trusted key must verify the note.
+    """
+    note = parse_note(data)
+    by_id = {(v.name, v.key_id): v for v in verifiers}
+    verified: list[Verifier] = []
+    for sig in note.signatures:
+        v = by_id.get((sig.name, sig.key_id))
+        if v is None:
+            continue
+        v.verify(note.text, sig.signature)
+        if v not in verified:
+            verified.append(v)
+    if not verified:
+        names = ", ".join(v.name for v in verifiers) or "none"
+        raise NoteError(f"note is not signed by any trusted key (trusted: {names})")
+    return Note(note.text, note.signatures, tuple(verified))
+
+
+# =====================================================================================================
+# C2SP checkpoints (tlog-checkpoint v1.0.0) and c2sp.org/tlog-proof@v1 files. Parsing and verification.
+# =====================================================================================================
+
+PROOF_HEADER = "c2sp.org/tlog-proof@v1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint or proof file is malformed or does not verify."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint body: origin, tree size and root hash (extension lines kept verbatim)."""
+
+    origin: str
+    size: int
+    root: bytes
+    extensions: tuple[str, ...] = ()
+
+    def body(self) -> str:
+        """The note text this checkpoint signs (ends with a newline)."""
+        lines = [self.origin, str(self.size), b64encode(self.root), *self.extensions]
+        return "".join(line + "\n" for line in lines)
+
+
+_SIZE_RE = re.compile(r"0|[1-9][0-9]{0,19}")
+
+
+def parse_body(text: str) -> Checkpoint:
+    """Parse a checkpoint body (the note text), strictly."""
+    if not text.endswith("\n"):
+        raise CheckpointError("checkpoint text does not end with a newline")
+    lines = text[:-1].split("\n")
+    if len(lines) < 3:
+        raise CheckpointError("checkpoint needs an origin, a tree size and a root hash")
+    origin, size_text, root_text, *ext = lines
+    if not origin or any(c.isspace() for c in origin):
+        raise CheckpointError(f"invalid checkpoint origin {origin!r}")
+    if not _SIZE_RE.fullmatch(size_text) or int(size_text) >= 1 << 63:
+        raise CheckpointError(f"invalid tree size {size_text!r}")
+    try:
+        root = b64decode_strict(root_text, "checkpoint root hash")
+    except NoteError as exc:
+        raise CheckpointError(str(exc)) from exc
+    if len(root) != HASH_SIZE:
+        raise CheckpointError(f"checkpoint root hash is {len(root)} bytes, expected {HASH_SIZE}")
+    if any(not line for line in ext):
+        raise CheckpointError("checkpoint has an empty extension line")
+    return Checkpoint(origin, int(size_text), root, tuple(ext))
+
+
+@dataclass(frozen=True)
+class SignedCheckpoint:
+    """A verified signed checkpoint and the note text it came from."""
+
+    checkpoint: Checkpoint
+    note: Note
+    raw: str
+
+
+def open_checkpoint(data: bytes | str, origin: str, verifiers: Sequence[Verifier]) -> SignedCheckpoint:
+    """Verify a signed checkpoint for ``origin`` with the trusted ``verifiers``.
+
+    When a trusted key is named after the origin (C2SP: the log's key name
+    SHOULD be the origin), that log key must have signed; otherwise (a user
+    who trusts only witnesses) a valid cosignature from a trusted key suffices.
+    """
+    try:
+        raw = data.decode("utf-8") if isinstance(data, bytes) else data
+        note = open_note(raw, verifiers)
+    except (NoteError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"checkpoint: {exc}") from exc
+    cp = parse_body(note.text)
+    if cp.origin != origin:
+        raise CheckpointError(f"checkpoint is for origin {cp.origin!r}, expected {origin!r}")
+    if any(v.name == origin for v in verifiers) and not any(v.name == origin for v in note.verified_by):
+        raise CheckpointError(f"checkpoint carries no valid signature of the log key {origin!r}")
+    return SignedCheckpoint(cp, note, raw)
+
+
+def parse_unverified(data: bytes | str) -> Checkpoint:
+    """Read the body of a signed checkpoint without checking signatures (for diagnostics)."""
+    try:
+        return parse_body(parse_note(data).text)
+    except NoteError as exc:
+        raise CheckpointError(f"checkpoint: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class TlogProof:
+    """A c2sp.org/tlog-proof@v1 file: leaf index, inclusion proof and signed checkpoint."""
+
+    index: int
+    proof: tuple[bytes, ...]
+    checkpoint: str  # the signed note, verbatim
+    extra: bytes | None = None
+
+    def encode(self) -> str:
+        lines = [PROOF_HEADER]
+        if self.extra is not None:
+            lines.append(f"extra {b64encode(self.extra)}")
+        lines.append(f"index {self.index}")
+        lines.extend(b64encode(h) for h in self.proof)
+        return "\n".join(lines) + "\n\n" + self.checkpoint
+
+
+def parse_tlog_proof(data: bytes | str) -> TlogProof:
+    """Parse a ``.tlog-proof`` file (without verifying it)."""
+    try:
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+    except UnicodeDecodeError as exc:
+        raise CheckpointError("proof file is not valid UTF-8") from exc
+    head, sep, checkpoint = text.partition("\n\n")
+    if not sep:
+        raise CheckpointError("proof file has no blank line before the checkpoint")
+    lines = head.split("\n")
+    if lines[0] != PROOF_HEADER:
+        raise CheckpointError(f"proof file does not start with {PROOF_HEADER!r}")
+    pos = 1
+    extra = None
+    if pos < len(lines) and lines[pos].startswith("extra "):
+        try:
+            extra = b64decode_strict(lines[pos][6:], "proof extra data")
+        except NoteError as exc:
+            raise CheckpointError(str(exc)) from exc
+        pos += 1
+    if pos >= len(lines) or not lines[pos].startswith("index "):
+        raise CheckpointError("proof file has no 'index' line")
+    index_text = lines[pos][6:]
+    if not _SIZE_RE.fullmatch(index_text):
+        raise CheckpointError(f"invalid index {index_text!r} in proof file")
+    hashes_ = []
+    for n, line in enumerate(lines[pos + 1 :], 1):
+        try:
+            h = b64decode_strict(line, f"proof hash {n}")
+        except NoteError as exc:
+            raise CheckpointError(str(exc)) from exc
+        if len(h) != HASH_SIZE:
+            raise CheckpointError(f"proof hash {n} is {len(h)} bytes, expected {HASH_SIZE}")
+        hashes_.append(h)
+    return TlogProof(int(index_text), tuple(hashes_), checkpoint, extra)
+
+
+def verify_tlog_proof(proof: TlogProof, leaf: bytes, origin: str, verifiers: Sequence[Verifier]) -> SignedCheckpoint:
+    """Verify a tlog-proof for an entry whose RFC 9162 leaf hash is ``leaf``.
+
+    Checks the checkpoint signature (log key named ``origin``) and the
+    inclusion proof against its root; returns the verified checkpoint.
+    """
+    signed = open_checkpoint(proof.checkpoint, origin, verifiers)
+    try:
+        verify_inclusion(proof.index, signed.checkpoint.size, leaf, proof.proof, signed.checkpoint.root)
+    except ProofError as exc:
+        raise CheckpointError(str(exc)) from exc
+    return signed
+
+
+# =====================================================================================================
+# C2SP tlog-tiles: tile paths, tile arithmetic, entry bundles, proofs computed from tiles.
+# Tile height is fixed at 8 (256 hashes per full tile); a hash at level l roots 256**l leaves.
+# =====================================================================================================
+
+TILE_HEIGHT = 8
+TILE_WIDTH = 1 << TILE_HEIGHT  # 256
+MAX_ENTRY_SIZE = 0xFFFF
+MAX_LEVEL = 63
+_U16 = struct.Struct(">H")
+
+
+class TileError(ValueError):
+    """A tile path, tile or entry bundle is malformed."""
+
+
+@dataclass(frozen=True, order=True)
+class Tile:
+    """A hash tile (``level >= 0``) or, with ``level == -1``, an entry bundle."""
+
+    level: int
+    index: int
+    width: int  # 1..256; 256 means full
+
+    @property
+    def full(self) -> bool:
+        return self.width == TILE_WIDTH
+
+    @property
+    def path(self) -> str:
+        """Path relative to the log prefix, e.g. ``tile/0/x001/234.p/7``."""
+        level = "entries" if self.level < 0 else str(self.level)
+        suffix = "" if self.full else f".p/{self.width}"
+        return f"tile/{level}/{encode_index(self.index)}{suffix}"
+
+    def as_full(self) -> Tile:
+        return Tile(self.level, self.index, TILE_WIDTH)
+
+
+def encode_index(n: int) -> str:
+    """Tile index as 3-digit groups, all but the last prefixed ``x``: 1234067 -> x001/x234/067."""
+    if n < 0:
+        raise TileError(f"negative tile index {n}")
+    groups = [f"{n % 1000:03d}"]
+    n //= 1000
+    while n:
+        groups.append(f"x{n % 1000:03d}")
+        n //= 1000
+    return "/".join(reversed(groups))
+
+
+_PATH_RE = re.compile(r"tile/(entries|0|[1-9][0-9]?)/((?:x[0-9]{3}/)*[0-9]{3})(?:\.p/([1-9][0-9]{0,2}))?")
+
+
+def parse_path(path: str) -> Tile:
+    """Inverse of ``Tile.path``; strict (no leading zeros, widths 1..255)."""
+    m = _PATH_RE.fullmatch(path)
+    if not m:
+        raise TileError(f"not a tile path: {path!r}")
+    level = -1 if m.group(1) == "entries" else int(m.group(1))
+    if level > MAX_LEVEL:
+        raise TileError(f"tile level {level} is above {MAX_LEVEL}")
+    groups = m.group(2).split("/")
+    if len(groups) > 1 and groups[0] == "x000":
+        raise TileError(f"tile index has a leading zero group: {path!r}")
+    index = int("".join(g.lstrip("x") for g in groups))
+    width = TILE_WIDTH
+    if m.group(3) is not None:
+        width = int(m.group(3))
+        if width >= TILE_WIDTH:
+            raise TileError(f"partial tile width {width} must be below {TILE_WIDTH}")
+    return Tile(level, index, width)
+
+
+def level_width(size: int, level: int) -> int:
+    """Number of hashes the tree of ``size`` leaves has at tile level ``level``."""
+    return size >> (TILE_HEIGHT * level)
+
+
+def tile_for(level: int, index: int, size: int) -> Tile:
+    """The tile ``(level, index)`` as it stands in a tree of ``size`` leaves."""
+    lvl = max(level, 0)
+    count = level_width(size, lvl) - index * TILE_WIDTH
+    if count <= 0:
+        raise TileError(f"tile {level}/{index} is empty in a tree of size {size}")
+    return Tile(level, index, min(count, TILE_WIDTH))
+
+
+def right_edge(size: int) -> list[Tile]:
+    """The partial tiles a tree of ``size`` leaves implies, one per level that has one."""
+    tiles = []
+    level = 0
+    while level_width(size, level) > 0:
+        count = level_width(size, level)
+        if count % TILE_WIDTH:
+            tiles.append(Tile(level, count // TILE_WIDTH, count % TILE_WIDTH))
+        level += 1
+    return tiles
+
+
+def split_hashes(data: bytes, tile: Tile) -> list[bytes]:
+    """The hashes of a hash tile's bytes, checking the length matches its width."""
+    if len(data) != tile.width * HASH_SIZE:
+        raise TileError(f"{tile.path}: {len(data)} bytes, expected {tile.width * HASH_SIZE}")
+    return [data[i : i + HASH_SIZE] for i in range(0, len(data), HASH_SIZE)]
+
+
+def decode_bundle(data: bytes, expected: int | None = None, name: str = "entry bundle") -> list[bytes]:
+    """Split an entry bundle into its entries; strict about truncation and count."""
+    entries: list[bytes] = []
+    pos = 0
+    while pos < len(data):
+        if pos + 2 > len(data):
+            raise TileError(f"{name}: truncated length prefix at byte {pos}")
+        (n,) = _U16.unpack_from(data, pos)
+        pos += 2
+        if pos + n > len(data):
+            raise TileError(f"{name}: entry {len(entries)} is truncated")
+        entries.append(data[pos : pos + n])
+        pos += n
+    if expected is not None and len(entries) != expected:
+        raise TileError(f"{name}: holds {len(entries)} entries, expected {expected}")
+    return entries
+
+
+#: ``read_tile(tile)`` returns the hashes of ``tile`` (exactly ``tile.width`` of them).
+TileReader = Callable[[Tile], List[bytes]]
+
+
+def tile_hash_range(size: int, read_tile: TileReader) -> HashRange:
+    """A ``HashRange`` for a tree of ``size`` leaves whose hashes come from tiles.
+
+    A complete, aligned subtree of height ``h`` is read from the tile at level
+    ``h // 8`` (hashing ``2**(h % 8)`` stored hashes); any other range is split
+    as in RFC 9162, so only the tiles on the proof's path are read.
+    """
+
+    def complete(start: int, height: int) -> bytes:
+        level, sub = divmod(height, TILE_HEIGHT)
+        pos = start >> (TILE_HEIGHT * level)  # index among level-`level` hashes
+        count = 1 << sub
+        index = pos // TILE_WIDTH
+        hashes = read_tile(tile_for(level, index, size))
+        offset = pos % TILE_WIDTH
+        return root_of(hashes[offset : offset + count])
+
+    def hash_range(start: int, end: int) -> bytes:
+        if not 0 <= start < end <= size:
+            raise TileError(f"range {start}..{end} is outside a tree of size {size}")
+        n = end - start
+        if n & (n - 1) == 0 and start % n == 0:
+            return complete(start, n.bit_length() - 1)
+        k = split_point(n)
+        return node_hash(hash_range(start, start + k), hash_range(start + k, end))
+
+    return hash_range
+
+
+def root_from_right_edge(size: int, edge: dict[int, list[bytes]]) -> bytes:
+    """Tree root from the right-edge hashes of every level (``edge[level]`` = partial tile hashes).
+
+    The tree is the right fold of its perfect subtrees, largest first; the
+    partial tile at each level contributes the perfect subtrees of its width.
+    """
+    if size == 0:
+        return EMPTY_ROOT
+    subtrees: list[bytes] = []
+    for level in sorted(edge, reverse=True):
+        hashes = edge[level]
+        pos = 0
+        while pos < len(hashes):
+            k = 1 << ((len(hashes) - pos).bit_length() - 1)
+            subtrees.append(root_of(hashes[pos : pos + k]))
+            pos += k
+    acc = subtrees.pop()
+    while subtrees:
+        acc = node_hash(subtrees.pop(), acc)
+    return acc
+
+
+# =====================================================================================================
+# Errors and exit codes
+# =====================================================================================================
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_ERROR = 2
+
+
+class VerifyFailed(Exception):
+    """Verification failed (exit 1): the data is wrong, or the site misbehaved."""
+
+    def __init__(self, message: str, evidence: str = "") -> None:
+        super().__init__(message)
+        self.evidence = evidence
+
+
+class SiteError(VerifyFailed):
+    """The site served something it must not (too large, redirected away, malformed)."""
+
+
+class UsageError(Exception):
+    """Bad command line or trust material (exit 2)."""
+
+
+class FetchError(Exception):
+    """Network or I/O trouble (exit 2): nothing could be concluded."""
+
+
+class NotFound(FetchError):
+    """The site has no such file (HTTP 404/410, or no such file in the folder)."""
+
+
+# =====================================================================================================
+# Fetching: https/http URLs or local folders, with timeouts, size caps, same-site redirects, 5xx retries
+# =====================================================================================================
+
+KIB = 1024
+MIB = 1024 * KIB
+CAP_CHECKPOINT = 64 * KIB
+CAP_SMALL = 1 * MIB  # vkey, PEM certificates, proofs, status.json
+CAP_LOOKUP = 16 * MIB
+CAP_BUNDLE = TILE_WIDTH * (2 + MAX_ENTRY_SIZE)
+CAP_EVIDENCE = 8 * MIB
+CAP_CRL = 128 * MIB
+MAX_REDIRECTS = 5
+RETRIES = 3  # attempts on HTTP 5xx
+USER_AGENT = f"cpl-verify/{__version__} (+python)"
+
+
+@dataclass
+class FetchStats:
+    """What a run fetched: every HTTP request (or file read) and the bytes received."""
+
+    requests: int = 0
+    bytes: int = 0
+    paths: list[str] = field(default_factory=list)
+
+
+def _origin_of(url: str) -> tuple[str, str, int]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    port = parts.port or (443 if scheme == "https" else 80)
+    return scheme, (parts.hostname or "").lower(), port
+
+
+class Source:
+    """A site (or log prefix): an ``https://``/``http://`` URL or a local folder. Read-only, careful."""
+
+    def __init__(
+        self,
+        base: str,
+        timeout: float = 20.0,
+        stats: FetchStats | None = None,
+        pool: dict[tuple[str, str, int], http.client.HTTPConnection] | None = None,
+        site_origin: tuple[str, str, int] | None = None,
+        retry_delay: float = 0.25,
+    ) -> None:
+        self.timeout = timeout
+        self.stats = stats if stats is not None else FetchStats()
+        self.retry_delay = retry_delay
+        self._pool = pool if pool is not None else {}
+        if re.match(r"(?i)https?://", base):
+            if not base.endswith("/"):
+                base += "/"
+            parts = urlsplit(base)
+            if not parts.hostname:
+                raise UsageError(f"{base}: no host in the URL")
+            if parts.username or parts.password or parts.query or parts.fragment:
+                raise UsageError(f"{base}: a site URL has no user, query or fragment")
+            self.url: str | None = base
+            self.dir: Path | None = None
+            self.origin = site_origin or _origin_of(base)
+        else:
+            if base.lower().startswith("file://"):
+                base = base[7:]
+            path = Path(base).expanduser()
+            if not path.is_dir():
+                raise UsageError(f"{base}: not a folder (give an https:// or http:// URL, or a local folder)")
+            self.url = None
+            self.dir = path.resolve()
+            self.origin = ("file", "", 0)
+
+    def __str__(self) -> str:
+        return self.url or str(self.dir)
+
+    def sub(self, rel: str) -> Source:
+        """The source for a sub-path (e.g. the log prefix ``log/``), sharing connections and counters."""
+        rel = rel.strip("/") + "/"
+        if self.url is not None:
+            return Source(self.url + rel, self.timeout, self.stats, self._pool, self.origin, self.retry_delay)
+        assert self.dir is not None  # noqa: S101 - one of the two is set
+        return Source(str(self.dir / rel), self.timeout, self.stats, self._pool, None, self.retry_delay)
+
+    def where(self, rel: str) -> str:
+        return (self.url + rel) if self.url is not None else str(self.dir / rel) if self.dir else rel
+
+    def get(self, rel: str, cap: int, what: str) -> bytes:
+        """The bytes at ``rel`` (at most ``cap`` of them), or ``NotFound``."""
+        if rel.startswith("/") or ".." in rel.split("/") or "\\" in rel:
+            raise UsageError(f"refusing to fetch {rel!r}")
+        self.stats.paths.append(rel)
+        data = self._get_http(rel, cap, what) if self.url is not None else self._get_file(rel, cap, what)
+        self.stats.bytes += len(data)
+        return data
+
+    def get_optional(self, rel: str, cap: int, what: str) -> bytes | None:
+        try:
+            return self.get(rel, cap, what)
+        except NotFound:
+            return None
+
+    # -- local folders ----------------------------------------------------------------------------
+    def _get_file(self, rel: str, cap: int, what: str) -> bytes:
+        assert self.dir is not None  # noqa: S101
+        path = self.dir / rel
+        self.stats.requests += 1
+        try:
+            with open(path, "rb") as f:
+                data = f.read(cap + 1)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
+            raise NotFound(f"{what}: {path} does not exist") from exc
+        except OSError as exc:
+            raise FetchError(f"{what}: cannot read {path}: {exc.strerror or exc}") from exc
+        if len(data) > cap:
+            raise SiteError(f"{what}: {path} is larger than the {_size(cap)} allowed for it; refusing to read it")
+        return data
+
+    # -- HTTP -------------------------------------------------------------------------------------
+    def _connection(self, origin: tuple[str, str, int], fresh: bool) -> http.client.HTTPConnection:
+        conn = self._pool.get(origin)
+        if conn is not None and not fresh:
+            return conn
+        if conn is not None:
+            conn.close()
+        scheme, host, port = origin
+        if scheme == "https":
+            context = ssl.create_default_context()
+            conn = http.client.HTTPSConnection(host, port, timeout=self.timeout, context=context)
+        else:
+            conn = http.client.HTTPConnection(host, port, timeout=self.timeout)
+        self._pool[origin] = conn
+        return conn
+
+    def _drop(self, origin: tuple[str, str, int]) -> None:
+        conn = self._pool.pop(origin, None)
+        if conn is not None:
+            conn.close()
+
+    def _request(self, url: str) -> tuple[http.client.HTTPResponse, tuple[str, str, int]]:
+        origin = _origin_of(url)
+        parts = urlsplit(url)
+        target = parts.path or "/"
+        headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "gzip, identity", "Connection": "keep-alive"}
+        self.stats.requests += 1  # every HTTP request, redirects and retries included
+        for attempt in (0, 1):  # a kept-alive connection the server closed meanwhile is reopened once
+            conn = self._connection(origin, fresh=attempt > 0)
+            reused = conn.sock is not None
+            try:
+                conn.request("GET", target, headers=headers)
+                return conn.getresponse(), origin
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
+                self._drop(origin)
+                if not reused or attempt:
+                    raise FetchError(f"{url}: the server closed the connection ({exc})") from exc
+            except ssl.SSLError as exc:
+                self._drop(origin)
+                raise FetchError(f"{url}: TLS error: {exc}") from exc
+            except (socket.timeout, TimeoutError) as exc:
+                self._drop(origin)
+                raise FetchError(f"{url}: no answer within {self.timeout:g} s") from exc
+            except OSError as exc:
+                self._drop(origin)
+                raise FetchError(f"{url}: cannot connect: {exc.strerror or exc}") from exc
+        raise FetchError(f"{url}: cannot connect")  # pragma: no cover - loop always returns or raises
+
+    def _read_body(self, resp: http.client.HTTPResponse, origin: tuple[str, str, int], cap: int, url: str) -> bytes:
+        encoding = (resp.getheader("Content-Encoding") or "identity").strip().lower()
+        length = resp.getheader("Content-Length")
+        if encoding == "identity" and length and length.isdigit() and int(length) > cap:
+            self._drop(origin)
+            raise SiteError(f"{url}: the site announces {_size(int(length))}, more than the {_size(cap)} allowed")
+        chunks, total = [], 0
+        try:
+            while True:
+                chunk = resp.read(min(64 * KIB, cap + 1 - total))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                total += len(chunk)
+                if total > cap:
+                    self._drop(origin)
+                    raise SiteError(f"{url}: the response is larger than the {_size(cap)} allowed; refusing it")
+        except (http.client.IncompleteRead, OSError) as exc:
+            self._drop(origin)
+            raise FetchError(f"{url}: the connection broke while reading ({exc})") from exc
+        data = b"".join(chunks)
+        if resp.will_close:
+            self._drop(origin)
+        if encoding in ("gzip", "x-gzip"):
+            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            try:
+                data = inflater.decompress(data, cap + 1)
+            except zlib.error as exc:
+                raise SiteError(f"{url}: the gzip response is corrupt") from exc
+            if len(data) > cap or inflater.unconsumed_tail:
+                raise SiteError(f"{url}: the response expands to more than the {_size(cap)} allowed; refusing it")
+        elif encoding != "identity":
+            raise SiteError(f"{url}: unsupported Content-Encoding {encoding!r}")
+        return data
+
+    def _get_http(self, rel: str, cap: int, what: str) -> bytes:
+        assert self.url is not None  # noqa: S101
+        url = self.url + rel
+        redirects = 0
+        attempt = 0
+        while True:
+            resp, origin = self._request(url)
+            status = resp.status
+            if status in (301, 302, 303, 307, 308):
+                location = resp.getheader("Location") or ""
+                resp.read()
+                if resp.will_close:
+                    self._drop(origin)
+                target = urljoin(url, location)
+                if _origin_of(target) != self.origin or not target.lower().startswith(("http://", "https://")):
+                    raise SiteError(
+                        f"{what}: the site redirected {url} to {target}, outside the site; "
+                        "redirects are followed only within the same site (scheme, host and port)"
+                    )
+                redirects += 1
+                if redirects > MAX_REDIRECTS:
+                    raise SiteError(f"{what}: more than {MAX_REDIRECTS} redirects from {self.url + rel}")
+                url = target
+                continue
+            if 500 <= status <= 599:
+                resp.read()
+                self._drop(origin)
+                attempt += 1
+                if attempt < RETRIES:
+                    time.sleep(self.retry_delay * (2 ** (attempt - 1)))
+                    continue
+                raise FetchError(f"{what}: {url} answered HTTP {status} {attempt} times; try again later")
+            if status in (404, 410):
+                resp.read()
+                if resp.will_close:
+                    self._drop(origin)
+                raise NotFound(f"{what}: {url} does not exist (HTTP {status})")
+            if status != 200:
+                resp.read()
+                self._drop(origin)
+                raise FetchError(f"{what}: {url} answered HTTP {status} {resp.reason}")
+            return self._read_body(resp, origin, cap, url)
+
+    def close(self) -> None:
+        for origin in list(self._pool):
+            self._drop(origin)
+
+
+def _size(n: int) -> str:
+    if n >= MIB:
+        return f"{n / MIB:.1f} MiB"
+    if n >= KIB:
+        return f"{n / KIB:.1f} KiB"
+    return f"{n} bytes"
+
+
+# =====================================================================================================
+# Trust material and state
+# =====================================================================================================
+
+DEFAULT_EKU = "1.3.6.1.4.1.55555.1.1"
+DEFAULT_ROLES = {"Manufacturer": "Manufacturer", "Supplier": "Supplier", "DCC": "DCC"}
+_OID_RE = re.compile(r"[0-2](\.(0|[1-9][0-9]*))+")
+_NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
+_HEX64_RE = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass
+class RootPin:
+    """A pinned IKI root: its name on the site, its SHA-256 fingerprint, and (once known) the certificate."""
+
+    name: str
+    sha256: str
+    cert: x509.Certificate | None = None
+
+
+@dataclass
+class Trust:
+    """What the user pinned. Nothing else is trusted."""
+
+    site: str | None = None
+    log_url: str | None = None
+    origin: str | None = None
+    verifiers: list[Verifier] = field(default_factory=list)
+    roots: list[RootPin] = field(default_factory=list)
+    eku: str = DEFAULT_EKU
+    roles: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_ROLES))
+    org_id_attribute: str = "organizationIdentifier"
+    intermediates: list[str] = field(default_factory=list)
+    source: str = "command line"
+
+    def role_of(self, ou: str) -> str | None:
+        for role, value in self.roles.items():
+            if value == ou:
+                return role
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "log": {"origin": self.origin, "vkey": [v.vkey for v in self.verifiers]},
+            "iki_roots": [
+                {
+                    "name": r.name,
+                    "sha256": r.sha256,
+                    **({"pem": r.cert.public_bytes(serialization.Encoding.PEM).decode()} if r.cert else {}),
+                }
+                for r in self.roots
+            ],
+            "extended_key_usage": self.eku,
+        }
+        if self.site:
+            out["site"] = self.site
+        return out
+
+
+def cert_sha256(cert: x509.Certificate) -> str:
+    return cert.fingerprint(hashes.SHA256()).hex()
+
+
+def load_certificates(data: bytes, what: str) -> list[x509.Certificate]:
+    """Every certificate in PEM text, or the one DER certificate."""
+    try:
+        if b"-----BEGIN" in data:
+            certs = x509.load_pem_x509_certificates(data)
+        else:
+            certs = [x509.load_der_x509_certificate(data)]
+    except ValueError as exc:
+        raise VerifyFailed(f"{what} is not a PEM or DER certificate ({exc})") from exc
+    if not certs:
+        raise VerifyFailed(f"{what} holds no certificate")
+    return certs
+
+
+def parse_trust(obj: Any, where: str) -> Trust:
+    """Read the trust file format (see the module docstring of ``cmd_pin``)."""
+    if not isinstance(obj, dict):
+        raise UsageError(f"{where}: the trust file must be a JSON object")
+    trust = Trust(source=where)
+    site = obj.get("site")
+    if site is not None:
+        if not isinstance(site, str) or not site:
+            raise UsageError(f"{where}: 'site' must be a URL or a folder")
+        trust.site = site
+    log = obj.get("log", {})
+    if not isinstance(log, dict):
+        raise UsageError(f"{where}: 'log' must be an object with 'origin' and 'vkey'")
+    vkeys = log.get("vkey", [])
+    if isinstance(vkeys, str):
+        vkeys = [vkeys]
+    extra = log.get("witnesses", [])
+    if not isinstance(vkeys, list) or not isinstance(extra, list):
+        raise UsageError(f"{where}: 'log.vkey' must be a verifier key string or a list of them")
+    for v in [*vkeys, *extra]:
+        try:
+            trust.verifiers.append(Verifier.from_vkey(str(v)))
+        except NoteError as exc:
+            raise UsageError(f"{where}: log verifier key: {exc}") from exc
+    origin = log.get("origin")
+    if origin is not None:
+        if not isinstance(origin, str) or not origin:
+            raise UsageError(f"{where}: 'log.origin' must be a string")
+        trust.origin = origin
+    url = log.get("url")
+    if url is not None:
+        if not isinstance(url, str):
+            raise UsageError(f"{where}: 'log.url' must be a string")
+        trust.log_url = url
+    roots = obj.get("iki_roots", [])
+    if not isinstance(roots, list):
+        raise UsageError(f"{where}: 'iki_roots' must be a list")
+    for n, item in enumerate(roots, 1):
+        if not isinstance(item, dict):
+            raise UsageError(f"{where}: iki_roots[{n}] must be an object")
+        name = str(item.get("name") or "iki-root")
+        fp = str(item.get("sha256") or "").lower().replace(":", "")
+        pem = item.get("pem")
+        cert = None
+        if pem:
+            try:
+                cert = load_certificates(str(pem).encode(), f"{where}: iki_roots[{n}].pem")[0]
+            except VerifyFailed as exc:
+                raise UsageError(str(exc)) from exc
+            if fp and fp != cert_sha256(cert):
+                raise UsageError(f"{where}: iki_roots[{n}]: the PEM does not have the SHA-256 {fp}")
+            fp = cert_sha256(cert)
+        if not _HEX64_RE.fullmatch(fp):
+            raise UsageError(f"{where}: iki_roots[{n}] needs 'sha256' (64 hex digits) or 'pem'")
+        if not _NAME_RE.fullmatch(name):
+            raise UsageError(f"{where}: iki_roots[{n}].name {name!r} is not a valid issuer name")
+        trust.roots.append(RootPin(name, fp, cert))
+    eku = obj.get("extended_key_usage")
+    if eku is not None:
+        if not isinstance(eku, str) or not _OID_RE.fullmatch(eku):
+            raise UsageError(f"{where}: 'extended_key_usage' must be a dotted OID")
+        trust.eku = eku
+    roles = obj.get("roles")
+    if roles is not None:
+        if not isinstance(roles, dict) or not all(isinstance(v, str) for v in roles.values()):
+            raise UsageError(f"{where}: 'roles' must map role names to OU values")
+        trust.roles = {str(k): str(v) for k, v in roles.items()}
+    attr = obj.get("organisation_id_attribute")
+    if attr is not None:
+        if attr not in ("organizationIdentifier", "serialNumber"):
+            raise UsageError(f"{where}: 'organisation_id_attribute' is organizationIdentifier or serialNumber")
+        trust.org_id_attribute = str(attr)
+    inter = obj.get("intermediates", [])
+    if not isinstance(inter, list) or not all(isinstance(i, str) and _NAME_RE.fullmatch(i) for i in inter):
+        raise UsageError(f"{where}: 'intermediates' must be a list of issuer names")
+    trust.intermediates = list(inter)
+    return trust
+
+
+STATE_FILE = "cpl-verify-state.json"
+
+
+class State:
+    """``--state DIR``: the last verified checkpoint per log and the highest CRL number seen per issuer."""
+
+    def __init__(self, directory: Path | None) -> None:
+        self.dir = directory
+        self.data: dict[str, Any] = {"version": 1, "checkpoints": {}, "crls": {}}
+        if directory is None:
+            return
+        path = directory / STATE_FILE
+        try:
+            loaded = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"{path}: unreadable state file ({exc}); move it away to start afresh") from exc
+        if not isinstance(loaded, dict) or loaded.get("version") != 1:
+            raise UsageError(f"{path}: not a cpl-verify state file")
+        self.data.update(loaded)
+
+    @property
+    def enabled(self) -> bool:
+        return self.dir is not None
+
+    def checkpoint(self, origin: str) -> str | None:
+        value = self.data["checkpoints"].get(origin)
+        return value if isinstance(value, str) else None
+
+    def set_checkpoint(self, origin: str, note: str) -> None:
+        self.data["checkpoints"][origin] = note
+
+    def crl(self, issuer_fp: str) -> dict[str, Any] | None:
+        value = self.data["crls"].get(issuer_fp)
+        return value if isinstance(value, dict) else None
+
+    def set_crl(self, issuer_fp: str, record: dict[str, Any]) -> None:
+        self.data["crls"][issuer_fp] = record
+
+    def trust(self) -> dict[str, Any] | None:
+        value = self.data.get("tofu_trust")
+        return value if isinstance(value, dict) else None
+
+    def save(self) -> None:
+        if self.dir is None:
+            return
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            path = self.dir / STATE_FILE
+            tmp = path.with_name(f".{STATE_FILE}.{os.getpid()}.tmp")
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(self.data, f, indent=1, sort_keys=True)
+                f.write("\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise FetchError(f"cannot write the state in {self.dir}: {exc.strerror or exc}") from exc
+
+
+# =====================================================================================================
+# Minimal DER reading (stdlib only): enough for CMS SignedData (RFC 5652) and for slicing a CRL's
+# TBSCertList. Every signature is checked by ``cryptography``.
+# =====================================================================================================
+
+
+class DERError(ValueError):
+    """Malformed DER/BER."""
+
+
+@dataclass(frozen=True)
+class DER:
+    """One TLV inside ``data``: ``data[start:end]`` is the whole element, ``data[cs:ce]`` its content."""
+
+    data: bytes
+    tag: int
+    start: int
+    cs: int
+    ce: int
+    end: int
+
+    @property
+    def raw(self) -> bytes:
+        return self.data[self.start : self.end]
+
+    @property
+    def content(self) -> bytes:
+        return self.data[self.cs : self.ce]
+
+    @property
+    def constructed(self) -> bool:
+        return bool(self.tag & 0x20)
+
+    def children(self) -> list[DER]:
+        if not self.constructed:
+            raise DERError(f"element with tag 0x{self.tag:02x} is not constructed")
+        out, pos = [], self.cs
+        while pos < self.ce:
+            child = der_read(self.data, pos, self.ce)
+            out.append(child)
+            pos = child.end
+        return out
+
+
+def der_read(data: bytes, pos: int = 0, limit: int | None = None, depth: int = 0) -> DER:
+    """Read the element at ``pos`` (definite lengths; indefinite lengths on constructed elements)."""
+    end = len(data) if limit is None else limit
+    if depth > 64:
+        raise DERError("nesting too deep")
+    if pos + 2 > end:
+        raise DERError("truncated element")
+    start, tag = pos, data[pos]
+    if tag & 0x1F == 0x1F:
+        raise DERError("high tag numbers are not supported")
+    first = data[pos + 1]
+    pos += 2
+    if first < 0x80:
+        length = first
+    elif first == 0x80:
+        if not tag & 0x20:
+            raise DERError("indefinite length on a primitive element")
+        p = pos
+        while True:
+            if p + 2 > end:
+                raise DERError("unterminated indefinite-length element")
+            if data[p] == 0 and data[p + 1] == 0:
+                return DER(data, tag, start, pos, p, p + 2)
+            p = der_read(data, p, end, depth + 1).end
+    else:
+        n = first & 0x7F
+        if n > 8 or pos + n > end:
+            raise DERError("bad length")
+        length = int.from_bytes(data[pos : pos + n], "big")
+        pos += n
+    if pos + length > end:
+        raise DERError("truncated element")
+    return DER(data, tag, start, pos, pos + length, pos + length)
+
+
+def der_oid(node: DER) -> str:
+    if node.tag != 0x06 or not node.content:
+        raise DERError("expected an OBJECT IDENTIFIER")
+    arcs, value = [], 0
+    for b in node.content:
+        value = (value << 7) | (b & 0x7F)
+        if not b & 0x80:
+            arcs.append(value)
+            value = 0
+    first = min(arcs[0] // 40, 2)
+    return ".".join(str(a) for a in [first, arcs[0] - 40 * first, *arcs[1:]])
+
+
+def der_int(node: DER) -> int:
+    if node.tag != 0x02 or not node.content:
+        raise DERError("expected an INTEGER")
+    return int.from_bytes(node.content, "big", signed=True)
+
+
+def der_time(node: DER) -> datetime:
+    text = node.content.decode("ascii", "replace")
+    try:
+        if node.tag == 0x17:  # UTCTime YYMMDDHHMMSSZ
+            when = datetime.strptime(text, "%y%m%d%H%M%SZ")
+        elif node.tag == 0x18:  # GeneralizedTime YYYYMMDDHHMMSSZ
+            when = datetime.strptime(text.split(".")[0].rstrip("Z") + "Z", "%Y%m%d%H%M%SZ")
+        else:
+            raise DERError("expected a time")
+    except ValueError as exc:
+        raise DERError(f"bad time {text!r}") from exc
+    return when.replace(tzinfo=UTC)
+
+
+OID_DATA = "1.2.840.113549.1.7.1"
+OID_SIGNED_DATA = "1.2.840.113549.1.7.2"
+OID_CONTENT_TYPE = "1.2.840.113549.1.9.3"
+OID_MESSAGE_DIGEST = "1.2.840.113549.1.9.4"
+OID_SIGNING_TIME = "1.2.840.113549.1.9.5"
+OID_COUNTER_SIGNATURE = "1.2.840.113549.1.9.6"
+_DIGESTS: dict[str, tuple[str, Callable[[], hashes.HashAlgorithm]]] = {
+    "2.16.840.1.101.3.4.2.1": ("sha256", hashes.SHA256),
+    "2.16.840.1.101.3.4.2.2": ("sha384", hashes.SHA384),
+    "2.16.840.1.101.3.4.2.3": ("sha512", hashes.SHA512),
+}
+_ECDSA_OIDS = {"1.2.840.10045.2.1", "1.2.840.10045.4.3.2", "1.2.840.10045.4.3.3", "1.2.840.10045.4.3.4"}
+_RSA_OIDS = {"1.2.840.113549.1.1.1", "1.2.840.113549.1.1.11", "1.2.840.113549.1.1.12", "1.2.840.113549.1.1.13"}
+_RSA_PSS = "1.2.840.113549.1.1.10"
+MAX_P7S_BYTES = 256 * KIB
+
+
+class CMSError(ValueError):
+    """A CMS signature file failed a check."""
+
+
+@dataclass(frozen=True)
+class CmsSigner:
+    """A signature that verified over the content (or, for a countersignature, over a signature)."""
+
+    certificate: x509.Certificate
+    signing_time: datetime | None
+    where: str
+    countersigns: x509.Certificate | None = None
+
+
+def _unarmor(data: bytes, name: str) -> bytes:
+    text = data.strip()
+    if not text.startswith(b"-----BEGIN"):
+        return data
+    lines = text.splitlines()
+    if len(lines) < 2 or not lines[-1].startswith(b"-----END"):
+        raise CMSError(f"{name}: bad PEM armour")
+    try:
+        return base64.b64decode(b"".join(line.strip() for line in lines[1:-1]), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise CMSError(f"{name}: bad PEM armour") from exc
+
+
+def _signer_cert(sid: DER, certs: list[tuple[x509.Certificate, bytes]], where: str) -> x509.Certificate:
+    if sid.tag == 0x30:  # IssuerAndSerialNumber
+        issuer, serial = sid.children()
+        number = der_int(serial)
+        for cert, issuer_raw in certs:
+            if cert.serial_number == number and issuer_raw == issuer.raw:
+                return cert
+    elif sid.tag == 0x80:  # [0] SubjectKeyIdentifier
+        for cert, _ in certs:
+            try:
+                if cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest == sid.content:
+                    return cert
+            except x509.ExtensionNotFound:
+                continue
+    raise CMSError(f"{where}: the signer's certificate is not in the SignedData")
+
+
+def _issuer_raw(cert_der: bytes) -> bytes:
+    """The issuer Name DER of a certificate exactly as encoded."""
+    tbs = der_read(cert_der).children()[0].children()
+    pos = 1 if tbs[0].tag == 0xA0 else 0  # [0] version
+    return tbs[pos + 2].raw  # serial, signature algorithm, issuer
+
+
+def _verify_signer_info(
+    si: DER,
+    content: bytes,
+    certs: list[tuple[x509.Certificate, bytes]],
+    where: str,
+    counter: bool,
+) -> tuple[x509.Certificate, datetime | None, bytes, list[DER]]:
+    parts = si.children()
+    if len(parts) < 5 or parts[0].tag != 0x02:
+        raise CMSError(f"{where}: malformed SignerInfo")
+    sid, digest_alg = parts[1], parts[2]
+    pos = 3
+    signed_attrs = None
+    if parts[pos].tag == 0xA0:
+        signed_attrs = parts[pos]
+        pos += 1
+    sig_alg, signature = parts[pos], parts[pos + 1]
+    unsigned = [p for p in parts[pos + 2 :] if p.tag == 0xA1]
+    digest_oid = der_oid(digest_alg.children()[0])
+    if digest_oid not in _DIGESTS:
+        raise CMSError(f"{where}: digest algorithm {digest_oid} is not accepted")
+    hashlib_name, hash_cls = _DIGESTS[digest_oid]
+    cert = _signer_cert(sid, certs, where)
+    if signed_attrs is None:
+        raise CMSError(f"{where}: no signed attributes, so no messageDigest to check")
+    attrs: dict[str, list[DER]] = {}
+    for attr in signed_attrs.children():
+        oid_node, values = attr.children()
+        oid = der_oid(oid_node)
+        if oid in attrs:
+            raise CMSError(f"{where}: the signed attribute {oid} occurs twice")
+        attrs[oid] = values.children()
+    for oid, vals in attrs.items():
+        if oid in (OID_CONTENT_TYPE, OID_MESSAGE_DIGEST, OID_SIGNING_TIME) and len(vals) != 1:
+            raise CMSError(f"{where}: the signed attribute {oid} must have exactly one value")
+    if counter:
+        if OID_CONTENT_TYPE in attrs:
+            raise CMSError(f"{where}: a countersignature must not carry a contentType (RFC 5652 11.4)")
+    elif OID_CONTENT_TYPE not in attrs or der_oid(attrs[OID_CONTENT_TYPE][0]) != OID_DATA:
+        raise CMSError(f"{where}: contentType is missing or not id-data")
+    if OID_MESSAGE_DIGEST not in attrs:
+        raise CMSError(f"{where}: the signed attribute messageDigest is missing")
+    md = attrs[OID_MESSAGE_DIGEST][0]
+    if md.tag != 0x04 or md.content != hashlib.new(hashlib_name, content).digest():
+        what = "the signature it countersigns" if counter else "the signed file"
+        raise CMSError(f"{where}: messageDigest does not match {what}")
+    signing_time = der_time(attrs[OID_SIGNING_TIME][0]) if OID_SIGNING_TIME in attrs else None
+    # The signature covers the attributes exactly as received, re-tagged as a SET OF (RFC 5652 5.4).
+    signed_bytes = b"\x31" + signed_attrs.raw[1:]
+    if signature.tag != 0x04:
+        raise CMSError(f"{where}: malformed signature")
+    sig_oid = der_oid(sig_alg.children()[0])
+    key = cert.public_key()
+    try:
+        if sig_oid in _ECDSA_OIDS and isinstance(key, ec.EllipticCurvePublicKey):
+            key.verify(signature.content, signed_bytes, ec.ECDSA(hash_cls()))
+        elif sig_oid in _RSA_OIDS and isinstance(key, rsa.RSAPublicKey):
+            key.verify(signature.content, signed_bytes, padding.PKCS1v15(), hash_cls())
+        elif sig_oid == _RSA_PSS and isinstance(key, rsa.RSAPublicKey):
+            pss_hash, salt = _pss_params(sig_alg, where)
+            pss = padding.PSS(padding.MGF1(pss_hash), salt)
+            digest = hashlib.new(pss_hash.name, signed_bytes).digest()
+            key.verify(signature.content, digest, pss, Prehashed(pss_hash))
+        else:
+            raise CMSError(f"{where}: signature algorithm {sig_oid} does not fit the signer's key")
+    except InvalidSignature as exc:
+        raise CMSError(f"{where}: the signature does not verify over its signed attributes") from exc
+    counters: list[DER] = []
+    for block in unsigned:
+        for attr in block.children():
+            oid_node, values = attr.children()
+            if der_oid(oid_node) == OID_COUNTER_SIGNATURE:
+                counters.extend(values.children())
+    return cert, signing_time, signature.content, counters
+
+
+def _pss_params(sig_alg: DER, where: str) -> tuple[hashes.HashAlgorithm, int]:
+    parts = sig_alg.children()
+    hash_alg: hashes.HashAlgorithm | None = None
+    salt = 20
+    if len(parts) > 1:
+        for p in parts[1].children():
+            if p.tag == 0xA0:
+                oid = der_oid(p.children()[0].children()[0])
+                hash_alg = _DIGESTS[oid][1]() if oid in _DIGESTS else None
+            elif p.tag == 0xA2:
+                salt = der_int(p.children()[0])
+    if hash_alg is None:
+        raise CMSError(f"{where}: RSA-PSS hash is not accepted")
+    return hash_alg, salt
+
+
+def cms_certificates(data: bytes, name: str) -> tuple[DER, list[tuple[x509.Certificate, bytes]]]:
+    """Parse a detached ``.p7s`` (DER or PEM): its SignedData and its certificates."""
+    if len(data) > MAX_P7S_BYTES:
+        raise CMSError(f"{name} is {len(data)} bytes; the limit is {MAX_P7S_BYTES}")
+    der = _unarmor(data, name)
+    try:
+        info = der_read(der)
+        if info.end != len(der):
+            raise DERError("trailing bytes")
+        ctype, wrapped = info.children()[:2]
+        if der_oid(ctype) != OID_SIGNED_DATA or wrapped.tag != 0xA0:
+            raise CMSError(f"{name}: not a CMS SignedData")
+        signed = wrapped.children()[0]
+        parts = signed.children()
+        encap = parts[2].children()
+        if der_oid(encap[0]) != OID_DATA:
+            raise CMSError(f"{name}: encapsulated content type is not id-data")
+        if len(encap) > 1:
+            raise CMSError(f"{name}: signature must be detached (the signed file is published separately)")
+        certs = []
+        for p in parts[3:]:
+            if p.tag == 0xA0:
+                for c in p.children():
+                    if c.tag == 0x30:
+                        certs.append((x509.load_der_x509_certificate(c.raw), _issuer_raw(c.raw)))
+        return signed, certs
+    except (DERError, IndexError, ValueError) as exc:
+        if isinstance(exc, CMSError):
+            raise
+        raise CMSError(f"{name}: not a valid DER CMS SignedData ({exc})") from exc
+
+
+def verify_cms_detached(data: bytes, content: bytes, name: str) -> tuple[list[CmsSigner], list[x509.Certificate]]:
+    """Verify every SignerInfo (and RFC 5652 11.4 countersignature) of a detached ``.p7s`` over ``content``.
+
+    Returns the signers and the certificates the file carries (intermediates for path building).
+    """
+    signed, certs = cms_certificates(data, name)
+    try:
+        infos = signed.children()[-1]
+        if infos.tag != 0x31:
+            raise CMSError(f"{name}: malformed SignedData (no signerInfos)")
+        signers: list[CmsSigner] = []
+        for n, si in enumerate(infos.children(), 1):
+            where = f"{name} signer {n}"
+            cert, when, sig, counters = _verify_signer_info(si, content, certs, where, counter=False)
+            signers.append(CmsSigner(cert, when, where))
+            for m, counter in enumerate(counters, 1):
+                cwhere = f"{where} countersignature {m}"
+                ccert, cwhen, _, _ = _verify_signer_info(counter, sig, certs, cwhere, counter=True)
+                signers.append(CmsSigner(ccert, cwhen, cwhere, countersigns=cert))
+    except (DERError, IndexError, ValueError) as exc:
+        if isinstance(exc, CMSError):
+            raise
+        raise CMSError(f"{name}: malformed SignerInfo ({exc})") from exc
+    if not signers:
+        raise CMSError(f"{name}: no signers")
+    return signers, [c for c, _ in certs]
+
+
+# =====================================================================================================
+# Certificates: chains to a pinned root, profile checks, CRLs
+# =====================================================================================================
+
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+def not_before(cert: x509.Certificate) -> datetime:
+    return cert.not_valid_before_utc
+
+
+def not_after(cert: x509.Certificate) -> datetime:
+    return cert.not_valid_after_utc
+
+
+def describe_cert(cert: x509.Certificate) -> str:
+    return f"'{cert.subject.rfc4514_string()}' (serial {cert.serial_number:x})"
+
+
+def _ext(cert: x509.Certificate, cls: type[Any]) -> Any:
+    try:
+        return cert.extensions.get_extension_for_class(cls).value
+    except x509.ExtensionNotFound:
+        return None
+
+
+class ChainError(VerifyFailed):
+    """No acceptable chain to a pinned root."""
+
+
+def _check_critical(cert: x509.Certificate) -> None:
+    try:
+        exts = cert.extensions
+    except ValueError as exc:
+        raise ChainError(f"{describe_cert(cert)} has malformed extensions ({exc})") from exc
+    for ext in exts:
+        if ext.critical and isinstance(ext.value, x509.UnrecognizedExtension):
+            raise ChainError(f"{describe_cert(cert)} has an unrecognised critical extension {ext.oid.dotted_string}")
+
+
+def build_chain(
+    cert: x509.Certificate,
+    candidates: Sequence[x509.Certificate],
+    roots: Sequence[x509.Certificate],
+    at: datetime,
+) -> list[x509.Certificate]:
+    """The chain ``cert`` ... pinned root, each link's signature, CA flags, key usage, path length and
+    validity at ``at`` checked. Raises ``ChainError`` naming what failed."""
+    root_fps = {cert_sha256(r) for r in roots}
+    pool = [*roots, *candidates]
+    reasons: list[str] = []
+
+    def extend(chain: list[x509.Certificate]) -> list[x509.Certificate] | None:
+        last = chain[-1]
+        if cert_sha256(last) in root_fps:
+            return chain
+        if len(chain) > 6:
+            reasons.append("the chain is too long")
+            return None
+        issuers = [c for c in pool if c.subject == last.issuer and all(c != x for x in chain)]
+        if not issuers:
+            if last.issuer == last.subject:
+                reasons.append(f"{describe_cert(last)} is self-signed and not a pinned IKI root")
+            else:
+                reasons.append(f"no certificate of the issuer '{last.issuer.rfc4514_string()}' is known")
+            return None
+        for issuer in issuers:
+            try:
+                last.verify_directly_issued_by(issuer)
+            except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+                reasons.append(f"{describe_cert(last)} is not signed by {describe_cert(issuer)}")
+                continue
+            bc = _ext(issuer, x509.BasicConstraints)
+            if bc is None or not bc.ca:
+                reasons.append(f"{describe_cert(issuer)} is not a CA certificate")
+                continue
+            ku = _ext(issuer, x509.KeyUsage)
+            if ku is not None and not ku.key_cert_sign:
+                reasons.append(f"{describe_cert(issuer)} may not sign certificates (keyUsage)")
+                continue
+            below = sum(1 for c in chain[1:] if c.subject != c.issuer)  # CA certificates below the issuer
+            if bc.path_length is not None and below > bc.path_length:
+                reasons.append(f"{describe_cert(issuer)} allows at most {bc.path_length} CAs below it")
+                continue
+            if not not_before(issuer) <= at <= not_after(issuer):
+                reasons.append(f"the CA certificate {describe_cert(issuer)} is not valid at {_iso(at)}")
+                continue
+            found = extend([*chain, issuer])
+            if found is not None:
+                return found
+        return None
+
+    _check_critical(cert)
+    chain = extend([cert])
+    if chain is None:
+        detail = "; ".join(dict.fromkeys(reasons)) or "no path"
+        raise ChainError(f"{describe_cert(cert)} does not chain to a pinned IKI root: {detail}")
+    for c in chain[1:]:
+        _check_critical(c)
+    return chain
+
+
+def check_end_entity(cert: x509.Certificate, eku: str) -> None:
+    """The IKI end-entity profile: not a CA, keyUsage digitalSignature, the configured EKU."""
+    bc = _ext(cert, x509.BasicConstraints)
+    if bc is not None and bc.ca:
+        raise ChainError(f"{describe_cert(cert)} is a CA certificate, not an IKI end-entity certificate")
+    ku = _ext(cert, x509.KeyUsage)
+    if ku is None or not ku.digital_signature:
+        raise ChainError(f"{describe_cert(cert)} lacks keyUsage digitalSignature")
+    ext_ku = _ext(cert, x509.ExtendedKeyUsage)
+    if ext_ku is None or not any(o.dotted_string == eku for o in ext_ku):
+        raise ChainError(f"{describe_cert(cert)} lacks the IKI extended key usage {eku}")
+
+
+def subject_attr(cert: x509.Certificate, oid: x509.ObjectIdentifier) -> str:
+    values = cert.subject.get_attributes_for_oid(oid)
+    return str(values[0].value) if len(values) == 1 else ""
+
+
+@dataclass(frozen=True)
+class Identity:
+    organisation: str
+    organisation_id: str
+    role: str | None
+
+
+def identity_of(cert: x509.Certificate, trust: Trust) -> Identity:
+    id_oid = NameOID.ORGANIZATION_IDENTIFIER if trust.org_id_attribute != "serialNumber" else NameOID.SERIAL_NUMBER
+    return Identity(
+        subject_attr(cert, NameOID.ORGANIZATION_NAME),
+        subject_attr(cert, id_oid),
+        trust.role_of(subject_attr(cert, NameOID.ORGANIZATIONAL_UNIT_NAME)),
+    )
+
+
+def crl_names_of(cert: x509.Certificate) -> list[str]:
+    """Issuer names on the site from the certificate's CRL distribution points (``.../crl/<name>.crl``)."""
+    names = []
+    dps = _ext(cert, x509.CRLDistributionPoints)
+    for dp in dps or []:
+        for gn in dp.full_name or []:
+            if isinstance(gn, x509.UniformResourceIdentifier):
+                m = re.search(r"/crl/([a-z0-9][a-z0-9-]{0,31})\.crl$", gn.value)
+                if m and m.group(1) not in names:
+                    names.append(m.group(1))
+    return names
+
+
+_CRL_HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {
+    "1.2.840.10045.4.3.2": hashes.SHA256,
+    "1.2.840.10045.4.3.3": hashes.SHA384,
+    "1.2.840.10045.4.3.4": hashes.SHA512,
+    "1.2.840.113549.1.1.11": hashes.SHA256,
+    "1.2.840.113549.1.1.12": hashes.SHA384,
+    "1.2.840.113549.1.1.13": hashes.SHA512,
+}
+
+
+def verify_crl_signature(data: bytes, issuer: x509.Certificate) -> None:
+    """Verify a DER CRL's signature over its TBSCertList bytes exactly as received.
+
+    (The TBSCertList is sliced here rather than re-encoded, which takes seconds
+    for a large CRL; the signature itself is checked by ``cryptography``.)
+    """
+    try:
+        outer = der_read(data)
+        if outer.end != len(data):
+            raise DERError("trailing bytes after the CRL")
+        tbs, alg, sig = outer.children()[:3]
+        inner_alg = tbs.children()[1] if tbs.children()[0].tag == 0x02 else tbs.children()[0]
+        oid = der_oid(alg.children()[0])
+    except (DERError, IndexError, ValueError) as exc:
+        raise VerifyFailed(f"the CRL is not valid DER ({exc})") from exc
+    if inner_alg.raw != alg.raw:
+        raise VerifyFailed("the CRL's inner and outer signature algorithms differ")
+    hash_cls = _CRL_HASHES.get(oid)
+    if hash_cls is None or sig.tag != 0x03 or not sig.content or sig.content[0] != 0:
+        raise VerifyFailed(f"the CRL uses an unsupported or malformed signature algorithm ({oid})")
+    key = issuer.public_key()
+    try:
+        if isinstance(key, ec.EllipticCurvePublicKey) and oid.startswith("1.2.840.10045."):
+            key.verify(sig.content[1:], tbs.raw, ec.ECDSA(hash_cls()))
+        elif isinstance(key, rsa.RSAPublicKey) and oid.startswith("1.2.840.113549."):
+            key.verify(sig.content[1:], tbs.raw, padding.PKCS1v15(), hash_cls())
+        else:
+            raise VerifyFailed("the CRL's signature algorithm does not fit the issuer's key")
+    except InvalidSignature as exc:
+        raise VerifyFailed(
+            f"the CRL's signature does not verify under the key of {describe_cert(issuer)}: "
+            "it was not issued by this CA (or was altered); do not use it"
+        ) from exc
+
+
+def _iso(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@functools.lru_cache(maxsize=4096)
+def parse_iso(text: str) -> datetime:
+    """``YYYY-MM-DDTHH:MM:SSZ`` (the form the log's entries use)."""
+    try:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{text!r} is not a UTC time like 2026-01-31T12:00:00Z") from exc
+
+
+def _ago(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    if seconds >= 2 * 86400:
+        return f"{seconds // 86400} days"
+    if seconds >= 2 * 3600:
+        return f"{seconds // 3600} hours"
+    if seconds >= 120:
+        return f"{seconds // 60} minutes"
+    return f"{seconds} seconds"
+
+
+@dataclass
+class Revoked:
+    serial: int
+    date: datetime
+    reason: str
+    invalidity: datetime | None
+
+
+def revoked_entry(crl: x509.CertificateRevocationList, serial: int) -> Revoked | None:
+    entry = crl.get_revoked_certificate_by_serial_number(serial)
+    if entry is None:
+        return None
+    reason = "unspecified"
+    invalidity = None
+    for ext in entry.extensions:
+        if isinstance(ext.value, x509.CRLReason):
+            reason = str(ext.value.reason.value)  # the RFC 5280 name, e.g. keyCompromise
+        elif isinstance(ext.value, x509.InvalidityDate):
+            value = ext.value
+            invalidity = getattr(value, "invalidity_date_utc", None) or value.invalidity_date.replace(tzinfo=UTC)
+    return Revoked(serial, entry.revocation_date_utc, reason, invalidity)
+
+
+# =====================================================================================================
+# The run context: pinned trust, the site, the state, output
+# =====================================================================================================
+
+
+class Context:
+    """Everything one command run uses."""
+
+    def __init__(
+        self, args: argparse.Namespace, trust: Trust, state: State, site: Source | None, log: Source | None
+    ) -> None:
+        self.args = args
+        self.trust = trust
+        self.state = state
+        self.site = site
+        self.log = log
+        self.now: datetime = getattr(args, "now", None) or datetime.now(UTC).replace(microsecond=0)
+        self.json = bool(getattr(args, "json", False))
+        self.show_progress = bool(getattr(args, "progress", False)) or (sys.stderr.isatty() and not self.json)
+        self.result: dict[str, Any] = {}
+        self.warnings: list[str] = []
+        self._roots: list[x509.Certificate] | None = None
+        self._pki: dict[str, x509.Certificate | None] = {}
+        self._crls: dict[str, CrlResult] = {}
+        self._latest: tuple[SignedCheckpoint, TileFetcher] | None = None
+
+    # -- output -----------------------------------------------------------------------------------
+    def say(self, text: str = "") -> None:
+        if not self.json:
+            sys.stdout.write(text + "\n")
+
+    def warn(self, text: str) -> None:
+        self.warnings.append(text)
+        if not self.json:
+            sys.stdout.write(f"warning: {text}\n")
+
+    def progress(self, text: str) -> None:
+        if self.show_progress:
+            sys.stderr.write("\r" + text + "\033[K")
+            sys.stderr.flush()
+
+    # -- requirements -----------------------------------------------------------------------------
+    def need_site(self) -> Source:
+        if self.site is None:
+            raise UsageError("no site: give --site URL_OR_FOLDER or a trust file with 'site'")
+        return self.site
+
+    def need_log(self) -> Source:
+        if self.log is None:
+            raise UsageError("no log: give --site (the log is <site>/log/) or --log URL_OR_FOLDER")
+        return self.log
+
+    @property
+    def origin(self) -> str:
+        if not self.trust.verifiers:
+            raise UsageError(
+                "no log verifier key is pinned: give --trust FILE or --vkey KEY (or --tofu to pin what the site serves)"
+            )
+        return self.trust.origin or self.trust.verifiers[0].name
+
+    # -- PKI material -----------------------------------------------------------------------------
+    def roots(self) -> list[x509.Certificate]:
+        """The pinned IKI roots; a root pinned by fingerprint only is fetched from /pki/ and must match."""
+        if self._roots is not None:
+            return self._roots
+        if not self.trust.roots:
+            raise UsageError(
+                "no IKI root is pinned: give --trust FILE or --root PEM (or --tofu to pin what the site serves)"
+            )
+        out = []
+        for pin in self.trust.roots:
+            if pin.cert is None:
+                data = self.need_site().get(f"pki/{pin.name}.pem", CAP_SMALL, f"IKI root {pin.name}")
+                cert = load_certificates(data, f"pki/{pin.name}.pem")[0]
+                if cert_sha256(cert) != pin.sha256:
+                    raise VerifyFailed(
+                        f"the site's pki/{pin.name}.pem has SHA-256 {cert_sha256(cert)}, not the pinned {pin.sha256}: "
+                        "the site serves another root certificate; trust nothing it says about the IKI"
+                    )
+                pin.cert = cert
+            out.append(pin.cert)
+        self._roots = out
+        return out
+
+    def root_named(self, name: str) -> x509.Certificate | None:
+        for pin, cert in zip(self.trust.roots, self.roots()):
+            if pin.name == name:
+                return cert
+        return None
+
+    def pki_cert(self, name: str) -> x509.Certificate | None:
+        """``/pki/<name>.pem`` from the site (unauthenticated until a chain check), or None."""
+        if name not in self._pki:
+            root = self.root_named(name)
+            if root is not None:
+                self._pki[name] = root
+            else:
+                data = self.need_site().get_optional(f"pki/{name}.pem", CAP_SMALL, f"CA certificate {name}")
+                self._pki[name] = load_certificates(data, f"pki/{name}.pem")[0] if data else None
+        return self._pki[name]
+
+    def name_of(self, cert: x509.Certificate) -> str | None:
+        fp = cert_sha256(cert)
+        for pin, root in zip(self.trust.roots, self.roots()):
+            if cert_sha256(root) == fp:
+                return pin.name
+        for name, c in self._pki.items():
+            if c is not None and cert_sha256(c) == fp:
+                return name
+        return None
+
+
+# =====================================================================================================
+# The log: checkpoints against the pinned key and the state, tiles, entries, proofs
+# =====================================================================================================
+
+
+class TileFetcher:
+    """Tiles and bundles of one tree size, fetched on demand (each at most once per run)."""
+
+    def __init__(self, log: Source, size: int) -> None:
+        self.log = log
+        self.size = size
+        self.tiles: dict[tuple[int, int], list[bytes]] = {}
+        self.bundles: dict[int, list[bytes]] = {}
+        self.bundle_hashes: dict[int, list[bytes]] = {}
+        self.use_bundles = True
+
+    def published_tile(self, tile: Tile) -> list[bytes]:
+        """A hash tile as the site serves it (a missing partial may be cut from the full tile)."""
+        key = (tile.level, tile.index)
+        cached = self.tiles.get(key)
+        if cached is not None:
+            return cached
+        what = f"hash tile {tile.path}"
+        data = self.log.get_optional(tile.path, tile.width * HASH_SIZE, what)
+        if data is None and not tile.full:
+            full = self.log.get_optional(tile.as_full().path, TILE_WIDTH * HASH_SIZE, what)
+            if full is not None and len(full) == TILE_WIDTH * HASH_SIZE:
+                data = full[: tile.width * HASH_SIZE]
+        if data is None:
+            raise VerifyFailed(
+                f"the site does not serve {tile.path}, which its signed checkpoint (size {self.size}) implies; "
+                "the log cannot be checked"
+            )
+        try:
+            hashes_ = split_hashes(data, tile)
+        except TileError as exc:
+            raise VerifyFailed(
+                f"the site serves a truncated or padded hash tile: {exc}; the log's data is damaged or tampered with"
+            ) from exc
+        self.tiles[key] = hashes_
+        return hashes_
+
+    def read_tile(self, tile: Tile) -> list[bytes]:
+        if self.use_bundles and tile.level == 0 and tile.index in self.bundle_hashes:
+            return self.bundle_hashes[tile.index]
+        return self.published_tile(tile)
+
+    def bundle(self, index: int) -> list[bytes]:
+        """The entries of bundle ``index`` (unauthenticated until a proof covers them)."""
+        cached = self.bundles.get(index)
+        if cached is not None:
+            return cached
+        tile = tile_for(-1, index, self.size)
+        data = self.log.get_optional(tile.path, CAP_BUNDLE, f"entry bundle {tile.path}")
+        if data is None and not tile.full:
+            full = self.log.get_optional(tile.as_full().path, CAP_BUNDLE, f"entry bundle {tile.path}")
+            if full is not None:
+                try:
+                    data = b"".join(
+                        _U16.pack(len(e)) + e for e in decode_bundle(full, TILE_WIDTH, tile.path)[: tile.width]
+                    )
+                except TileError:
+                    data = full
+        if data is None:
+            raise VerifyFailed(f"the site does not serve the entry bundle {tile.path}, which its checkpoint implies")
+        try:
+            entries = decode_bundle(data, tile.width, tile.path)
+        except TileError as exc:
+            raise VerifyFailed(f"the site serves a malformed entry bundle: {exc}") from exc
+        self.bundles[index] = entries
+        self.bundle_hashes[index] = [leaf_hash(e) for e in entries]
+        return entries
+
+    def hash_range(self) -> HashRange:
+        return tile_hash_range(self.size, self.read_tile)
+
+    def blame(self, root: bytes) -> str:
+        """Which file disagrees with the signed root (called after a proof failed)."""
+        if self.size == 0:
+            return "the checkpoint is for an empty tree"
+        # 1. The right edge must reproduce the root.
+        try:
+            edge = {t.level: self.published_tile(t) for t in right_edge(self.size)}
+        except VerifyFailed as exc:
+            return str(exc)
+        if root_from_right_edge(self.size, edge) != root:
+            paths = ", ".join(t.path for t in right_edge(self.size))
+            return f"the right-edge hash tiles ({paths}) do not lead to the signed root: one of them was altered"
+        # 2. Full tiles fetched so far, top-down, against their authenticated parents.
+        good: dict[tuple[int, int], list[bytes]] = {(t.level, t.index): edge[t.level] for t in right_edge(self.size)}
+        for (level, index), hashes_ in sorted(self.tiles.items(), key=lambda kv: -kv[0][0]):
+            if len(hashes_) != TILE_WIDTH:
+                continue
+            parent = good.get((level + 1, index // TILE_WIDTH)) or self.tiles.get((level + 1, index // TILE_WIDTH))
+            if parent is None or index % TILE_WIDTH >= len(parent):
+                continue
+            if root_of(hashes_) != parent[index % TILE_WIDTH]:
+                return f"the hash tile {Tile(level, index, TILE_WIDTH).path} does not match its hash in the level above"
+            good[(level, index)] = hashes_
+        # 3. Bundles against their level-0 tiles.
+        for index, leaves in sorted(self.bundle_hashes.items()):
+            tile = tile_for(0, index, self.size)
+            published = self.published_tile(tile)
+            if leaves != published:
+                bad = next(i for i, (a, b) in enumerate(zip(leaves, published)) if a != b)
+                return (
+                    f"the entry bundle {tile_for(-1, index, self.size).path} does not match the log: entry "
+                    f"{index * TILE_WIDTH + bad} was altered (its leaf hash is not the one in {tile.path})"
+                )
+        return "the hash tiles served do not lead to the signed root"
+
+
+def _checkpoint_lines(note: str) -> str:
+    return "\n".join("    " + line for line in note.rstrip("\n").split("\n"))
+
+
+def verify_checkpoint_note(ctx: Context, data: bytes | str, where: str) -> SignedCheckpoint:
+    """A checkpoint verified with the pinned key(s), failures explained."""
+    origin = ctx.origin
+    try:
+        return open_checkpoint(data, origin, ctx.trust.verifiers)
+    except CheckpointError as exc:
+        text = str(exc)
+        if "does not verify" in text:
+            meaning = (
+                "a signature made with the pinned log key's ID does not verify: the checkpoint was forged or altered"
+            )
+        elif "not signed by any trusted key" in text:
+            meaning = "it is not signed by the pinned log key (another key signed it, or none did)"
+        elif "is for origin" in text:
+            meaning = "it is a checkpoint of another log (unknown origin)"
+        elif "carries no valid signature of the log key" in text:
+            meaning = "it lacks the pinned log key's signature"
+        else:
+            meaning = "it is malformed"
+        raise VerifyFailed(f"{where}: {text}; {meaning}. Trust nothing the site says about the log.") from exc
+
+
+def fork_evidence(old: str, new: str, proof: Sequence[bytes] = (), old_where: str = "remembered in --state") -> str:
+    lines = [
+        "SECURITY ERROR: the log has signed two checkpoints that cannot both be true.",
+        "Keep this output: it is evidence that the log (or someone holding its key) misbehaved.",
+        "",
+        f"checkpoint {old_where} (verified earlier):",
+        _checkpoint_lines(old),
+        "",
+        "checkpoint served now (signature verifies with the pinned key):",
+        _checkpoint_lines(new),
+    ]
+    if proof:
+        lines += ["", "consistency proof computed from the site's tiles (does not verify):"]
+        lines += ["    " + b64encode(h) for h in proof]
+    return "\n".join(lines)
+
+
+def check_consistent(
+    ctx: Context, fetcher: TileFetcher, old: SignedCheckpoint, new: SignedCheckpoint, old_where: str
+) -> None:
+    """Prove ``old`` is a prefix of ``new`` with the site's tiles; fork or rollback fails loudly."""
+    o, n = old.checkpoint, new.checkpoint
+    if n.size < o.size:
+        raise VerifyFailed(
+            f"rollback: the site serves a checkpoint of size {n.size}, smaller than the size {o.size} "
+            f"{old_where}; the log may never shrink. Either the site serves an old copy or the log was "
+            "rewritten; do not rely on it until this is explained.",
+            evidence=fork_evidence(old.raw, new.raw, old_where=old_where).replace(
+                "SECURITY ERROR: the log has signed two checkpoints that cannot both be true.",
+                "SECURITY ERROR: the log went backwards (rollback).",
+            ),
+        )
+    if n.size == o.size:
+        if n.root != o.root:
+            raise VerifyFailed(
+                f"fork: two different trees of the same size {n.size} are both signed by the log key",
+                evidence=fork_evidence(old.raw, new.raw, old_where=old_where),
+            )
+        return
+    if o.size == 0:
+        if o.root != EMPTY_ROOT:
+            raise VerifyFailed("the remembered size-0 checkpoint does not carry the empty root")
+        return
+    proof = consistency_proof(o.size, n.size, fetcher.hash_range())
+    try:
+        verify_consistency(o.size, n.size, o.root, n.root, proof)
+    except ProofError as exc:
+        if fetcher.hash_range()(0, n.size) != n.root:
+            raise VerifyFailed(
+                f"cannot prove consistency: {fetcher.blame(n.root)}; the site's tiles are damaged or tampered with"
+            ) from exc
+        raise VerifyFailed(
+            f"fork: the checkpoint of size {n.size} does not extend the one of size {o.size} {old_where} "
+            f"({exc}); the log rewrote its history",
+            evidence=fork_evidence(old.raw, new.raw, proof, old_where),
+        ) from exc
+
+
+def latest_checkpoint(ctx: Context) -> tuple[SignedCheckpoint, TileFetcher]:
+    """The site's newest checkpoint: signature checked, and proved consistent with the state's."""
+    if ctx._latest is not None:
+        return ctx._latest
+    log = ctx.need_log()
+    try:
+        data = log.get("checkpoint", CAP_CHECKPOINT, "the log's checkpoint")
+    except NotFound as exc:
+        raise FetchError(f"{exc}; is {log} a log?") from exc
+    signed = verify_checkpoint_note(ctx, data, f"{log.where('checkpoint')}")
+    fetcher = TileFetcher(log, signed.checkpoint.size)
+    remembered = ctx.state.checkpoint(ctx.origin)
+    if remembered is not None:
+        try:
+            old = open_checkpoint(remembered, ctx.origin, ctx.trust.verifiers)
+        except CheckpointError as exc:
+            raise UsageError(
+                f"the checkpoint in the state folder does not verify with the pinned key ({exc}); "
+                "did the pinned key change? Use another --state folder"
+            ) from exc
+        check_consistent(ctx, fetcher, old, signed, "remembered in --state")
+        if signed.checkpoint.size >= old.checkpoint.size:
+            ctx.state.set_checkpoint(ctx.origin, signed.raw)
+    else:
+        ctx.state.set_checkpoint(ctx.origin, signed.raw)
+    ctx._latest = (signed, fetcher)
+    return ctx._latest
+
+
+def prove_entry(ctx: Context, fetcher: TileFetcher, signed: SignedCheckpoint, index: int) -> bytes:
+    """Entry ``index``, authenticated by an inclusion proof against the verified checkpoint.
+
+    Uses the site's ``proof/<index>.tlog-proof`` when it is for this very
+    checkpoint (fewest requests), else computes the proof from the tiles.
+    """
+    cp = signed.checkpoint
+    if not 0 <= index < cp.size:
+        raise VerifyFailed(f"log index {index} is outside the log (size {cp.size})")
+    bundle = index // TILE_WIDTH
+    bad_proof_file = False
+    if getattr(ctx.args, "proof_files", True) and bundle not in fetcher.bundles:
+        data = fetcher.log.get_optional(f"proof/{index}.tlog-proof", CAP_SMALL, f"proof of entry {index}")
+        if data is not None:
+            try:
+                proof = parse_tlog_proof(data)
+                same = parse_unverified(proof.checkpoint)
+            except CheckpointError:
+                proof, same = None, None  # fall back to the tiles, which are authoritative
+            if proof is not None and same is not None and proof.index == index and same.size == cp.size:
+                entry = fetcher.bundle(bundle)[index % TILE_WIDTH]
+                try:
+                    verify_inclusion(index, cp.size, leaf_hash(entry), proof.proof, cp.root)
+                    return entry
+                except ProofError:
+                    bad_proof_file = True  # diagnosed below from the tiles
+    entry = fetcher.bundle(bundle)[index % TILE_WIDTH]
+    proof_hashes = inclusion_proof(index, cp.size, fetcher.hash_range())
+    try:
+        verify_inclusion(index, cp.size, leaf_hash(entry), proof_hashes, cp.root)
+    except ProofError as exc:
+        raise VerifyFailed(
+            f"entry {index} is not proved to be in the log: {fetcher.blame(cp.root)}; "
+            "the site's data is damaged or tampered with"
+        ) from exc
+    if bad_proof_file:
+        ctx.warn(f"the site's proof file for entry {index} does not verify; the entry was proved from the tiles")
+    return entry
+
+
+def prove_leaf(fetcher: TileFetcher, signed: SignedCheckpoint, index: int, leaf: bytes, what: str) -> None:
+    """Prove that the leaf hash leaf is at index, from hash tiles only."""
+    cp = signed.checkpoint
+    if not 0 <= index < cp.size:
+        raise VerifyFailed(f"log index {index} is outside the log (size {cp.size})")
+    fetcher.use_bundles = False
+    proof = inclusion_proof(index, cp.size, fetcher.hash_range())
+    try:
+        verify_inclusion(index, cp.size, leaf, proof, cp.root)
+    except ProofError as exc:
+        tile = tile_for(0, index // TILE_WIDTH, cp.size)
+        if (
+            fetcher.published_tile(tile)[index % TILE_WIDTH] != leaf
+            and root_from_inclusion_proof(index, cp.size, fetcher.published_tile(tile)[index % TILE_WIDTH], proof)
+            == cp.root
+        ):
+            raise VerifyFailed(f"{what} is not entry {index} of the log (its leaf hash differs)") from exc
+        raise VerifyFailed(f"entry {index} cannot be proved: {fetcher.blame(cp.root)}") from exc
+
+
+def read_lookup(ctx: Context, kind: str, key: str) -> list[int]:
+    """Indices listed for ``key`` in the site's static lookup (not authenticated; every hit is proved)."""
+    rel = f"lookup/{kind}/{key[:3]}.json"
+    data = ctx.need_log().get_optional(rel, CAP_LOOKUP, f"lookup shard {rel}")
+    if data is None:
+        return []
+    try:
+        table = json.loads(data)
+    except ValueError as exc:
+        raise SiteError(f"the lookup shard {rel} is not valid JSON") from exc
+    if not isinstance(table, dict):
+        raise SiteError(f"the lookup shard {rel} is not a JSON object")
+    hits = table.get(key, [])
+    if not isinstance(hits, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in hits):
+        raise SiteError(f"the lookup shard {rel} lists something other than log indices for {key}")
+    return sorted(set(hits))
+
+
+def model_lookup_key(manufacturer_id: str, model_id: str, hardware_version: str, firmware_version: str) -> str:
+    """The lookup key of a CPL device model: SHA-256 of the four fields joined by newlines."""
+    text = "\n".join((manufacturer_id, model_id, hardware_version, firmware_version))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def parse_entry(raw: bytes) -> dict[str, Any] | None:
+    try:
+        obj = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+# =====================================================================================================
+# CRLs: signed up to a pinned root, fresh, never rolled back, optionally logged
+# =====================================================================================================
+
+
+@dataclass
+class CrlResult:
+    name: str
+    crl: x509.CertificateRevocationList
+    issuer: x509.Certificate
+    number: int
+    this_update: datetime
+    next_update: datetime
+    sha256: str
+    entries: int
+    logged_at: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "issuer": self.name,
+            "issuer_subject": self.issuer.subject.rfc4514_string(),
+            "issuer_sha256": cert_sha256(self.issuer),
+            "number": self.number,
+            "this_update": _iso(self.this_update),
+            "next_update": _iso(self.next_update),
+            "entries": self.entries,
+            "sha256": self.sha256,
+            "logged_at_index": self.logged_at,
+        }
+
+
+def crl_issuer_cert(ctx: Context, name: str) -> x509.Certificate:
+    """The certificate of the CRL issuer ``name``: a pinned root, or ``/pki/<name>.pem`` chained to one."""
+    root = ctx.root_named(name)
+    if root is not None:
+        return root
+    cert = ctx.pki_cert(name)
+    if cert is None:
+        raise FetchError(f"the site has no pki/{name}.pem, so the CRL of {name} cannot be checked")
+    try:
+        build_chain(cert, [], ctx.roots(), ctx.now)
+    except ChainError as exc:
+        raise VerifyFailed(f"the issuer certificate pki/{name}.pem is not trusted: {exc}") from exc
+    bc = _ext(cert, x509.BasicConstraints)
+    if bc is None or not bc.ca:
+        raise VerifyFailed(f"pki/{name}.pem is not a CA certificate")
+    if not not_before(cert) <= ctx.now <= not_after(cert):
+        raise VerifyFailed(
+            f"the issuer certificate pki/{name}.pem is not valid now ({_iso(not_before(cert))} to "
+            f"{_iso(not_after(cert))}): its key must not sign CRLs; do not rely on its CRL"
+        )
+    return cert
+
+
+def verify_crl(ctx: Context, name: str, require_logged: bool = False) -> CrlResult:
+    """Fetch ``/crl/<name>.crl`` and check it; raises ``VerifyFailed`` (or ``FetchError``) with the meaning."""
+    cached = ctx._crls.get(name)
+    if cached is not None and (cached.logged_at is not None or not require_logged):
+        return cached
+    if not _NAME_RE.fullmatch(name):
+        raise UsageError(f"{name!r} is not an issuer name")
+    site = ctx.need_site()
+    cap = int(getattr(ctx.args, "max_crl_bytes", CAP_CRL))
+    try:
+        data = site.get(f"crl/{name}.crl", cap, f"CRL of {name}")
+    except NotFound as exc:
+        raise FetchError(f"the CRL of {name} is unavailable: {exc}") from exc
+    try:
+        crl = x509.load_der_x509_crl(data)
+    except ValueError as exc:
+        raise VerifyFailed(f"crl/{name}.crl is not a DER CRL ({exc}); do not rely on it") from exc
+    issuer = crl_issuer_cert(ctx, name)
+    if crl.issuer != issuer.subject:
+        raise VerifyFailed(
+            f"crl/{name}.crl was issued by '{crl.issuer.rfc4514_string()}', not by {describe_cert(issuer)}: "
+            "it is another CA's CRL; do not use it"
+        )
+    verify_crl_signature(data, issuer)
+    ku = _ext(issuer, x509.KeyUsage)
+    if ku is not None and not ku.crl_sign:
+        raise VerifyFailed(f"{describe_cert(issuer)} may not sign CRLs (keyUsage lacks cRLSign)")
+    try:
+        aki = crl.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
+        ski = _ext(issuer, x509.SubjectKeyIdentifier)
+        if aki is not None and ski is not None and aki != ski.digest:
+            raise VerifyFailed(f"crl/{name}.crl names another issuer key (authorityKeyIdentifier mismatch)")
+    except x509.ExtensionNotFound:
+        pass
+    this_update = crl.last_update_utc
+    next_update = crl.next_update_utc
+    if this_update > ctx.now + CLOCK_SKEW:
+        raise VerifyFailed(
+            f"the CRL of {name} says it was issued at {_iso(this_update)}, in the future "
+            f"(now {_iso(ctx.now)}): the CRL or your clock is wrong; do not rely on it"
+        )
+    if next_update is None:
+        raise VerifyFailed(f"the CRL of {name} has no nextUpdate, so its freshness cannot be judged")
+    if ctx.now > next_update:
+        raise VerifyFailed(
+            f"the CRL of {name} is stale: it expired {_ago(ctx.now - next_update)} ago (nextUpdate "
+            f"{_iso(next_update)}); do not rely on it. Revocations made since may be missing."
+        )
+    try:
+        number = int(crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number)
+    except x509.ExtensionNotFound as exc:
+        raise VerifyFailed(f"the CRL of {name} has no CRL number, so a rollback could not be detected") from exc
+    sha = hashlib.sha256(data).hexdigest()
+    fp = cert_sha256(issuer)
+    seen = ctx.state.crl(fp)
+    if seen is not None:
+        last = int(seen.get("number", -1))
+        if number < last:
+            raise VerifyFailed(
+                f"rollback: the site serves CRL number {number} of {name}, but number {last} was seen on "
+                f"{seen.get('seen_at', '?')}: an old CRL is being replayed; do not rely on it "
+                "(revocations made since would be hidden)"
+            )
+        if number == last and seen.get("sha256") != sha:
+            raise VerifyFailed(
+                f"two different CRLs of {name} carry the same number {number} (seen before: SHA-256 "
+                f"{seen.get('sha256')}; now: {sha}); the CA misbehaved; do not rely on either"
+            )
+    result = CrlResult(name, crl, issuer, number, this_update, next_update, sha, len(crl))
+    if require_logged:
+        result.logged_at = find_crl_entry(ctx, result)
+    if seen is None or number >= int(seen.get("number", -1)):
+        ctx.state.set_crl(
+            fp, {"issuer": name, "number": number, "sha256": sha, "seen_at": _iso(ctx.now), "issuer_sha256": fp}
+        )
+    ctx._crls[name] = result
+    return result
+
+
+def find_crl_entry(ctx: Context, res: CrlResult) -> int:
+    """The log index of the ``crl/v1`` entry for exactly these CRL bytes, proved included."""
+    signed, fetcher = latest_checkpoint(ctx)
+    size = signed.checkpoint.size
+    expected = {
+        "type": "crl/v1",
+        "issuer": res.name,
+        "number": res.number,
+        "this_update": _iso(res.this_update),
+        "next_update": _iso(res.next_update),
+        "sha256": res.sha256,
+    }
+
+    def check(index: int, entry: dict[str, Any] | None) -> bool:
+        if entry is None or entry.get("type") != "crl/v1" or entry.get("sha256") != res.sha256:
+            return False
+        if entry != expected:
+            raise VerifyFailed(f"the log's crl/v1 entry {index} for these CRL bytes says {entry}, not {expected}")
+        return True
+
+    for index in read_lookup(ctx, "hash", res.sha256):
+        if index >= size:
+            raise SiteError(f"the lookup lists index {index} for the CRL, beyond the log's size {size}")
+        if check(index, parse_entry(prove_entry(ctx, fetcher, signed, index))):
+            return index
+    # Not in the lookup: the entry is normally among the newest, so search backwards a few bundles.
+    scan = int(getattr(ctx.args, "scan_bundles", 8))
+    last = (size - 1) // TILE_WIDTH if size else -1
+    for bundle in range(last, max(last - scan, -1), -1):
+        for offset, raw in reversed(list(enumerate(fetcher.bundle(bundle)))):
+            index = bundle * TILE_WIDTH + offset
+            if check(index, parse_entry(raw)):
+                prove_entry(ctx, fetcher, signed, index)
+                return index
+    searched = min(size, scan * TILE_WIDTH)
+    raise VerifyFailed(
+        f"no crl/v1 entry for exactly these bytes (SHA-256 {res.sha256}) is in the log (searched the lookup "
+        f"and the newest {searched} entries): this CRL was not logged, so it may have been shown to you alone"
+    )
+
+
+def crl_names(ctx: Context) -> list[str]:
+    """The issuers to check when none is named: those ``status.json`` lists, else the pinned ones."""
+    data = ctx.need_site().get_optional("status.json", CAP_SMALL, "status.json")
+    names: list[str] = []
+    if data is not None:
+        try:
+            crls = json.loads(data).get("crls", {})
+            names = [n for n in crls if isinstance(n, str) and _NAME_RE.fullmatch(n)]
+        except (ValueError, AttributeError):
+            names = []
+    if not names:
+        names = [*ctx.trust.intermediates, *(r.name for r in ctx.trust.roots)] or ["ica"]
+    return sorted(dict.fromkeys(names))
+
+
+def cmd_crl(ctx: Context) -> int:
+    names = ctx.args.issuer or crl_names(ctx)
+    results = []
+    for name in names:
+        res = verify_crl(ctx, name, require_logged=ctx.args.require_logged)
+        results.append(res.to_json())
+        ctx.say(f"CRL of {name}: OK")
+        ctx.say(f"  issuer:      {res.issuer.subject.rfc4514_string()} (chains to a pinned IKI root)")
+        ctx.say(f"  number:      {res.number}")
+        ctx.say(f"  thisUpdate:  {_iso(res.this_update)}")
+        ctx.say(f"  nextUpdate:  {_iso(res.next_update)} (fresh for {_ago(res.next_update - ctx.now)} more)")
+        ctx.say(f"  entries:     {res.entries}")
+        ctx.say(f"  SHA-256:     {res.sha256}")
+        if res.logged_at is not None:
+            ctx.say(f"  logged:      crl/v1 entry {res.logged_at} (inclusion proved)")
+    ctx.result["crls"] = results
+    return EXIT_OK
+
+
+# =====================================================================================================
+# cert / link: is this an IKI certificate, chained to a pinned root, not revoked, per a fresh CRL?
+# =====================================================================================================
+
+
+def _spki(cert: x509.Certificate) -> bytes:
+    return cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def _gather_intermediates(
+    ctx: Context, cert: x509.Certificate, extra: list[x509.Certificate]
+) -> list[x509.Certificate]:
+    out = list(extra)
+    names = [*crl_names_of(cert), *ctx.trust.intermediates, "ica"]
+    seen: set[str] = set()
+    while names:
+        name = names.pop(0)
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            c = ctx.pki_cert(name)
+        except FetchError:
+            c = None
+        if c is not None:
+            out.append(c)
+            names.extend(crl_names_of(c))
+    return out
+
+
+def certificate_verdict(
+    ctx: Context, cert: x509.Certificate, extra: list[x509.Certificate], role: str | None, what: str = "certificate"
+) -> tuple[int, dict[str, Any]]:
+    """The verdict on an end-entity IKI certificate: trusted, revoked, expired, untrusted or crl-unavailable."""
+    dont = f"Do not trust this {what}."
+    who = identity_of(cert, ctx.trust)
+    info: dict[str, Any] = {
+        "subject": cert.subject.rfc4514_string(),
+        "serial": f"{cert.serial_number:x}",
+        "sha256": cert_sha256(cert),
+        "organisation": who.organisation,
+        "organisation_id": who.organisation_id,
+        "role": who.role,
+        "not_before": _iso(not_before(cert)),
+        "not_after": _iso(not_after(cert)),
+    }
+
+    def verdict(name: str, message: str, code: int) -> tuple[int, dict[str, Any]]:
+        info["verdict"] = name
+        info["message"] = message
+        return code, info
+
+    try:
+        chain = build_chain(cert, _gather_intermediates(ctx, cert, extra), ctx.roots(), ctx.now)
+        check_end_entity(cert, ctx.trust.eku)
+    except ChainError as exc:
+        return verdict("untrusted", f"{exc}. {dont}", EXIT_FAILED)
+    info["chain"] = [c.subject.rfc4514_string() for c in chain]
+    if role and role != "any" and who.role != role:
+        return verdict(
+            "untrusted",
+            f"the certificate is an IKI certificate of {who.organisation} (role {who.role or 'unknown'}), "
+            f"not of the {role}. Do not trust it for this purpose.",
+            EXIT_FAILED,
+        )
+    if ctx.now < not_before(cert):
+        return verdict("untrusted", f"the certificate is not valid before {_iso(not_before(cert))}", EXIT_FAILED)
+    # Revocation of every certificate below the root, each against a fresh, verified CRL.
+    revocation = []
+    for child, issuer in zip(chain, chain[1:]):
+        names = crl_names_of(child) or [n for n in [ctx.name_of(issuer)] if n]
+        if not names:
+            return verdict("crl-unavailable", f"{describe_cert(child)} names no CRL on this site", EXIT_FAILED)
+        name = names[0]
+        try:
+            res = verify_crl(ctx, name)
+        except FetchError as exc:
+            return verdict("crl-unavailable", f"{exc}. Without a fresh CRL the certificate cannot be trusted.", 2)
+        except VerifyFailed as exc:
+            return verdict(
+                "crl-unavailable", f"{exc}. Without a fresh CRL the certificate cannot be trusted.", EXIT_FAILED
+            )
+        if _spki(res.issuer) != _spki(issuer):
+            return verdict(
+                "crl-unavailable", f"the CRL {name} is not signed by the key of {describe_cert(issuer)}", EXIT_FAILED
+            )
+        revocation.append({"certificate": describe_cert(child), "crl": name, "crl_number": res.number})
+        rev = revoked_entry(res.crl, child.serial_number)
+        if rev is not None:
+            info["revoked"] = {
+                "certificate": describe_cert(child),
+                "date": _iso(rev.date),
+                "reason": rev.reason,
+                "invalidity_date": _iso(rev.invalidity) if rev.invalidity else None,
+                "crl": name,
+                "crl_number": res.number,
+            }
+            whose = "the certificate" if child is cert else f"its issuing CA {describe_cert(child)}"
+            since = f", key invalid since {_iso(rev.invalidity)}" if rev.invalidity else ""
+            return verdict(
+                "revoked",
+                f"{whose} was revoked on {_iso(rev.date)} (reason: {rev.reason}{since}) according to CRL "
+                f"{name} number {res.number}. {dont}",
+                EXIT_FAILED,
+            )
+    info["revocation"] = revocation
+    if ctx.now > not_after(cert):
+        return verdict(
+            "expired",
+            f"the certificate expired {_ago(ctx.now - not_after(cert))} ago ({_iso(not_after(cert))}). {dont}",
+            EXIT_FAILED,
+        )
+    return verdict(
+        "trusted",
+        f"an IKI certificate of {who.organisation} (ID {who.organisation_id}, role {who.role}), chained to a "
+        "pinned IKI root, valid now, not revoked according to fresh CRLs",
+        EXIT_OK,
+    )
+
+
+def _report_verdict(ctx: Context, code: int, info: dict[str, Any], what: str) -> int:
+    ctx.result.update(info)
+    ctx.say(f"{what}: {info['verdict'].upper()}")
+    ctx.say(f"  {info['message']}")
+    ctx.say(f"  subject: {info['subject']}  serial {info['serial']}")
+    ctx.say(f"  valid:   {info['not_before']} to {info['not_after']}")
+    if "chain" in info:
+        ctx.say("  chain:   " + " <- ".join(info["chain"]))
+    return code
+
+
+def cmd_cert(ctx: Context) -> int:
+    try:
+        data = Path(ctx.args.file).read_bytes()
+    except OSError as exc:
+        raise FetchError(f"cannot read {ctx.args.file}: {exc.strerror or exc}") from exc
+    certs = load_certificates(data, ctx.args.file)
+    code, info = certificate_verdict(ctx, certs[0], certs[1:], ctx.args.role)
+    return _report_verdict(ctx, code, info, f"certificate {ctx.args.file}")
+
+
+def fetch_tls_certificates(url: str, timeout: float) -> list[x509.Certificate]:
+    """The certificate(s) a TLS server presents (not validated here: the caller checks them against the IKI)."""
+    parts = urlsplit(url if "://" in url else "https://" + url)
+    if parts.scheme.lower() not in ("https", "tls") or not parts.hostname:
+        raise UsageError(f"{url}: give an https:// URL (or host:port) of the triage endpoint")
+    host, port = parts.hostname, parts.port or 443
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    tls.minimum_version = ssl.TLSVersion.TLSv1_2
+    # The chain is checked against the pinned IKI root below, not against the system's web roots.
+    tls.check_hostname = False
+    tls.verify_mode = ssl.CERT_NONE
+    try:
+        with (
+            socket.create_connection((host, port), timeout=timeout) as sock,
+            tls.wrap_socket(sock, server_hostname=host) as conn,
+        ):
+            der = conn.getpeercert(binary_form=True)
+            chain = getattr(conn, "get_unverified_chain", None)
+            extra = [c for c in (chain() or []) if isinstance(c, bytes)] if chain else []  # Python 3.13+
+    except (socket.timeout, TimeoutError) as exc:
+        raise FetchError(f"{host}:{port}: no answer within {timeout:g} s") from exc
+    except ssl.SSLError as exc:
+        raise FetchError(f"{host}:{port}: the TLS handshake failed ({exc.reason or exc})") from exc
+    except OSError as exc:
+        raise FetchError(f"{host}:{port}: cannot connect ({exc.strerror or exc})") from exc
+    if not der:
+        raise VerifyFailed(f"{host}:{port} presented no certificate")
+    certs = [x509.load_der_x509_certificate(der)]
+    for item in extra[1:]:
+        try:
+            certs.append(x509.load_der_x509_certificate(bytes(item)))
+        except ValueError:
+            continue
+    return certs
+
+
+def cmd_link(ctx: Context) -> int:
+    certs = fetch_tls_certificates(ctx.args.url, float(ctx.args.timeout))
+    code, info = certificate_verdict(ctx, certs[0], certs[1:], ctx.args.role, "endpoint")
+    info["endpoint"] = ctx.args.url
+    return _report_verdict(ctx, code, info, f"triage link {ctx.args.url}")
+
+
+# =====================================================================================================
+# inclusion: is this firmware hash approved, for which device models, and was it replaced later?
+# =====================================================================================================
+
+ASSOCIATION_TYPE = "cpl-association/v1"
+CRL_TYPE = "crl/v1"
+
+
+def _model_of(entry: dict[str, Any]) -> tuple[str, str, str, str]:
+    m = entry.get("device_model")
+    if not isinstance(m, dict):
+        return ("", "", "", "")
+    return (
+        str(m.get("manufacturer_id", "")),
+        str(m.get("model_id", "")),
+        str(m.get("hardware_version", "")),
+        str(m.get("firmware_version", "")),
+    )
+
+
+def _party(entry: dict[str, Any], key: str) -> dict[str, Any]:
+    value = entry.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def describe_association(index: int, entry: dict[str, Any]) -> dict[str, Any]:
+    mid, model, hw, fw = _model_of(entry)
+    man, end = _party(entry, "manufacturer"), _party(entry, "endorser")
+    out: dict[str, Any] = {
+        "index": index,
+        "image_sha256": entry.get("image_sha256"),
+        "device_model": {"manufacturer_id": mid, "model_id": model, "hardware_version": hw, "firmware_version": fw},
+        "device_type": entry.get("device_type"),
+        "smets_version": entry.get("smets_version"),
+        "manufacturer": {"organisation": man.get("organisation"), "organisation_id": man.get("organisation_id")},
+        "endorser": {
+            "organisation": end.get("organisation"),
+            "organisation_id": end.get("organisation_id"),
+            "role": end.get("role"),
+        },
+        "approved_at": entry.get("approved_at"),
+        "panel_ref": entry.get("panel_ref"),
+        "submission_id": entry.get("submission_id"),
+    }
+    if isinstance(entry.get("replaces"), dict):
+        out["replaces"] = entry["replaces"]
+    return out
+
+
+def _say_association(ctx: Context, a: dict[str, Any]) -> None:
+    m = a["device_model"]
+    ctx.say(f"log index {a['index']}: image {a['image_sha256']}")
+    ctx.say(
+        f"  device model:  manufacturer {m['manufacturer_id']}, model {m['model_id']!r}, hardware "
+        f"{m['hardware_version']!r}, firmware {m['firmware_version']!r} ({a['device_type']}, {a['smets_version']})"
+    )
+    ctx.say(f"  manufacturer:  {a['manufacturer']['organisation']} (ID {a['manufacturer']['organisation_id']})")
+    e = a["endorser"]
+    ctx.say(f"  endorsed by:   {e['organisation']} (ID {e['organisation_id']}, {e['role']})")
+    ctx.say(f"  approved at:   {a['approved_at']} (Panel reference {a['panel_ref']}, submission {a['submission_id']})")
+    if "replaces" in a:
+        r = a["replaces"]
+        ctx.say(f"  replaces:      log index {r.get('index')} (investigation {r.get('investigation_ref')})")
+    if a.get("replaced_by"):
+        ctx.say(f"  REPLACED:      by log index {a['replaced_by']}; this hash is no longer current for the model")
+    elif a.get("current") is not None:
+        ctx.say("  status:        current for its device model (no later association in the log's lookup)")
+
+
+def _sha256_file(path: str) -> str:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as exc:
+        raise FetchError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    return digest.hexdigest()
+
+
+def _annotate_replacements(
+    ctx: Context, fetcher: TileFetcher, signed: SignedCheckpoint, found: list[dict[str, Any]]
+) -> None:
+    """For each association, look for later associations of the same device model (each one is proved)."""
+    for a in found:
+        m = a["device_model"]
+        key = model_lookup_key(m["manufacturer_id"], m["model_id"], m["hardware_version"], m["firmware_version"])
+        later = [i for i in read_lookup(ctx, "model", key) if i > a["index"]]
+        a["replaced_by"] = None
+        a["current"] = True
+        for j in later:
+            if j >= signed.checkpoint.size:
+                raise SiteError(f"the model lookup lists index {j}, beyond the log's size {signed.checkpoint.size}")
+            other = parse_entry(prove_entry(ctx, fetcher, signed, j))
+            if other is None or other.get("type") != ASSOCIATION_TYPE or _model_of(other) != tuple(m.values()):
+                raise SiteError(f"the model lookup lists index {j}, which is not an association of this model")
+            a["current"] = False
+            if a["replaced_by"] is None:
+                a["replaced_by"] = j
+                rep = other.get("replaces")
+                if not isinstance(rep, dict) or rep.get("index") != a["index"]:
+                    ctx.warn(
+                        f"entry {j} associates another hash with the model of entry {a['index']} without naming "
+                        "it as replaced (run 'audit' to check the whole history)"
+                    )
+
+
+def cmd_inclusion(ctx: Context) -> int:
+    args = ctx.args
+    if args.proof:
+        return inclusion_offline(ctx)
+    image = None
+    if args.file:
+        image = _sha256_file(args.file)
+    elif args.hash:
+        image = args.hash.lower()
+        if not _HEX64_RE.fullmatch(image):
+            raise UsageError("--hash must be a SHA-256: 64 hex digits")
+    signed, fetcher = latest_checkpoint(ctx)
+    size = signed.checkpoint.size
+    ctx.result["checkpoint"] = {"size": size, "root": b64encode(signed.checkpoint.root)}
+    if args.index is not None:
+        if args.entry is not None:  # the entry at hand: only hash tiles are needed (logs without bundles too)
+            try:
+                entry_bytes = Path(args.entry).read_bytes()
+            except OSError as exc:
+                raise FetchError(f"cannot read {args.entry}: {exc.strerror or exc}") from exc
+            prove_leaf(fetcher, signed, args.index, leaf_hash(entry_bytes), f"the bytes of {args.entry}")
+        else:
+            entry_bytes = prove_entry(ctx, fetcher, signed, args.index)
+        entry = parse_entry(entry_bytes)
+        ctx.result["index"] = args.index
+        ctx.result["entry"] = entry if entry is not None else b64encode(entry_bytes)
+        ctx.say(f"entry {args.index} is in the log (size {size}), proved against the signed checkpoint:")
+        if entry is not None and entry.get("type") == ASSOCIATION_TYPE:
+            a = describe_association(args.index, entry)
+            _annotate_replacements(ctx, fetcher, signed, [a])
+            ctx.result["associations"] = [a]
+            _say_association(ctx, a)
+        else:
+            ctx.say("  " + entry_bytes.decode("utf-8", "replace"))
+        return EXIT_OK
+    if image is None and not args.model:
+        raise UsageError("give --hash HEX, --file IMAGE, --model MID MODEL HW FW, --index N or --proof FILE")
+    if image is not None:
+        indices, kind, key = read_lookup(ctx, "hash", image), "hash", image
+    else:
+        key = model_lookup_key(*args.model)
+        indices, kind = read_lookup(ctx, "model", key), "model"
+    found = []
+    for index in indices:
+        if index >= size:
+            raise SiteError(
+                f"the site's lookup lists index {index}, beyond its signed log size {size}; its lookup is wrong"
+            )
+        entry = parse_entry(prove_entry(ctx, fetcher, signed, index))
+        if entry is None or entry.get("type") != ASSOCIATION_TYPE:
+            raise SiteError(f"the site's {kind} lookup points at log index {index}, which is not an association")
+        if image is not None and entry.get("image_sha256") != image:
+            raise SiteError(
+                f"the site's lookup points at log index {index} for image {image}, but that entry (verified) is "
+                f"for image {entry.get('image_sha256')}: the lookup is wrong or tampered with"
+            )
+        if kind == "model" and model_lookup_key(*_model_of(entry)) != key:
+            raise SiteError(f"the site's model lookup points at log index {index}, an entry of another model")
+        if args.model and tuple(args.model) != _model_of(entry):
+            continue
+        found.append(describe_association(index, entry))
+    _annotate_replacements(ctx, fetcher, signed, found)
+    ctx.result["associations"] = found
+    ctx.result["query"] = {"image_sha256": image, "device_model": list(args.model) if args.model else None}
+    if not found:
+        what = f"image hash {image}" if image else "device model " + "/".join(args.model)
+        ctx.result["found"] = False
+        ctx.say(f"NOT FOUND: no association of {what} is in the log (size {size}).")
+        ctx.say("  This image is not on the CPL according to this log; do not install it as approved.")
+        return EXIT_FAILED
+    ctx.say(f"FOUND in the log (size {size}; every entry proved against the signed checkpoint):")
+    for a in found:
+        _say_association(ctx, a)
+    return EXIT_OK
+
+
+def inclusion_offline(ctx: Context) -> int:
+    """``--proof FILE``: a c2sp.org/tlog-proof@v1 file, checked without the site if the entry is at hand."""
+    args = ctx.args
+    try:
+        proof = parse_tlog_proof(Path(args.proof).read_bytes())
+    except OSError as exc:
+        raise FetchError(f"cannot read {args.proof}: {exc.strerror or exc}") from exc
+    except CheckpointError as exc:
+        raise VerifyFailed(f"{args.proof}: {exc}") from exc
+    if args.entry:
+        entry_bytes = Path(args.entry).read_bytes()
+    elif proof.extra is not None:
+        entry_bytes = proof.extra  # authenticated by the inclusion proof below
+    elif ctx.log is not None:
+        cp = parse_unverified(proof.checkpoint)
+        entry_bytes = TileFetcher(ctx.log, cp.size).bundle(proof.index // TILE_WIDTH)[proof.index % TILE_WIDTH]
+    else:
+        raise UsageError("give --entry FILE (the entry's bytes) with --proof, or --site to fetch the entry")
+    signed = verify_checkpoint_note(ctx, proof.checkpoint, args.proof)
+    cp = signed.checkpoint
+    try:
+        verify_inclusion(proof.index, cp.size, leaf_hash(entry_bytes), proof.proof, cp.root)
+    except ProofError as exc:
+        raise VerifyFailed(f"{args.proof}: the entry is not proved to be at index {proof.index}: {exc}") from exc
+    remembered = ctx.state.checkpoint(ctx.origin)
+    if remembered is not None:
+        old = open_checkpoint(remembered, ctx.origin, ctx.trust.verifiers)
+        o, n = old.checkpoint, signed.checkpoint
+        if o.size == n.size and o.root != n.root:
+            raise VerifyFailed(
+                "fork: the proof's checkpoint and the one remembered in --state are different trees of the same size",
+                evidence=fork_evidence(old.raw, signed.raw),
+            )
+    entry = parse_entry(entry_bytes)
+    image = (args.hash or "").lower() or (_sha256_file(args.file) if args.file else None)
+    if image and (entry is None or entry.get("image_sha256") != image):
+        raise VerifyFailed(f"the proved entry is not for image {image}")
+    ctx.result["index"] = proof.index
+    ctx.result["checkpoint"] = {"size": signed.checkpoint.size, "root": b64encode(signed.checkpoint.root)}
+    ctx.say(f"entry {proof.index} is in the log at size {signed.checkpoint.size} (offline proof {args.proof})")
+    if entry is not None and entry.get("type") == ASSOCIATION_TYPE:
+        a = describe_association(proof.index, entry)
+        ctx.result["associations"] = [a]
+        _say_association(ctx, a)
+        ctx.say("  (offline: later replacements are not checked; run 'inclusion --hash' against the site for that)")
+    else:
+        ctx.result["entry"] = entry if entry is not None else b64encode(entry_bytes)
+        ctx.say("  " + entry_bytes.decode("utf-8", "replace"))
+    return EXIT_OK
+
+
+# =====================================================================================================
+# consistency / monitor
+# =====================================================================================================
+
+
+def cmd_consistency(ctx: Context) -> int:
+    remembered = ctx.state.checkpoint(ctx.origin)
+    against = getattr(ctx.args, "against", None)
+    if against:
+        try:
+            data = Path(against).read_bytes()
+        except OSError as exc:
+            raise FetchError(f"cannot read {against}: {exc.strerror or exc}") from exc
+        old = verify_checkpoint_note(ctx, data, against)
+        signed, fetcher = latest_checkpoint(ctx)
+        check_consistent(ctx, fetcher, old, signed, f"in {against}")
+        remembered = old.raw
+    else:
+        signed, fetcher = latest_checkpoint(ctx)
+    cp = signed.checkpoint
+    ctx.result["checkpoint"] = {"origin": cp.origin, "size": cp.size, "root": b64encode(cp.root)}
+    ctx.result["requests"] = ctx.need_log().stats.requests
+    if remembered is None:
+        ctx.result["previous"] = None
+        ctx.say(f"checkpoint verified: {cp.origin}, size {cp.size}, root {b64encode(cp.root)}")
+        if ctx.state.enabled:
+            ctx.say("  first run with this state folder: remembered it; later runs prove the log only grew")
+        else:
+            ctx.say("  (no --state: nothing to compare with; give --state DIR to detect forks and rollbacks)")
+        return EXIT_OK
+    old_cp = parse_unverified(remembered)
+    ctx.result["previous"] = {"size": old_cp.size, "root": b64encode(old_cp.root)}
+    ctx.say(f"checkpoint verified: {cp.origin}, size {cp.size}, root {b64encode(cp.root)}")
+    if old_cp.size == cp.size:
+        ctx.say(f"  same tree as before (size {cp.size}): no change")
+    else:
+        ctx.say(f"  consistent with the earlier checkpoint of size {old_cp.size}: the log only grew, nothing changed")
+    return EXIT_OK
+
+
+def cmd_monitor(ctx: Context) -> int:
+    count = int(ctx.args.count)
+    n = 0
+    while True:
+        ctx._latest = None
+        code = cmd_consistency(ctx)
+        ctx.state.save()
+        n += 1
+        if code != EXIT_OK or (count and n >= count) or not ctx.args.interval:
+            return code
+        time.sleep(float(ctx.args.interval))
+
+
+# =====================================================================================================
+# audit: the whole log, every tile and the root recomputed, every entry's evidence re-verified, and the
+# SEC Appendix Z 4.3 rules checked over the whole history
+# =====================================================================================================
+
+SHEET_COLUMNS = (
+    "manufacturer_id",
+    "manufacturer_name",
+    "model_id",
+    "hardware_version",
+    "firmware_version",
+    "device_type",
+    "smets_version",
+    "image_hash",
+)
+DEVICE_TYPES = frozenset({"ESME", "GSME", "CHF", "GPF", "PPMID", "IHD", "HCALCS", "CAD", "SAPC"})
+COMMS_HUB_TYPES = frozenset({"CHF", "GPF"})
+MAX_UNZIPPED = 50 * MIB
+
+
+class SheetError(ValueError):
+    """A signed spreadsheet cannot be read."""
+
+
+def _clean(value: str) -> str:
+    """Strip control and format characters (bidi overrides too) and surrounding space, as intake does."""
+    if value.isascii() and value.isprintable():
+        return value.strip()
+    return "".join(c for c in value if unicodedata.category(c) not in ("Cc", "Cf")).strip()
+
+
+def _header_key(value: str) -> str:
+    return re.sub(r"[\s_-]+", "_", value.strip().lower())
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def _xlsx_cells(data: bytes) -> list[list[str]]:
+    """The first worksheet of an .xlsx as rows of text (stdlib only; DTDs refused, sizes bounded)."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        members = {m.filename: m for m in archive.infolist()}
+        if len(members) > 200 or sum(m.file_size for m in members.values()) > MAX_UNZIPPED:
+            raise SheetError("the .xlsx archive is too large when expanded")
+
+        def xml(name: str) -> ET.Element | None:
+            if name not in members:
+                return None
+            raw = archive.read(name)
+            if b"<!DOCTYPE" in raw or b"<!ENTITY" in raw:
+                raise SheetError(f"{name} declares a DTD or entities")
+            return ET.fromstring(raw)  # noqa: S314 - no DTD (checked above), bounded size
+
+        book = xml("xl/workbook.xml")
+        rels = xml("xl/_rels/workbook.xml.rels")
+        target = "xl/worksheets/sheet1.xml"
+        if book is not None and rels is not None:
+            first = next((e for e in book.iter() if _local(e.tag) == "sheet"), None)
+            rid = next((v for k, v in (first.attrib.items() if first is not None else []) if _local(k) == "id"), None)
+            for rel in rels.iter():
+                if _local(rel.tag) == "Relationship" and rel.get("Id") == rid:
+                    t = rel.get("Target", "")
+                    target = t.lstrip("/") if t.startswith("/") else "xl/" + t
+        shared: list[str] = []
+        strings = xml("xl/sharedStrings.xml")
+        if strings is not None:
+            for si in strings:
+                if _local(si.tag) == "si":
+                    runs = [x for x in si if _local(x.tag) == "t"]
+                    runs += [t for r in si if _local(r.tag) == "r" for t in r if _local(t.tag) == "t"]
+                    shared.append("".join(t.text or "" for t in runs))
+        sheet = xml(target)
+        if sheet is None:
+            raise SheetError("the .xlsx file has no first worksheet")
+        rows: list[list[str]] = []
+        for row in sheet.iter():
+            if _local(row.tag) != "row":
+                continue
+            values: dict[int, str] = {}
+            for c in row:
+                if _local(c.tag) != "c":
+                    continue
+                ref = c.get("r", "")
+                letters = "".join(ch for ch in ref if ch.isalpha())
+                col = 0
+                for ch in letters.upper():
+                    col = col * 26 + ord(ch) - 64
+                col = col - 1 if letters else len(values)
+                kind = c.get("t", "n")
+                v = next((x for x in c if _local(x.tag) == "v"), None)
+                text = (v.text or "") if v is not None else ""
+                if any(_local(x.tag) == "f" for x in c):
+                    text = "\x00formula"
+                elif kind == "s":
+                    text = shared[int(text)] if text.isdigit() and int(text) < len(shared) else ""
+                elif kind == "inlineStr":
+                    text = "".join(t.text or "" for t in c.iter() if _local(t.tag) == "t")
+                values[col] = text
+            if values:
+                rows.append([values.get(i, "") for i in range(max(values) + 1)])
+        return rows
+    except (zipfile.BadZipFile, KeyError, ValueError, RuntimeError) as exc:
+        if isinstance(exc, SheetError):
+            raise
+        raise SheetError(f"the .xlsx file cannot be read ({type(exc).__name__})") from exc
+
+
+def sheet_rows(data: bytes) -> list[dict[str, str]]:
+    """The association rows of a signed CPL spreadsheet (.csv or .xlsx), normalised for comparison."""
+    if data.startswith(b"PK"):
+        table = _xlsx_cells(data)
+    else:
+        try:
+            text = data.decode("utf-8-sig")
+            table = [list(r) for r in csv.reader(io.StringIO(text, newline=""))]
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise SheetError(f"the .csv file cannot be read ({exc})") from exc
+    header: dict[str, int] | None = None
+    out = []
+    for values in table:
+        if all(not v.strip() for v in values):
+            continue
+        if header is None:
+            keys = [_header_key(v) for v in values]
+            missing = [c for c in SHEET_COLUMNS if c not in keys]
+            if missing:
+                raise SheetError(f"the header lacks the columns {', '.join(missing)}")
+            header = {c: keys.index(c) for c in SHEET_COLUMNS}
+            continue
+        row = {c: _clean(values[i]) if i < len(values) else "" for c, i in header.items()}
+        row["device_type"] = row["device_type"].upper()
+        row["smets_version"] = row["smets_version"].upper().replace(" ", "")
+        row["image_hash"] = row["image_hash"].lower()
+        out.append(row)
+    if header is None:
+        raise SheetError("the spreadsheet is empty")
+    return out
+
+
+@dataclass
+class Evidence:
+    """One submission's evidence, fetched and checked once for all its entries."""
+
+    problems: list[str] = field(default_factory=list)
+    signers: dict[str, CmsSigner] = field(default_factory=dict)  # certificate SHA-256 -> signer
+    identities: dict[str, Identity] = field(default_factory=dict)  # certificate SHA-256 -> subject identity
+    certs: list[x509.Certificate] = field(default_factory=list)
+    rows: set[tuple[str, ...]] = field(default_factory=set)  # values in SHEET_COLUMNS order
+    readable: bool = False
+    request: dict[str, Any] = field(default_factory=dict)
+
+
+_PARTY_KEYS = {"organisation", "organisation_id", "role", "certificate_sha256"}
+_ASSOCIATION_KEYS = {
+    "type",
+    "approved_at",
+    "device_model",
+    "device_type",
+    "endorser",
+    "evidence",
+    "image_sha256",
+    "manufacturer",
+    "manufacturer_name",
+    "panel_ref",
+    "smets_version",
+    "submission_id",
+    "submitter_ref",
+}
+
+
+def _canonical(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def association_shape(entry: dict[str, Any]) -> list[str]:
+    """Format problems of a ``cpl-association/v1`` entry (README "CPL submissions")."""
+    problems = []
+    keys = set(entry)
+    if not keys >= _ASSOCIATION_KEYS or not keys <= _ASSOCIATION_KEYS | {"replaces"}:
+        missing = sorted(_ASSOCIATION_KEYS - keys)
+        unknown = sorted(keys - _ASSOCIATION_KEYS - {"replaces"})
+        problems.append(f"format: missing fields {missing}, unknown fields {unknown}")
+        return problems
+    m = entry["device_model"]
+    if not isinstance(m, dict) or set(m) != {"manufacturer_id", "model_id", "hardware_version", "firmware_version"}:
+        problems.append("format: device_model must have manufacturer_id, model_id, hardware_version, firmware_version")
+    elif not all(isinstance(v, str) and v for v in m.values()):
+        problems.append("format: device_model fields must be non-empty text")
+    for party in ("manufacturer", "endorser"):
+        p = entry[party]
+        if not isinstance(p, dict) or set(p) != _PARTY_KEYS or not _HEX64_RE.fullmatch(str(p["certificate_sha256"])):
+            problems.append(f"format: {party} must have organisation, organisation_id, role, certificate_sha256")
+    if not isinstance(entry["image_sha256"], str) or not _HEX64_RE.fullmatch(entry["image_sha256"]):
+        problems.append("format: image_sha256 is not 64 lowercase hex digits")
+    if entry["device_type"] not in DEVICE_TYPES:
+        problems.append(f"format: unknown device type {entry['device_type']!r}")
+    if entry["smets_version"] not in ("SMETS1", "SMETS2"):
+        problems.append(f"format: unknown SMETS version {entry['smets_version']!r}")
+    try:
+        parse_iso(str(entry["approved_at"]))
+    except ValueError as exc:
+        problems.append(f"format: approved_at: {exc}")
+    ev = entry["evidence"]
+    if (
+        not isinstance(ev, dict)
+        or set(ev) != {"spreadsheet", "request", "signatures"}
+        or not isinstance(ev["signatures"], list)
+        or not ev["signatures"]
+        or not all(isinstance(h, str) and _HEX64_RE.fullmatch(h) for h in [ev["spreadsheet"], ev["request"]])
+        or not all(isinstance(h, str) and _HEX64_RE.fullmatch(h) for h in ev["signatures"])
+    ):
+        problems.append("format: evidence must name the spreadsheet, request and signatures by SHA-256")
+    rep = entry.get("replaces")
+    if rep is not None and (
+        not isinstance(rep, dict)
+        or set(rep) != {"index", "investigation_ref"}
+        or not isinstance(rep["index"], int)
+        or isinstance(rep["index"], bool)
+        or not isinstance(rep["investigation_ref"], str)
+        or not rep["investigation_ref"]
+    ):
+        problems.append("format: replaces must be {index, investigation_ref}")
+    return problems
+
+
+class Auditor:
+    """The ``audit`` command: structure, then every entry, streaming one bundle at a time."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.problems: list[dict[str, Any]] = []
+        self.problem_count = 0
+        self.warning_count = 0
+        self.current: dict[tuple[str, str, str, str], tuple[int, str]] = {}
+        self.crl_numbers: dict[str, tuple[int, int]] = {}
+        self.evidence_cache: dict[tuple[str, ...], Evidence] = {}
+        self.cert_cache: dict[tuple[str, str, str], tuple[list[str], list[str]]] = {}
+        self.crl_cache: dict[str, CrlResult | str] = {}
+        self.revoked_later: set[str] = set()  # signer certificates revoked after their approvals
+        self.counts = {"associations": 0, "crls": 0, "other": 0}
+        self.structure_only = bool(getattr(ctx.args, "structure_only", False))
+        self.max_shown = int(getattr(ctx.args, "max_problems", 1000))
+
+    # -- reporting --------------------------------------------------------------------------------
+    def problem(self, index: int | None, text: str) -> None:
+        self.problem_count += 1
+        where = f"entry {index}" if index is not None else "log"
+        if len(self.problems) < self.max_shown:
+            self.problems.append({"index": index, "problem": text})
+            if not self.ctx.json:
+                self._clear_progress()
+                sys.stdout.write(f"PROBLEM {where}: {text}\n")
+                sys.stdout.flush()
+
+    def warning(self, index: int | None, text: str) -> None:
+        self.warning_count += 1
+        where = f"entry {index}" if index is not None else "log"
+        if self.warning_count <= self.max_shown:
+            self.ctx.warnings.append(f"{where}: {text}")
+            if not self.ctx.json:
+                self._clear_progress()
+                sys.stdout.write(f"warning {where}: {text}\n")
+
+    def _clear_progress(self) -> None:
+        if self.ctx.show_progress:
+            sys.stderr.write("\r\033[K")
+
+    # -- the run ----------------------------------------------------------------------------------
+    def run(self) -> int:
+        ctx = self.ctx
+        started = time.monotonic()
+        signed, _ = latest_checkpoint(ctx)
+        cp = signed.checkpoint
+        size = cp.size
+        log = ctx.need_log()
+        if not self.structure_only:
+            ctx.need_site()
+            ctx.roots()
+        ctx.say(f"audit of {log} at size {size}, root {b64encode(cp.root)} (checkpoint signature verified)")
+        computed: dict[int, list[bytes]] = {0: []}  # level -> hashes computed from the entries (full tiles only)
+        edge: dict[int, list[bytes]] = {}
+        bad_l0: list[str] = []
+        last_report = 0.0
+        bundles = (size + TILE_WIDTH - 1) // TILE_WIDTH
+        for b in range(bundles):
+            tile = tile_for(-1, b, size)
+            data = log.get_optional(tile.path, CAP_BUNDLE, f"entry bundle {tile.path}")
+            if data is None:
+                raise VerifyFailed(f"the site does not serve the entry bundle {tile.path}; the log cannot be audited")
+            try:
+                entries = decode_bundle(data, tile.width, tile.path)
+            except TileError as exc:
+                raise VerifyFailed(f"the site serves a malformed entry bundle: {exc}") from exc
+            leaves = [leaf_hash(e) for e in entries]
+            l0 = Tile(0, b, tile.width)
+            published = log.get_optional(l0.path, l0.width * HASH_SIZE, f"hash tile {l0.path}")
+            if published is None and not l0.full:
+                full = log.get_optional(l0.as_full().path, TILE_WIDTH * HASH_SIZE, f"hash tile {l0.path}")
+                published = full[: l0.width * HASH_SIZE] if full else None
+            if published != b"".join(leaves):
+                bad_l0.append(l0.path)
+            if tile.full:
+                computed[0].append(root_of(leaves))
+            else:
+                edge[0] = leaves
+            if not self.structure_only:
+                for i, raw in enumerate(entries):
+                    self.check_entry(b * TILE_WIDTH + i, raw)
+            now = time.monotonic()
+            if now - last_report > 0.5:
+                last_report = now
+                done = min(size, (b + 1) * TILE_WIDTH)
+                rate = done / max(now - started, 1e-9)
+                ctx.progress(f"audit: {done:,}/{size:,} entries ({rate:,.0f}/s), {self.problem_count} problems")
+        # Levels above: each published tile against the hashes computed from the level below.
+        bad_upper: list[str] = []
+        level = 1
+        below = computed[0]
+        while level_width(size, level) > 0:
+            count = level_width(size, level)
+            hashes_ = below  # level-`level` hashes = roots of the full tiles one level down
+            next_below: list[bytes] = []
+            for index in range((count + TILE_WIDTH - 1) // TILE_WIDTH):
+                t = tile_for(level, index, size)
+                chunk = hashes_[index * TILE_WIDTH : index * TILE_WIDTH + t.width]
+                published = log.get_optional(t.path, t.width * HASH_SIZE, f"hash tile {t.path}")
+                if published is None and not t.full:
+                    full = log.get_optional(t.as_full().path, TILE_WIDTH * HASH_SIZE, f"hash tile {t.path}")
+                    published = full[: t.width * HASH_SIZE] if full else None
+                if published != b"".join(chunk):
+                    bad_upper.append(t.path)
+                if t.full:
+                    next_below.append(root_of(chunk))
+                else:
+                    edge[level] = chunk
+            below = next_below
+            level += 1
+        root = root_from_right_edge(size, edge)
+        self._clear_progress()
+        structure_ok = root == cp.root and not bad_l0 and not bad_upper
+        if root != cp.root:
+            self.problem(
+                None,
+                "the entries do not hash to the signed root: entries were altered, added or removed "
+                + (f"(entry bundles disagreeing with their level-0 tiles: {', '.join(bad_l0[:10])})" if bad_l0 else ""),
+            )
+        else:
+            for path in [*bad_l0, *bad_upper]:
+                self.problem(None, f"the hash tile {path} is wrong: it does not match the entries (the root is right)")
+        elapsed = max(time.monotonic() - started, 1e-9)
+        ctx.result.update(
+            {
+                "size": size,
+                "root": b64encode(cp.root),
+                "structure_ok": structure_ok,
+                "entries": dict(self.counts),
+                "problems": self.problems,
+                "problem_count": self.problem_count,
+                "warning_count": self.warning_count,
+                "seconds": round(elapsed, 3),
+                "entries_per_second": round(size / elapsed, 1),
+                "requests": log.stats.requests,
+                "bytes": log.stats.bytes,
+            }
+        )
+        ctx.say(
+            f"structure: {'OK' if structure_ok else 'FAILED'}: every entry bundle and hash tile recomputed, "
+            f"root {'matches' if root == cp.root else 'does NOT match'} the signed checkpoint"
+        )
+        if not self.structure_only:
+            c = self.counts
+            ctx.say(f"entries: {c['associations']} CPL associations, {c['crls']} CRL entries, {c['other']} other")
+            if self.revoked_later:
+                ctx.say(
+                    f"  {len(self.revoked_later)} signer certificate(s) were revoked after the approvals they signed "
+                    "(the approvals stand; see 'crl')"
+                )
+        ctx.say(f"{size:,} entries in {elapsed:.2f} s ({size / elapsed:,.0f} entries/s), {log.stats.requests} requests")
+        if self.problem_count:
+            shown = "" if self.problem_count <= self.max_shown else f" (first {self.max_shown} shown)"
+            ctx.say(f"AUDIT FAILED: {self.problem_count} problems{shown}")
+            return EXIT_FAILED
+        ctx.say("AUDIT PASSED" + (f" with {self.warning_count} warnings" if self.warning_count else ""))
+        return EXIT_OK
+
+    # -- entries ----------------------------------------------------------------------------------
+    def check_entry(self, index: int, raw: bytes) -> None:
+        entry = parse_entry(raw)
+        if entry is None:
+            self.counts["other"] += 1
+            self.problem(index, "not a JSON object: not an entry this log may hold")
+            return
+        if _canonical(entry) != raw:
+            self.problem(index, "not canonical JSON (sorted keys, no whitespace, UTF-8)")
+        kind = entry.get("type")
+        if kind == ASSOCIATION_TYPE:
+            self.counts["associations"] += 1
+            self.check_association(index, entry)
+        elif kind == CRL_TYPE:
+            self.counts["crls"] += 1
+            self.check_crl_entry(index, entry)
+        else:
+            self.counts["other"] += 1
+            self.problem(index, f"unknown entry type {kind!r}")
+
+    def check_association(self, index: int, entry: dict[str, Any]) -> None:
+        shape = association_shape(entry)
+        for p in shape:
+            self.problem(index, p)
+        if shape:
+            return
+        model = _model_of(entry)
+        man, end = entry["manufacturer"], entry["endorser"]
+        image = entry["image_sha256"]
+        # 4.1 / 4.3(a): the image's creator signed; it is the manufacturer the device model names.
+        if man["organisation_id"] != model[0]:
+            self.problem(
+                index,
+                f"4.3(a): the manufacturer signer's organisation ID {man['organisation_id']} is not the device "
+                f"model's manufacturer {model[0]}",
+            )
+        if man["role"] != "Manufacturer":
+            self.problem(index, f"4.1: the image creator's signature is by a {man['role']}, not a Manufacturer")
+        # Endorsement and 4.3(c): SMETS1 device models and communications hubs by the DCC, others by a Supplier.
+        needs_dcc = entry["device_type"] in COMMS_HUB_TYPES or entry["smets_version"] == "SMETS1"
+        wanted = "DCC" if needs_dcc else "Supplier"
+        if end["role"] != wanted:
+            rule = "4.3(c)" if entry["smets_version"] == "SMETS1" else "endorsement"
+            self.problem(index, f"{rule}: endorsed by a {end['role']}, but this device model needs the {wanted}")
+        # 4.3(b): one current hash per device model; a replacement names what it replaces.
+        rep = entry.get("replaces")
+        current = self.current.get(model)
+        if current is None:
+            if rep is not None:
+                self.problem(
+                    index, f"4.3(b): names log index {rep['index']} as replaced, but the model had no association"
+                )
+        elif current[1] == image:
+            self.problem(
+                index, f"duplicate: this hash already was the model's current association (entry {current[0]})"
+            )
+        elif rep is None:
+            self.problem(
+                index,
+                f"4.3(b): the device model already had hash {current[1][:16]}... (entry {current[0]}); this entry "
+                "replaces it silently, without naming it and an investigation",
+            )
+        elif rep["index"] != current[0]:
+            self.problem(
+                index,
+                f"4.3(b): names log index {rep['index']} as replaced, but the model's current association "
+                f"was entry {current[0]}",
+            )
+        self.current[model] = (index, image)
+        approved = parse_iso(entry["approved_at"])
+        if approved > self.ctx.now + CLOCK_SKEW:
+            self.problem(index, f"approved_at {entry['approved_at']} is in the future")
+        self.check_evidence(index, entry, approved)
+
+    # -- evidence ---------------------------------------------------------------------------------
+    def _fetch_evidence(self, digest: str, ev: Evidence) -> bytes | None:
+        data = self.ctx.need_log().get_optional(f"evidence/{digest}", CAP_EVIDENCE, f"evidence {digest}")
+        if data is None:
+            ev.problems.append(f"evidence: the file {digest} is not published (log/evidence/{digest})")
+            return None
+        if hashlib.sha256(data).hexdigest() != digest:
+            ev.problems.append(f"evidence: log/evidence/{digest} does not have that SHA-256: swapped or altered")
+            return None
+        return data
+
+    def evidence(self, entry: dict[str, Any]) -> Evidence:
+        e = entry["evidence"]
+        key = (e["spreadsheet"], e["request"], *sorted(e["signatures"]))
+        cached = self.evidence_cache.get(key)
+        if cached is not None:
+            return cached
+        ev = Evidence()
+        sheet = self._fetch_evidence(e["spreadsheet"], ev)
+        request = self._fetch_evidence(e["request"], ev)
+        if request is not None:
+            try:
+                obj = json.loads(request)
+                ev.request = obj if isinstance(obj, dict) else {}
+            except ValueError:
+                ev.problems.append("evidence: request.json is not valid JSON")
+        if sheet is not None:
+            try:
+                ev.rows = {tuple(r[c] for c in SHEET_COLUMNS) for r in sheet_rows(sheet)}
+                ev.readable = True
+            except SheetError as exc:
+                ev.problems.append(f"evidence: the signed spreadsheet cannot be read: {exc}")
+            for digest in sorted(e["signatures"]):
+                data = self._fetch_evidence(digest, ev)
+                if data is None:
+                    continue
+                try:
+                    signers, certs = verify_cms_detached(data, sheet, f"signature {digest[:12]}")
+                except CMSError as exc:
+                    ev.problems.append(f"evidence: {exc}")
+                    continue
+                ev.certs.extend(certs)
+                for s in signers:
+                    fp = cert_sha256(s.certificate)
+                    if fp not in ev.signers:
+                        ev.signers[fp] = s
+                        ev.identities[fp] = identity_of(s.certificate, self.ctx.trust)
+        self.evidence_cache[key] = ev
+        return ev
+
+    def check_evidence(self, index: int, entry: dict[str, Any], approved: datetime) -> None:
+        ev = self.evidence(entry)
+        for p in ev.problems:
+            self.problem(index, p)
+        for party in ("manufacturer", "endorser"):
+            p = entry[party]
+            signer = ev.signers.get(p["certificate_sha256"])
+            if signer is None:
+                if ev.signers or not ev.problems:
+                    self.problem(
+                        index,
+                        f"evidence: no valid signature over the spreadsheet by the {party}'s certificate "
+                        f"{p['certificate_sha256'][:16]}...",
+                    )
+                continue
+            who = ev.identities[p["certificate_sha256"]]
+            claimed = (p["organisation"], p["organisation_id"], p["role"])
+            if (who.organisation, who.organisation_id, who.role) != claimed:
+                self.problem(
+                    index,
+                    f"evidence: the {party}'s certificate names {who.organisation} (ID {who.organisation_id}, "
+                    f"{who.role}), not {claimed[0]} (ID {claimed[1]}, {claimed[2]})",
+                )
+            if signer.signing_time is not None and signer.signing_time > approved + CLOCK_SKEW:
+                self.problem(index, f"evidence: the {party} signed after the approval time")
+            problems, warnings = self.certificate_at(signer, p["certificate_sha256"], ev.certs, approved)
+            for text in problems:
+                self.problem(index, f"{party} certificate: {text}")
+            for text in warnings:
+                self.warning(index, f"{party} certificate: {text}")
+        if ev.readable:
+            mid, model, hw, fw = _model_of(entry)
+            want = (
+                mid,
+                str(entry["manufacturer_name"]),
+                model,
+                hw,
+                fw,
+                str(entry["device_type"]),
+                str(entry["smets_version"]),
+                str(entry["image_sha256"]),
+            )
+            if want not in ev.rows:
+                self.problem(index, "evidence: the signed spreadsheet has no row for exactly this association")
+        req = ev.request
+        if req:
+            for key in ("panel_ref", "submitter_ref"):
+                if _clean(str(req.get(key, ""))) != entry[key]:
+                    self.problem(index, f"evidence: {key} is not the one in the signed request")
+            asked = {
+                r.get("replaces_index"): r.get("investigation_ref")
+                for r in req.get("replacements", [])
+                if isinstance(r, dict)
+            }
+            rep = entry.get("replaces")
+            if rep is not None and asked.get(rep["index"]) != rep["investigation_ref"]:
+                self.problem(
+                    index,
+                    f"evidence: the request does not ask to replace log index {rep['index']} under investigation "
+                    f"{rep['investigation_ref']}",
+                )
+
+    def certificate_at(
+        self, signer: CmsSigner, fp: str, extra: list[x509.Certificate], at: datetime
+    ) -> tuple[list[str], list[str]]:
+        """Problems and warnings for a signer certificate (SHA-256 ``fp``) at approval time (cached)."""
+        cert = signer.certificate
+        key = (fp, at.isoformat(), repr(signer.signing_time))
+        cached = self.cert_cache.get(key)
+        if cached is not None:
+            return cached
+        problems: list[str] = []
+        warnings: list[str] = []
+        if not not_before(cert) <= at <= not_after(cert):
+            problems.append(f"{describe_cert(cert)} was not valid at the approval time {_iso(at)}")
+        if signer.signing_time is not None and not not_before(cert) <= signer.signing_time <= not_after(cert):
+            problems.append(f"{describe_cert(cert)} was not valid at the signing time {_iso(signer.signing_time)}")
+        chain: list[x509.Certificate] = []
+        try:
+            chain = build_chain(cert, _gather_intermediates(self.ctx, cert, extra), self.ctx.roots(), at)
+            check_end_entity(cert, self.ctx.trust.eku)
+        except ChainError as exc:
+            problems.append(str(exc))
+        for child, issuer in zip(chain, chain[1:]):
+            names = crl_names_of(child) or [n for n in [self.ctx.name_of(issuer)] if n]
+            if not names:
+                problems.append(f"{describe_cert(child)} names no CRL on this site; revocation cannot be checked")
+                continue
+            res = self.crl_cache.get(names[0])
+            if res is None:
+                try:
+                    res = verify_crl(self.ctx, names[0])
+                except (VerifyFailed, FetchError) as exc:
+                    res = str(exc)
+                self.crl_cache[names[0]] = res
+            if isinstance(res, str):
+                problems.append(f"revocation of {describe_cert(child)} cannot be checked: {res}")
+                continue
+            rev = revoked_entry(res.crl, child.serial_number)
+            if rev is None:
+                continue
+            who = subject_attr(child, NameOID.ORGANIZATION_NAME) or child.subject.rfc4514_string()
+            text = f"the certificate of {who} (serial {child.serial_number:x}) was revoked on {_iso(rev.date)}"
+            text += f" ({rev.reason})"
+            if rev.date < at:
+                problems.append(f"{text}, before this approval at {_iso(at)}")
+            elif rev.invalidity is not None and rev.invalidity <= at:
+                since = _iso(rev.invalidity)
+                warnings.append(f"{text}, after this approval, but its key was declared invalid from {since}")
+            else:
+                self.revoked_later.add(cert_sha256(child))  # the approval stands
+        self.cert_cache[key] = (problems, warnings)
+        return problems, warnings
+
+    # -- CRL entries ------------------------------------------------------------------------------
+    def check_crl_entry(self, index: int, entry: dict[str, Any]) -> None:
+        keys = {"type", "issuer", "number", "this_update", "next_update", "sha256"}
+        if set(entry) != keys:
+            self.problem(index, f"format: a crl/v1 entry has exactly the fields {sorted(keys)}")
+            return
+        name, number, sha = entry["issuer"], entry["number"], entry["sha256"]
+        if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or not isinstance(number, int):
+            self.problem(index, "format: issuer must be an issuer name and number an integer")
+            return
+        if not isinstance(sha, str) or not _HEX64_RE.fullmatch(sha):
+            self.problem(index, "format: sha256 is not 64 lowercase hex digits")
+            return
+        previous = self.crl_numbers.get(name)
+        if previous is not None and number <= previous[0]:
+            self.problem(
+                index, f"CRL number {number} of {name} is not above number {previous[0]} logged at entry {previous[1]}"
+            )
+        self.crl_numbers[name] = (number, index)
+        data = self.ctx.need_site().get_optional(f"crl/archive/{name}/{number}.crl", self.ctx.args.max_crl_bytes, "CRL")
+        if data is None:
+            self.problem(index, f"the archived CRL crl/archive/{name}/{number}.crl is not published")
+            return
+        if hashlib.sha256(data).hexdigest() != sha:
+            self.problem(index, f"crl/archive/{name}/{number}.crl does not have the logged SHA-256: altered or swapped")
+            return
+        try:
+            crl = x509.load_der_x509_crl(data)
+            issuer = crl_issuer_cert(self.ctx, name)
+            verify_crl_signature(data, issuer)
+            got = int(crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number)
+            times = (_iso(crl.last_update_utc), _iso(crl.next_update_utc) if crl.next_update_utc else None)
+        except (ValueError, x509.ExtensionNotFound, VerifyFailed, FetchError) as exc:
+            self.problem(index, f"the archived CRL {name} #{number} does not verify: {exc}")
+            return
+        if got != number or times != (entry["this_update"], entry["next_update"]):
+            self.problem(index, f"the logged fields do not match the archived CRL {name} #{number}")
+
+
+def cmd_audit(ctx: Context) -> int:
+    return Auditor(ctx).run()
+
+
+# =====================================================================================================
+# Command line
+# =====================================================================================================
+
+COMMANDS: dict[str, Callable[[Context], int]] = {
+    "crl": cmd_crl,
+    "cert": cmd_cert,
+    "link": cmd_link,
+    "inclusion": cmd_inclusion,
+    "consistency": cmd_consistency,
+    "monitor": cmd_monitor,
+    "audit": cmd_audit,
+}
+
+TRUST_HELP = """\
+trust file (--trust FILE, JSON):
+  {"site": "https://dcc.example/cpl",
+   "log": {"origin": "dcc.example/cpl/log", "vkey": "dcc.example/cpl/log+1234abcd+A..."},
+   "iki_roots": [{"name": "iki-root", "sha256": "<SHA-256 of the root certificate's DER>", "pem": "..."}],
+   "extended_key_usage": "1.3.6.1.4.1.55555.1.1"}
+  "pem" is optional: a root pinned by "sha256" alone is fetched from <site>/pki/<name>.pem and must match.
+  Optional: "log.url" (log prefix, default <site>/log/), "log.witnesses" (cosigner keys), "roles"
+  (role -> OU), "organisation_id_attribute", "intermediates" (CA names under <site>/pki/).
+
+exit codes: 0 verified, 1 verification failed, 2 usage, network or I/O error.
+"""
+
+
+def _parse_now(text: str) -> datetime:
+    try:
+        return parse_iso(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _common_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    d = argparse.SUPPRESS if suppress else None
+    g = parser.add_argument_group("options for every command (before or after the command name)")
+    g.add_argument("--site", default=d, metavar="URL_OR_DIR", help="the site: https:// or http:// URL, or a folder")
+    g.add_argument("--log", default=d, metavar="URL_OR_DIR", help="the log prefix (default: <site>/log/)")
+    g.add_argument("--trust", default=d, metavar="FILE", help="trust file (format below)")
+    g.add_argument("--state", default=d, metavar="DIR", help="remember the last checkpoint and CRL numbers here")
+    g.add_argument("--tofu", action="store_true", default=d, help="pin what the site serves (prints what it pinned)")
+    g.add_argument("--vkey", action="append", default=d, metavar="KEY", help="pin a log verifier key (repeatable)")
+    g.add_argument("--origin", default=d, help="the log's origin (default: the log key's name)")
+    g.add_argument("--root", action="append", default=d, metavar="PEM", help="pin an IKI root certificate file")
+    g.add_argument("--root-name", default=d, metavar="NAME", help="with --tofu: the root's name under /pki/")
+    g.add_argument("--eku", default=d, metavar="OID", help="the IKI extended key usage OID")
+    g.add_argument("--timeout", type=float, default=d, metavar="SECONDS", help="network timeout (default 20)")
+    g.add_argument("--max-crl-bytes", type=int, default=d, metavar="N", help="largest CRL accepted (128 MiB)")
+    g.add_argument("--no-proof-files", dest="proof_files", action="store_false", default=d,
+                   help="compute inclusion proofs from tiles even where the site publishes proof files")  # fmt: skip
+    g.add_argument("--now", type=_parse_now, default=d, metavar="TIME", help="check as of this UTC time")
+    g.add_argument("--json", action="store_true", default=d, help="machine-readable output")
+    g.add_argument("--progress", action="store_true", default=d, help="progress on stderr")
+
+
+DEFAULTS: dict[str, Any] = {
+    "site": None,
+    "log": None,
+    "trust": None,
+    "state": None,
+    "tofu": False,
+    "vkey": None,
+    "origin": None,
+    "root": None,
+    "root_name": "iki-root",
+    "eku": None,
+    "timeout": 20.0,
+    "max_crl_bytes": CAP_CRL,
+    "proof_files": True,
+    "now": None,
+    "json": False,
+    "progress": False,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cpl-verify",
+        description="Check the GB smart metering PKI transparency site against keys you pinned: "
+        "the IKI CRLs, Device triage links, CPL firmware-hash approvals, and the log's history.",
+        epilog=TRUST_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"cpl-verify {__version__}")
+    _common_options(parser, suppress=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=TRUST_HELP,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+        _common_options(p, suppress=True)
+        return p
+
+    p = add("crl", "verify the IKI CRL(s): signature to a pinned root, fresh, no rollback, optionally logged")
+    p.add_argument("--issuer", action="append", metavar="NAME", help="issuer name (default: every published CRL)")
+    p.add_argument("--require-logged", action="store_true", help="require a crl/v1 log entry for exactly these bytes")
+    p.add_argument("--scan-bundles", type=int, default=8, help=argparse.SUPPRESS)
+
+    p = add("cert", "check an IKI certificate file (PEM or DER): chain, usage, validity, revocation")
+    p.add_argument("file")
+    p.add_argument("--role", default="any", help="require this role (Manufacturer, Supplier, DCC; default any)")
+
+    p = add("link", "check the IKI certificate a Device triage endpoint presents over TLS")
+    p.add_argument("url", help="https://host:port/... of the triage endpoint")
+    p.add_argument("--role", default="DCC", help="require this role (default DCC; 'any' to accept any IKI holder)")
+
+    p = add("inclusion", "is a firmware hash approved in the log? (proofs against the signed checkpoint)")
+    q = p.add_mutually_exclusive_group()
+    q.add_argument("--hash", metavar="HEX", help="SHA-256 of the Manufacturer Image")
+    q.add_argument("--file", metavar="IMAGE", help="the Manufacturer Image (its SHA-256 is computed)")
+    q.add_argument("--index", type=int, metavar="N", help="a log index")
+    p.add_argument("--model", nargs=4, metavar=("MANUFACTURER_ID", "MODEL", "HW", "FW"), help="a CPL device model")
+    p.add_argument("--proof", metavar="FILE", help="an offline c2sp.org/tlog-proof@v1 file")
+    p.add_argument("--entry", metavar="FILE", help="the entry's bytes (with --proof or --index)")
+
+    p = add("consistency", "verify the newest checkpoint and prove it consistent with the one in --state")
+    p.add_argument("--against", metavar="CHECKPOINT", help="also prove consistency with this saved checkpoint")
+
+    p = add("monitor", "like consistency, repeatedly: --interval SECONDS [--count N]")
+    p.add_argument("--interval", type=float, default=0, help="seconds between checks (default: check once)")
+    p.add_argument("--count", type=int, default=0, help="stop after N checks (default: never, with --interval)")
+    p.set_defaults(against=None)
+
+    p = add("audit", "download the whole log: recompute every tile and the root, re-verify every entry")
+    p.add_argument("--structure-only", action="store_true", help="only the tiles, bundles and root")
+    p.add_argument("--max-problems", type=int, default=1000, help="show at most this many problems")
+    return parser
+
+
+def _tofu(args: argparse.Namespace, trust: Trust, site: Source | None, log: Source | None) -> list[str]:
+    pinned = []
+    if not trust.verifiers:
+        if log is None:
+            raise UsageError("--tofu needs --site (or --log) to fetch the log key from")
+        text = log.get("vkey", CAP_SMALL, "the log's verifier key").decode("utf-8", "replace").strip()
+        try:
+            trust.verifiers = [Verifier.from_vkey(text)]
+        except NoteError as exc:
+            raise VerifyFailed(f"the site's log/vkey is not a verifier key: {exc}") from exc
+        trust.origin = trust.origin or trust.verifiers[0].name
+        pinned.append(f"log key {trust.verifiers[0].vkey}")
+    if not trust.roots and site is not None:
+        name = args.root_name
+        data = site.get_optional(f"pki/{name}.pem", CAP_SMALL, f"IKI root {name}")
+        if data is not None:
+            cert = load_certificates(data, f"pki/{name}.pem")[0]
+            trust.roots = [RootPin(name, cert_sha256(cert), cert)]
+            pinned.append(f"IKI root {name} SHA-256 {cert_sha256(cert)} ({cert.subject.rfc4514_string()})")
+    return pinned
+
+
+def build_context(args: argparse.Namespace) -> Context:
+    state = State(Path(args.state).expanduser() if args.state else None)
+    if args.trust:
+        try:
+            obj = json.loads(Path(args.trust).expanduser().read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise UsageError(f"cannot read the trust file {args.trust}: {exc.strerror or exc}") from exc
+        except ValueError as exc:
+            raise UsageError(f"the trust file {args.trust} is not valid JSON ({exc})") from exc
+        trust = parse_trust(obj, args.trust)
+    elif state.trust() is not None:
+        trust = parse_trust(state.trust(), f"{args.state} (pinned earlier with --tofu)")
+    else:
+        trust = Trust()
+    if args.vkey:
+        try:
+            trust.verifiers = [Verifier.from_vkey(v) for v in args.vkey]
+        except NoteError as exc:
+            raise UsageError(f"--vkey: {exc}") from exc
+    if args.origin:
+        trust.origin = args.origin
+    if args.root:
+        trust.roots = []
+        for path in args.root:
+            try:
+                cert = load_certificates(Path(path).read_bytes(), path)[0]
+            except OSError as exc:
+                raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from exc
+            except VerifyFailed as exc:
+                raise UsageError(str(exc)) from exc
+            trust.roots.append(RootPin(Path(path).stem if _NAME_RE.fullmatch(Path(path).stem) else "iki-root",
+                                       cert_sha256(cert), cert))  # fmt: skip
+    if args.eku:
+        if not _OID_RE.fullmatch(args.eku):
+            raise UsageError("--eku must be a dotted OID")
+        trust.eku = args.eku
+    site_base = args.site or trust.site
+    site = Source(site_base, args.timeout) if site_base else None
+    log: Source | None = None
+    if args.log or trust.log_url:
+        stats = site.stats if site else None
+        log = Source(str(args.log or trust.log_url), args.timeout, stats)
+    elif site is not None:
+        log = site.sub("log")
+    if args.tofu:
+        for line in _tofu(args, trust, site, log):
+            sys.stderr.write(f"TOFU: pinned {line}\n")
+        if state.enabled:
+            state.data["tofu_trust"] = trust.to_json()
+    return Context(args, trust, state, site, log)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code) if isinstance(exc.code, int) else EXIT_ERROR
+    for key, value in DEFAULTS.items():
+        if not hasattr(args, key):
+            setattr(args, key, value)
+    if not args.command:
+        parser.print_help()
+        return EXIT_ERROR
+    ctx: Context | None = None
+    code, error, evidence = EXIT_ERROR, "", ""
+    try:
+        ctx = build_context(args)
+        code = COMMANDS[args.command](ctx)
+    except VerifyFailed as exc:
+        code, error, evidence = EXIT_FAILED, str(exc), exc.evidence
+    except (UsageError, FetchError) as exc:
+        code, error = EXIT_ERROR, str(exc)
+    except KeyboardInterrupt:
+        code, error = EXIT_ERROR, "interrupted"
+    except BrokenPipeError:  # output piped into e.g. head
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - stays open until exit
+        return EXIT_ERROR
+    finally:
+        if ctx is not None:
+            try:
+                ctx.state.save()
+            except FetchError as exc:
+                code, error = EXIT_ERROR, str(exc)
+            finally:
+                for source in (ctx.site, ctx.log):
+                    if source is not None:
+                        source.close()
+    if args.json:
+        out = {
+            "command": args.command,
+            "ok": code == EXIT_OK,
+            "exit_code": code,
+            "result": ctx.result if ctx else {},
+            "warnings": ctx.warnings if ctx else [],
+            "error": error or None,
+            "evidence": evidence or None,
+        }
+        source = (ctx.site or ctx.log) if ctx is not None else None
+        if source is not None:
+            out["requests"] = source.stats.requests
+            out["bytes"] = source.stats.bytes
+        sys.stdout.write(json.dumps(out, indent=1, sort_keys=True, default=str) + "\n")
+    elif error:
+        if code == EXIT_FAILED:
+            sys.stdout.write(f"FAILED: {error}\n")
+            if evidence:
+                sys.stdout.write(evidence + "\n")
+        else:
+            sys.stderr.write(f"cpl-verify: error: {error}\n")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
