@@ -10,16 +10,21 @@ revokedCertificates.
 
 from __future__ import annotations
 
+import base64
+import bisect
 import datetime as dt
 import hashlib
+import itertools
+import operator
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import ExtensionOID
+
+from verifier.cpl_verify import VerifyFailed, verify_crl_signature
 
 from . import der
 
@@ -41,7 +46,11 @@ FORBIDDEN_REASONS = {
     "removeFromCRL": "removeFromCRL is only for delta CRLs (RFC 5280 5.3.1) and revocation is final",
 }
 _OID_REASON = "2.5.29.21"
-_OID_INVALIDITY = "2.5.29.24"
+_OID_INVALIDITY_DER = der.oid("2.5.29.24")
+# The reasonCode entry extension of each allowed reason, encoded once (none for unspecified).
+_REASON_EXTENSIONS = {
+    name: der.extension(_OID_REASON, False, der.enumerated(code)) if code else b"" for name, code in REASONS.items()
+}
 
 
 class CRLError(ValueError):
@@ -88,40 +97,213 @@ def sign(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey, data: bytes, schem
     return key.sign(data, padding.PKCS1v15(), scheme.hash)
 
 
-def _entry_extensions(rev: Revocation) -> bytes:
-    exts = []
-    if rev.reason not in REASONS:
-        raise CRLError(FORBIDDEN_REASONS.get(rev.reason, f"unknown revocation reason {rev.reason!r}"))
-    if rev.reason != "unspecified":
-        exts.append(der.extension(_OID_REASON, False, der.enumerated(REASONS[rev.reason])))
-    if rev.invalidity_date is not None:
-        exts.append(der.extension(_OID_INVALIDITY, False, der.generalized_time(rev.invalidity_date)))
-    return der.sequence(*exts) if exts else b""
+def _reason_extension(reason: str) -> bytes:
+    """The reasonCode entry extension (empty for unspecified); refuses the reasons this profile forbids."""
+    ext = _REASON_EXTENSIONS.get(reason)
+    if ext is None:
+        raise CRLError(FORBIDDEN_REASONS.get(reason, f"unknown revocation reason {reason!r}"))
+    return ext
+
+
+def _invalidity_extension(generalized_time: bytes) -> bytes:
+    return der.sequence(_OID_INVALIDITY_DER, der.octet_string(generalized_time))
+
+
+def _entry(serial: int, revocation_date: bytes, reason_ext: bytes, invalidity_ext: bytes) -> bytes:
+    """One revokedCertificates entry, built by concatenation (once per entry of a full rebuild).
+
+    Every entry of this profile has short-form lengths (a 20-octet serial,
+    GeneralizedTime and both extensions stay under 128 octets); ``der.length``
+    looks those up.
+    """
+    if serial < 0:
+        raise CRLError(f"serial -{-serial:x} is negative")
+    content = serial.to_bytes(serial.bit_length() // 8 + 1, "big")  # minimal two's complement
+    if reason_ext or invalidity_ext:
+        exts = reason_ext + invalidity_ext
+        body = b"\x02" + der.length(len(content)) + content + revocation_date + b"\x30" + der.length(len(exts)) + exts
+    else:
+        body = b"\x02" + der.length(len(content)) + content + revocation_date
+    return b"\x30" + der.length(len(body)) + body
+
+
+# Entries as (serial, DER of the entry); a list of them is kept sorted by serial.
+Entry = tuple[int, bytes]
+_serial_of = operator.itemgetter(0)
+_der_of = operator.itemgetter(1)
+
+
+def _sorted_unique(entries: list[Entry]) -> list[Entry]:
+    """``entries`` sorted by serial in place (sorting the pairs beats looking a million keys up in a
+    dict afterwards); refuses a serial twice."""
+    entries.sort(key=_serial_of)
+    serials = list(map(_serial_of, entries))
+    if any(map(operator.eq, serials, serials[1:])):
+        twice = next(a for a, b in itertools.pairwise(serials) if a == b)
+        raise CRLError(f"serial {twice:x} appears twice")
+    return entries
+
+
+@dataclass(frozen=True)
+class EncodedEntries:
+    """revokedCertificates entries already in DER, sorted by serial: the field's content without its header."""
+
+    body: bytes
+
+    def field(self) -> bytes:
+        """The revokedCertificates field; empty bytes when there are no entries (the field is then absent)."""
+        return der.sequence(self.body) if self.body else b""
+
+
+def join_entries(entries: list[Entry]) -> EncodedEntries:
+    """Entries sorted by serial, as one revokedCertificates content."""
+    return EncodedEntries(b"".join(map(_der_of, entries)))
 
 
 def encode_revoked(revocations: Iterable[Revocation]) -> bytes:
     """The revokedCertificates field (empty bytes when there are none), entries sorted by serial.
 
-    One pass; the time and extension encodings are shared between entries
-    that have the same values.
+    The time and extension encodings are shared between entries that have
+    the same values.
     """
     time_cache: dict[dt.datetime, bytes] = {}
-    ext_cache: dict[tuple[str, dt.datetime | None], bytes] = {}
-    parts = []
-    seen = -1
-    for rev in sorted(revocations, key=lambda r: r.serial):
-        if rev.serial == seen:
-            raise CRLError(f"serial {rev.serial:x} appears twice")
-        seen = rev.serial
+    invalidity_cache: dict[dt.datetime, bytes] = {}
+    entries: list[Entry] = []
+    for rev in revocations:
         t = time_cache.get(rev.revoked_at)
         if t is None:
             t = time_cache[rev.revoked_at] = der.time(rev.revoked_at)
-        key = (rev.reason, rev.invalidity_date)
-        e = ext_cache.get(key)
-        if e is None:
-            e = ext_cache[key] = _entry_extensions(rev)
-        parts.append(der.sequence(der.integer(rev.serial), t, e))
-    return der.sequence(*parts) if parts else b""
+        inv = b""
+        if rev.invalidity_date is not None:
+            inv = invalidity_cache.get(rev.invalidity_date, b"")
+            if not inv:
+                inv = invalidity_cache[rev.invalidity_date] = _invalidity_extension(
+                    der.generalized_time(rev.invalidity_date)
+                )
+        entries.append((rev.serial, _entry(rev.serial, t, _reason_extension(rev.reason), inv)))
+    return join_entries(_sorted_unique(entries)).field()
+
+
+# One revocation as the register holds it: serial (hex), reason, revocation
+# time and invalidity date (RFC 3339 UTC, to the second).
+RevocationText = tuple[str, str, str, str | None]
+
+
+def encode_records(records: Iterable[RevocationText]) -> list[Entry]:
+    """Entries, sorted by serial, for revocations as text; refuses a serial twice and the forbidden reasons.
+
+    Times are sliced from their text (see ``der.time_from_text``) rather than
+    parsed; the invalidity extension is built once per distinct date.
+    """
+    invalidity_cache: dict[str, bytes] = {}
+    entries: list[Entry] = []
+    append = entries.append
+    for serial_hex, reason, revoked_at, invalidity_date in records:
+        try:
+            serial = int(serial_hex, 16)
+            revocation_date = der.time_from_text(revoked_at)
+            inv = b""
+            if invalidity_date is not None:
+                inv = invalidity_cache.get(invalidity_date, b"")
+                if not inv:
+                    inv = invalidity_cache[invalidity_date] = _invalidity_extension(
+                        der.generalized_time_from_text(invalidity_date)
+                    )
+        except ValueError as exc:
+            raise CRLError(f"serial {serial_hex}: {exc}") from exc
+        append((serial, _entry(serial, revocation_date, _reason_extension(reason), inv)))
+    return _sorted_unique(entries)
+
+
+def _serial_key(serial: int) -> bytes:
+    """What ``entry_serials`` reads for ``serial``: the INTEGER's length and content octets."""
+    return der.integer(serial)[1:]
+
+
+def entry_serials(body: bytes, offsets: list[int] | None = None) -> list[bytes]:
+    """The serial of each entry of a revokedCertificates content, as read from the DER.
+
+    A serial comes back as its INTEGER's length octet and content octets
+    (``_serial_key``): equal bytes are equal serials (DER is canonical), and for
+    positive serials of fewer than 128 octets bytes order is serial order, so
+    callers compare these without building ints. One Python step per entry,
+    the headers read inline (short form first). With ``offsets``, the start of
+    each entry is appended to it.
+    """
+    keys: list[bytes] = []
+    append = keys.append
+    pos, end = 0, len(body)
+    try:
+        while pos < end:
+            if offsets is not None:
+                offsets.append(pos)
+            n = body[pos + 1]
+            if body[pos] != 0x30:
+                raise ValueError("an entry is not a SEQUENCE")
+            if n < 0x80:
+                first, nxt = pos + 2, pos + 2 + n
+            else:
+                _, first, nxt = der.read_header(body, pos)
+            n = body[first + 1]
+            if body[first] != 0x02:
+                raise ValueError("an entry does not start with its serial")
+            if n < 0x80:
+                append(body[first + 1 : first + 2 + n])
+            else:
+                _, _, serial_end = der.read_header(body, first)
+                append(body[first + 1 : serial_end])
+            pos = nxt
+    except (IndexError, ValueError) as exc:
+        raise CRLError(f"not a DER CRL: malformed revokedCertificates ({exc or 'truncated'})") from exc
+    if pos != end:
+        raise CRLError("not a DER CRL: an entry runs past the end of revokedCertificates")
+    return keys
+
+
+def merge_entries(previous: EncodedEntries, new: list[Entry]) -> EncodedEntries:
+    """``previous`` (sorted) with the ``new`` entries (sorted) inserted in serial order; refuses a serial on both.
+
+    The previous entries are located by one walk and copied as whole runs
+    between insertion points: a refresh after a few revocations costs a few
+    insertions, not a re-encoding of every entry. (``check_crl`` checks the
+    order of the result whatever the previous CRL held.)
+    """
+    if not new:
+        return previous
+    body = previous.body
+    offsets: list[int] = []
+    keys = entry_serials(body, offsets)
+    offsets.append(len(body))
+    parts: list[bytes] = []
+    copied = 0  # body[:copied] is in parts
+    for serial, entry in new:
+        key = _serial_key(serial)
+        i = bisect.bisect_left(keys, key)
+        if i < len(keys) and keys[i] == key:
+            raise CRLError(f"serial {serial:x} appears twice")
+        parts += (body[copied : offsets[i]], entry)
+        copied = offsets[i]
+    parts.append(body[copied:])
+    return EncodedEntries(b"".join(parts))
+
+
+def revoked_entries(data: bytes) -> EncodedEntries:
+    """The revokedCertificates content of a DER CRL (empty when the field is absent)."""
+    try:
+        _, pos, _ = der.read_header(data, 0)  # CertificateList
+        _, pos, tbs_end = der.read_header(data, pos)  # TBSCertList
+        if data[pos] == 0x02:  # version (absent in v1)
+            _, _, pos = der.read_header(data, pos)
+        for _ in range(3):  # signature, issuer, thisUpdate
+            _, _, pos = der.read_header(data, pos)
+        if pos < tbs_end and data[pos] in (0x17, 0x18):  # nextUpdate
+            _, _, pos = der.read_header(data, pos)
+        if pos < tbs_end and data[pos] == 0x30:
+            _, start, end = der.read_header(data, pos)
+            return EncodedEntries(data[start:end])
+    except (IndexError, ValueError) as exc:
+        raise CRLError(f"not a DER CRL: {exc or 'truncated'}") from exc
+    return EncodedEntries(b"")
 
 
 @dataclass(frozen=True)
@@ -174,9 +356,14 @@ def build_tbs(spec: CRLSpec, revoked_der: bytes, scheme: SignatureScheme) -> byt
 
 
 def sign_crl(
-    spec: CRLSpec, revocations: Iterable[Revocation], key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+    spec: CRLSpec,
+    revocations: Iterable[Revocation] | EncodedEntries,
+    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey,
 ) -> bytes:
-    """Build and sign a CRL; returns its DER. Check it with ``check_crl`` before publishing."""
+    """Build and sign a CRL from revocations or entries already encoded; returns its DER.
+
+    Check it with ``check_crl`` before publishing.
+    """
     if spec.issuer.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     ) != key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo):
@@ -184,7 +371,8 @@ def sign_crl(
     if spec.this_update > spec.issuer.not_valid_after_utc:
         raise CRLError("the issuer certificate has expired: its key must not be used any more")
     scheme = signature_scheme(key)
-    tbs = build_tbs(spec, encode_revoked(revocations), scheme)
+    revoked = revocations.field() if isinstance(revocations, EncodedEntries) else encode_revoked(revocations)
+    tbs = build_tbs(spec, revoked, scheme)
     return der.sequence(tbs, scheme.algorithm_der, der.bit_string(sign(key, tbs, scheme)))
 
 
@@ -218,53 +406,26 @@ def crl_number(crl: x509.CertificateRevocationList) -> int:
 
 
 def serials(crl: x509.CertificateRevocationList) -> list[int]:
-    """Serials on a CRL, in order."""
+    """Serials on a CRL, in order (through cryptography's entry objects: for tests and small CRLs)."""
     return [r.serial_number for r in crl]
 
 
-_SCHEMES = {
-    der.sequence(der.oid("1.2.840.10045.4.3.2")): hashes.SHA256(),
-    der.sequence(der.oid("1.2.840.10045.4.3.3")): hashes.SHA384(),
-    der.sequence(der.oid("1.2.840.113549.1.1.11"), b"\x05\x00"): hashes.SHA256(),
-    der.sequence(der.oid("1.2.840.113549.1.1.12"), b"\x05\x00"): hashes.SHA384(),
-}
+def _key_serial(key: bytes) -> int:
+    """The serial of an ``entry_serials`` key."""
+    tlv = b"\x02" + key
+    _, start, end = der.read_header(tlv, 0)
+    return int.from_bytes(tlv[start:end], "big", signed=True)
 
 
 def verify_signature(data: bytes, issuer: x509.Certificate) -> None:
-    """Verify a DER CRL's signature over its TBSCertList bytes exactly as received.
+    """Verify a DER CRL's signature over its TBSCertList bytes as received.
 
-    (cryptography's ``is_signature_valid`` re-encodes the TBSCertList, which
-    takes seconds on a million entries; the bytes are sliced here instead and
-    the signature is checked with cryptography.)
+    The consumer verifier's implementation: one implementation of each check.
     """
     try:
-        _, pos, _ = der.read_header(data, 0)  # CertificateList
-        _, _, tbs_end = der.read_header(data, pos)
-        tbs = data[pos:tbs_end]
-        _, _, alg_end = der.read_header(data, tbs_end)
-        algorithm = data[tbs_end:alg_end]
-        tag, sig_start, sig_end = der.read_header(data, alg_end)
-        _, inner, _ = der.read_header(tbs, 0)
-        _, _, inner = der.read_header(tbs, inner)  # skip version
-        _, _, inner_end = der.read_header(tbs, inner)
-    except (IndexError, ValueError) as exc:
-        raise CRLError(f"not a DER CRL: {exc}") from exc
-    hash_alg = _SCHEMES.get(algorithm)
-    if hash_alg is None or tag != 0x03 or data[sig_start] != 0:
-        raise CRLError("signature: unsupported or malformed signature algorithm")
-    if tbs[inner:inner_end] != algorithm:
-        raise CRLError("signature: the inner and outer signature algorithms differ")
-    signature = data[sig_start + 1 : sig_end]
-    key = issuer.public_key()
-    try:
-        if isinstance(key, ec.EllipticCurvePublicKey):
-            key.verify(signature, tbs, ec.ECDSA(hash_alg))
-        elif isinstance(key, rsa.RSAPublicKey):
-            key.verify(signature, tbs, padding.PKCS1v15(), hash_alg)
-        else:
-            raise CRLError("signature: unsupported issuer key type")
-    except InvalidSignature as exc:
-        raise CRLError("signature: the CRL does not verify under the issuer certificate's key") from exc
+        verify_crl_signature(data, issuer)
+    except VerifyFailed as exc:
+        raise CRLError(f"signature: {exc}") from exc
 
 
 def check_crl(
@@ -277,8 +438,10 @@ def check_crl(
     """The checks a CRL passes before it is published; each failure names its check.
 
     Signature under the issuer's key, CRL number greater than the previous
-    CRL's, no serial twice, every serial of the previous CRL still present
-    (RFC 5280 3.3), thisUpdate not in the future.
+    CRL's, entries in serial order and no serial twice, every serial of the
+    previous CRL still present (RFC 5280 3.3), thisUpdate not in the future.
+    cryptography parses both CRLs whole; the serials are then read from the
+    DER (``entry_serials``), not through an object per entry.
     """
     try:
         crl = x509.load_der_x509_crl(data)
@@ -294,22 +457,38 @@ def check_crl(
         raise CRLError("nextUpdate: missing")
     if this_update > now + max_skew:
         raise CRLError(f"thisUpdate: {this_update:%Y-%m-%d %H:%M:%S}Z is in the future")
-    listed = serials(crl)
-    if len(set(listed)) != len(listed):
-        raise CRLError("duplicate serial: a serial number appears twice")
+    entries = revoked_entries(data)
+    listed = entry_serials(entries.body)
+    if len(listed) != len(crl):
+        raise CRLError("not a DER CRL: the entries read do not match cryptography's count")
+    if any(map(operator.ge, listed, listed[1:])):
+        if len(set(listed)) != len(listed):
+            raise CRLError("duplicate serial: a serial number appears twice")
+        raise CRLError("order: the entries are not sorted by serial")
     if previous is not None:
-        old = x509.load_der_x509_crl(previous)
+        try:
+            old = x509.load_der_x509_crl(previous)
+        except ValueError as exc:
+            raise CRLError(f"previous CRL: not a DER CRL: {exc}") from exc
         old_number = crl_number(old)
         if number <= old_number:
             raise CRLError(f"CRL number: {number} is not greater than the previous CRL's {old_number}")
-        missing = set(serials(old)) - set(listed)
-        if missing:
-            gone = ", ".join(f"{s:x}" for s in sorted(missing)[:5])
-            raise CRLError(f"retention: entries of the previous CRL disappeared (serials {gone})")
+        old_entries = revoked_entries(previous)
+        if old_entries != entries:  # the same entries byte for byte (no new revocation): none can be missing
+            missing = set(entry_serials(old_entries.body)).difference(listed)
+            if missing:
+                gone = ", ".join(f"{s:x}" for s in sorted(map(_key_serial, missing))[:5])
+                raise CRLError(f"retention: entries of the previous CRL disappeared (serials {gone})")
     fingerprint = issuer.fingerprint(hashes.SHA256()).hex()
     return CRLInfo(number, this_update, next_update, hashlib.sha256(data).hexdigest(), len(listed), fingerprint)
 
 
 def to_pem(data: bytes) -> bytes:
-    """PEM armour of a DER CRL."""
-    return x509.load_der_x509_crl(data).public_bytes(serialization.Encoding.PEM)
+    """PEM armour of a DER CRL, byte for byte what cryptography writes (64-character lines).
+
+    The DER is armoured as it is, not parsed again: pass a CRL that
+    ``check_crl`` accepted.
+    """
+    text = base64.b64encode(data)
+    lines = [text[i : i + 64] for i in range(0, len(text), 64)]
+    return b"".join((b"-----BEGIN X509 CRL-----\n", b"\n".join(lines), b"\n-----END X509 CRL-----\n"))

@@ -1,4 +1,14 @@
-"""Refreshing the published CRLs: decide which are due, sign, check, write ``crl/``."""
+"""Refreshing the published CRLs: decide which are due, sign, check, write ``crl/``.
+
+A refresh reads the revocation register once. Each CRL's description
+(``crl/<issuer>.json``) records the register prefix the CRL was built from
+(its length and SHA-256); the register is append-only, so when the register
+still starts with that prefix, the new CRL is the published one's entries
+(reused as DER, after its signature is verified) with the records appended
+since merged in. Otherwise (no description, a CRL out of step with it, a
+rewritten register) every record is encoded again. Either way ``check_crl``
+checks the result against the published CRL, retention included.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +24,25 @@ from .. import fsio
 from ..config import Config, IssuerConfig
 from . import keys, registers
 from .authority import load_certificate, now_utc
-from .crl import CRLInfo, CRLSpec, Revocation, check_crl, crl_number, sign_crl, to_pem
+from .crl import (
+    CRLError,
+    CRLInfo,
+    CRLSpec,
+    EncodedEntries,
+    Entry,
+    check_crl,
+    crl_number,
+    encode_records,
+    join_entries,
+    merge_entries,
+    revoked_entries,
+    sign_crl,
+    to_pem,
+    verify_signature,
+)
+from .der import parse_time as parse_time  # re-exported: the site reads CRL descriptions with it
 from .policy import check_key_in_use
+from .registers import Prefix, Snapshot
 
 CRL_DIR = "crl"
 
@@ -33,30 +60,50 @@ class Refreshed:
     reason: str
 
 
-def parse_time(text: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+@dataclass(frozen=True)
+class IssuerRevocations:
+    """One issuer's revocations in a register snapshot, parsed only as far as a refresh needs."""
+
+    issuer: str
+    register: Snapshot
+
+    def changed_since(self, covered: Prefix | None) -> bool:
+        """Whether the register holds revocations of this issuer that a CRL built from ``covered`` lacks."""
+        if covered is None or not self.register.starts_with(covered):
+            return True
+        return any(r.get("issuer") == self.issuer for r in self.register.records_from(covered.length))
+
+    def encode_from(self, offset: int) -> list[Entry]:
+        """The entries, sorted by serial, of this issuer's revocations from register byte ``offset`` on."""
+        with registers.gc_paused():
+            return encode_records(registers.revocations_of(self.register.records_from(offset), self.issuer))
 
 
-def revocations_for(config: Config, issuer: str) -> tuple[list[Revocation], str]:
-    """The issuer's revocations from the register, and a digest that changes when they do."""
-    digest = hashlib.sha256()
-    out = []
-    for r in registers.load_revocations(config.root):
-        if r.issuer != issuer:
-            continue
-        digest.update(f"{r.serial} {r.reason} {r.revoked_at} {r.invalidity_date}\n".encode())
-        out.append(
-            Revocation(
-                int(r.serial, 16),
-                parse_time(r.revoked_at),
-                r.reason,
-                parse_time(r.invalidity_date) if r.invalidity_date else None,
-            )
-        )
-    return out, digest.hexdigest()
+@dataclass(frozen=True)
+class Published:
+    """An issuer's published CRL, and the register prefix it was built from if its description says so."""
+
+    der: bytes
+    sha256: str
+    covers: Prefix | None  # None without a description of this DER that records the prefix
 
 
-def current(config: Config, issuer: str) -> tuple[bytes | None, dict[str, object] | None]:
+def revocations_for(config: Config, issuer: str) -> tuple[IssuerRevocations, Prefix]:
+    """The issuer's revocations in the register as it is now, and that register state (what a CRL records)."""
+    register = Snapshot.read(config.root, registers.REVOCATIONS)
+    return IssuerRevocations(issuer, register), register.whole
+
+
+def _covered_prefix(meta: dict[str, object] | None, sha256: str) -> Prefix | None:
+    if meta is None or meta.get("sha256") != sha256:
+        return None
+    length, digest = meta.get("register_bytes"), meta.get("register_sha256")
+    if isinstance(length, int) and not isinstance(length, bool) and isinstance(digest, str):
+        return Prefix(length, digest)
+    return None
+
+
+def current(config: Config, issuer: str) -> tuple[Published | None, dict[str, object] | None]:
     """The published CRL of an issuer and its JSON description, each if present.
 
     The DER file is the truth: retention and numbering are checked against
@@ -64,25 +111,31 @@ def current(config: Config, issuer: str) -> tuple[bytes | None, dict[str, object
     """
     base = config.root / CRL_DIR
     try:
-        data = (base / f"{issuer}.crl").read_bytes()
-    except FileNotFoundError:
-        data = None
-    try:
         meta = json.loads((base / f"{issuer}.json").read_text())
     except (FileNotFoundError, ValueError):
         meta = None
-    return data, meta if isinstance(meta, dict) else None
+    meta = meta if isinstance(meta, dict) else None
+    try:
+        data = (base / f"{issuer}.crl").read_bytes()
+    except FileNotFoundError:
+        return None, meta
+    sha256 = hashlib.sha256(data).hexdigest()
+    return Published(data, sha256, _covered_prefix(meta, sha256)), meta
 
 
 def due(
-    issuer: IssuerConfig, crl: bytes | None, meta: dict[str, object] | None, register_digest: str, now: dt.datetime
+    issuer: IssuerConfig,
+    crl: Published | None,
+    meta: dict[str, object] | None,
+    revocations: IssuerRevocations,
+    now: dt.datetime,
 ) -> str | None:
     """Why a new CRL is due, or None: no CRL yet, files out of step, register changed, or threshold passed."""
     if crl is None:
         return "no CRL published yet"
-    if meta is None or meta.get("sha256") != hashlib.sha256(crl).hexdigest():
+    if meta is None or meta.get("sha256") != crl.sha256:
         return "the CRL's description is missing or out of step (an interrupted write)"
-    if meta.get("register_sha256") != register_digest:
+    if revocations.changed_since(crl.covers):
         return "the revocation register changed"
     this_update = parse_time(str(meta["this_update"]))
     next_update = parse_time(str(meta["next_update"]))
@@ -94,26 +147,56 @@ def due(
 def refresh(config: Config, now: dt.datetime | None = None, force: bool = False) -> list[Refreshed]:
     """Sign, check and publish every CRL that is due (all of them with ``force``)."""
     now = now or now_utc()
+    register = Snapshot.read(config.root, registers.REVOCATIONS)
     done = []
     for issuer in config.issuers:
-        revocations, digest = revocations_for(config, issuer.name)
+        revocations = IssuerRevocations(issuer.name, register)
         previous, meta = current(config, issuer.name)
-        why = due(issuer, previous, meta, digest, now) or ("forced" if force else None)
+        why = due(issuer, previous, meta, revocations, now) or ("forced" if force else None)
         if why is None:
             continue
-        done.append(Refreshed(issuer.name, publish_one(config, issuer, revocations, digest, previous, now), why))
+        info = publish_one(config, issuer, revocations, register.whole, previous, now)
+        done.append(Refreshed(issuer.name, info, why))
     return done
+
+
+def _reusable_entries(previous: Published | None, cert: x509.Certificate) -> EncodedEntries | None:
+    """The previous CRL's entries, if they can be taken as they are: it verifies under the issuer's key.
+
+    (So they are entries this issuer signed, not another issuer's CRL put in its place.)
+    """
+    if previous is None:
+        return None
+    try:
+        verify_signature(previous.der, cert)
+        return revoked_entries(previous.der)
+    except CRLError:
+        return None
+
+
+def build_entries(revocations: IssuerRevocations, previous: Published | None, cert: x509.Certificate) -> EncodedEntries:
+    """The new CRL's entries: the previous CRL's plus the register's newer records when the register
+    still starts with the prefix the previous CRL was built from; otherwise every record encoded again."""
+    covered = previous.covers if previous is not None else None
+    if covered is not None and revocations.register.starts_with(covered):
+        reused = _reusable_entries(previous, cert)
+        if reused is not None:
+            return merge_entries(reused, revocations.encode_from(covered.length))
+    return join_entries(revocations.encode_from(0))
 
 
 def publish_one(
     config: Config,
     issuer: IssuerConfig,
-    revocations: list[Revocation],
-    digest: str,
-    previous: bytes | None,
+    revocations: IssuerRevocations,
+    register: Prefix,
+    previous: Published | None,
     now: dt.datetime,
 ) -> CRLInfo:
-    """Reserve a number, sign, check against the previous CRL, and write the files (archive first)."""
+    """Reserve a number, sign, check against the previous CRL, and write the files (archive first).
+
+    ``register`` is the register state ``revocations`` come from; the description records it.
+    """
     cert = load_certificate(issuer.certificate)
     expired = check_key_in_use(cert.not_valid_after_utc, now, f"issuer {issuer.name}'s certificate")
     if expired:
@@ -121,12 +204,18 @@ def publish_one(
     key = keys.load_private_key(issuer.key, config.root)
     floor = 1
     if previous is not None:
-        floor = crl_number(x509.load_der_x509_crl(previous)) + 1
+        floor = crl_number(x509.load_der_x509_crl(previous.der)) + 1
     number = registers.reserve_crl_number(config.root, issuer.name, at_least=floor)
     spec = CRLSpec(cert, number, now, now + issuer.crl_lifetime, config.crl_url(issuer.name), issuer.is_root)
-    data = sign_crl(spec, revocations, key)
-    info = check_crl(data, cert, previous, now)
-    meta = {**info.to_json(), "issuer": issuer.name, "url": config.crl_url(issuer.name), "register_sha256": digest}
+    data = sign_crl(spec, build_entries(revocations, previous, cert), key)
+    info = check_crl(data, cert, previous.der if previous is not None else None, now)
+    meta = {
+        **info.to_json(),
+        "issuer": issuer.name,
+        "url": config.crl_url(issuer.name),
+        "register_bytes": register.length,
+        "register_sha256": register.sha256,
+    }
     base = Path(CRL_DIR)
     fsio.write_files(config.root, {str(base / "archive" / issuer.name / f"{number}.crl"): data})
     fsio.write_files(

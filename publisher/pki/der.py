@@ -2,8 +2,9 @@
 
 cryptography's CRL builder costs several microseconds per revoked entry in
 Python objects; a million-entry CRL is encoded here directly instead. Only
-encoding lives here: signing and every check of the result use cryptography,
-and the tests compare these bytes with cryptography's own encoder.
+encoding (and reading the headers it wrote) lives here: signing and every
+check of the result use cryptography, and the tests compare these bytes with
+cryptography's own encoder.
 """
 
 from __future__ import annotations
@@ -12,11 +13,15 @@ import datetime as dt
 
 UTC = dt.UTC
 
+# Short-form length octets, looked up rather than built: the per-entry encoder
+# needs several per entry, a million times.
+SHORT_LENGTHS = tuple(bytes([n]) for n in range(0x80))
+
 
 def length(n: int) -> bytes:
     """DER length octets."""
     if n < 0x80:
-        return bytes([n])
+        return SHORT_LENGTHS[n]
     body = n.to_bytes((n.bit_length() + 7) // 8, "big")
     return bytes([0x80 | len(body)]) + body
 
@@ -81,7 +86,9 @@ def _utc(when: dt.datetime) -> dt.datetime:
 
 
 def generalized_time(when: dt.datetime) -> bytes:
-    return tlv(0x18, _utc(when).strftime("%Y%m%d%H%M%SZ").encode())
+    when = _utc(when)
+    # Not strftime's %Y, which writes the years before 1000 with fewer than four digits.
+    return tlv(0x18, f"{when.year:04d}".encode() + when.strftime("%m%d%H%M%SZ").encode())
 
 
 def time(when: dt.datetime) -> bytes:
@@ -90,6 +97,47 @@ def time(when: dt.datetime) -> bytes:
     if 1950 <= when.year <= 2049:
         return tlv(0x17, when.strftime("%y%m%d%H%M%SZ").encode())
     return generalized_time(when)
+
+
+def _compact_time(text: str) -> str | None:
+    """``YYYYMMDDHHMMSSZ`` for a valid ``YYYY-MM-DDTHH:MM:SSZ``; None for any other form.
+
+    Registers write that one form; slicing it is several times faster than
+    parsing and formatting a datetime. The separators are checked because
+    ``fromisoformat`` also takes other 20-character forms (week dates, basic
+    format with fractions); it then checks the digits and ranges (month 13,
+    30 February).
+    """
+    if len(text) != 20 or text[4::3] != "--T::Z":  # the separators, at 4, 7, 10, 13, 16 and 19
+        return None
+    try:
+        dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return text.replace("-", "").replace("T", "").replace(":", "")
+
+
+def parse_time(text: str) -> dt.datetime:
+    """An RFC 3339 time as registers and CRL descriptions hold it."""
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def time_from_text(text: str) -> bytes:
+    """``time`` of an RFC 3339 time, without a datetime when it is in the registers' UTC form."""
+    compact = _compact_time(text)
+    if compact is None:
+        return time(parse_time(text))
+    if "1950" <= compact[:4] <= "2049":  # four ASCII digits compare as the year does
+        return b"\x17\x0d" + compact[2:].encode("ascii")
+    return b"\x18\x0f" + compact.encode("ascii")
+
+
+def generalized_time_from_text(text: str) -> bytes:
+    """``generalized_time`` of an RFC 3339 time (see ``time_from_text``)."""
+    compact = _compact_time(text)
+    if compact is None:
+        return generalized_time(parse_time(text))
+    return b"\x18\x0f" + compact.encode("ascii")
 
 
 def extension(extn_id: str, critical: bool, value_der: bytes) -> bytes:
