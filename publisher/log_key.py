@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from .config import ConfigError, KeySource
 from .note import NoteError, Signer
-from .pki.keys import check_custody
+from .pki.keys import read_key_material
 
 
 def load_log_signer(source: KeySource, publication: Path | None = None) -> Signer:
@@ -15,17 +14,7 @@ def load_log_signer(source: KeySource, publication: Path | None = None) -> Signe
 
     With ``publication`` given, a key file inside it or tracked by git is refused.
     """
-    if source.file is not None:
-        if publication is not None:
-            check_custody(source.file, publication)
-        try:
-            text = source.file.read_text()
-        except OSError as exc:
-            raise ConfigError(f"cannot read log key {source.file}: {exc.strerror or exc}") from exc
-    else:
-        text = os.environ.get(source.env or "", "")
-        if not text:
-            raise ConfigError(f"environment variable {source.env} is empty or unset")
+    text = read_key_material(source, publication).decode("utf-8", errors="replace")
     try:
         return Signer.from_skey(text)
     except NoteError as exc:

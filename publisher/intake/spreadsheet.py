@@ -19,23 +19,14 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-COLUMNS = (
-    "manufacturer_id",
-    "manufacturer_name",
-    "model_id",
-    "hardware_version",
-    "firmware_version",
-    "device_type",
-    "smets_version",
-    "image_hash",
-)
-DEVICE_TYPES = frozenset({"ESME", "GSME", "CHF", "GPF", "PPMID", "IHD", "HCALCS", "CAD", "SAPC"})
+from verifier.cpl_verify import DEVICE_TYPES, MAX_UNZIPPED
+from verifier.cpl_verify import SHEET_COLUMNS as COLUMNS
+
 SMETS_VERSIONS = frozenset({"SMETS1", "SMETS2"})
 MAX_ROWS = 1000
 MAX_LENGTH = {"manufacturer_name": 128}  # others: 64
 MAX_SHEET_BYTES = 5 * 1024 * 1024
 # .xlsx is a zip: bound what it may expand to before any XML parser sees it.
-MAX_UNZIPPED = 50 * 1024 * 1024
 MAX_RATIO = 100
 MAX_MEMBERS = 200
 FORMULA_PREFIXES = ("=", "+", "-", "@")

@@ -16,13 +16,14 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes
 
+from verifier.cpl_verify import COMMS_HUB_TYPES
+
 from ..pki.profile import identity
 from .associations import ASSOCIATION_TYPE, AssociationIndex
 from .certcheck import TrustContext, check_certificate
 from .cms import CMSError, Signer, verify_detached
 from .spreadsheet import MAX_SHEET_BYTES, Row, SheetError, clean, read_rows
 
-COMMS_HUB_TYPES = frozenset({"CHF", "GPF"})
 MAX_REQUEST_BYTES = 16 * 1024
 MAX_FILES = 12
 REPORT_FILES = ("rejection.json", "rejection.txt")

@@ -72,23 +72,28 @@ def check_custody(path: Path, publication: Path) -> None:
         raise KeyUnusable(f"key file {path} is inside the publication folder; keep keys outside it")
 
 
+def read_key_material(source: KeySource, publication: Path | None) -> bytes:
+    """The bytes of a key from its file (custody-checked against ``publication``) or environment variable."""
+    if source.file is not None:
+        if publication is not None:
+            check_custody(source.file, publication)
+        try:
+            return source.file.read_bytes()
+        except OSError as exc:
+            raise KeyUnusable(f"cannot read key {source.file}: {exc.strerror or exc}") from exc
+    text = os.environ.get(source.env or "", "")
+    if not text:
+        raise KeyUnusable(f"environment variable {source.env} is empty or unset")
+    return text.encode()
+
+
 def load_private_key(source: KeySource, publication: Path) -> PrivateKey:
     """Load an issuer key from its configured source, enforcing the custody rules.
 
     Refused: a key file git tracks, one inside the publication folder, and one
     inside a git work tree that git does not ignore.
     """
-    if source.file is not None:
-        check_custody(source.file, publication)
-        try:
-            data = source.file.read_bytes()
-        except OSError as exc:
-            raise KeyUnusable(f"cannot read key {source.file}: {exc.strerror or exc}") from exc
-    else:
-        text = os.environ.get(source.env or "", "")
-        if not text:
-            raise KeyUnusable(f"environment variable {source.env} is empty or unset")
-        data = text.encode()
+    data = read_key_material(source, publication)
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:

@@ -66,6 +66,19 @@ def open_log(config: Config) -> LogReader:
     return LogReader(log_dir, config.origin, [vkey])
 
 
+def json_entries(log: LogReader) -> list[tuple[int, dict[str, object]]]:
+    """The log's entries that are JSON objects, with their indices."""
+    out = []
+    for index, raw in enumerate(log.entries()):
+        try:
+            entry = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(entry, dict):
+            out.append((index, entry))
+    return out
+
+
 def status(config: Config, log: LogReader, generated_at: str) -> dict[str, object]:
     """``status.json``: the CRLs' state and the log's size, root and checkpoint."""
     crls: dict[str, object] = {}
@@ -98,15 +111,7 @@ def export_tree(config: Config, out: Path, generated_at: str, proofs: bool = Tru
         if (config.root / LOG_DIR / sub).is_dir():
             linked += link_tree(config.root / LOG_DIR / sub, out / LOG_DIR / sub)
 
-    entries = []
-    for index, raw in enumerate(log.entries()):
-        try:
-            entry = json.loads(raw)
-        except ValueError:
-            continue
-        if isinstance(entry, dict):
-            entries.append((index, entry))
-    generated = build_shards(entries)
+    generated = build_shards(json_entries(log))
     if proofs:
         # The entry rides in the proof's "extra" line, so a proof file alone is enough offline
         # (the inclusion proof authenticates it).

@@ -23,7 +23,7 @@ from publisher.pki.authority import load_certificate
 from publisher.pki.crl_publish import CRL_DIR, parse_time
 from publisher.pki.registers import load_revocations
 from publisher.site import pages
-from publisher.site.export import export_tree, open_log
+from publisher.site.export import export_tree, json_entries, open_log
 
 _state: dict[str, Any] = {}
 VERIFIER = Path(__file__).resolve().parents[2] / "verifier" / "cpl_verify.py"
@@ -57,15 +57,7 @@ def on_files(files: Files, config: Any) -> Files:
     log = open_log(pub)
     status_path = pub.root / "status.json"
     status = json.loads(status_path.read_text()) if status_path.exists() else {}
-    entries = []
-    for index, raw in enumerate(log.entries()):
-        try:
-            entry = json.loads(raw)
-        except ValueError:
-            continue
-        if isinstance(entry, dict):
-            entries.append((index, entry))
-    items = pages.associations(entries)
+    items = pages.associations(json_entries(log))
     generated: dict[str, str] = {"index.md": pages.home(status, _now(pub))}
     revocations = load_revocations(pub.root)
     for issuer in pub.issuers:
