@@ -46,6 +46,7 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 
 from publisher.config import Config, load
 from publisher.intake.associations import CRL_TYPE, canonical_json
+from publisher.intake.spreadsheet import COLUMNS
 from publisher.log_key import load_log_signer
 from publisher.pki import authority, crl_publish, keys, profile
 from publisher.pki.crl import CRLSpec, Revocation, check_crl, sign_crl, to_pem
@@ -63,16 +64,6 @@ BATCH = 65_536
 TARGET_INCLUSION_REQUESTS = 6
 TARGET_INCLUSION_SECONDS = 0.5
 TARGET_AUDIT_RATE = 5000
-COLUMNS = (
-    "manufacturer_id",
-    "manufacturer_name",
-    "model_id",
-    "hardware_version",
-    "firmware_version",
-    "device_type",
-    "smets_version",
-    "image_hash",
-)
 
 
 def log(msg: str) -> None:

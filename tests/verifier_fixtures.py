@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from publisher.config import Config, load
 from publisher.intake.associations import CRL_TYPE, canonical_json
 from publisher.intake.run import run_intake
+from publisher.intake.spreadsheet import COLUMNS
 from publisher.log_key import load_log_signer
 from publisher.note import Signer
 from publisher.pki import authority, crl_publish, keys, profile, revocation
@@ -50,16 +51,6 @@ from publisher.tlog import TileLog
 SITE_URL = "https://cpl.example.test"  # only the CRL distribution point names come from it
 ORIGIN = "cpl.example.test/log"
 ISSUER = "ica"
-COLUMNS = (
-    "manufacturer_id",
-    "manufacturer_name",
-    "model_id",
-    "hardware_version",
-    "firmware_version",
-    "device_type",
-    "smets_version",
-    "image_hash",
-)
 
 # label -> (organisation, organisation id, role)
 ORGS = {
