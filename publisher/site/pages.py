@@ -174,7 +174,8 @@ def firmware_pages(items: list[Association]) -> dict[str, str]:
     for mid in sorted(by_mfr):
         rows = by_mfr[mid]
         chunks = [rows[i : i + ROWS_PER_PAGE] for i in range(0, len(rows), ROWS_PER_PAGE)] or [[]]
-        slug = f"m-{abs(hash(mid)) % 10**8:08d}" if not mid.isalnum() else mid
+        # A stable URL for IDs that are not plain letters and digits (hash() is salted per process).
+        slug = mid if mid.isascii() and mid.isalnum() else "m-" + hashlib.sha256(mid.encode()).hexdigest()[:12]
         name = rows[-1].field("manufacturer_name")
         index_rows.append([f'<a href="{safe(slug)}/">{safe(mid)}</a>', safe(name), safe(len(rows))])
         for n, chunk in enumerate(chunks, 1):
