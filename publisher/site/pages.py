@@ -30,8 +30,8 @@ def table(headers: list[str], rows: Iterable[list[str]], css: str = "") -> str:
     """A raw-HTML table block; cells must already be safe HTML."""
     head = "".join(f"<th>{h}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    cls = f' class="{css}"' if css else ""
-    return f'\n<div class="cpl-table"><table{cls}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>\n'
+    # The class goes on the wrapper: Material styles only tables without a class of their own.
+    return f'\n<div class="cpl-table {css}"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>\n'
 
 
 @dataclass(frozen=True)
