@@ -104,6 +104,23 @@ def _message(result: PublishResult) -> str:
     return lines[0] + "\n\n" + "\n".join(lines[1:]) + "\n"
 
 
+def crl_entries(refreshed: list[crl_publish.Refreshed]) -> list[bytes]:
+    """One ``crl/v1`` log entry per newly signed CRL, so anyone can check the CRL they were served."""
+    return [
+        canonical_json(
+            {
+                "type": CRL_TYPE,
+                "issuer": r.issuer,
+                "number": r.info.number,
+                "this_update": r.info.to_json()["this_update"],
+                "next_update": r.info.to_json()["next_update"],
+                "sha256": r.info.sha256,
+            }
+        )
+        for r in refreshed
+    ]
+
+
 def publish(config: Config, now: dt.datetime | None = None, show_progress: bool = False) -> PublishResult:
     """Run one publish (see the module docstring); returns what it did."""
     now = now or now_utc()
@@ -119,20 +136,7 @@ def publish(config: Config, now: dt.datetime | None = None, show_progress: bool 
         start_size, start_root = log.size, log.root_hash
         refreshed = crl_publish.refresh(config, now)
         result.intake = run_intake(config, log, now, show_progress)
-        crl_entries = [
-            canonical_json(
-                {
-                    "type": CRL_TYPE,
-                    "issuer": r.issuer,
-                    "number": r.info.number,
-                    "this_update": r.info.to_json()["this_update"],
-                    "next_update": r.info.to_json()["next_update"],
-                    "sha256": r.info.sha256,
-                }
-            )
-            for r in refreshed
-        ]
-        log.append(crl_entries)
+        log.append(crl_entries(refreshed))
         result.crls = {r.issuer: r.info.number for r in refreshed}
         result.size, result.root = log.size, b64encode(log.root_hash)
         if head_note is not None:

@@ -37,7 +37,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import pkcs7
 
 from publisher.config import Config, load
-from publisher.intake.associations import CRL_TYPE, canonical_json
 from publisher.intake.run import run_intake
 from publisher.intake.spreadsheet import COLUMNS
 from publisher.log_key import load_log_signer
@@ -45,6 +44,7 @@ from publisher.note import Signer
 from publisher.pki import authority, crl_publish, keys, profile, revocation
 from publisher.pki.crl import CRLSpec, Revocation, sign_crl
 from publisher.pki.policy import Kind
+from publisher.publish import crl_entries
 from publisher.site.export import export_tree
 from publisher.tlog import TileLog
 
@@ -235,22 +235,6 @@ def _submit(
     )
 
 
-def _crl_entries(refreshed: Sequence[crl_publish.Refreshed]) -> list[bytes]:
-    return [
-        canonical_json(
-            {
-                "type": CRL_TYPE,
-                "issuer": r.issuer,
-                "number": r.info.number,
-                "this_update": r.info.to_json()["this_update"],
-                "next_update": r.info.to_json()["next_update"],
-                "sha256": r.info.sha256,
-            }
-        )
-        for r in refreshed
-    ]
-
-
 def _publish_step(config: Config, signer: Signer, now: dt.datetime, world: World) -> dict[str, list[int]]:
     """One publish, as the publish job does it: CRLs due, intake, one crl/v1 entry per new CRL."""
     with TileLog.open(config.root / "log", signer) as log:
@@ -258,7 +242,7 @@ def _publish_step(config: Config, signer: Signer, now: dt.datetime, world: World
         report = run_intake(config, log, now=now)
         if report.rejected:
             raise AssertionError(f"fixture submissions rejected: {report.rejected}")
-        log.append(_crl_entries(refreshed))
+        log.append(crl_entries(refreshed))
         world.checkpoints.append(log.signed.raw)
     return report.accepted
 
