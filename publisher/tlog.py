@@ -9,6 +9,12 @@ Layout of a log folder (the public part follows C2SP tlog-tiles):
     .state/tree.json      private: last signed size, root and checkpoint (the commit point)
     .state/pending.json   private: the batch being written, until it is committed
     .state/lock           private: the single-writer lock
+
+The public files (committed to git) are the truth; ``.state/`` is a cache of
+this machine's last commit point and may be absent (a fresh clone): opening
+rebuilds it from the signed public checkpoint and the tiles. It is ahead of
+the public checkpoint only between an append's commit point and its
+checkpoint write, which recovery finishes.
 """
 
 from __future__ import annotations
@@ -20,7 +26,16 @@ from pathlib import Path
 
 from . import fsio
 from .checkpoint import Checkpoint, CheckpointError, SignedCheckpoint, TlogProof, open_checkpoint
-from .merkle import EMPTY_ROOT, HashRange, consistency_proof, inclusion_proof, leaf_hash, root_of
+from .merkle import (
+    EMPTY_ROOT,
+    HashRange,
+    ProofError,
+    consistency_proof,
+    inclusion_proof,
+    leaf_hash,
+    root_of,
+    verify_consistency,
+)
 from .note import Signer, Verifier, b64encode, sign_note
 from .tiles import (
     MAX_ENTRY_SIZE,
@@ -57,6 +72,10 @@ class CorruptLog(LogError):
     """Stored data disagrees with the signed checkpoint (tampering or disk corruption)."""
 
 
+class MissingData(CorruptLog):
+    """A file the signed checkpoint needs is absent."""
+
+
 def _no_progress(done: int, total: int) -> None:
     return None
 
@@ -75,14 +94,17 @@ class AppendResult:
 class LogReader:
     """Read access to a log folder at its signed checkpoint: entries, tiles, proofs, checks."""
 
-    def __init__(self, root: Path, origin: str, verifiers: Sequence[Verifier]) -> None:
+    def __init__(
+        self, root: Path, origin: str, verifiers: Sequence[Verifier], signed: SignedCheckpoint | None = None
+    ) -> None:
+        """Read the log in ``root`` at its public checkpoint, or at ``signed`` when given (already verified)."""
         self.root = Path(root)
         self.origin = origin
         self.verifiers = list(verifiers)
         self._tile_cache: dict[Tile, list[bytes]] = {}
         self._ranges_size = -1
         self._ranges: dict[tuple[int, int], bytes] = {}
-        self.signed = self._load_checkpoint()
+        self.signed = signed if signed is not None else self._load_checkpoint()
 
     # -- loading -------------------------------------------------------------
     def _load_checkpoint(self) -> SignedCheckpoint:
@@ -109,7 +131,7 @@ class LogReader:
         try:
             return (self.root / rel).read_bytes()
         except FileNotFoundError as exc:
-            raise CorruptLog(f"{self.root / rel}: missing, but the checkpoint needs it") from exc
+            raise MissingData(f"{self.root / rel}: missing, but the checkpoint needs it") from exc
 
     def _read_tile_bytes(self, tile: Tile) -> bytes:
         """A tile's bytes; a partial tile may be served from the full one once it exists."""
@@ -339,10 +361,13 @@ class TileLog(LogReader):
 
     @classmethod
     def open(cls, root: Path, signer: Signer) -> TileLog:
-        """Take the writer lock, finish or discard a half-written batch, and check the right edge."""
+        """Take the writer lock, recover (see ``_recover``), and check the right edge.
+
+        Works on a fresh clone: the private state is rebuilt from the public checkpoint.
+        """
         root = Path(root)
-        if not (root / STATE_FILE).exists():
-            raise LogError(f"{root}: no {STATE_FILE}; create the log first")
+        if not (root / STATE_FILE).exists() and not (root / "checkpoint").exists():
+            raise LogError(f"{root}: no checkpoint; create the log first")
         lock = fsio.WriterLock(root / LOCK_FILE, f"log {root}")
         try:
             _recover(root, signer)
@@ -480,23 +505,63 @@ def _read_json(path: Path) -> dict[str, object]:
     return obj
 
 
+def _signed_note(data: str | bytes, signer: Signer, where: Path) -> SignedCheckpoint:
+    try:
+        return open_checkpoint(data, signer.name, [signer.verifier])
+    except CheckpointError as exc:
+        raise CorruptLog(f"{where}: {exc}; is this the right signing key?") from exc
+
+
+def _read_cache(root: Path, signer: Signer) -> SignedCheckpoint | None:
+    """This machine's last commit point, if it has one; a cache that fails its checks is refused, not ignored."""
+    path = root / STATE_FILE
+    if not path.exists():
+        return None
+    hint = f"; if this machine's private state is damaged, remove {path} and it is rebuilt from the public checkpoint"
+    try:
+        state = _read_json(path)
+    except LogError as exc:
+        raise CorruptLog(f"{exc}{hint}") from exc
+    note = state.get("checkpoint")
+    if not isinstance(note, str):
+        raise CorruptLog(f"{path}: has no checkpoint{hint}")
+    try:
+        signed = open_checkpoint(note, signer.name, [signer.verifier])
+    except CheckpointError as exc:
+        raise CorruptLog(f"{path}: {exc}; is this the right signing key?{hint}") from exc
+    if signed.checkpoint.size != state.get("size") or b64encode(signed.checkpoint.root) != state.get("root"):
+        raise CorruptLog(f"{path}: size or root disagrees with its checkpoint{hint}")
+    return signed
+
+
+def _consistent(root: Path, signer: Signer, old: SignedCheckpoint, new: SignedCheckpoint) -> None:
+    """Prove ``new`` extends ``old`` from the tiles on disk; raise ``CorruptLog`` (``MissingData``) if not."""
+    reader = LogReader(root, signer.name, [signer.verifier], new)
+    a, b = old.checkpoint, new.checkpoint
+    try:
+        verify_consistency(a.size, b.size, a.root, b.root, reader.consistency_proof(a.size))
+    except ProofError as exc:
+        raise CorruptLog(
+            f"{root}: the checkpoint of size {b.size} is not an extension of the one of size {a.size} "
+            f"this log also signed (a fork): {exc}"
+        ) from exc
+
+
 def _recover(root: Path, signer: Signer) -> None:
-    """Bring the public files in line with the commit point after a crash.
+    """Bring the private cache and the public checkpoint in line after a crash, a restore or a fresh clone.
 
     A journalled batch that reached the commit point is completed (its files
     were durable before the commit); one that did not is discarded, so no
-    entry is ever half-present or duplicated.
+    entry is ever half-present or duplicated. Then the newer of the cache and
+    the public checkpoint wins when the tiles prove it extends the other: a
+    cache ahead of the public file is an append that crashed before its
+    checkpoint write (finished here), unless its tiles are gone (a restore:
+    the public checkpoint stands); a public file ahead of the cache came from
+    git (a pull). Two checkpoints that are not consistent are a fork: refused.
     """
-    state = _read_json(root / STATE_FILE)
-    note = state.get("checkpoint")
-    if not isinstance(note, str):
-        raise LogError(f"{root / STATE_FILE}: has no checkpoint")
-    try:
-        committed = open_checkpoint(note, signer.name, [signer.verifier]).checkpoint
-    except CheckpointError as exc:
-        raise CorruptLog(f"{root / STATE_FILE}: {exc}; is this the right signing key?") from exc
-    if committed.size != state.get("size") or b64encode(committed.root) != state.get("root"):
-        raise CorruptLog(f"{root / STATE_FILE}: size or root disagrees with its checkpoint")
+    cache = _read_cache(root, signer)
+    public_path = root / "checkpoint"
+    public = _signed_note(public_path.read_bytes(), signer, public_path) if public_path.exists() else None
 
     pending_path = root / PENDING_FILE
     if pending_path.exists():
@@ -505,23 +570,38 @@ def _recover(root: Path, signer: Signer) -> None:
         except LogError:
             journal = {}  # torn journal: written before any data file, nothing to undo
         paths = journal.get("paths", [])
-        if journal.get("new_size") != committed.size and isinstance(paths, list):
+        committed = cache or public
+        if committed is not None and journal.get("new_size") != committed.checkpoint.size and isinstance(paths, list):
             fsio.remove_files(root, [str(p) for p in paths])
         fsio.remove_files(root, [PENDING_FILE])
 
     # Temporaries of the fixed files must not linger (the log folder is published).
     fsio.remove_files(root, ["checkpoint", "vkey", STATE_FILE, PENDING_FILE], keep=True)
-    public = root / "checkpoint"
-    current = public.read_bytes() if public.exists() else b""
-    if current != note.encode():
-        if current:
-            try:
-                public_size = open_checkpoint(current, signer.name, [signer.verifier]).checkpoint.size
-            except CheckpointError as exc:
-                raise CorruptLog(f"{public}: {exc}") from exc
-            if public_size > committed.size:
-                raise CorruptLog(f"{public}: size {public_size} is ahead of the committed state {committed.size}")
-        fsio.write_file(public, note.encode())
+    target = _choose(root, signer, cache, public)
+    if cache is None or cache.raw != target.raw:
+        _commit(root, target.checkpoint.size, target.checkpoint.root, target.raw)
+    if public is None or public.raw != target.raw:
+        fsio.write_file(public_path, target.raw.encode())
+
+
+def _choose(
+    root: Path, signer: Signer, cache: SignedCheckpoint | None, public: SignedCheckpoint | None
+) -> SignedCheckpoint:
+    if cache is None or public is None:
+        chosen = cache or public
+        if chosen is None:
+            raise LogError(f"{root}: no checkpoint; create the log first")
+        return chosen
+    if cache.raw == public.raw:
+        return cache
+    if cache.checkpoint.size > public.checkpoint.size:
+        try:
+            _consistent(root, signer, public, cache)
+        except MissingData:
+            return public  # the unpublished append's tiles were removed (a restore): the public checkpoint stands
+        return cache
+    _consistent(root, signer, cache, public)
+    return public
 
 
 def read_vkey(root: Path) -> Verifier:

@@ -433,7 +433,8 @@ def test_recovery_publishes_a_missing_checkpoint(tmp_path: Path) -> None:
     assert (root / "checkpoint").read_bytes() == expected
 
 
-def test_open_refuses_a_public_checkpoint_ahead_of_the_committed_state(tmp_path: Path) -> None:
+def test_a_stale_cache_behind_the_public_checkpoint_is_brought_forward(tmp_path: Path) -> None:
+    # What a `git pull` does: the public files move ahead of this machine's private state.
     root = tmp_path / "log"
     with TileLog.create(root, SIGNER) as log:
         log.append(make_entries(0, 10))
@@ -441,9 +442,79 @@ def test_open_refuses_a_public_checkpoint_ahead_of_the_committed_state(tmp_path:
         log.append(make_entries(10, 10))
     (root / STATE_FILE).write_bytes(old_state)
     newer = (root / "checkpoint").read_bytes()
-    with pytest.raises(CorruptLog, match="ahead of the committed state"):
+    with TileLog.open(root, SIGNER) as log:
+        assert log.size == 20
+        log.append(make_entries(20, 1))
+    assert json.loads((root / STATE_FILE).read_text())["size"] == 21
+    assert reader(root).verify_all() == 21
+    assert newer != (root / "checkpoint").read_bytes()
+
+
+def test_a_public_checkpoint_forked_from_the_cache_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "log"
+    build(root, 10)
+    other = tmp_path / "other"
+    build(other, 12, tag=b"x")  # same key, different entries: a fork of a larger size
+    shutil.rmtree(root / "tile")
+    shutil.copytree(other / "tile", root / "tile")
+    shutil.copyfile(other / "checkpoint", root / "checkpoint")
+    with pytest.raises(CorruptLog, match=r"size 12 is not an extension of the one of size 10 .*\(a fork\)"):
         TileLog.open(root, SIGNER)
-    assert (root / "checkpoint").read_bytes() == newer  # never rolled back
+
+
+def test_a_fresh_clone_without_private_state_opens_and_appends(tmp_path: Path) -> None:
+    root = tmp_path / "log"
+    build(root, 300)
+    shutil.rmtree(root / ".state")
+    with TileLog.open(root, SIGNER) as log:
+        assert log.size == 300
+        log.append(make_entries(300, 5))
+    state = json.loads((root / STATE_FILE).read_text())
+    assert state["size"] == 305
+    assert state["checkpoint"] == (root / "checkpoint").read_text()
+    assert reader(root).verify_all() == 305
+
+
+def test_a_cache_ahead_whose_tiles_were_removed_yields_to_the_public_checkpoint(tmp_path: Path) -> None:
+    # A restore after a crash past the commit point: the public checkpoint and tiles are the committed ones.
+    root = tmp_path / "log"
+    build(root, 10)
+    public = (root / "checkpoint").read_bytes()
+    tiles = {p: p.read_bytes() for p in (root / "tile").rglob("*") if p.is_file()}
+    with TileLog.open(root, SIGNER) as log:
+        log.append(make_entries(10, 5))
+    for p in (root / "tile").rglob("*"):
+        if p.is_file() and p not in tiles:
+            p.unlink()
+    (root / "checkpoint").write_bytes(public)
+    with TileLog.open(root, SIGNER) as log:
+        assert log.size == 10
+        log.append(make_entries(10, 2, tag=b"y"))
+    assert reader(root).verify_all() == 12
+
+
+def test_a_tampered_cache_is_refused_with_the_way_out(tmp_path: Path) -> None:
+    root = tmp_path / "log"
+    build(root, 10)
+    state = json.loads((root / STATE_FILE).read_text())
+    state["checkpoint"] = state["checkpoint"].replace("\n10\n", "\n11\n")
+    (root / STATE_FILE).write_text(json.dumps(state))
+    with pytest.raises(CorruptLog, match=r"tree\.json: .*signature.*remove .*tree\.json and it is rebuilt"):
+        TileLog.open(root, SIGNER)
+    (root / STATE_FILE).unlink()
+    with TileLog.open(root, SIGNER) as log:
+        assert log.size == 10
+
+
+def test_a_torn_journal_is_discarded_and_the_log_continues(tmp_path: Path) -> None:
+    root = tmp_path / "log"
+    build(root, 10)
+    (root / PENDING_FILE).write_bytes(b'{"old_size": 10, "new_si')
+    with TileLog.open(root, SIGNER) as log:
+        assert log.size == 10
+        assert not (root / PENDING_FILE).exists()
+        log.append(make_entries(10, 3))
+    assert reader(root).verify_all() == 13
 
 
 # -- misuse must not hang or fork the log ---------------------------------------------

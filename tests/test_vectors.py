@@ -1,9 +1,9 @@
-"""Published test vectors (shared/vectors/) run against the publisher's own code.
+"""Published test vectors (``tests/vectors/``, sources and licences in its README) run against the
+publisher's own code.
 
-The vectors live beside the repository (``../shared/vectors`` from the repo
-root, as CI clones it) or wherever ``CPL_VECTORS_DIR`` points. If they are
-missing every test here fails: silently skipping them would hide the only
-cross-check against other implementations.
+The vectors are vendored in the repository, so a fresh clone tests them. If
+they are missing every test here fails: silently skipping them would hide the
+only cross-check against other implementations.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
 import re
 import shutil
 import stat
@@ -65,8 +64,7 @@ from publisher.tlog import CorruptLog, LogReader
 
 # -- locating the vectors ------------------------------------------------------
 
-VECTORS_ENV = "CPL_VECTORS_DIR"
-VECTORS = Path(os.environ.get(VECTORS_ENV) or Path(__file__).resolve().parents[2] / "shared" / "vectors")
+VECTORS = Path(__file__).resolve().parent / "vectors"
 MERKLE = VECTORS / "merkle-rfc6962"
 TESSERA = VECTORS / "tessera-testdata-log"
 SUNLIGHT = VECTORS / "sunlight-mirror-300"
@@ -78,7 +76,7 @@ def _require_vectors() -> None:
     """Fail (never skip) every test in this module when the vectors are not there."""
     if not VECTORS.is_dir():
         pytest.fail(
-            f"test vectors not found at {VECTORS}; clone shared/ beside the repository or set {VECTORS_ENV}",
+            f"test vectors not found at {VECTORS}; they are part of the repository (tests/vectors/)",
             pytrace=False,
         )
 

@@ -1,4 +1,4 @@
-"""The consumer verifier against logs other software wrote (../shared/vectors: Tessera, Sunlight) with
+"""The consumer verifier against logs other software wrote (tests/vectors: Tessera, Sunlight) with
 their published keys, and against plain logs in local folders: a three-level tree for proofs computed
 from tiles, and two logs that share a prefix (a fork of a larger size).
 """
@@ -6,7 +6,6 @@ from tiles, and two logs that share a prefix (a fork of a larger size).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import stat
 from pathlib import Path
@@ -19,7 +18,7 @@ from publisher.note import Signer
 from publisher.tlog import TileLog
 from verifier.cpl_verify import main
 
-VECTORS = Path(os.environ.get("CPL_VECTORS_DIR") or Path(__file__).resolve().parents[2] / "shared" / "vectors")
+VECTORS = Path(__file__).resolve().parent / "vectors"
 TESSERA = VECTORS / "tessera-testdata-log"
 SUNLIGHT = VECTORS / "sunlight-mirror-300"
 TESSERA_VKEY = "example.com/log/testdata+33d7b496+AeHTu4Q3hEIMHNqc6fASMsq3rKNx280NI+oO5xCFkkSx"
@@ -47,7 +46,7 @@ TESSERA_ENTRIES = [
 @pytest.fixture(autouse=True)
 def _require_vectors() -> None:
     if not VECTORS.is_dir():
-        pytest.fail(f"test vectors not found at {VECTORS}; set CPL_VECTORS_DIR", pytrace=False)
+        pytest.fail(f"test vectors not found at {VECTORS} (tests/vectors/ in the repository)", pytrace=False)
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str]:
