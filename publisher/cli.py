@@ -27,9 +27,10 @@ from .pki.revocation import RevocationRefused
 from .publish import PublishRefused
 from .tiles import TileError
 from .tlog import CorruptLog, LogError
+from .transaction import OperationRefused
 
 FAILED = (CorruptLog, ProofError, CheckpointError, HistoryBroken)
-REFUSED = (PolicyRefused, RevocationRefused, CRLRefused, CRLError, PublishRefused)
+REFUSED = (PolicyRefused, RevocationRefused, CRLRefused, CRLError, PublishRefused, OperationRefused)
 USAGE = (UsageError, ConfigError, RegisterError, ProfileError, LogError, LockHeld, TileError, NoteError, OSError)
 
 

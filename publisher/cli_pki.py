@@ -189,7 +189,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 
 def cmd_crl_refresh(args: argparse.Namespace) -> int:
     config = _publication(args)
-    done = crl_publish.refresh(config, force=args.force)
+    done = crl_publish.refresh_and_commit(config, force=args.force)
     summary = [{"issuer": d.issuer, "why": d.reason, **d.info.to_json()} for d in done]
     lines = [
         f"{d.issuer}: CRL {d.info.number}, {d.info.entries} entries, next update "

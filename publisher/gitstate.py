@@ -20,11 +20,18 @@ def repository(root: Path) -> git.Repo | None:
     return repo
 
 
-def commit(repo: git.Repo, paths: list[str], message: str) -> str:
-    """Stage ``paths`` (additions, changes, removals) and commit them; returns the commit id."""
-    present = [p for p in paths if (Path(str(repo.working_tree_dir)) / p).exists()]
+def commit(repo: git.Repo, paths: list[str], message: str) -> str | None:
+    """Stage ``paths`` (additions, changes, removals) and commit them; returns the commit id.
+
+    Returns None when they hold nothing to commit (a redo of a change that was committed already).
+    """
+    tree = Path(str(repo.working_tree_dir))
+    tracked = {p for p in paths if repo.git.ls_files("--", p)}
+    present = [p for p in paths if (tree / p).exists() or p in tracked]
     if present:
         repo.git.add("--all", "--", *present)
+    if repo.head.is_valid() and not repo.git.diff("--cached", "--name-only"):
+        return None
     reader = repo.config_reader()
     name = reader.get_value("user", "name", DEFAULT_IDENTITY[0])
     email = reader.get_value("user", "email", DEFAULT_IDENTITY[1])

@@ -1,72 +1,208 @@
-"""``cpl-publisher history verify``: prove the log append-only across the publication's git history.
+"""``cpl-publisher history verify``: prove the publication's git history append-only, commit by commit.
 
-Every commit that changed ``log/checkpoint`` is visited oldest first; each
-checkpoint's signature is verified with the pinned (or committed) key, and
-each successive pair is proved consistent with a consistency proof built
-from the tiles *as committed in the newer commit*. A commit that rewrote an
-old entry therefore fails its own pair, and is named.
+Every commit is visited, parents before children, and compared with each
+parent:
+
+* nothing published is modified or removed: the log's tiles, entry bundles,
+  evidence and verifier key, the archived CRLs and the issued certificates
+  are only ever added; the two registers only ever grow at the end;
+* its ``log/checkpoint`` verifies with the pinned key and is consistent with
+  each parent's (a proof built from the tiles as committed in this commit);
+* every tile and entry bundle it adds hashes as its signed root requires,
+  and the right edge of its tree hashes to that root.
+
+Files a commit did not add were checked by the commit that added them and
+are unchanged since (the first rule), so the work is proportional to what
+each commit adds: entries are hashed once over the whole history, and a
+rewritten entry is named with the first commit that holds it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import git
 
-from .checkpoint import CheckpointError, open_checkpoint
-from .merkle import HashRange, ProofError, consistency_proof, verify_consistency
+from .checkpoint import CheckpointError, SignedCheckpoint, open_checkpoint
+from .merkle import ProofError, leaf_hash, root_of, verify_consistency
 from .note import Verifier
-from .tiles import Tile, TileError, split_hashes, tile_hash_range
+from .tiles import TILE_WIDTH, Tile, TileError, decode_bundle, parse_path, split_hashes, tile_for
+from .tlog import LogError, LogReader
+
+LOG = "log"
+CHECKPOINT = f"{LOG}/checkpoint"
+TILES = f"{LOG}/tile/"
+# Published files that never change once committed, and registers that only grow at the end.
+IMMUTABLE = (TILES, f"{LOG}/evidence/", f"{LOG}/vkey", "crl/archive/", "certs/")
+APPEND_ONLY = ("registers/issued.jsonl", "registers/revocations.jsonl")
 
 
 class HistoryBroken(RuntimeError):
-    """The history is not append-only; the message names the first bad commit."""
+    """The history is not append-only; the message names the first bad commit and file."""
 
 
 @dataclass(frozen=True)
 class HistoryReport:
-    commits: int
+    """What ``verify_history`` checked."""
+
+    commits: int  # commits that moved the checkpoint
     final_size: int
+    walked: int = 0  # every commit compared with its parents
+    files_checked: int = 0  # tiles and bundles hashed
 
 
-def _tile_reader(commit: git.Commit, size: int) -> HashRange:
-    def read_tile(tile: Tile) -> list[bytes]:
-        for candidate in (tile, tile.as_full()):
-            try:
-                data = commit.tree[f"log/{candidate.path}"].data_stream.read()
-            except KeyError:
+@dataclass(frozen=True)
+class _Diff:
+    status: str  # A, M, D, T
+    path: str
+    old_blob: str
+    new_blob: str
+
+
+class CommitLog(LogReader):
+    """The log as committed in one commit, read from git objects (at a given, already verified checkpoint)."""
+
+    def __init__(self, commit: git.Commit, origin: str, verifiers: list[Verifier], signed: SignedCheckpoint) -> None:
+        self.commit = commit
+        super().__init__(Path(LOG), origin, verifiers, signed)
+
+    def _load(self, rel: str) -> bytes | None:
+        try:
+            return bytes(self.commit.tree[f"{LOG}/{rel}"].data_stream.read())
+        except KeyError:
+            return None
+
+
+def _diff(repo: git.Repo, parent: str | None, sha: str) -> list[_Diff]:
+    """Raw, rename-free changes from ``parent`` (None: the empty tree) to ``sha``."""
+    args = ["-r", "--no-renames", "--raw", "-z", "--no-commit-id", "--full-index"]
+    out = repo.git.diff_tree(*args, parent, sha) if parent else repo.git.diff_tree(*args, "--root", sha)
+    fields = out.split("\0")
+    changes = []
+    for i in range(0, len(fields) - 1, 2):
+        meta, path = fields[i], fields[i + 1]
+        if not meta.startswith(":"):
+            continue
+        _, _, old_blob, new_blob, status = meta[1:].split(" ")
+        changes.append(_Diff(status[0], path, old_blob, new_blob))
+    return changes
+
+
+def _blob(repo: git.Repo, sha: str) -> bytes:
+    return bytes(repo.odb.stream(bytes.fromhex(sha)).read())
+
+
+def _check_append_only(repo: git.Repo, sha: str, changes: list[_Diff]) -> None:
+    where = f"commit {sha[:12]}"
+    for c in changes:
+        if c.status == "A":
+            continue
+        if c.path.startswith(IMMUTABLE):
+            verb = "removed" if c.status == "D" else "modified"
+            raise HistoryBroken(f"{where}: {c.path}: {verb}, but published files never change once committed")
+        if c.path in APPEND_ONLY:
+            if c.status == "D":
+                raise HistoryBroken(f"{where}: {c.path}: removed, but the register is append-only")
+            if not _blob(repo, c.new_blob).startswith(_blob(repo, c.old_blob)):
+                raise HistoryBroken(f"{where}: {c.path}: rewritten, but the register only grows at the end")
+        if c.path == CHECKPOINT and c.status == "D":
+            raise HistoryBroken(f"{where}: deleted {CHECKPOINT}")
+
+
+def _check_added_file(log: CommitLog, rel: str) -> None:
+    """An added tile or bundle must be (a prefix of) what the signed tree authenticates at its position."""
+    size = log.size
+    try:
+        tile = parse_path(rel)
+    except TileError as exc:
+        raise HistoryBroken(f"{LOG}/{rel}: {exc}") from exc
+    name = f"{LOG}/{tile.path}"
+    covered = (size >> (8 * max(tile.level, 0))) - tile.index * TILE_WIDTH
+    if covered < tile.width:
+        raise HistoryBroken(f"{name}: holds data beyond the signed tree size {size}")
+    auth = tile_for(tile.level, tile.index, size)
+    data = log.read_file(tile.path)
+    if tile.level < 0:
+        actual = [leaf_hash(e) for e in decode_bundle(data, tile.width, name)]
+        expected = log.read_tile(tile_for(0, tile.index, size))
+    else:
+        actual = split_hashes(data, tile)
+        if tile.level == 0:
+            expected = [leaf_hash(e) for e in log.read_bundle(Tile(-1, tile.index, auth.width))]
+        else:
+            first = tile.index * TILE_WIDTH
+            expected = [root_of(log.read_tile(Tile(tile.level - 1, first + i, TILE_WIDTH))) for i in range(auth.width)]
+    if actual != expected[: tile.width]:
+        what = "entries" if tile.level < 0 else "hashes"
+        raise HistoryBroken(f"{name}: its {what} do not hash to the signed root of size {size}")
+
+
+def _checkpoint(commit: git.Commit, origin: str, verifiers: list[Verifier]) -> SignedCheckpoint | None:
+    try:
+        note = commit.tree[CHECKPOINT].data_stream.read()
+    except KeyError:
+        return None
+    try:
+        return open_checkpoint(note, origin, verifiers)
+    except CheckpointError as exc:
+        raise HistoryBroken(f"commit {commit.hexsha[:12]}: {CHECKPOINT}: {exc}") from exc
+
+
+@dataclass
+class _Walk:
+    checkpoints: dict[str, SignedCheckpoint | None] = field(default_factory=dict)
+    moved: int = 0
+    files: int = 0
+
+
+def _check_commit(repo: git.Repo, walk: _Walk, sha: str, origin: str, verifiers: list[Verifier]) -> None:
+    commit = repo.commit(sha)
+    parents: list[str | None] = [p.hexsha for p in commit.parents] or [None]
+    added_tiles: set[str] = set()
+    for parent in parents:
+        changes = _diff(repo, parent, sha)
+        _check_append_only(repo, sha, changes)
+        added_tiles.update(c.path[len(LOG) + 1 :] for c in changes if c.status == "A" and c.path.startswith(TILES))
+    signed = _checkpoint(commit, origin, verifiers)
+    walk.checkpoints[sha] = signed
+    befores = [walk.checkpoints.get(p) if p else None for p in parents]
+    if signed is None:
+        if any(b is not None for b in befores):
+            raise HistoryBroken(f"commit {sha[:12]} deleted {CHECKPOINT}")
+        if added_tiles:
+            raise HistoryBroken(f"commit {sha[:12]}: adds log tiles without a checkpoint")
+        return
+    if all(b is not None and b.raw == signed.raw for b in befores) and not added_tiles:
+        return
+    walk.moved += 1
+    log = CommitLog(commit, origin, verifiers, signed)
+    where = f"commit {sha[:12]}"
+    try:
+        log.check_right_edge()
+        for before, parent in zip(befores, parents, strict=True):
+            if before is None:
                 continue
-            if candidate.full and not tile.full:
-                data = data[: tile.width * 32]
-            return split_hashes(data, tile)
-        raise HistoryBroken(f"commit {commit.hexsha[:12]}: log/{tile.path} is missing")
-
-    return tile_hash_range(size, read_tile)
+            old, new = before.checkpoint, signed.checkpoint
+            try:
+                verify_consistency(old.size, new.size, old.root, new.root, log.consistency_proof(old.size))
+            except ProofError as exc:
+                raise HistoryBroken(
+                    f"not an append-only extension of commit {str(parent)[:12]} "
+                    f"(size {old.size} -> {new.size}): {exc}"
+                ) from exc
+        for rel in sorted(added_tiles):
+            _check_added_file(log, rel)
+            walk.files += 1
+    except (LogError, TileError, HistoryBroken) as exc:
+        raise HistoryBroken(f"{where}: {exc}") from exc
 
 
 def verify_history(repo: git.Repo, origin: str, verifiers: list[Verifier]) -> HistoryReport:
-    """Check every committed checkpoint and every successive pair; raise ``HistoryBroken``."""
-    shas = repo.git.log("--format=%H", "--reverse", "--", "log/checkpoint").split()
-    previous = None
+    """Check every commit of HEAD's history (see the module docstring); raise ``HistoryBroken`` at the first fault."""
+    shas = repo.git.rev_list("--reverse", "--topo-order", "HEAD").split()
+    walk = _Walk()
     for sha in shas:
-        commit = repo.commit(sha)
-        try:
-            note = commit.tree["log/checkpoint"].data_stream.read()
-        except KeyError:
-            raise HistoryBroken(f"commit {sha[:12]} deleted log/checkpoint") from None
-        try:
-            current = open_checkpoint(note, origin, verifiers).checkpoint
-        except CheckpointError as exc:
-            raise HistoryBroken(f"commit {sha[:12]}: {exc}") from exc
-        if previous is not None:
-            old, old_sha = previous
-            try:
-                proof = consistency_proof(old.size, current.size, _tile_reader(commit, current.size))
-                verify_consistency(old.size, current.size, old.root, current.root, proof)
-            except (ProofError, TileError) as exc:
-                raise HistoryBroken(
-                    f"commit {sha[:12]} is not an append-only extension of commit {old_sha[:12]} "
-                    f"(size {old.size} -> {current.size}): {exc}"
-                ) from exc
-        previous = (current, sha)
-    return HistoryReport(len(shas), previous[0].size if previous else 0)
+        _check_commit(repo, walk, sha, origin, verifiers)
+    final = walk.checkpoints.get(shas[-1]) if shas else None
+    return HistoryReport(walk.moved, final.checkpoint.size if final else 0, len(shas), walk.files)

@@ -1,12 +1,17 @@
 """``cpl-publisher publish``: advance the publication by one step and commit it with git.
 
-Under the log's writer lock: check the work tree and the stored log against
-the last committed checkpoint; refresh the CRLs that are due (first, so that
-a revocation registered since the last run already counts when submissions
-are checked); run intake over the inbox; log one ``crl/v1`` entry per newly
-signed CRL; check the new checkpoint is consistent with the committed one;
-write ``status.json``; commit. One publish is one commit. With nothing to do
-it changes nothing.
+A publish is a resumable operation (``transaction``): under the
+publication's lock, and journalled, it checks the work tree is clean (unless
+it is finishing an interrupted publish) and that the committed log's entries
+hash to HEAD's signed checkpoint; refreshes the CRLs that are due (first, so
+that a revocation registered since the last run already counts when
+submissions are checked); runs intake over the inbox; logs one ``crl/v1``
+entry for every archived CRL the log does not hold yet, whichever command
+signed it; checks the new checkpoint is consistent with HEAD's; writes
+``status.json``; and commits everything, the inbox included (moves to
+``processed/`` and rejection reports), in one commit. Every step is
+idempotent, so a publish killed at any instant is finished by the next one.
+With nothing to do it changes nothing.
 """
 
 from __future__ import annotations
@@ -18,21 +23,25 @@ from pathlib import Path
 
 import git
 
-from . import gitstate
-from .checkpoint import CheckpointError, open_checkpoint
+from . import fsio, gitstate, transaction
+from .checkpoint import CheckpointError, SignedCheckpoint, open_checkpoint
 from .config import Config
-from .intake.associations import CRL_TYPE, canonical_json
-from .intake.run import IntakeReport, run_intake
+from .intake.associations import CRL_TYPE, AssociationIndex, canonical_json
+from .intake.run import INBOX, IntakeReport, index_of, run_intake
 from .log_key import load_log_signer
 from .merkle import ProofError, verify_consistency
-from .note import b64encode
+from .note import Verifier, b64encode
 from .pki import crl_publish
 from .pki.authority import now_utc
+from .pki.crl import CRLInfo
 from .site.export import status
-from .tlog import LogError, TileLog
+from .tlog import CorruptLog, LogError, LogReader, TileLog
 
 STATE_PATHS = ("log", "crl", "registers", "pki", "certs", "processed", "status.json")
 STATUS_FILE = "status.json"
+# What a publish commits: the state, the inbox (moves and rejection reports), and the configuration
+# that produced them (edits to it are not "dirty state").
+COMMITTED = [*STATE_PATHS, INBOX, "publisher.toml", ".gitignore"]
 
 
 class PublishRefused(RuntimeError):
@@ -44,6 +53,7 @@ class PublishResult:
     """What one publish did."""
 
     committed: str | None = None
+    resumed: str | None = None  # the interrupted operation this publish finished
     size: int = 0
     root: str = ""
     crls: dict[str, int] = field(default_factory=dict)
@@ -53,6 +63,7 @@ class PublishResult:
     def to_json(self) -> dict[str, object]:
         return {
             "commit": self.committed,
+            "resumed": self.resumed,
             "size": self.size,
             "root": self.root,
             "crls": self.crls,
@@ -93,6 +104,8 @@ def check_clean(repo: git.Repo) -> None:
 def _message(result: PublishResult) -> str:
     report = result.intake
     lines = [f"publish: log size {result.size}, root {result.root}"]
+    if result.resumed:
+        lines.append(f"finished an interrupted {result.resumed}")
     if result.crls:
         lines.append("CRLs: " + ", ".join(f"{k} #{v}" for k, v in sorted(result.crls.items())))
     if report.accepted:
@@ -104,64 +117,117 @@ def _message(result: PublishResult) -> str:
     return lines[0] + "\n\n" + "\n".join(lines[1:]) + "\n"
 
 
+def crl_entry(issuer: str, info: CRLInfo) -> bytes:
+    """The ``crl/v1`` log entry of a CRL, so anyone can check the CRL they were served was published to all."""
+    described = info.to_json()
+    return canonical_json(
+        {
+            "type": CRL_TYPE,
+            "issuer": issuer,
+            "number": info.number,
+            "this_update": described["this_update"],
+            "next_update": described["next_update"],
+            "sha256": info.sha256,
+        }
+    )
+
+
 def crl_entries(refreshed: list[crl_publish.Refreshed]) -> list[bytes]:
-    """One ``crl/v1`` log entry per newly signed CRL, so anyone can check the CRL they were served."""
-    return [
-        canonical_json(
-            {
-                "type": CRL_TYPE,
-                "issuer": r.issuer,
-                "number": r.info.number,
-                "this_update": r.info.to_json()["this_update"],
-                "next_update": r.info.to_json()["next_update"],
-                "sha256": r.info.sha256,
-            }
-        )
-        for r in refreshed
-    ]
+    """The ``crl/v1`` entries of newly signed CRLs."""
+    return [crl_entry(r.issuer, r.info) for r in refreshed]
+
+
+def unlogged_crls(config: Config, index: AssociationIndex) -> dict[str, list[tuple[int, bytes]]]:
+    """``crl/v1`` entries for every archived CRL the log does not hold, by issuer: (number, entry)."""
+    found: dict[str, list[tuple[int, bytes]]] = {}
+    for issuer in config.issuers:
+        for number, path in crl_publish.archived(config, issuer.name):
+            if (issuer.name, number) not in index.crls:
+                info = crl_publish.archived_info(config, issuer, number, path)
+                found.setdefault(issuer.name, []).append((number, crl_entry(issuer.name, info)))
+    return found
+
+
+def check_head(config: Config, verifier: Verifier, head_note: str | None) -> SignedCheckpoint | None:
+    """HEAD's checkpoint, after checking every committed entry, tile and partial hashes to its signed root.
+
+    The committed files are those in the work tree (the state is clean, or an
+    interrupted publish only added files beside them), so this reads them
+    there; a rewrite anywhere, not only at the right edge, is refused.
+    """
+    if head_note is None:
+        return None
+    try:
+        head = open_checkpoint(head_note, config.origin, [verifier])
+    except CheckpointError as exc:
+        raise PublishRefused(f"log/checkpoint committed in HEAD: {exc}") from exc
+    try:
+        LogReader(config.root / "log", config.origin, [verifier], head).verify_all()
+    except CorruptLog as exc:
+        raise PublishRefused(
+            f"the log committed in HEAD does not hash to its signed checkpoint (size {head.checkpoint.size}): {exc}"
+        ) from exc
+    return head
+
+
+def _dirty(repo: git.Repo) -> bool:
+    return bool(repo.git.status("--porcelain", "--untracked-files=all", "--", *COMMITTED))
 
 
 def publish(config: Config, now: dt.datetime | None = None, show_progress: bool = False) -> PublishResult:
-    """Run one publish (see the module docstring); returns what it did."""
+    """Run one publish (see the module docstring), finishing an interrupted one first; returns what it did."""
     now = now or now_utc()
     repo = _repo(config)
-    if repo.head.is_valid():  # the first publish commits the new publication as it is
+    with transaction.session(config.root, "publish") as session:
+        return _publish(session, repo, config, now, show_progress)
+
+
+def _publish(
+    session: transaction.Session, repo: git.Repo, config: Config, now: dt.datetime, show_progress: bool
+) -> PublishResult:
+    result = PublishResult(resumed=session.interrupted)
+    if repo.head.is_valid() and session.interrupted is None:
         check_clean(repo)
-    head_note = committed_checkpoint(repo)
     signer = load_log_signer(config.log_key, config.root)
-    result = PublishResult()
+    head_note = committed_checkpoint(repo)
+    head = check_head(config, signer.verifier, head_note)
+    session.begin()
     with TileLog.open(config.root / "log", signer) as log:
-        if head_note is not None and log.signed.raw != head_note:
+        if head is not None and session.interrupted is None and log.signed.raw != head.raw:
             raise PublishRefused("log/checkpoint differs from the one committed in HEAD")
-        start_size, start_root = log.size, log.root_hash
         refreshed = crl_publish.refresh(config, now)
-        result.intake = run_intake(config, log, now, show_progress)
-        log.append(crl_entries(refreshed))
-        result.crls = {r.issuer: r.info.number for r in refreshed}
+        index = index_of(log)
+        result.intake = run_intake(config, log, now, show_progress, index)
+        crls = unlogged_crls(config, index)
+        log.append([entry for issuer in sorted(crls) for _, entry in crls[issuer]])
+        result.crls = {issuer: numbers[-1][0] for issuer, numbers in crls.items()}
+        for r in refreshed:
+            result.crls.setdefault(r.issuer, r.info.number)
         result.size, result.root = log.size, b64encode(log.root_hash)
-        if head_note is not None:
+        if head is not None:
+            old = head.checkpoint
             try:
-                old = open_checkpoint(head_note, config.origin, log.verifiers).checkpoint
                 verify_consistency(old.size, log.size, old.root, log.root_hash, log.consistency_proof(old.size))
-            except (CheckpointError, ProofError, LogError) as exc:
+            except (ProofError, LogError) as exc:
                 raise PublishRefused(f"the new checkpoint is not consistent with HEAD's: {exc}") from exc
-        changed = log.size != start_size or log.root_hash != start_root or bool(refreshed)
-        moved = bool(result.intake.completed)
-        if not changed and not moved and head_note is not None:
+        if head is not None and log.signed.raw == head.raw and not _dirty(repo):
+            session.clear()
             return result  # nothing to do: nothing changes
-        state = status(config, log, now.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        state = status(config, log, stamp)
         state["last_publish"] = {
-            "at": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "at": stamp,
             "accepted": sorted(result.intake.accepted),
             "rejected": sorted(result.intake.rejected),
             "crls": result.crls,
         }
-        (config.root / STATUS_FILE).write_text(json.dumps(state, indent=1, sort_keys=True) + "\n")
+        fsio.write_file(config.root / STATUS_FILE, (json.dumps(state, indent=1, sort_keys=True) + "\n").encode())
     result.message = _message(result)
-    # The configuration goes with the state it produced (edits to it are not "dirty state").
-    present = [*STATE_PATHS, "publisher.toml", ".gitignore"]
-    result.committed = gitstate.commit(repo, present, result.message)
+    result.committed = session.commit(COMMITTED, result.message, first=True)
     return result
+
+
+IGNORED = f"# private to the publisher, never published\nlog/.state/\n{transaction.PRIVATE_DIR}/\n*.key\n"
 
 
 def init_repository(publication: Path) -> git.Repo:
@@ -169,5 +235,5 @@ def init_repository(publication: Path) -> git.Repo:
     repo = git.Repo.init(publication)
     ignore = publication / ".gitignore"
     if not ignore.exists():
-        ignore.write_text("# private to the publisher, never published\nlog/.state/\n*.key\n")
+        ignore.write_text(IGNORED)
     return repo

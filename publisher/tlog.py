@@ -127,25 +127,31 @@ class LogReader:
         return self.signed.checkpoint.root
 
     # -- tiles ---------------------------------------------------------------
-    def _read(self, rel: str) -> bytes:
+    def _load(self, rel: str) -> bytes | None:
+        """The bytes of the log file ``rel``, or None if it is absent (the one place files are read)."""
         try:
             return (self.root / rel).read_bytes()
-        except FileNotFoundError as exc:
-            raise MissingData(f"{self.root / rel}: missing, but the checkpoint needs it") from exc
+        except FileNotFoundError:
+            return None
+
+    def read_file(self, rel: str) -> bytes:
+        """The bytes of the log file ``rel``; ``MissingData`` if it is absent."""
+        data = self._load(rel)
+        if data is None:
+            raise MissingData(f"{self.root / rel}: missing, but the checkpoint needs it")
+        return data
 
     def _read_tile_bytes(self, tile: Tile) -> bytes:
         """A tile's bytes; a partial tile may be served from the full one once it exists."""
-        path = self.root / tile.path
-        if tile.full or path.exists():
-            return self._read(tile.path)
-        full = self.root / tile.as_full().path
-        if full.exists():
-            unit = 32 if tile.level >= 0 else None
-            data = full.read_bytes()
-            if unit:
-                return data[: tile.width * unit]
-            return encode_bundle(decode_bundle(data, name=str(full))[: tile.width])
-        return self._read(tile.path)
+        data = self._load(tile.path)
+        if data is not None or tile.full:
+            return data if data is not None else self.read_file(tile.path)
+        full = self._load(tile.as_full().path)
+        if full is not None:
+            if tile.level >= 0:
+                return full[: tile.width * 32]
+            return encode_bundle(decode_bundle(full, name=str(self.root / tile.as_full().path))[: tile.width])
+        return self.read_file(tile.path)
 
     def read_tile(self, tile: Tile) -> list[bytes]:
         """The hashes of a hash tile, checked for length.

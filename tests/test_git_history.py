@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -163,5 +164,43 @@ def test_history_verify_names_the_commit_that_rewrote_an_entry(
     code, _, err = cli(capsys, "history", "verify", "--dir", str(pub.root))
     assert code == 1
     assert "VERIFICATION FAILED" in err
-    assert f"commit {bad[:12]}" in err
-    assert good[:12] in err
+    assert f"commit {bad[:12]}: log/tile/" in err
+    assert "published files never change once committed" in err
+
+
+REWRITE_ENTRY_0 = """
+import pathlib
+for f in pathlib.Path("log/tile/entries").rglob("*"):
+    if f.is_file():
+        f.write_bytes(f.read_bytes().replace(b'"issuer":"iki-root"', b'"issuer":"iki-r00t"', 1))
+"""
+
+
+def test_an_entry_rewritten_in_every_commit_is_named_and_refused(
+    pub: Pub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The attack the append-only rule cannot see: history rewritten from the commit that logged
+    # the entry onwards, bundles changed, hash tiles and signed checkpoints left as they were.
+    script = tmp_path / "rewrite.py"
+    script.write_text(REWRITE_ENTRY_0)
+    subprocess.run(
+        ["git", "filter-branch", "-f", "--tree-filter", f"python3 {script}", "HEAD"],
+        cwd=pub.root,
+        capture_output=True,
+        check=True,
+        env={**os.environ, "FILTER_BRANCH_SQUELCH_WARNING": "1"},
+    )
+    first = git(pub.root, "rev-list", "--max-parents=0", "HEAD").strip()
+    assert b"iki-r00t" in subprocess.run(
+        ["git", "show", f"{first}:log/tile/entries/000.p/2"], cwd=pub.root, capture_output=True, check=True
+    ).stdout
+    before = head(pub.root)
+    code, _, err = cli(capsys, "history", "verify", "--dir", str(pub.root))
+    assert code == 1
+    assert f"commit {first[:12]}: log/tile/entries/000.p/2: entries do not match tile/0 hashes" in err
+    submit(pub, "S010", 1)
+    code, _, err = cli(capsys, "publish", "--dir", str(pub.root))
+    assert code == 1
+    assert "refused: the log committed in HEAD does not hash to its signed checkpoint" in err
+    assert "log/tile/entries/000" in err
+    assert head(pub.root) == before

@@ -47,11 +47,17 @@ class AssociationIndex:
 
     current: dict[ModelKey, Current] = field(default_factory=dict)
     submissions: dict[str, str] = field(default_factory=dict)  # submission id -> spreadsheet sha256
+    crls: dict[tuple[str, int], str] = field(default_factory=dict)  # (issuer, CRL number) -> sha256 of the DER
     size: int = 0
 
     def add(self, index: int, entry: dict[str, object]) -> None:
-        """Account for log entry ``index`` (any type; only associations matter)."""
+        """Account for log entry ``index`` (associations and ``crl/v1`` entries; others only count)."""
         self.size = max(self.size, index + 1)
+        if entry.get("type") == CRL_TYPE:
+            number = entry.get("number")
+            if isinstance(number, int):
+                self.crls[(str(entry.get("issuer")), number)] = str(entry.get("sha256"))
+            return
         if entry.get("type") != ASSOCIATION_TYPE:
             return
         self.current[model_key(entry)] = Current(index, str(entry["image_sha256"]))

@@ -134,9 +134,16 @@ def _write_rejection(folder: Path, decision: Decision, now: dt.datetime) -> None
 
 
 def run_intake(
-    config: Config, log: TileLog, now: dt.datetime | None = None, show_progress: bool = False
+    config: Config,
+    log: TileLog,
+    now: dt.datetime | None = None,
+    show_progress: bool = False,
+    index: AssociationIndex | None = None,
 ) -> IntakeReport:
-    """Process every submission in ``inbox/`` (sorted by folder name) under the log's writer lock."""
+    """Process every submission in ``inbox/`` (sorted by folder name) under the log's writer lock.
+
+    ``index`` is ``index_of(log)`` when the caller has it already; it is updated with what is logged.
+    """
     now = now or now_utc()
     report = IntakeReport()
     inbox = config.root / INBOX
@@ -144,7 +151,7 @@ def run_intake(
     if not folders:
         return report
     ctx = trust_context(config, now)
-    index = index_of(log)
+    index = index if index is not None else index_of(log)
     progress = Progress("checking submissions", enabled=show_progress)
     approved: list[tuple[Path, Decision]] = []
     for n, folder in enumerate(folders, 1):

@@ -15,7 +15,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from .. import fsio, gitstate
+from .. import fsio, transaction
 from ..config import CONFIG_NAME, Config, ConfigError, load
 from ..note import Signer
 from ..tlog import TileLog
@@ -76,11 +76,10 @@ def existing_facts(config: Config) -> list[CertFacts]:
     ]
 
 
-def _record(config: Config, issuer: str, cert: x509.Certificate, kind: Kind, role: str | None, ref: str | None) -> None:
+def _record(issuer: str, cert: x509.Certificate, kind: Kind, role: str | None, ref: str | None) -> bytes:
+    """The issued-register line for ``cert``."""
     f = profile.facts(cert, kind, role, ref)
-    registers.append(
-        config.root,
-        registers.ISSUED,
+    return registers.line_of(
         IssuedRecord(
             issuer=issuer,
             serial=f"{cert.serial_number:x}",
@@ -93,7 +92,7 @@ def _record(config: Config, issuer: str, cert: x509.Certificate, kind: Kind, rol
             issued_at=_iso(now_utc()),
             role=role,
             approval_ref=ref,
-        ),
+        )
     )
 
 
@@ -115,6 +114,19 @@ def issue(
 ) -> Issued:
     """Check the policy, sign, record and store a certificate issued by a configured issuer."""
     now = now or now_utc()
+    with transaction.session(config.root, "issue") as session:
+        return _issue_locked(session, config, issuer_name, request, role, approval_ref, now)
+
+
+def _issue_locked(
+    session: transaction.Session,
+    config: Config,
+    issuer_name: str,
+    request: profile.IssueRequest,
+    role: str | None,
+    approval_ref: str | None,
+    now: dt.datetime,
+) -> Issued:
     issuer_cfg = config.issuer(issuer_name)
     issuer_cert = load_certificate(issuer_cfg.certificate)
     refusals = check_key_in_use(issuer_cert.not_valid_after_utc, now)
@@ -124,12 +136,16 @@ def issue(
         raise PolicyRefused(refusals)
     issuer_key = keys.load_private_key(issuer_cfg.key, config.root)
     cert = profile.build_certificate(request, config.profile, issuer_key, issuer_cert)
-    path = config.root / CERTS_DIR / issuer_name / f"{cert.serial_number:x}.pem"
-    fsio.write_file(path, cert.public_bytes(serialization.Encoding.PEM))
-    _record(config, issuer_name, cert, request.kind, role, approval_ref)
-    rel = path.relative_to(config.root).as_posix()
-    gitstate.record(config.root, [registers.ISSUED, rel], f"issue {request.kind.value} {cert.serial_number:x} ({role})")
-    return Issued(cert, path)
+    rel = f"{CERTS_DIR}/{issuer_name}/{cert.serial_number:x}.pem"
+    session.apply(
+        transaction.Change(
+            "issue",
+            f"issue {request.kind.value} {cert.serial_number:x} ({role})",
+            writes={rel: cert.public_bytes(serialization.Encoding.PEM)},
+            appends={registers.ISSUED: _record(issuer_name, cert, request.kind, role, approval_ref)},
+        )
+    )
+    return Issued(cert, config.root / rel)
 
 
 def _toml_str(value: str) -> str:
@@ -248,7 +264,7 @@ DCC = "DCC"
     ica_cert = profile.build_certificate(ica_req, config.profile, root_key, root_cert)
     for name, cert in ((root_name, root_cert), (issuer_name, ica_cert)):
         fsio.write_file(publication / PKI_DIR / f"{name}.pem", cert.public_bytes(serialization.Encoding.PEM))
-    _record(config, "", root_cert, Kind.ICA_ROOT, None, None)
-    _record(config, root_name, ica_cert, Kind.ICA_ISSUING, None, None)
+    registers.append_line(publication, registers.ISSUED, _record("", root_cert, Kind.ICA_ROOT, None, None))
+    registers.append_line(publication, registers.ISSUED, _record(root_name, ica_cert, Kind.ICA_ISSUING, None, None))
     TileLog.create(publication / "log", log_signer).close()
     return Hierarchy(root_cert, ica_cert, log_key_file)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from .. import fsio
+from .. import fsio, transaction
 from ..config import Config, IssuerConfig
 from . import keys, registers
 from .authority import load_certificate, now_utc
@@ -45,6 +45,8 @@ from .policy import check_key_in_use
 from .registers import Prefix, Snapshot
 
 CRL_DIR = "crl"
+# check_crl's "thisUpdate not in the future" does not apply to a CRL signed earlier.
+_FAR_FUTURE = dt.datetime(9000, 1, 1, tzinfo=dt.UTC)
 
 
 class CRLRefused(RuntimeError):
@@ -144,6 +146,19 @@ def due(
     return None
 
 
+def refresh_and_commit(config: Config, force: bool = False) -> list[Refreshed]:
+    """``crl refresh``: refresh (see ``refresh``) as a resumable operation, and commit the new CRLs.
+
+    The next ``publish`` logs them (it logs every archived CRL the log lacks).
+    """
+    with transaction.session(config.root, "crl-refresh") as session:
+        session.begin()
+        done = refresh(config, force=force)
+        numbers = ", ".join(f"{d.issuer} #{d.info.number}" for d in done)
+        session.commit([CRL_DIR, registers.CRL_NUMBERS], f"crl refresh: {numbers or 'finished an interrupted refresh'}")
+        return done
+
+
 def refresh(config: Config, now: dt.datetime | None = None, force: bool = False) -> list[Refreshed]:
     """Sign, check and publish every CRL that is due (all of them with ``force``)."""
     now = now or now_utc()
@@ -158,6 +173,30 @@ def refresh(config: Config, now: dt.datetime | None = None, force: bool = False)
         info = publish_one(config, issuer, revocations, register.whole, previous, now)
         done.append(Refreshed(issuer.name, info, why))
     return done
+
+
+def archived(config: Config, issuer: str) -> list[tuple[int, Path]]:
+    """The issuer's archived CRLs (``crl/archive/<issuer>/<number>.crl``), by number."""
+    folder = config.root / CRL_DIR / "archive" / issuer
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in folder.iterdir():
+        if path.suffix == ".crl" and path.stem.isdigit() and not path.is_symlink():
+            found.append((int(path.stem), path))
+    return sorted(found)
+
+
+def archived_info(config: Config, issuer: IssuerConfig, number: int, path: Path) -> CRLInfo:
+    """What an archived CRL says, after checking it is this issuer's, signed, well formed and numbered as named."""
+    data = path.read_bytes()
+    try:
+        info = check_crl(data, load_certificate(issuer.certificate), None, _FAR_FUTURE)
+    except CRLError as exc:
+        raise CRLRefused(f"{path}: {exc}") from exc
+    if info.number != number:
+        raise CRLRefused(f"{path}: holds CRL number {info.number}, not {number}")
+    return info
 
 
 def _reusable_entries(previous: Published | None, cert: x509.Certificate) -> EncodedEntries | None:

@@ -64,8 +64,18 @@ def _canonical(obj: dict[str, object]) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
 
 
+def line_of(record: IssuedRecord | RevocationRecord) -> bytes:
+    """The register line of ``record`` (canonical JSON and a newline)."""
+    return _canonical(asdict(record))
+
+
 def append(root: Path, rel: str, record: IssuedRecord | RevocationRecord) -> None:
     """Append one record durably."""
+    append_line(root, rel, line_of(record))
+
+
+def append_line(root: Path, rel: str, line: bytes, unless_last: bool = False) -> None:
+    """Append one complete line durably; with ``unless_last``, not if it is the last line already (a redo)."""
     path = root / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
@@ -75,8 +85,12 @@ def append(root: Path, rel: str, record: IssuedRecord | RevocationRecord) -> Non
             last = os.pread(fd, 1, size - 1)
             if last != b"\n":  # a torn line from a crashed append: cut it off
                 data = os.pread(fd, size, 0)
-                os.ftruncate(fd, data.rfind(b"\n") + 1)
-        os.write(fd, _canonical(asdict(record)))
+                size = data.rfind(b"\n") + 1
+                os.ftruncate(fd, size)
+            start = size - len(line)
+            if unless_last and start >= 0 and os.pread(fd, len(line) + 1, start - 1 if start else 0) in (line, b"\n" + line):
+                return
+        os.write(fd, line)
         os.fsync(fd)
     finally:
         os.close(fd)

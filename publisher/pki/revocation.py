@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-from .. import gitstate
+from .. import transaction
 from ..config import Config
 from . import registers
 from .authority import now_utc
@@ -56,6 +56,21 @@ def revoke(
             invalidity_date = invalidity_date.replace(tzinfo=dt.UTC)
         if invalidity_date > now:
             raise RevocationRefused(f"invalidity date {_iso(invalidity_date)} is in the future")
+    with transaction.session(config.root, "revoke") as session:
+        return _revoke_locked(session, config, issuer, serial, reason, invalidity_date, ref, unknown_serial, now)
+
+
+def _revoke_locked(
+    session: transaction.Session,
+    config: Config,
+    issuer: str,
+    serial: int,
+    reason: str,
+    invalidity_date: dt.datetime | None,
+    ref: str | None,
+    unknown_serial: bool,
+    now: dt.datetime,
+) -> RevocationRecord:
     hex_serial = f"{serial:x}"
     issued = {(r.issuer, r.serial) for r in registers.load_issued(config.root)}
     if (issuer, hex_serial) not in issued and not unknown_serial:
@@ -78,6 +93,10 @@ def revoke(
         ref=ref,
         unknown_serial=unknown_serial and (issuer, hex_serial) not in issued,
     )
-    registers.append(config.root, registers.REVOCATIONS, record)
-    gitstate.record(config.root, [registers.REVOCATIONS], f"revoke {issuer} serial {hex_serial} ({reason})")
+    change = transaction.Change(
+        "revoke",
+        f"revoke {issuer} serial {hex_serial} ({reason})",
+        appends={registers.REVOCATIONS: registers.line_of(record)},
+    )
+    session.apply(change)
     return record
