@@ -17,14 +17,25 @@ $(STAMP): pyproject.toml requirements.lock requirements-dev.lock
 # MkDocs 2.0 is an incompatible rewrite; its 1.6 warning about it is noise here.
 export NO_MKDOCS_2_WARNING := 1
 
+# The demo folder; the publication and site of `make site` (default: the demo's).
+DEMO ?= build/demo
+PUB ?= $(DEMO)/publication
+SITE ?= $(DEMO)/site
+
+# Refuses (and deletes nothing) when $(DEMO) holds changes the demo did not make.
 demo: $(STAMP)
-	$(BIN)/cpl-publisher demo --out build/demo
-	CPL_PUBLICATION=build/demo/publication $(BIN)/mkdocs build --quiet -d build/demo/site
-	@echo "Site built in build/demo/site; look at it with: make serve (http://127.0.0.1:8000/)"
+	$(BIN)/cpl-publisher demo --out $(DEMO)
+	@$(MAKE) --no-print-directory site PUB=$(DEMO)/publication SITE=$(DEMO)/site
+
+# Rebuild the site of an existing publication (changes nothing in it).
+site: $(STAMP)
+	@test -f $(PUB)/publisher.toml || { echo "no publication at $(PUB): run 'make demo' or give PUB=folder"; exit 2; }
+	CPL_PUBLICATION=$(PUB) $(BIN)/mkdocs build --quiet -d $(abspath $(SITE))
+	@echo "Site built in $(SITE); look at it with: make serve SITE=$(SITE) (http://127.0.0.1:8000/)"
 
 serve:
-	@test -d build/demo/site || { echo "run 'make demo' first"; exit 2; }
-	$(BIN)/python -m http.server 8000 --bind 127.0.0.1 --directory build/demo/site
+	@test -d $(SITE) || { echo "no site at $(SITE): run 'make demo' or 'make site' first"; exit 2; }
+	$(BIN)/python -m http.server 8000 --bind 127.0.0.1 --directory $(SITE)
 
 test: lint typecheck pytest
 

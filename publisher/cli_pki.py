@@ -78,6 +78,7 @@ def cmd_ca_issue(args: argparse.Namespace) -> int:
             raise UsageError("the public key must be ECDSA or RSA")
         private = None
     else:
+        keys.check_key_destination(out, config.root)
         private = keys.generate(args.algorithm)
         public = private.public_key()
     not_before = _parse_when(args.not_before, "--not-before") if args.not_before else authority.now_utc()
@@ -222,7 +223,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     p.add_argument("--org", required=True, help="organisation name (subject O)")
     p.add_argument("--org-id", required=True, help="organisation identifier (SEC party or manufacturer ID)")
     p.add_argument("--role", required=True, choices=["Manufacturer", "Supplier", "DCC"], help="subject role")
-    p.add_argument("--out", required=True, help="folder for the certificate (and generated key)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="folder for the certificate and, without --public-key, the generated key "
+        "(then it must be outside the publication and any git work tree)",
+    )
     p.add_argument("--public-key", help="PEM public key or certificate request (default: generate a key pair)")
     p.add_argument("--algorithm", default=keys.DEFAULT_ALGORITHM, choices=keys.ALGORITHMS, help="generated key type")
     p.add_argument("--days", type=int, default=730, help="validity in days (default: 730)")

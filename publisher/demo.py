@@ -14,12 +14,14 @@ import datetime as dt
 import hashlib
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 
+from . import gitstate
 from .config import Config
 from .config import load as load_config
 from .log_key import load_log_signer
@@ -59,13 +61,48 @@ def image_hash(label: str) -> str:
     return hashlib.sha256(f"demo firmware image {label}".encode()).hexdigest()
 
 
+def private_dir(out: Path) -> Path:
+    """Where the demo keeps its private keys: outside ``out`` and outside any git work tree.
+
+    ``make demo`` builds in ``build/demo``, inside this project's work tree,
+    where keys must never be; the system's temporary folder holds them instead.
+    """
+    digest = hashlib.sha256(str(out.resolve()).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"cpl-demo-keys-{digest}"
+
+
+def _demo_head(pub: Path) -> str | None:
+    """The publication's HEAD if its work tree is exactly as committed, else None."""
+    repo = gitstate.repository(pub)
+    if repo is None or not repo.head.is_valid() or repo.git.status("--porcelain", "--untracked-files=all"):
+        return None
+    return str(repo.head.commit.hexsha)
+
+
 def _fresh_dir(out: Path) -> None:
+    """Empty ``out`` for a new demo, but only if it holds nothing the demo did not make."""
     if out.exists():
-        if not (out / MARKER).exists() and any(out.iterdir()):
-            raise FileExistsError(f"{out} exists and is not a demo folder; refusing to delete it")
+        marker = out / MARKER
+        if not marker.exists():
+            if any(out.iterdir()):
+                raise DemoRefused(f"{out} exists and is not a demo folder; refusing to delete it")
+        else:
+            made = marker.read_text().split("HEAD ")[-1].strip()
+            pub = out / "publication"
+            if pub.exists() and _demo_head(pub) != made:
+                raise DemoRefused(
+                    f"{pub} has changes the demo did not make (commits after {made[:12] or 'the demo'}, or "
+                    "uncommitted files); refusing to delete them. Move the folder away, or build the demo "
+                    "elsewhere: make demo DEMO=build/demo2"
+                )
         shutil.rmtree(out)
+    shutil.rmtree(private_dir(out), ignore_errors=True)
     out.mkdir(parents=True)
     (out / MARKER).write_text("built by cpl-publisher demo; safe to delete\n")
+
+
+class DemoRefused(FileExistsError):
+    """The demo would overwrite work it did not make."""
 
 
 def _issue(config: Config, org_dir: Path, org_id: str, name: str, role: str, now: dt.datetime) -> Org:
@@ -118,14 +155,32 @@ def _row(org: Org, model: str, hw: str, fw: str, device: str, smets: str, label:
     return (org.org_id, org.name.replace("&", "and"), model, hw, fw, device, smets, image_hash(label))
 
 
+def trust_of(config: Config) -> dict[str, object]:
+    """The trust file a consumer pins for this publication (``cpl-verify --trust``)."""
+    signer = load_log_signer(config.log_key, config.root)
+    root_cert = authority.load_certificate(config.root / "pki" / "iki-root.pem")
+    return {
+        "site": DEMO_SITE,
+        "log": {"origin": config.origin, "vkey": signer.verifier.vkey},
+        "iki_roots": [
+            {
+                "name": "iki-root",
+                "sha256": root_cert.fingerprint(hashes.SHA256()).hex(),
+                "pem": root_cert.public_bytes(serialization.Encoding.PEM).decode(),
+            }
+        ],
+        "extended_key_usage": config.profile.extended_key_usage,
+    }
+
+
 def build(out: Path) -> dict[str, object]:
     """Build the demo publication under ``out``; return what was made.
 
-    ``out/publication`` is the published git repository; ``out/keys`` the CA
-    and log keys and ``out/certs`` the organisations' keys, never published.
+    ``out/publication`` is the published git repository; the CA and log keys
+    and the organisations' keys are in ``private_dir(out)``, never published.
     """
     _fresh_dir(out)
-    pub, keys_dir, org_dir = out / "publication", out / "keys", out / "certs"
+    pub, keys_dir, org_dir = out / "publication", private_dir(out) / "keys", private_dir(out) / "certs"
     authority.init_publication(pub, keys_dir, DEMO_SITE, DEMO_ORIGIN)
     init_repository(pub)
     config = load_config(pub)
@@ -181,31 +236,22 @@ def build(out: Path) -> dict[str, object]:
     submit(pub, "X006", [_row(cobalt, "PPMID-777", "1.0", "1.0", "PPMID", "SMETS2", "x6")], [cobalt, north])
     second = publish(config, now + dt.timedelta(seconds=1))
 
-    signer = load_log_signer(config.log_key, pub)
-    root_cert = authority.load_certificate(pub / "pki" / "iki-root.pem")
-    trust = {
-        "site": DEMO_SITE,
-        "log": {"origin": config.origin, "vkey": signer.verifier.vkey},
-        "iki_roots": [
-            {
-                "name": "iki-root",
-                "sha256": root_cert.fingerprint(hashes.SHA256()).hex(),
-                "pem": root_cert.public_bytes(serialization.Encoding.PEM).decode(),
-            }
-        ],
-        "extended_key_usage": config.profile.extended_key_usage,
-    }
+    trust = trust_of(config)
     (out / "trust.json").write_text(json.dumps(trust, indent=1) + "\n")
+    (out / MARKER).write_text(
+        f"built by cpl-publisher demo; safe to delete while the publication is at HEAD {second.committed}\n"
+    )
     return {
         "publication": str(pub),
         "log": str(pub / "log"),
-        "vkey": signer.verifier.vkey,
+        "vkey": trust["log"]["vkey"],  # type: ignore[index]
         "size": second.size,
         "root": second.root,
         "accepted": sorted([*first.intake.accepted, *second.intake.accepted]),
         "rejected": sorted([*first.intake.rejected, *second.intake.rejected]),
         "root_sha256": trust["iki_roots"][0]["sha256"],  # type: ignore[index]
         "trust": str(out / "trust.json"),
+        "keys": str(private_dir(out)),
         "sample_model_key": model_lookup_key("1001", "ESME-100", "1.0", "2.0"),
     }
 
@@ -220,7 +266,7 @@ def describe(info: dict[str, object]) -> str:
             f"  accepted submissions: {len(info['accepted'])}, rejected: {len(info['rejected'])}"  # type: ignore[arg-type]
             f" (reports in {pub}/inbox/*/rejection.txt)",
             f"  trust file for the verifier: {info['trust']}",
-            "  private keys: build/demo/keys and build/demo/certs (never published)",
+            f"  private keys: {info['keys']} (outside the publication and any git work tree)",
             "Verify the log and its history:",
             f"  .venv/bin/cpl-publisher log verify {info['log']} --vkey '{info['vkey']}'",
             f"  .venv/bin/cpl-publisher history verify --dir {pub} --vkey '{info['vkey']}'",

@@ -133,6 +133,23 @@ def remove_files(root: Path, rel_paths: list[str], keep: bool = False) -> None:
         fsync_dir(d)
 
 
+def remove_temporaries(root: Path, skip: tuple[str, ...] = (".git",)) -> int:
+    """Remove every temporary a crashed write left under ``root`` (not under ``skip``); returns the count.
+
+    Only the caller holding the writer lock may call this: a live writer's temporaries look the same.
+    """
+    removed = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if d not in skip]
+        stray = [n for n in filenames if n.startswith(".") and TEMP_MARK in n]
+        for name in stray:
+            os.unlink(os.path.join(dirpath, name))
+        if stray:
+            fsync_dir(Path(dirpath))
+            removed += len(stray)
+    return removed
+
+
 class WriterLock:
     """An exclusive, non-blocking ``flock`` on a lock file, released on close or process death."""
 

@@ -188,8 +188,7 @@ def _check_commit(repo: git.Repo, walk: _Walk, sha: str, origin: str, verifiers:
                 verify_consistency(old.size, new.size, old.root, new.root, log.consistency_proof(old.size))
             except ProofError as exc:
                 raise HistoryBroken(
-                    f"not an append-only extension of commit {str(parent)[:12]} "
-                    f"(size {old.size} -> {new.size}): {exc}"
+                    f"not an append-only extension of commit {str(parent)[:12]} (size {old.size} -> {new.size}): {exc}"
                 ) from exc
         for rel in sorted(added_tiles):
             _check_added_file(log, rel)

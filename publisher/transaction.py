@@ -167,6 +167,7 @@ def _recover(session: Session) -> None:
     if not path.exists():
         return
     _remove_stale_git_locks(session.root)
+    fsio.remove_temporaries(session.root)
     try:
         obj = json.loads(path.read_bytes())
     except ValueError:

@@ -191,9 +191,12 @@ def test_an_entry_rewritten_in_every_commit_is_named_and_refused(
         env={**os.environ, "FILTER_BRANCH_SQUELCH_WARNING": "1"},
     )
     first = git(pub.root, "rev-list", "--max-parents=0", "HEAD").strip()
-    assert b"iki-r00t" in subprocess.run(
-        ["git", "show", f"{first}:log/tile/entries/000.p/2"], cwd=pub.root, capture_output=True, check=True
-    ).stdout
+    assert (
+        b"iki-r00t"
+        in subprocess.run(
+            ["git", "show", f"{first}:log/tile/entries/000.p/2"], cwd=pub.root, capture_output=True, check=True
+        ).stdout
+    )
     before = head(pub.root)
     code, _, err = cli(capsys, "history", "verify", "--dir", str(pub.root))
     assert code == 1

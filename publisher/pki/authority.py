@@ -178,8 +178,7 @@ def init_publication(
     now = now or now_utc()
     publication = publication.resolve()
     keys_dir = keys_dir.resolve()
-    if keys_dir.is_relative_to(publication):
-        raise ConfigError("the keys folder must be outside the publication folder")
+    keys.check_key_destination(keys_dir, publication)
     if publication.exists() and any(publication.iterdir()):
         raise ConfigError(f"{publication} is not empty")
     for name in (root_name, issuer_name):

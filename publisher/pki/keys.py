@@ -51,6 +51,29 @@ def write_private_key(path: Path, key: PrivateKey) -> None:
         f.write(to_pem(key))
 
 
+def check_key_destination(folder: Path, publication: Path) -> None:
+    """Refuse to write a new private key into ``folder`` if it lies in the publication or in any git work tree.
+
+    Ignored or not: a key in a work tree is one ``git add -f`` (or a changed
+    .gitignore) away from the repository.
+    """
+    folder = folder.expanduser().resolve()
+    if folder.is_relative_to(publication.resolve()):
+        raise KeyUnusable(f"{folder} is inside the publication {publication}; private keys must be kept outside it")
+    probe = folder
+    while not probe.exists():
+        probe = probe.parent
+    try:
+        repo = git.Repo(probe, search_parent_directories=True)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        return
+    if repo.working_tree_dir is not None:
+        raise KeyUnusable(
+            f"{folder} is inside the git work tree {repo.working_tree_dir}; "
+            "private keys never go into a repository: choose a folder outside any repository"
+        )
+
+
 def check_custody(path: Path, publication: Path) -> None:
     path = path.resolve()
     publication = publication.resolve()

@@ -88,7 +88,11 @@ def append_line(root: Path, rel: str, line: bytes, unless_last: bool = False) ->
                 size = data.rfind(b"\n") + 1
                 os.ftruncate(fd, size)
             start = size - len(line)
-            if unless_last and start >= 0 and os.pread(fd, len(line) + 1, start - 1 if start else 0) in (line, b"\n" + line):
+            if (
+                unless_last
+                and start >= 0
+                and os.pread(fd, len(line) + 1, start - 1 if start else 0) in (line, b"\n" + line)
+            ):
                 return
         os.write(fd, line)
         os.fsync(fd)
