@@ -20,6 +20,7 @@ archived CRL is logged.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -151,15 +152,11 @@ def run_child(body: Callable[[], None], kill_at: int | None = None, delay: float
         os._exit(code)
     if delay is not None:
         time.sleep(delay)
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     _, status = os.waitpid(pid, 0)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)  # orphaned git processes of a killed child
-    except ProcessLookupError:
-        pass
     if os.WIFEXITED(status):
         assert os.WEXITSTATUS(status) == 0, "the publish failed without being killed"
         return False
@@ -223,10 +220,8 @@ def check_invariants(w: World, trial: int, how: str, history: bool = True) -> No
             seen = w.crl_bytes.setdefault((issuer.name, number), digest)
             assert seen == digest, f"{where}: CRL {issuer.name} #{number} signed twice with different bytes"
             assert crls.get((issuer.name, number)) == digest, f"{where}: CRL {issuer.name} #{number} is not logged"
-        code = verify_main(
-            ["--json", "--site", str(w.root), "--trust", str(w.trust), "crl", "--issuer", issuer.name]
-            + ["--require-logged"]
-        )
+        site = ["--json", "--site", str(w.root), "--trust", str(w.trust)]
+        code = verify_main([*site, "crl", "--issuer", issuer.name, "--require-logged"])
         assert code == 0, f"{where}: cpl-verify crl --issuer {issuer.name} --require-logged failed"
 
 
