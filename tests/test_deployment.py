@@ -1,0 +1,208 @@
+"""The deployment path, run as it runs: CI publishing from fresh clones, and the README's operator flow.
+
+The CI rounds run the ``Publish`` step of ``.github/workflows/publish.yml``
+itself (its ``run`` script, read from the workflow file) in a fresh clone of
+a bare remote, with the keys in environment variables as the workflow's
+secrets provide them. SECAS delivers submissions by pushing folders under
+``inbox/``. The operator flow is the shell block of the README marked
+``operator-flow``, run line by line as written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from site_fixtures import write_submission
+
+from publisher import demo
+from publisher.config import load as load_config
+from publisher.pki import authority
+from publisher.publish import init_repository, publish
+from publisher.site.export import json_entries, open_log
+
+REPO = Path(__file__).resolve().parent.parent
+VENV_BIN = REPO / ".venv" / "bin"
+WORKFLOW = REPO / ".github" / "workflows" / "publish.yml"
+KEY_ENVS = {"log": "CPL_LOG_KEY", "iki-root": "CPL_ROOT_KEY", "ica": "CPL_ICA_KEY"}
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-c", "user.name=SECAS", "-c", "user.email=secas@localhost", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
+@dataclasses.dataclass
+class Deployment:
+    remote: Path
+    keys: dict[str, str]  # environment variable -> PEM / skey, as the workflow's secrets
+    maker: demo.Org
+    supplier: demo.Org
+    tmp: Path
+    clones: int = 0
+
+    def clone(self, who: str) -> Path:
+        self.clones += 1
+        where = self.tmp / f"{who}-{self.clones}"
+        git(self.tmp, "clone", "-q", str(self.remote), str(where))
+        return where
+
+
+def publish_step_script() -> str:
+    """The ``run`` script of the workflow's Publish step, exactly as CI runs it."""
+    workflow = yaml.safe_load(WORKFLOW.read_text())
+    [step] = [s for s in workflow["jobs"]["publish"]["steps"] if s.get("name") == "Publish"]
+    assert set(step["env"]) == set(KEY_ENVS.values())
+    return str(step["run"])
+
+
+@pytest.fixture()
+def deployment(tmp_path: Path) -> Deployment:
+    """A publication configured with key_env, as a real deployment is, pushed to a bare remote."""
+    pub = tmp_path / "bootstrap"
+    keys_dir = tmp_path / "secrets"
+    authority.init_publication(pub, keys_dir, "http://127.0.0.1:8000", "deploy.example/log")
+    toml = (pub / "publisher.toml").read_text()
+    for name, env in KEY_ENVS.items():
+        toml = toml.replace(f'key_file = "{keys_dir / (name + ".key")}"', f'key_env = "{env}"')
+    assert "key_file" not in toml
+    (pub / "publisher.toml").write_text(toml)
+    keys = {env: (keys_dir / f"{name}.key").read_text() for name, env in KEY_ENVS.items()}
+    os.environ.update(keys)
+    try:
+        init_repository(pub)
+        config = load_config(pub)
+        now = authority.now_utc()
+        maker = demo._issue(config, tmp_path / "orgs", "1001", "Acme Meters Ltd", "Manufacturer", now)
+        supplier = demo._issue(config, tmp_path / "orgs", "2001", "Northern Power Supply", "Supplier", now)
+        publish(config)
+    finally:
+        for env in keys:
+            os.environ.pop(env, None)
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "init", "-q", "--bare", str(remote))
+    branch = git(pub, "rev-parse", "--abbrev-ref", "HEAD").strip()
+    git(remote, "symbolic-ref", "HEAD", f"refs/heads/{branch}")
+    git(pub, "push", "-q", str(remote), branch)
+    return Deployment(remote, keys, maker, supplier, tmp_path)
+
+
+def ci_run(d: Deployment) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """The scheduled publish job: a fresh clone, the Install step's venv, the Publish step's script."""
+    work = d.clone("ci")
+    (work / ".venv").symlink_to(REPO / ".venv")  # what the Install step builds from requirements.lock
+    with (work / ".git" / "info" / "exclude").open("a") as f:
+        f.write("/.venv\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    done = subprocess.run(
+        ["bash", "-e", "-c", publish_step_script()],
+        cwd=work,
+        env={**env, **d.keys},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return work, done
+
+
+def secas_pushes(d: Deployment, good: str, bad: str | None = None) -> None:
+    work = d.clone("secas")
+    row = (d.maker.org_id, "Acme", f"ESME-{good}", "1.0", "1.0", "ESME", "SMETS2", demo.image_hash(good))
+    write_submission(work, good, [row], [d.maker, d.supplier])
+    if bad is not None:
+        write_submission(work, bad, [(*row[:7], "0" * 63)], [d.maker, d.supplier])
+    git(work, "add", "inbox")
+    git(work, "commit", "-q", "-m", f"submissions {good} {bad or ''}")
+    git(work, "push", "-q")
+
+
+def logged_submissions(pub: Path) -> list[str]:
+    """The submissions a clone's log holds, after the verifier's full audit of it."""
+    out = subprocess.run(
+        [VENV_BIN / "cpl-verify", "--json", "--site", str(pub), "--tofu", "audit"],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    entries = json_entries(open_log(load_config(pub)))
+    return [str(e["submission_id"]) for _, e in entries if e.get("type") == "cpl-association/v1"]
+
+
+def test_ci_publishes_from_fresh_clones_and_submissions_make_the_round_trip(deployment: Deployment) -> None:
+    d = deployment
+    secas_pushes(d, "G001", "B001")
+    _, first = ci_run(d)
+    assert "committed" in first.stdout and "accepted: G001" in first.stdout and "rejected: B001" in first.stdout
+    assert "OK:" in first.stdout  # the step's history verify
+
+    view = d.clone("view")
+    assert (view / "processed" / "G001").is_dir() and not (view / "inbox" / "G001").exists()
+    report = view / "inbox" / "B001" / "rejection.txt"
+    assert report.exists(), "the rejection report must reach the repository, where SECAS reads it"
+    assert "image_hash" in report.read_text() or "hash" in report.read_text()
+    assert logged_submissions(view) == ["G001"]
+
+    head = git(d.remote, "rev-parse", "HEAD")
+    _, second = ci_run(d)  # nothing new: neither submission is seen again, nothing is committed
+    assert "nothing to publish" in second.stdout
+    assert git(d.remote, "rev-parse", "HEAD") == head
+
+    secas_pushes(d, "G002")
+    _, third = ci_run(d)
+    assert "accepted: G002" in third.stdout and "B001" not in third.stdout.split("\n\n")[-1]
+
+    final = d.clone("auditor")
+    assert logged_submissions(final) == ["G001", "G002"]
+    done = subprocess.run(
+        [VENV_BIN / "cpl-publisher", "--json", "history", "verify", "--dir", str(final)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["commits"] == 3  # bootstrap, G001, G002
+    secrets = subprocess.run(["git", "grep", "-I", "-l", "PRIVATE", "HEAD"], cwd=final, capture_output=True)
+    assert secrets.returncode == 1, secrets.stdout  # no key ever reached the repository
+    assert not any((final / p).exists() for p in ("log/.state", ".publisher"))
+
+
+def readme_block(marker: str) -> list[str]:
+    """The commands of the README's shell block that follows ``<!-- marker -->``."""
+    text = (REPO / "README.md").read_text()
+    m = re.search(rf"<!-- {marker} -->\s*```sh\n(.*?)```", text, re.S)
+    assert m, f"README.md has no shell block marked {marker}"
+    return [line for line in m.group(1).splitlines() if line.strip() and not line.startswith("#")]
+
+
+def test_the_readme_operator_flow_runs_verbatim(tmp_path: Path) -> None:
+    pub = tmp_path / "publication"
+    authority.init_publication(pub, tmp_path / "keys", "http://127.0.0.1:8000", "operator.example/log")
+    init_repository(pub)
+    config = load_config(pub)
+    org = demo._issue(config, tmp_path / "orgs", "1001", "Acme Meters Ltd", "Manufacturer", authority.now_utc())
+    publish(config)
+    (tmp_path / "trust.json").write_text(json.dumps(demo.trust_of(config)))
+    env = {
+        **os.environ,
+        "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
+        "PUB": str(pub),
+        "SERIAL": f"{org.cert.serial_number:x}",
+    }
+    for line in readme_block("operator-flow"):
+        done = subprocess.run(["bash", "-e", "-c", line], cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, f"{line}\n{done.stdout}{done.stderr}"
+    assert git(pub, "status", "--porcelain") == ""
+    subjects = git(pub, "log", "--format=%s").splitlines()
+    assert subjects[0].startswith("publish: ")
+    assert subjects[1].startswith("crl refresh: ica #")
+    assert subjects[2].startswith(f"revoke ica serial {env['SERIAL']} (keyCompromise)")
