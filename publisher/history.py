@@ -65,13 +65,22 @@ class CommitLog(LogReader):
 
     def __init__(self, commit: git.Commit, origin: str, verifiers: list[Verifier], signed: SignedCheckpoint) -> None:
         self.commit = commit
+        self._dirs: dict[str, dict[str, bytes]] = {}  # folder -> file name -> blob id (a tile folder is parsed once)
         super().__init__(Path(LOG), origin, verifiers, signed)
 
     def _load(self, rel: str) -> bytes | None:
-        try:
-            return bytes(self.commit.tree[f"{LOG}/{rel}"].data_stream.read())
-        except KeyError:
-            return None
+        folder, _, name = f"{LOG}/{rel}".rpartition("/")
+        listing = self._dirs.get(folder)
+        if listing is None:
+            try:
+                tree = self.commit.tree[folder]
+            except KeyError:
+                tree = None
+            listing = self._dirs[folder] = (
+                {item.name: item.binsha for item in tree.blobs} if isinstance(tree, git.Tree) else {}
+            )
+        blob = listing.get(name)
+        return None if blob is None else bytes(self.commit.repo.odb.stream(blob).read())
 
 
 def _diff(repo: git.Repo, parent: str | None, sha: str) -> list[_Diff]:
