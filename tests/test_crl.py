@@ -1264,10 +1264,17 @@ def test_a_description_without_the_register_prefix_means_a_full_rebuild(
 def test_entries_are_reused_only_from_a_crl_signed_by_the_issuer(
     pub: Publication, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The root's (empty) ARL and its description put in place of the CRL: not the issuer's entries."""
+    """The root's ARL and its description put in place of the CRL: its entries are not the issuer's.
+
+    Both issuers revoked serial C1, for different reasons, and the ARL's
+    description covers the whole register, so reusing its entries would pass
+    every other check and publish the root's reason on the issuing ICA's CRL:
+    only the signature check sends the refresh to a full rebuild.
+    """
     now = authority.now_utc()
+    revocation.revoke(pub.config, "iki-root", 0xC1, "superseded", unknown_serial=True, now=now)
+    revoke_unknown(pub, 0xC1, "keyCompromise", now=now)
     crl_publish.refresh(pub.config, now=now)
-    revoke_unknown(pub, 0xC1, now=now)
     base = pub.root / "crl"
     for suffix in (".crl", ".json"):
         shutil.copyfile(base / f"iki-root{suffix}", base / f"ica{suffix}")
@@ -1275,6 +1282,8 @@ def test_entries_are_reused_only_from_a_crl_signed_by_the_issuer(
     (info,) = (d.info for d in crl_publish.refresh(pub.config, now=now, force=True) if d.issuer == "ica")
     assert ("ica", 0) in calls
     assert info.entries == 1 and published_revoked(pub, "ica") == expected_revoked(pub, "ica")
+    [entry] = list(x509.load_der_x509_crl((base / "ica.crl").read_bytes()))
+    assert entry.extensions.get_extension_for_class(x509.CRLReason).value.reason == x509.ReasonFlags.key_compromise
 
 
 def test_a_serial_already_on_the_crl_appended_again_is_refused(pub: Publication) -> None:

@@ -206,3 +206,43 @@ def test_the_readme_operator_flow_runs_verbatim(tmp_path: Path) -> None:
     assert subjects[0].startswith("publish: ")
     assert subjects[1].startswith("crl refresh: ica #")
     assert subjects[2].startswith(f"revoke ica serial {env['SERIAL']} (keyCompromise)")
+
+
+def test_keys_are_never_written_into_a_git_work_tree_or_the_publication(tmp_path: Path) -> None:
+    pub = tmp_path / "publication"
+    authority.init_publication(pub, tmp_path / "keys", "http://127.0.0.1:8000", "keys.example/log")
+    init_repository(pub)
+    project = tmp_path / "project"
+    git(tmp_path, "init", "-q", str(project))
+    issue = [VENV_BIN / "cpl-publisher", "ca", "issue", "--dir", str(pub), "--issuer", "ica", "--org", "Acme"]
+    issue += ["--org-id", "1001", "--role", "Manufacturer"]
+    for out, why in ((project / "certs", "inside the git work tree"), (pub / "certs", "inside the publication")):
+        done = subprocess.run([*issue, "--out", str(out)], capture_output=True, text=True)
+        assert done.returncode == 2, done.stderr
+        assert why in done.stderr
+        assert not out.exists() or not list(out.rglob("*.key"))
+    done = subprocess.run([*issue, "--out", str(tmp_path / "acme")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert len(list((tmp_path / "acme").glob("*.key"))) == 1
+    init = [VENV_BIN / "cpl-publisher", "ca", "init", "--dir", str(tmp_path / "p2"), "--site-url", "http://x"]
+    done = subprocess.run(
+        [*init, "--origin", "x/log", "--keys-dir", str(project / "keys")], capture_output=True, text=True
+    )
+    assert done.returncode == 2 and "inside the git work tree" in done.stderr
+
+
+def test_demo_refuses_to_delete_a_publication_it_did_not_make(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    demo.build(out)
+    demo.build(out)  # untouched: rebuilt
+    pub = out / "publication"
+    (pub / "inbox" / "MINE").mkdir()
+    (pub / "inbox" / "MINE" / "note.txt").write_text("work of my own")
+    with pytest.raises(demo.DemoRefused, match="changes the demo did not make"):
+        demo.build(out)
+    assert (pub / "inbox" / "MINE" / "note.txt").exists()
+    git(pub, "add", "inbox")
+    git(pub, "commit", "-q", "-m", "my own commit")
+    with pytest.raises(demo.DemoRefused, match="refusing to delete them"):
+        demo.build(out)
+    assert (pub / "inbox" / "MINE" / "note.txt").exists()

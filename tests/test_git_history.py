@@ -19,7 +19,7 @@ from publisher.cli import main
 from publisher.config import Config
 from publisher.config import load as load_config
 from publisher.log_key import load_log_signer
-from publisher.note import sign_note
+from publisher.note import Signer, sign_note
 from publisher.pki import authority
 from publisher.publish import init_repository, publish
 from publisher.site.export import open_log
@@ -207,3 +207,14 @@ def test_an_entry_rewritten_in_every_commit_is_named_and_refused(
     assert "refused: the log committed in HEAD does not hash to its signed checkpoint" in err
     assert "log/tile/entries/000" in err
     assert head(pub.root) == before
+
+
+def test_history_verify_refuses_checkpoints_signed_by_another_key(
+    pub: Pub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = Signer.generate(pub.config.origin)  # same origin, another key: a different log
+    first = git(pub.root, "rev-list", "--max-parents=0", "HEAD").strip()
+    code, _, err = cli(capsys, "history", "verify", "--dir", str(pub.root), "--vkey", other.verifier.vkey)
+    assert code == 1
+    assert f"commit {first[:12]}: log/checkpoint: " in err
+    assert "not signed by any trusted key" in err
