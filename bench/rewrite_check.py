@@ -28,16 +28,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from site_fixtures import write_submission  # noqa: E402
+from site_fixtures import write_submission
 
-from publisher import demo  # noqa: E402
-from publisher.config import load as load_config  # noqa: E402
-from publisher.history import verify_history  # noqa: E402
-from publisher.intake.associations import canonical_json  # noqa: E402
-from publisher.log_key import load_log_signer  # noqa: E402
-from publisher.pki import authority  # noqa: E402
-from publisher.publish import check_head, committed_checkpoint, init_repository, publish  # noqa: E402
-from publisher.tlog import TileLog  # noqa: E402
+from publisher import demo
+from publisher.config import load as load_config
+from publisher.history import verify_history
+from publisher.intake.associations import canonical_json
+from publisher.log_key import load_log_signer
+from publisher.pki import authority
+from publisher.publish import check_head, committed_checkpoint, init_repository, publish
+from publisher.tlog import TileLog
 
 BATCH = 65_536
 

@@ -209,9 +209,7 @@ def test_an_entry_rewritten_in_every_commit_is_named_and_refused(
     assert head(pub.root) == before
 
 
-def test_history_verify_refuses_checkpoints_signed_by_another_key(
-    pub: Pub, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_history_verify_refuses_checkpoints_signed_by_another_key(pub: Pub, capsys: pytest.CaptureFixture[str]) -> None:
     other = Signer.generate(pub.config.origin)  # same origin, another key: a different log
     first = git(pub.root, "rev-list", "--max-parents=0", "HEAD").strip()
     code, _, err = cli(capsys, "history", "verify", "--dir", str(pub.root), "--vkey", other.verifier.vkey)
