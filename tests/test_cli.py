@@ -153,9 +153,10 @@ def test_demo_builds_a_publication_whose_printed_commands_verify(
     published = [p for p in publication.rglob("*") if p.is_file() and ".git" not in p.parts]
     assert (publication / "crl" / "ica.crl").is_file()
     assert (publication / "inbox" / "X003" / "rejection.txt").is_file()
-    # No private key material anywhere in what is published (keys live in out_dir/keys).
+    # No private key material anywhere in what is published, nor under the output folder.
     assert not any(b"PRIVATE" in p.read_bytes() for p in published)
-    assert list((out_dir / "keys").glob("*.key"))
+    assert list((Path(info["keys"]) / "keys").glob("*.key"))
+    assert not list(out_dir.rglob("*.key"))
     assert run(capsys, "log", "verify", info["log"], "--vkey", info["vkey"])[0] == 0
     assert run(capsys, "history", "verify", "--dir", info["publication"], "--vkey", info["vkey"])[0] == 0
     trust = json.loads((out_dir / "trust.json").read_text())
