@@ -27,7 +27,7 @@ from . import fsio, gitstate, transaction
 from .checkpoint import CheckpointError, SignedCheckpoint, open_checkpoint
 from .config import Config
 from .intake.associations import CRL_TYPE, AssociationIndex, canonical_json
-from .intake.run import INBOX, IntakeReport, index_of, run_intake
+from .intake.run import INBOX, IntakeReport, run_intake
 from .log_key import load_log_signer
 from .merkle import ProofError, verify_consistency
 from .note import Verifier, b64encode
@@ -148,12 +148,16 @@ def unlogged_crls(config: Config, index: AssociationIndex) -> dict[str, list[tup
     return found
 
 
-def check_head(config: Config, verifier: Verifier, head_note: str | None) -> SignedCheckpoint | None:
+def check_head(
+    config: Config, verifier: Verifier, head_note: str | None, index: AssociationIndex | None = None
+) -> SignedCheckpoint | None:
     """HEAD's checkpoint, after checking every committed entry, tile and partial hashes to its signed root.
 
     The committed files are those in the work tree (the state is clean, or an
     interrupted publish only added files beside them), so this reads them
-    there; a rewrite anywhere, not only at the right edge, is refused.
+    there; a rewrite anywhere, not only at the right edge, is refused. The
+    authenticated entries go into ``index`` as they are checked, so a publish
+    reads each entry once.
     """
     if head_note is None:
         return None
@@ -162,7 +166,8 @@ def check_head(config: Config, verifier: Verifier, head_note: str | None) -> Sig
     except CheckpointError as exc:
         raise PublishRefused(f"log/checkpoint committed in HEAD: {exc}") from exc
     try:
-        LogReader(config.root / "log", config.origin, [verifier], head).verify_all()
+        sink = index.add_raw if index is not None else None
+        LogReader(config.root / "log", config.origin, [verifier], head).verify_all(entries=sink)
     except CorruptLog as exc:
         raise PublishRefused(
             f"the log committed in HEAD does not hash to its signed checkpoint (size {head.checkpoint.size}): {exc}"
@@ -190,13 +195,15 @@ def _publish(
         check_clean(repo)
     signer = load_log_signer(config.log_key, config.root)
     head_note = committed_checkpoint(repo)
-    head = check_head(config, signer.verifier, head_note)
+    index = AssociationIndex()
+    head = check_head(config, signer.verifier, head_note, index)
     session.begin()
     with TileLog.open(config.root / "log", signer) as log:
         if head is not None and session.interrupted is None and log.signed.raw != head.raw:
             raise PublishRefused("log/checkpoint differs from the one committed in HEAD")
         refreshed = crl_publish.refresh(config, now)
-        index = index_of(log)
+        index.add_raw(index.size, log.entries(index.size))  # what an interrupted publish logged after HEAD
+        index.size = log.size
         result.intake = run_intake(config, log, now, show_progress, index)
         crls = unlogged_crls(config, index)
         log.append([entry for issuer in sorted(crls) for _, entry in crls[issuer]])

@@ -60,6 +60,7 @@ PENDING_FILE = f"{STATE_DIR}/pending.json"
 LOCK_FILE = f"{STATE_DIR}/lock"
 
 Progress = Callable[[int, int], None]
+EntrySink = Callable[[int, list[bytes]], None]  # (index of the first entry, entries)
 _TILE_CACHE_SIZE = 1024  # tiles (8 KB each at most)
 _RANGE_CACHE_SIZE = 1 << 20  # subtree hashes
 
@@ -77,6 +78,10 @@ class MissingData(CorruptLog):
 
 
 def _no_progress(done: int, total: int) -> None:
+    return None
+
+
+def _no_entries(first: int, entries: list[bytes]) -> None:
     return None
 
 
@@ -271,19 +276,20 @@ class LogReader:
                 return f"{self.root / tile.path}: does not match the data below it or the checkpoint root"
         return f"{self.root / 'checkpoint'}: root hash does not match the stored tiles"
 
-    def verify_all(self, progress: Progress = _no_progress) -> int:
+    def verify_all(self, progress: Progress = _no_progress, entries: EntrySink | None = None) -> int:
         """Recompute every tile and bundle from the signed root downwards; return entries checked.
 
         Each file is authenticated by its parent, so a mismatch names the file
         that is wrong. Stale partial tiles of older sizes must be prefixes of
-        the authenticated data.
+        the authenticated data. ``entries``, if given, receives each bundle's
+        entries once they are authenticated, in log order (first index,
+        entries), so a caller that needs every entry reads them only once.
         """
         size = self.size
+        sink: EntrySink = entries or _no_entries
         edge, _ = self.check_right_edge()
         for tile in right_edge(size):
             self._check_stale_partials(tile, edge[tile.level])
-            if tile.level == 0:
-                self._check_bundle(tile, edge[0])
         top = max(edge) if edge else -1  # the top level only ever holds a partial tile
         parent: list[bytes] = edge.get(top, [])
         for level in range(top - 1, -1, -1):
@@ -295,20 +301,24 @@ class LogReader:
                 if root_of(hashes) != parent[index]:
                     raise CorruptLog(f"{self.root / tile.path}: does not match its hash in the level above")
                 if level == 0:
-                    self._check_bundle(tile, hashes)
+                    sink(index * TILE_WIDTH, self._check_bundle(tile, hashes))
                     progress((index + 1) * TILE_WIDTH, size)
                 else:
                     level_hashes.extend(hashes)
                 self._check_stale_partials(tile, hashes)
             parent = level_hashes + edge.get(level, [])
+        if size % TILE_WIDTH:  # the partial bundle of the right edge, last so that entries arrive in order
+            sink(size - size % TILE_WIDTH, self._check_bundle(tile_for(0, size // TILE_WIDTH, size), edge[0]))
         progress(size, size)
         return size
 
-    def _check_bundle(self, tile: Tile, hashes: list[bytes]) -> None:
+    def _check_bundle(self, tile: Tile, hashes: list[bytes]) -> list[bytes]:
+        """The entries of level-0 ``tile``'s bundle, checked against its ``hashes`` (and its stale partials)."""
         bundle = Tile(-1, tile.index, tile.width)
         raw = self._read_tile_bytes(bundle)
         try:
-            leaves = [leaf_hash(e) for e in decode_bundle(raw, bundle.width, str(self.root / bundle.path))]
+            entries = decode_bundle(raw, bundle.width, str(self.root / bundle.path))
+            leaves = [leaf_hash(e) for e in entries]
         except TileError as exc:
             raise CorruptLog(str(exc)) from exc
         if leaves != hashes:
@@ -316,6 +326,7 @@ class LogReader:
             where = tile.index * TILE_WIDTH + i
             raise CorruptLog(f"{self.root / bundle.path}: entry {where} does not match its leaf hash")
         self._check_stale_partials(bundle, hashes, raw)
+        return entries
 
     def _check_stale_partials(self, tile: Tile, hashes: list[bytes], raw: bytes | None = None) -> None:
         """Partial files left for older checkpoints must be prefixes of the authenticated tile.

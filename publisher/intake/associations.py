@@ -65,17 +65,20 @@ class AssociationIndex:
         if isinstance(evidence, dict):
             self.submissions[str(entry.get("submission_id"))] = str(evidence.get("spreadsheet"))
 
-    @classmethod
-    def from_entries(cls, entries: Iterable[bytes]) -> AssociationIndex:
-        index = cls()
-        for i, raw in enumerate(entries):
+    def add_raw(self, first: int, entries: Iterable[bytes]) -> None:
+        """Account for raw log entries ``first``, ``first + 1``, ...; entries that are not JSON objects only count."""
+        for i, raw in enumerate(entries, first):
             try:
                 entry = json.loads(raw)
             except ValueError:
-                index.size = i + 1
-                continue
+                entry = None
             if isinstance(entry, dict):
-                index.add(i, entry)
+                self.add(i, entry)
             else:
-                index.size = i + 1
+                self.size = max(self.size, i + 1)
+
+    @classmethod
+    def from_entries(cls, entries: Iterable[bytes]) -> AssociationIndex:
+        index = cls()
+        index.add_raw(0, entries)
         return index
