@@ -31,18 +31,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+import git
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+from publication_fixtures import new_publication
 from site_fixtures import write_submission
 
 from publisher import demo
-from publisher.config import load as load_config
 from publisher.history import verify_history
 from publisher.intake.associations import AssociationIndex, canonical_json
 from publisher.intake.run import index_of
 from publisher.log_key import load_log_signer
-from publisher.pki import authority
-from publisher.publish import check_head, committed_checkpoint, init_repository, publish
+from publisher.publish import check_head, committed_checkpoint, publish
 from publisher.site.export import open_log
 from publisher.tlog import TileLog
 
@@ -84,14 +85,9 @@ def main(argv: list[str]) -> int:
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        pub = tmp / "publication"
-        authority.init_publication(pub, tmp / "keys", "http://127.0.0.1:8000", "bench.example/log")
-        repo = init_repository(pub)
-        config = load_config(pub)
-        now = authority.now_utc()
-        maker = demo._issue(config, tmp / "orgs", "1001", "Acme Meters Ltd", "Manufacturer", now)
-        supplier = demo._issue(config, tmp / "orgs", "2001", "Northern Power Supply", "Supplier", now)
-        publish(config)
+        p = new_publication(tmp, "bench.example/log")
+        pub, config, maker, supplier = p.root, p.config, p.maker, p.supplier
+        repo = git.Repo(pub)
         signer = load_log_signer(config.log_key, pub)
         print(f"building a {args.entries:,}-entry log ...", file=sys.stderr)
         with TileLog.open(pub / "log", signer) as log:

@@ -41,8 +41,19 @@ def cmd_history_verify(args: argparse.Namespace) -> int:
         verifier = Verifier.from_vkey(repo.head.commit.tree["log/vkey"].data_stream.read().decode())
         how = "from log/vkey in HEAD (pass --vkey to pin it)"
     report = verify_history(repo, config.origin, [verifier])
-    text = f"OK: {report.commits} committed checkpoints, each consistent with the one before (key {how})"
-    emit(args, {"verified": True, "commits": report.commits, "size": report.final_size}, text)
+    text = (
+        f"OK: {report.walked} commits append-only; {report.commits} moved the checkpoint, each consistent with "
+        f"the one before, {report.files_checked} added tiles and bundles hash to their signed roots "
+        f"(log size {report.final_size}; key {how})"
+    )
+    summary = {
+        "verified": True,
+        "commits": report.commits,
+        "walked": report.walked,
+        "files_checked": report.files_checked,
+        "size": report.final_size,
+    }
+    emit(args, summary, text)
     return EXIT_OK
 
 

@@ -26,8 +26,9 @@ def commit(repo: git.Repo, paths: list[str], message: str) -> str | None:
     Returns None when they hold nothing to commit (a redo of a change that was committed already).
     """
     tree = Path(str(repo.working_tree_dir))
-    tracked = {p for p in paths if repo.git.ls_files("--", p)}
-    present = [p for p in paths if (tree / p).exists() or p in tracked]
+    tracked = repo.git.ls_files("--", *paths).splitlines()
+    # A path counts if it exists or git tracks something under it (then its removal is staged).
+    present = [p for p in paths if (tree / p).exists() or any(f == p or f.startswith(f"{p}/") for f in tracked)]
     if present:
         repo.git.add("--all", "--", *present)
     if repo.head.is_valid() and not repo.git.diff("--cached", "--name-only"):

@@ -25,9 +25,9 @@ from pathlib import Path
 import git
 
 from .checkpoint import CheckpointError, SignedCheckpoint, open_checkpoint
-from .merkle import ProofError, leaf_hash, root_of, verify_consistency
+from .merkle import ProofError, leaf_hash, root_of
 from .note import Verifier
-from .tiles import TILE_WIDTH, Tile, TileError, decode_bundle, parse_path, split_hashes, tile_for
+from .tiles import TILE_WIDTH, Tile, TileError, decode_bundle, level_width, parse_path, split_hashes, tile_for
 from .tlog import LogError, LogReader
 
 LOG = "log"
@@ -127,7 +127,7 @@ def _check_added_file(log: CommitLog, rel: str) -> None:
     except TileError as exc:
         raise HistoryBroken(f"{LOG}/{rel}: {exc}") from exc
     name = f"{LOG}/{tile.path}"
-    covered = (size >> (8 * max(tile.level, 0))) - tile.index * TILE_WIDTH
+    covered = level_width(size, max(tile.level, 0)) - tile.index * TILE_WIDTH
     if covered < tile.width:
         raise HistoryBroken(f"{name}: holds data beyond the signed tree size {size}")
     auth = tile_for(tile.level, tile.index, size)
@@ -192,12 +192,12 @@ def _check_commit(repo: git.Repo, walk: _Walk, sha: str, origin: str, verifiers:
         for before, parent in zip(befores, parents, strict=True):
             if before is None:
                 continue
-            old, new = before.checkpoint, signed.checkpoint
             try:
-                verify_consistency(old.size, new.size, old.root, new.root, log.consistency_proof(old.size))
+                log.check_extends(before.checkpoint)
             except ProofError as exc:
                 raise HistoryBroken(
-                    f"not an append-only extension of commit {str(parent)[:12]} (size {old.size} -> {new.size}): {exc}"
+                    f"not an append-only extension of commit {str(parent)[:12]} "
+                    f"(size {before.checkpoint.size} -> {log.size}): {exc}"
                 ) from exc
         for rel in sorted(added_tiles):
             _check_added_file(log, rel)

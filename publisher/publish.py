@@ -29,7 +29,7 @@ from .config import Config
 from .intake.associations import CRL_TYPE, AssociationIndex, canonical_json
 from .intake.run import INBOX, IntakeReport, run_intake
 from .log_key import load_log_signer
-from .merkle import ProofError, verify_consistency
+from .merkle import ProofError
 from .note import Verifier, b64encode
 from .pki import crl_publish
 from .pki.authority import now_utc
@@ -212,9 +212,8 @@ def _publish(
             result.crls.setdefault(r.issuer, r.info.number)
         result.size, result.root = log.size, b64encode(log.root_hash)
         if head is not None:
-            old = head.checkpoint
             try:
-                verify_consistency(old.size, log.size, old.root, log.root_hash, log.consistency_proof(old.size))
+                log.check_extends(head.checkpoint)
             except (ProofError, LogError) as exc:
                 raise PublishRefused(f"the new checkpoint is not consistent with HEAD's: {exc}") from exc
         if head is not None and log.signed.raw == head.raw and not _dirty(repo):

@@ -236,6 +236,10 @@ class LogReader:
             raise LogError(f"tree size {new_size} is beyond the signed size {self.size}")
         return consistency_proof(old_size, new_size, tile_hash_range(new_size, self.read_tile))
 
+    def check_extends(self, old: Checkpoint) -> None:
+        """Prove from the stored tiles that this log's checkpoint extends ``old``; ``ProofError`` if it does not."""
+        verify_consistency(old.size, self.size, old.root, self.root_hash, self.consistency_proof(old.size))
+
     def tlog_proof(self, index: int) -> TlogProof:
         """A self-contained c2sp.org/tlog-proof@v1 for entry ``index`` at the current checkpoint."""
         return TlogProof(index, tuple(self.inclusion_proof(index)), self.signed.raw)
@@ -564,10 +568,9 @@ def _read_cache(root: Path, signer: Signer) -> SignedCheckpoint | None:
 
 def _consistent(root: Path, signer: Signer, old: SignedCheckpoint, new: SignedCheckpoint) -> None:
     """Prove ``new`` extends ``old`` from the tiles on disk; raise ``CorruptLog`` (``MissingData``) if not."""
-    reader = LogReader(root, signer.name, [signer.verifier], new)
     a, b = old.checkpoint, new.checkpoint
     try:
-        verify_consistency(a.size, b.size, a.root, b.root, reader.consistency_proof(a.size))
+        LogReader(root, signer.name, [signer.verifier], new).check_extends(a)
     except ProofError as exc:
         raise CorruptLog(
             f"{root}: the checkpoint of size {b.size} is not an extension of the one of size {a.size} "

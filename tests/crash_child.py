@@ -5,7 +5,7 @@ Usage: crash_child.py LOG_DIR GENERATION SEED KILL_AFTER  (signing key in $CRASH
 Prints ``READY <size>`` once the log is open, ``TRY <first> <count>`` before
 each append and ``ACK <first> <count>`` after it returns, flushing each line.
 With ``KILL_AFTER > 0`` it SIGKILLs itself at the KILL_AFTER-th file
-operation (write, fsync, rename, unlink, mkdir, or the end of a
+operation (write, fsync, rename, unlink, mkdir, ftruncate, or the end of a
 ``remove_files``), so kills land between any two steps of an append or of the
 recovery in ``TileLog.open``; a write chosen as the kill point is torn in half.
 """
@@ -19,7 +19,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,36 +32,46 @@ def entry(index: int, generation: int) -> bytes:
     return (head + pad)[:length]
 
 
-def _die() -> None:
-    os.kill(os.getpid(), signal.SIGKILL)
-    time.sleep(60)  # not reached
+def install_kill_switch(
+    kill_after: int, group: bool = False, extra: Sequence[tuple[Any, str]] = ()
+) -> Callable[[], int]:
+    """Wrap the file operations (and the ``extra`` (owner, name) callables); SIGKILL at operation ``kill_after``.
 
-
-def install_kill_switch(kill_after: int) -> None:
-    """Wrap the file operations the log uses; SIGKILL this process at operation ``kill_after``."""
+    ``kill_after`` 0 never kills (the returned function counts the operations
+    so far). With ``group`` the whole process group dies, so child processes
+    (git) die with it.
+    """
     from publisher import fsio
 
     lock = threading.Lock()
     count = 0
 
+    def die() -> None:
+        if group:
+            os.killpg(0, signal.SIGKILL)
+        os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(60)  # not reached
+
     def tick() -> bool:
         nonlocal count
         with lock:
             count += 1
-            return count >= kill_after
+            return count == kill_after
 
-    def wrap(name: str) -> None:
-        real: Callable[..., Any] = getattr(os, name)
+    def wrap(owner: Any, name: str) -> None:
+        real: Callable[..., Any] = getattr(owner, name)
 
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             if tick():
-                _die()
+                die()
             return real(*args, **kwargs)
 
-        setattr(os, name, wrapper)
+        setattr(owner, name, wrapper)
 
-    for name in ("fsync", "replace", "unlink", "mkdir"):
-        wrap(name)
+    for name in ("fsync", "replace", "rename", "unlink", "mkdir", "ftruncate"):
+        wrap(os, name)
+    for owner, name in extra:
+        wrap(owner, name)
 
     real_write = os.write
 
@@ -69,7 +79,7 @@ def install_kill_switch(kill_after: int) -> None:
         if tick():
             view = memoryview(data)
             real_write(fd, view[: len(view) // 2])
-            _die()
+            die()
         return real_write(fd, data)
 
     os.write = torn_write
@@ -79,9 +89,10 @@ def install_kill_switch(kill_after: int) -> None:
     def remove_files(*args: Any, **kwargs: Any) -> None:
         real_remove(*args, **kwargs)
         if tick():  # e.g. right after the journal is gone, before the ACK
-            _die()
+            die()
 
     fsio.remove_files = remove_files
+    return lambda: count
 
 
 def main(argv: list[str]) -> int:

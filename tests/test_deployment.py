@@ -19,28 +19,19 @@ from pathlib import Path
 
 import pytest
 import yaml
+from publication_fixtures import git, new_publication
 from site_fixtures import write_submission
 
 from publisher import demo
 from publisher.config import load as load_config
 from publisher.pki import authority
-from publisher.publish import init_repository, publish
+from publisher.publish import init_repository
 from publisher.site.export import json_entries, open_log
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = REPO / ".venv" / "bin"
 WORKFLOW = REPO / ".github" / "workflows" / "publish.yml"
 KEY_ENVS = {"log": "CPL_LOG_KEY", "iki-root": "CPL_ROOT_KEY", "ica": "CPL_ICA_KEY"}
-
-
-def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-c", "user.name=SECAS", "-c", "user.email=secas@localhost", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
 
 
 @dataclasses.dataclass
@@ -70,32 +61,21 @@ def publish_step_script() -> str:
 @pytest.fixture()
 def deployment(tmp_path: Path) -> Deployment:
     """A publication configured with key_env, as a real deployment is, pushed to a bare remote."""
-    pub = tmp_path / "bootstrap"
-    keys_dir = tmp_path / "secrets"
-    authority.init_publication(pub, keys_dir, "http://127.0.0.1:8000", "deploy.example/log")
-    toml = (pub / "publisher.toml").read_text()
+    p = new_publication(tmp_path, "deploy.example/log")
+    keys_dir = tmp_path / "keys"
+    toml = (p.root / "publisher.toml").read_text()
     for name, env in KEY_ENVS.items():
         toml = toml.replace(f'key_file = "{keys_dir / (name + ".key")}"', f'key_env = "{env}"')
     assert "key_file" not in toml
-    (pub / "publisher.toml").write_text(toml)
+    (p.root / "publisher.toml").write_text(toml)
+    git(p.root, "commit", "-q", "-m", "keys from the CI secrets", "publisher.toml")
     keys = {env: (keys_dir / f"{name}.key").read_text() for name, env in KEY_ENVS.items()}
-    os.environ.update(keys)
-    try:
-        init_repository(pub)
-        config = load_config(pub)
-        now = authority.now_utc()
-        maker = demo._issue(config, tmp_path / "orgs", "1001", "Acme Meters Ltd", "Manufacturer", now)
-        supplier = demo._issue(config, tmp_path / "orgs", "2001", "Northern Power Supply", "Supplier", now)
-        publish(config)
-    finally:
-        for env in keys:
-            os.environ.pop(env, None)
     remote = tmp_path / "remote.git"
     git(tmp_path, "init", "-q", "--bare", str(remote))
-    branch = git(pub, "rev-parse", "--abbrev-ref", "HEAD").strip()
+    branch = git(p.root, "rev-parse", "--abbrev-ref", "HEAD").strip()
     git(remote, "symbolic-ref", "HEAD", f"refs/heads/{branch}")
-    git(pub, "push", "-q", str(remote), branch)
-    return Deployment(remote, keys, maker, supplier, tmp_path)
+    git(p.root, "push", "-q", str(remote), branch)
+    return Deployment(remote, keys, p.maker, p.supplier, tmp_path)
 
 
 def ci_run(d: Deployment) -> tuple[Path, subprocess.CompletedProcess[str]]:
@@ -185,13 +165,9 @@ def readme_block(marker: str) -> list[str]:
 
 
 def test_the_readme_operator_flow_runs_verbatim(tmp_path: Path) -> None:
-    pub = tmp_path / "publication"
-    authority.init_publication(pub, tmp_path / "keys", "http://127.0.0.1:8000", "operator.example/log")
-    init_repository(pub)
-    config = load_config(pub)
-    org = demo._issue(config, tmp_path / "orgs", "1001", "Acme Meters Ltd", "Manufacturer", authority.now_utc())
-    publish(config)
-    (tmp_path / "trust.json").write_text(json.dumps(demo.trust_of(config)))
+    p = new_publication(tmp_path, "operator.example/log")
+    pub, org = p.root, p.maker
+    (tmp_path / "trust.json").write_text(json.dumps(demo.trust_of(p.config)))
     env = {
         **os.environ,
         "PATH": f"{VENV_BIN}:{os.environ['PATH']}",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
 import os
@@ -11,38 +10,17 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from publication_fixtures import Pub, git, new_publication
 from site_fixtures import write_submission
 
 from publisher import demo
 from publisher.checkpoint import Checkpoint
 from publisher.cli import main
-from publisher.config import Config
-from publisher.config import load as load_config
 from publisher.log_key import load_log_signer
 from publisher.note import Signer, sign_note
-from publisher.pki import authority
-from publisher.publish import init_repository, publish
+from publisher.publish import publish
 from publisher.site.export import open_log
 from publisher.tlog import TileLog
-
-
-@dataclasses.dataclass
-class Pub:
-    root: Path
-    config: Config
-    maker: demo.Org
-    supplier: demo.Org
-    now: dt.datetime
-
-
-def git(pub: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@localhost", *args],
-        cwd=pub,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
 
 
 def head(pub: Path) -> str:
@@ -59,17 +37,9 @@ def submit(p: Pub, sub_id: str, n: int) -> None:
 
 @pytest.fixture()
 def pub(tmp_path: Path) -> Pub:
-    root = tmp_path / "publication"
-    authority.init_publication(root, tmp_path / "keys", "http://127.0.0.1:8000", "history.example/log")
-    init_repository(root)
-    config = load_config(root)
-    now = authority.now_utc()
-    maker = demo._issue(config, tmp_path / "certs", "1001", "Acme Meters Ltd", "Manufacturer", now)
-    supplier = demo._issue(config, tmp_path / "certs", "2001", "Northern Power Supply", "Supplier", now)
-    p = Pub(root, config, maker, supplier, now)
-    publish(config, now)
+    p = new_publication(tmp_path, "history.example/log")
     submit(p, "S001", 3)
-    assert publish(config, now + dt.timedelta(seconds=1)).committed
+    assert publish(p.config, p.now + dt.timedelta(seconds=1)).committed
     return p
 
 

@@ -29,15 +29,15 @@ import random
 import shutil
 import signal
 import subprocess
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import git
 import pytest
+from crash_child import install_kill_switch
+from publication_fixtures import new_publication
 from site_fixtures import write_submission
 
 from publisher import demo, fsio
@@ -45,14 +45,15 @@ from publisher.config import Config
 from publisher.config import load as load_config
 from publisher.history import verify_history
 from publisher.log_key import load_log_signer
-from publisher.pki import authority, crl_publish, revocation
-from publisher.publish import init_repository, publish
+from publisher.pki import crl_publish, revocation
+from publisher.publish import publish
 from publisher.tlog import LogReader
 from verifier.cpl_verify import main as verify_main
 
 STRIDE = 37  # coprime with any span we see, so the kill points walk over the whole publish
 TRIALS = 200  # kills that must land (trials that finish before their kill point do not count)
 SEED = int(os.environ.get("PUBLISH_CRASH_SEED", "20261128"))
+GIT_COMMANDS = [(git.cmd, "Popen")]  # every git command GitPython starts is a kill point too
 
 
 @dataclasses.dataclass
@@ -69,17 +70,10 @@ class World:
 
 
 def make_world(tmp: Path) -> World:
-    root = tmp / "publication"
-    authority.init_publication(root, tmp / "keys", "http://127.0.0.1:8000", "crash.example/log")
-    init_repository(root)
-    config = load_config(root)
-    now = authority.now_utc()
-    maker = demo._issue(config, tmp / "certs", "1001", "Acme Meters Ltd", "Manufacturer", now)
-    supplier = demo._issue(config, tmp / "certs", "2001", "Northern Power Supply", "Supplier", now)
-    publish(config)
+    p = new_publication(tmp, "crash.example/log")
     trust = tmp / "trust.json"
-    trust.write_text(json.dumps(demo.trust_of(config)))
-    return World(root, config, maker, supplier, trust)
+    trust.write_text(json.dumps(demo.trust_of(p.config)))
+    return World(p.root, p.config, p.maker, p.supplier, trust)
 
 
 def arrive(w: World, trial: int) -> None:
@@ -97,46 +91,6 @@ def arrive(w: World, trial: int) -> None:
         crl_publish.refresh_and_commit(w.config, force=True)
 
 
-def install_kill_switch(kill_at: int) -> None:
-    """SIGKILL this process group at file or process operation ``kill_at`` (a write is torn in half)."""
-    lock = threading.Lock()
-    count = 0
-
-    def die() -> None:
-        os.killpg(0, signal.SIGKILL)
-        time.sleep(60)
-
-    def tick() -> bool:
-        nonlocal count
-        with lock:
-            count += 1
-            return count == kill_at
-
-    def wrap(owner: Any, name: str) -> None:
-        real: Callable[..., Any] = getattr(owner, name)
-
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            if tick():
-                die()
-            return real(*args, **kwargs)
-
-        setattr(owner, name, wrapper)
-
-    for name in ("fsync", "replace", "rename", "unlink", "mkdir", "ftruncate"):
-        wrap(os, name)
-    wrap(git.cmd, "Popen")
-    real_write = os.write
-
-    def torn_write(fd: int, data: Any) -> int:
-        if tick():
-            view = memoryview(data)
-            real_write(fd, view[: len(view) // 2])
-            die()
-        return real_write(fd, data)
-
-    os.write = torn_write
-
-
 def run_child(body: Callable[[], None], kill_at: int | None = None, delay: float | None = None) -> bool:
     """Run ``body`` in a forked child in its own process group; True if the child was killed."""
     pid = os.fork()
@@ -145,7 +99,7 @@ def run_child(body: Callable[[], None], kill_at: int | None = None, delay: float
         try:
             os.setpgid(0, 0)
             if kill_at is not None:
-                install_kill_switch(kill_at)
+                install_kill_switch(kill_at, group=True, extra=GIT_COMMANDS)
             body()
         except BaseException:
             code = 3
@@ -168,23 +122,9 @@ def count_operations(w: World) -> int:
     counter = w.root.parent / "ops"
 
     def body() -> None:
-        calls = [0]
-        real_tick: dict[str, Callable[..., Any]] = {}
-
-        def counting(owner: Any, name: str) -> None:
-            real_tick[name] = getattr(owner, name)
-
-            def wrapper(*args: Any, **kwargs: Any) -> Any:
-                calls[0] += 1
-                return real_tick[name](*args, **kwargs)
-
-            setattr(owner, name, wrapper)
-
-        for name in ("fsync", "replace", "rename", "unlink", "mkdir", "ftruncate", "write"):
-            counting(os, name)
-        counting(git.cmd, "Popen")
+        count = install_kill_switch(0, extra=GIT_COMMANDS)
         publish(w.config)
-        counter.write_text(str(calls[0]))
+        counter.write_text(str(count()))
 
     assert not run_child(body)
     return int(counter.read_text())

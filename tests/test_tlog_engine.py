@@ -564,3 +564,15 @@ def test_a_closed_writer_cannot_append(tmp_path: Path) -> None:
         stale.append([b"through a closed handle"])
     assert (root / "checkpoint").read_bytes() == signed
     assert reader(root).size == 6
+
+
+@pytest.mark.parametrize("batches", [(1,), (255,), (256,), (257,), (300, 212), (200, 200, 113, 1)])
+def test_verify_all_hands_over_every_authenticated_entry_once_in_order(
+    tmp_path: Path, batches: tuple[int, ...]
+) -> None:
+    root = tmp_path / "log"
+    expected = build(root, *batches)
+    seen: list[tuple[int, list[bytes]]] = []
+    assert reader(root).verify_all(entries=lambda first, entries: seen.append((first, entries))) == len(expected)
+    assert [first for first, _ in seen] == list(range(0, len(expected), TILE_WIDTH))
+    assert [e for _, entries in seen for e in entries] == expected

@@ -1,0 +1,49 @@
+"""A small real publication for tests and benchmarks: the demo CA, a manufacturer, a supplier, one publish."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import subprocess
+from pathlib import Path
+
+from publisher import demo
+from publisher.config import Config
+from publisher.config import load as load_config
+from publisher.pki import authority
+from publisher.publish import init_repository, publish
+
+
+@dataclasses.dataclass
+class Pub:
+    """A publication under git, its configuration, and two organisations that can sign submissions."""
+
+    root: Path
+    config: Config
+    maker: demo.Org
+    supplier: demo.Org
+    now: dt.datetime
+
+
+def git(cwd: Path, *args: str) -> str:
+    """Run git in ``cwd`` (with an identity for commits) and return its output; fail on error."""
+    return subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@localhost", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
+def new_publication(tmp: Path, origin: str) -> Pub:
+    """``tmp/publication`` with its keys in ``tmp/keys`` and ``tmp/certs``, after its first publish."""
+    root = tmp / "publication"
+    authority.init_publication(root, tmp / "keys", "http://127.0.0.1:8000", origin)
+    init_repository(root)
+    config = load_config(root)
+    now = authority.now_utc()
+    maker = demo._issue(config, tmp / "certs", "1001", "Acme Meters Ltd", "Manufacturer", now)
+    supplier = demo._issue(config, tmp / "certs", "2001", "Northern Power Supply", "Supplier", now)
+    publish(config, now)
+    return Pub(root, config, maker, supplier, now)
