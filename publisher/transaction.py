@@ -163,10 +163,12 @@ def _ignore_private(root: Path) -> None:
 
 def _recover(session: Session) -> None:
     """Finish what an interrupted operation left (see the module docstring)."""
+    # Before the journal check: a git command killed outside a journaled step
+    # (a status refresh takes index.lock too) leaves a lock as well.
+    _remove_stale_git_locks(session.root)
     path = session.root / JOURNAL_FILE
     if not path.exists():
         return
-    _remove_stale_git_locks(session.root)
     fsio.remove_temporaries(session.root)
     try:
         obj = json.loads(path.read_bytes())

@@ -91,6 +91,20 @@ def arrive(w: World, trial: int) -> None:
         crl_publish.refresh_and_commit(w.config, force=True)
 
 
+def wait_group_gone(pgid: int) -> None:
+    """Wait (up to 10 s) until no live process is left in group ``pgid``: SIGKILL lands asynchronously."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        alive = False
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError):
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                alive |= int(fields[2]) == pgid and fields[0] != "Z"
+        if not alive:
+            return
+        time.sleep(0.01)
+
+
 def run_child(body: Callable[[], None], kill_at: int | None = None, delay: float | None = None) -> bool:
     """Run ``body`` in a forked child in its own process group; True if the child was killed."""
     pid = os.fork()
@@ -111,6 +125,7 @@ def run_child(body: Callable[[], None], kill_at: int | None = None, delay: float
     _, status = os.waitpid(pid, 0)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)  # orphaned git processes of a killed child
+    wait_group_gone(pid)
     if os.WIFEXITED(status):
         assert os.WEXITSTATUS(status) == 0, "the publish failed without being killed"
         return False
@@ -268,3 +283,15 @@ def _fill(disk: Path, filler: Path, leave: int) -> None:
                 break
             remaining -= n
     fsio.fsync_dir(disk)
+
+
+def test_a_git_lock_left_by_a_killed_read_is_removed_by_the_next_publish(tmp_path: Path) -> None:
+    # git status refreshes the index under index.lock; a kill there leaves the
+    # lock with no journal (the timed trials above found it on a CI runner).
+    p = new_publication(tmp_path, "locks.example/log")
+    row = (p.maker.org_id, "Acme", "ESME-L", "1.0", "1.0", "ESME", "SMETS2", demo.image_hash("L"))
+    write_submission(p.root, "L1", [row], [p.maker, p.supplier])
+    (p.root / ".git" / "index.lock").write_text("")
+    assert not (p.root / ".publisher" / "journal.json").exists()
+    result = publish(p.config)
+    assert result.committed and not (p.root / ".git" / "index.lock").exists()
