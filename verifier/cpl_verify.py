@@ -14,7 +14,7 @@ site serves is checked against them.
     python cpl_verify.py --trust trust.json --state ~/.cpl consistency
     python cpl_verify.py --trust trust.json audit                # the whole log, every entry's evidence
 
-Exit codes: 0 verified, 1 verification failed, 2 usage, network or I/O error.
+Exit codes: 0 yes, 1 verification failed, 2 usage, network or I/O error, 3 verified but no (see --help).
 
 Standards: RFC 9162 Merkle trees, C2SP tlog-tiles, tlog-checkpoint,
 signed-note and tlog-proof; RFC 5280 certificates and CRLs; RFC 5652 CMS.
@@ -532,9 +532,9 @@ class SignedCheckpoint:
 def open_checkpoint(data: bytes | str, origin: str, verifiers: Sequence[Verifier]) -> SignedCheckpoint:
     """Verify a signed checkpoint for ``origin`` with the trusted ``verifiers``.
 
-    When a trusted key is named after the origin (C2SP: the log's key name
-    SHOULD be the origin), that log key must have signed; otherwise (a user
-    who trusts only witnesses) a valid cosignature from a trusted key suffices.
+    The log's own key is the trusted key named after the origin (C2SP: the
+    log's key name SHOULD be the origin), and it must have signed; other
+    trusted keys count only as cosigners, never in its place.
     """
     try:
         raw = data.decode("utf-8") if isinstance(data, bytes) else data
@@ -544,7 +544,12 @@ def open_checkpoint(data: bytes | str, origin: str, verifiers: Sequence[Verifier
     cp = parse_body(note.text)
     if cp.origin != origin:
         raise CheckpointError(f"checkpoint is for origin {cp.origin!r}, expected {origin!r}")
-    if any(v.name == origin for v in verifiers) and not any(v.name == origin for v in note.verified_by):
+    if not any(v.name == origin for v in note.verified_by):
+        if not any(v.name == origin for v in verifiers):
+            raise CheckpointError(
+                f"no trusted key is named after the origin {origin!r}: pin the log's own key (other keys count "
+                "only as cosigners)"
+            )
         raise CheckpointError(f"checkpoint carries no valid signature of the log key {origin!r}")
     return SignedCheckpoint(cp, note, raw)
 
@@ -813,6 +818,7 @@ def root_from_right_edge(size: int, edge: dict[int, list[bytes]]) -> bytes:
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_ERROR = 2
+EXIT_NOT_APPROVED = 3  # verified, and the answer is no: replaced, not found, revoked, signer compromised
 
 
 class VerifyFailed(Exception):
@@ -825,6 +831,10 @@ class VerifyFailed(Exception):
 
 class SiteError(VerifyFailed):
     """The site served something it must not (too large, redirected away, malformed)."""
+
+
+class NotServed(SiteError):
+    """The site lacks a file its signed checkpoint implies."""
 
 
 class UsageError(Exception):
@@ -1105,8 +1115,8 @@ _HEX64_RE = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass
-class RootPin:
-    """A pinned IKI root: its name on the site, its SHA-256 fingerprint, and (once known) the certificate."""
+class CertPin:
+    """A pinned certificate (an IKI root or a CRL issuer): its name on the site, SHA-256, and (once known) itself."""
 
     name: str
     sha256: str
@@ -1121,11 +1131,12 @@ class Trust:
     log_url: str | None = None
     origin: str | None = None
     verifiers: list[Verifier] = field(default_factory=list)
-    roots: list[RootPin] = field(default_factory=list)
+    roots: list[CertPin] = field(default_factory=list)
     eku: str = DEFAULT_EKU
     roles: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_ROLES))
     org_id_attribute: str = "organizationIdentifier"
     intermediates: list[str] = field(default_factory=list)
+    crl_issuers: list[CertPin] = field(default_factory=list)  # with the roots: the CRLs that must be checked
     source: str = "command line"
 
     def role_of(self, ou: str) -> str | None:
@@ -1147,6 +1158,8 @@ class Trust:
             ],
             "extended_key_usage": self.eku,
         }
+        if self.crl_issuers:
+            out["crl_issuers"] = [{"name": p.name, "sha256": p.sha256} for p in self.crl_issuers]
         if self.site:
             out["site"] = self.site
         return out
@@ -1168,6 +1181,35 @@ def load_certificates(data: bytes, what: str) -> list[x509.Certificate]:
     if not certs:
         raise VerifyFailed(f"{what} holds no certificate")
     return certs
+
+
+def _parse_pins(obj: dict[str, Any], key: str, where: str) -> list[CertPin]:
+    """The pinned certificates under ``key``: each a name and a SHA-256, or a PEM (or both, which must agree)."""
+    items = obj.get(key, [])
+    if not isinstance(items, list):
+        raise UsageError(f"{where}: '{key}' must be a list")
+    pins = []
+    for n, item in enumerate(items, 1):
+        if not isinstance(item, dict):
+            raise UsageError(f"{where}: {key}[{n}] must be an object")
+        name = str(item.get("name") or "iki-root")
+        fp = str(item.get("sha256") or "").lower().replace(":", "")
+        pem = item.get("pem")
+        cert = None
+        if pem:
+            try:
+                cert = load_certificates(str(pem).encode(), f"{where}: {key}[{n}].pem")[0]
+            except VerifyFailed as exc:
+                raise UsageError(str(exc)) from exc
+            if fp and fp != cert_sha256(cert):
+                raise UsageError(f"{where}: {key}[{n}]: the PEM does not have the SHA-256 {fp}")
+            fp = cert_sha256(cert)
+        if not _HEX64_RE.fullmatch(fp):
+            raise UsageError(f"{where}: {key}[{n}] needs 'sha256' (64 hex digits) or 'pem'")
+        if not _NAME_RE.fullmatch(name):
+            raise UsageError(f"{where}: {key}[{n}].name {name!r} is not a valid issuer name")
+        pins.append(CertPin(name, fp, cert))
+    return pins
 
 
 def parse_trust(obj: Any, where: str) -> Trust:
@@ -1204,29 +1246,11 @@ def parse_trust(obj: Any, where: str) -> Trust:
         if not isinstance(url, str):
             raise UsageError(f"{where}: 'log.url' must be a string")
         trust.log_url = url
-    roots = obj.get("iki_roots", [])
-    if not isinstance(roots, list):
-        raise UsageError(f"{where}: 'iki_roots' must be a list")
-    for n, item in enumerate(roots, 1):
-        if not isinstance(item, dict):
-            raise UsageError(f"{where}: iki_roots[{n}] must be an object")
-        name = str(item.get("name") or "iki-root")
-        fp = str(item.get("sha256") or "").lower().replace(":", "")
-        pem = item.get("pem")
-        cert = None
-        if pem:
-            try:
-                cert = load_certificates(str(pem).encode(), f"{where}: iki_roots[{n}].pem")[0]
-            except VerifyFailed as exc:
-                raise UsageError(str(exc)) from exc
-            if fp and fp != cert_sha256(cert):
-                raise UsageError(f"{where}: iki_roots[{n}]: the PEM does not have the SHA-256 {fp}")
-            fp = cert_sha256(cert)
-        if not _HEX64_RE.fullmatch(fp):
-            raise UsageError(f"{where}: iki_roots[{n}] needs 'sha256' (64 hex digits) or 'pem'")
-        if not _NAME_RE.fullmatch(name):
-            raise UsageError(f"{where}: iki_roots[{n}].name {name!r} is not a valid issuer name")
-        trust.roots.append(RootPin(name, fp, cert))
+    trust.roots = _parse_pins(obj, "iki_roots", where)
+    trust.crl_issuers = _parse_pins(obj, "crl_issuers", where)
+    names = [p.name for p in [*trust.roots, *trust.crl_issuers]]
+    if len(set(names)) != len(names):
+        raise UsageError(f"{where}: a name appears twice among 'iki_roots' and 'crl_issuers'")
     eku = obj.get("extended_key_usage")
     if eku is not None:
         if not isinstance(eku, str) or not _OID_RE.fullmatch(eku):
@@ -1908,6 +1932,7 @@ class Context:
         self._pki: dict[str, x509.Certificate | None] = {}
         self._crls: dict[str, CrlResult] = {}
         self._latest: tuple[SignedCheckpoint, TileFetcher] | None = None
+        self._view: LookupView | None = None
 
     # -- output -----------------------------------------------------------------------------------
     def say(self, text: str = "") -> None:
@@ -1943,6 +1968,13 @@ class Context:
             )
         return self.trust.origin or self.trust.verifiers[0].name
 
+    def lookup_view(self) -> LookupView:
+        """The lookup of the latest checkpoint (see ``LookupView``), made once per run."""
+        if self._view is None:
+            signed, fetcher = latest_checkpoint(self)
+            self._view = LookupView(self, fetcher, signed)
+        return self._view
+
     # -- PKI material -----------------------------------------------------------------------------
     def roots(self) -> list[x509.Certificate]:
         """The pinned IKI roots; a root pinned by fingerprint only is fetched from /pki/ and must match."""
@@ -1977,8 +2009,9 @@ class Context:
         """``/pki/<name>.pem`` from the site (unauthenticated until a chain check), or None."""
         if name not in self._pki:
             root = self.root_named(name)
-            if root is not None:
-                self._pki[name] = root
+            pinned = next((p.cert for p in self.trust.crl_issuers if p.name == name and p.cert is not None), None)
+            if root is not None or pinned is not None:
+                self._pki[name] = root or pinned
             else:
                 data = self.need_site().get_optional(f"pki/{name}.pem", CAP_SMALL, f"CA certificate {name}")
                 self._pki[name] = load_certificates(data, f"pki/{name}.pem")[0] if data else None
@@ -2024,7 +2057,7 @@ class TileFetcher:
             if full is not None and len(full) == TILE_WIDTH * HASH_SIZE:
                 data = full[: tile.width * HASH_SIZE]
         if data is None:
-            raise VerifyFailed(
+            raise NotServed(
                 f"the site does not serve {tile.path}, which its signed checkpoint (size {self.size}) implies; "
                 "the log cannot be checked"
             )
@@ -2059,7 +2092,7 @@ class TileFetcher:
                 except TileError:
                     data = full
         if data is None:
-            raise VerifyFailed(f"the site does not serve the entry bundle {tile.path}, which its checkpoint implies")
+            raise NotServed(f"the site does not serve the entry bundle {tile.path}, which its checkpoint implies")
         try:
             entries = decode_bundle(data, tile.width, tile.path)
         except TileError as exc:
@@ -2133,15 +2166,21 @@ def verify_checkpoint_note(ctx: Context, data: bytes | str, where: str) -> Signe
         raise VerifyFailed(f"{where}: {text}; {meaning}. Trust nothing the site says about the log.") from exc
 
 
-def fork_evidence(old: str, new: str, proof: Sequence[bytes] = (), old_where: str = "remembered in --state") -> str:
+def fork_evidence(
+    old: str,
+    new: str,
+    proof: Sequence[bytes] = (),
+    old_where: str = "remembered in --state",
+    new_where: str = "served now",
+) -> str:
     lines = [
         "SECURITY ERROR: the log has signed two checkpoints that cannot both be true.",
         "Keep this output: it is evidence that the log (or someone holding its key) misbehaved.",
         "",
-        f"checkpoint {old_where} (verified earlier):",
+        f"checkpoint {old_where} (signature verifies with the pinned key):",
         _checkpoint_lines(old),
         "",
-        "checkpoint served now (signature verifies with the pinned key):",
+        f"checkpoint {new_where} (signature verifies with the pinned key):",
         _checkpoint_lines(new),
     ]
     if proof:
@@ -2151,7 +2190,12 @@ def fork_evidence(old: str, new: str, proof: Sequence[bytes] = (), old_where: st
 
 
 def check_consistent(
-    ctx: Context, fetcher: TileFetcher, old: SignedCheckpoint, new: SignedCheckpoint, old_where: str
+    ctx: Context,
+    fetcher: TileFetcher,
+    old: SignedCheckpoint,
+    new: SignedCheckpoint,
+    old_where: str,
+    new_where: str = "served now",
 ) -> None:
     """Prove ``old`` is a prefix of ``new`` with the site's tiles; fork or rollback fails loudly."""
     o, n = old.checkpoint, new.checkpoint
@@ -2160,7 +2204,7 @@ def check_consistent(
             f"rollback: the site serves a checkpoint of size {n.size}, smaller than the size {o.size} "
             f"{old_where}; the log may never shrink. Either the site serves an old copy or the log was "
             "rewritten; do not rely on it until this is explained.",
-            evidence=fork_evidence(old.raw, new.raw, old_where=old_where).replace(
+            evidence=fork_evidence(old.raw, new.raw, old_where=old_where, new_where=new_where).replace(
                 "SECURITY ERROR: the log has signed two checkpoints that cannot both be true.",
                 "SECURITY ERROR: the log went backwards (rollback).",
             ),
@@ -2169,7 +2213,7 @@ def check_consistent(
         if n.root != o.root:
             raise VerifyFailed(
                 f"fork: two different trees of the same size {n.size} are both signed by the log key",
-                evidence=fork_evidence(old.raw, new.raw, old_where=old_where),
+                evidence=fork_evidence(old.raw, new.raw, old_where=old_where, new_where=new_where),
             )
         return
     if o.size == 0:
@@ -2187,7 +2231,7 @@ def check_consistent(
         raise VerifyFailed(
             f"fork: the checkpoint of size {n.size} does not extend the one of size {o.size} {old_where} "
             f"({exc}); the log rewrote its history",
-            evidence=fork_evidence(old.raw, new.raw, proof, old_where),
+            evidence=fork_evidence(old.raw, new.raw, proof, old_where, new_where),
         ) from exc
 
 
@@ -2211,13 +2255,37 @@ def latest_checkpoint(ctx: Context) -> tuple[SignedCheckpoint, TileFetcher]:
                 f"the checkpoint in the state folder does not verify with the pinned key ({exc}); "
                 "did the pinned key change? Use another --state folder"
             ) from exc
-        check_consistent(ctx, fetcher, old, signed, "remembered in --state")
-        if signed.checkpoint.size >= old.checkpoint.size:
+        if signed.checkpoint.size < old.checkpoint.size:
+            signed, fetcher = _keep_newer(ctx, log, old, signed)
+        else:
+            check_consistent(ctx, fetcher, old, signed, "remembered in --state")
             ctx.state.set_checkpoint(ctx.origin, signed.raw)
     else:
         ctx.state.set_checkpoint(ctx.origin, signed.raw)
     ctx._latest = (signed, fetcher)
     return ctx._latest
+
+
+def _keep_newer(
+    ctx: Context, log: Source, newer: SignedCheckpoint, older: SignedCheckpoint
+) -> tuple[SignedCheckpoint, TileFetcher]:
+    """The site serves an older checkpoint than ``--state`` remembers (a cache, as sumdb clients meet):
+    prove the served one a prefix of the remembered one and carry on with the remembered one. Only an
+    inconsistency is a security error."""
+    fetcher = TileFetcher(log, newer.checkpoint.size)
+    try:
+        check_consistent(ctx, fetcher, older, newer, "served now", "remembered in --state")
+    except NotServed as exc:
+        raise FetchError(
+            f"the site serves an older checkpoint (size {older.checkpoint.size}) than the one remembered in "
+            f"--state (size {newer.checkpoint.size}) and lacks the newer tree's tiles ({exc}); this is what a "
+            "stale cache looks like: retry in a few minutes"
+        ) from exc
+    ctx.warn(
+        f"the site serves an older checkpoint (size {older.checkpoint.size}, consistent with the size "
+        f"{newer.checkpoint.size} remembered in --state: a cached copy); carrying on with size {newer.checkpoint.size}"
+    )
+    return newer, fetcher
 
 
 def prove_entry(ctx: Context, fetcher: TileFetcher, signed: SignedCheckpoint, index: int) -> bytes:
@@ -2280,31 +2348,307 @@ def prove_leaf(fetcher: TileFetcher, signed: SignedCheckpoint, index: int, leaf:
         raise VerifyFailed(f"entry {index} cannot be proved: {fetcher.blame(cp.root)}") from exc
 
 
-def read_lookup(ctx: Context, kind: str, key: str) -> list[int]:
-    """Indices listed for ``key`` in the site's static lookup (not authenticated; every hit is proved)."""
-    rel = f"lookup/{kind}/{key[:3]}.json"
-    data = ctx.need_log().get_optional(rel, CAP_LOOKUP, f"lookup shard {rel}")
-    if data is None:
-        return []
-    try:
-        table = json.loads(data)
-    except ValueError as exc:
-        raise SiteError(f"the lookup shard {rel} is not valid JSON") from exc
-    if not isinstance(table, dict):
-        raise SiteError(f"the lookup shard {rel} is not a JSON object")
-    hits = table.get(key, [])
-    if not isinstance(hits, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in hits):
-        raise SiteError(f"the lookup shard {rel} lists something other than log indices for {key}")
-    return sorted(set(hits))
+# =====================================================================================================
+# The signed lookup: which entries hold an image hash, a device model or a CRL, committed to by the log
+# =====================================================================================================
+#
+# The site serves lookup shards, log/lookup/{hash,model}/<3 hex>.json, each {"<key>": [index, ...]}
+# for the keys starting with those digits (a missing shard is "{}"). Each publish ends by logging a
+# lookup/v1 entry: the Merkle root (RFC 9162) of the 8,192 shards (hash shards 000-fff, then model
+# shards), the number of entries it covers (all before it) and the newest crl/v1 entry of each issuer.
+# The tree's hashes are served as two levels of tiles, log/lookup/tile/0/000..031 and
+# log/lookup/tile/1/000, so one shard is authenticated with three small requests and the last leaf of
+# any checkpoint proves what is current and what is absent. ``audit`` recomputes every commitment.
+
+ASSOCIATION_TYPE = "cpl-association/v1"
+CRL_TYPE = "crl/v1"
+LOOKUP_TYPE = "lookup/v1"
+LOOKUP_KINDS = ("hash", "model")
+SHARD_HEX = 3
+EXHAUSTIVE_DEFAULT_MAX = 16 * TILE_WIDTH  # without a commitment, read every entry of a log this small
+SHARDS = 16**SHARD_HEX  # per kind
+LOOKUP_LEAVES = len(LOOKUP_KINDS) * SHARDS  # a power of two: the tree is perfect
+LOOKUP_TILES = LOOKUP_LEAVES // TILE_WIDTH  # level-0 tiles; their roots fill the one level-1 tile
+_EMPTY_SHARD = b"{}"
 
 
 def model_lookup_key(manufacturer_id: str, model_id: str, hardware_version: str, firmware_version: str) -> str:
-    """The lookup key of a CPL device model: SHA-256 of the four fields joined by newlines."""
+    """The lookup key of a CPL device model: SHA-256 of the four fields joined by newlines (exact, case kept)."""
     text = "\n".join((manufacturer_id, model_id, hardware_version, firmware_version))
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def shard_path(kind: str, key: str) -> str:
+    """The site path (under the log) of the shard that holds ``key``."""
+    return f"lookup/{kind}/{key[:SHARD_HEX]}.json"
+
+
+def lookup_tile_path(level: int, index: int) -> str:
+    """The site path (under the log) of a tile of the lookup tree."""
+    return f"lookup/tile/{level}/{index:03d}"
+
+
+def _shard_leaf(kind: str, key: str) -> int:
+    return int(LOOKUP_KINDS.index(kind) * SHARDS + int(key[:SHARD_HEX], 16))
+
+
+def lookup_keys(entry: dict[str, Any]) -> list[tuple[str, str]]:
+    """The (kind, key) pairs an entry is found by: an association by image and model, a crl/v1 by the CRL's hash."""
+    kind = entry.get("type")
+    if kind == CRL_TYPE:
+        sha = entry.get("sha256")
+        return [("hash", sha)] if isinstance(sha, str) and _HEX64_RE.fullmatch(sha) else []
+    if kind != ASSOCIATION_TYPE:
+        return []
+    image, model = entry.get("image_sha256"), entry.get("device_model")
+    if not isinstance(image, str) or not _HEX64_RE.fullmatch(image) or not isinstance(model, dict):
+        return []
+    fields = [model.get(k) for k in ("manufacturer_id", "model_id", "hardware_version", "firmware_version")]
+    if not all(isinstance(f, str) for f in fields):
+        return []
+    return [("hash", image), ("model", model_lookup_key(*(str(f) for f in fields)))]
+
+
+class Lookup:
+    """The lookup shards of a log, built entry by entry, and the tree that ``lookup/v1`` entries commit to. Pure.
+
+    ``add`` every entry in order; ``commitment()`` is then the ``lookup/v1``
+    entry for the log as it stands. The publisher, the site export and
+    ``audit`` all build it here, so the bytes they compare are made once.
+    """
+
+    def __init__(self) -> None:
+        self.size = 0
+        self.last_type: str | None = None
+        self.crls: dict[str, dict[str, Any]] = {}  # issuer -> newest logged CRL: number, sha256, index
+        self._tables: list[dict[str, list[int]]] = [{} for _ in range(LOOKUP_LEAVES)]
+        self._leaves = [leaf_hash(_EMPTY_SHARD)] * LOOKUP_LEAVES
+        self._dirty: set[int] = set()
+        self._tile_roots: list[bytes] | None = None
+
+    def add(self, index: int, entry: dict[str, Any] | None) -> None:
+        """Account for entry ``index`` (entries come in order; ``None`` for one that is not a JSON object)."""
+        if index != self.size:
+            raise ValueError(f"lookup: entry {index} added after {self.size} entries")
+        self.size += 1
+        self.last_type = entry.get("type") if entry is not None and isinstance(entry.get("type"), str) else None
+        if entry is None:
+            return
+        for kind, key in lookup_keys(entry):
+            leaf = _shard_leaf(kind, key)
+            self._tables[leaf].setdefault(key, []).append(index)
+            self._dirty.add(leaf)
+        if self.last_type == CRL_TYPE:
+            issuer, number = entry.get("issuer"), entry.get("number")
+            if isinstance(issuer, str) and isinstance(number, int) and not isinstance(number, bool):
+                newest = self.crls.get(issuer)
+                if newest is None or number > newest["number"]:
+                    self.crls[issuer] = {"index": index, "number": number, "sha256": entry.get("sha256")}
+
+    def _shard(self, leaf: int) -> bytes:
+        table = self._tables[leaf]
+        return json.dumps(table, sort_keys=True, separators=(",", ":")).encode() if table else _EMPTY_SHARD
+
+    def _update(self) -> list[bytes]:
+        if self._dirty or self._tile_roots is None:
+            for leaf in self._dirty:
+                self._leaves[leaf] = leaf_hash(self._shard(leaf))
+            tiles = {leaf // TILE_WIDTH for leaf in self._dirty}
+            if self._tile_roots is None:
+                tiles = set(range(LOOKUP_TILES))
+                self._tile_roots = [b""] * LOOKUP_TILES
+            for t in tiles:
+                self._tile_roots[t] = root_of(self._leaves[t * TILE_WIDTH : (t + 1) * TILE_WIDTH])
+            self._dirty.clear()
+        return self._tile_roots
+
+    def root(self) -> bytes:
+        """The Merkle root over every shard (hash shards first, then model shards)."""
+        return root_of(self._update())
+
+    def indices(self, kind: str, key: str) -> list[int]:
+        """The log indices found by ``key`` so far."""
+        return list(self._tables[_shard_leaf(kind, key)].get(key, []))
+
+    def shard_files(self) -> dict[str, bytes]:
+        """Every non-empty shard: site path (under the log) -> bytes."""
+        out = {}
+        for leaf, table in enumerate(self._tables):
+            if table:
+                kind, prefix = LOOKUP_KINDS[leaf // SHARDS], f"{leaf % SHARDS:0{SHARD_HEX}x}"
+                out[shard_path(kind, prefix)] = self._shard(leaf)
+        return out
+
+    def tile_files(self) -> dict[str, bytes]:
+        """The lookup tree's tiles: site path (under the log) -> concatenated hashes."""
+        roots = self._update()
+        out = {lookup_tile_path(1, 0): b"".join(roots)}
+        for t in range(LOOKUP_TILES):
+            out[lookup_tile_path(0, t)] = b"".join(self._leaves[t * TILE_WIDTH : (t + 1) * TILE_WIDTH])
+        return out
+
+    def commitment(self) -> bytes:
+        """The ``lookup/v1`` entry that commits to this lookup, to be logged as entry ``self.size``."""
+        obj = {"type": LOOKUP_TYPE, "size": self.size, "root": self.root().hex(), "crls": self.crls}
+        return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@dataclass
+class Commitment:
+    """A verified ``lookup/v1`` entry: the last entry under a checkpoint."""
+
+    index: int
+    root: bytes
+    crls: dict[str, dict[str, Any]]
+
+
+def parse_commitment(index: int, raw: bytes) -> Commitment | None:
+    """Entry ``index`` as a lookup commitment, or None if it is not a ``lookup/v1`` entry; malformed: SiteError."""
+    entry = parse_entry(raw)
+    if entry is None or entry.get("type") != LOOKUP_TYPE:
+        return None
+    root, crls = entry.get("root"), entry.get("crls")
+    if entry.get("size") != index or not isinstance(root, str) or not _HEX64_RE.fullmatch(root):
+        raise SiteError(f"the log's lookup/v1 entry {index} is malformed (size or root)")
+    if not isinstance(crls, dict) or not all(
+        isinstance(v, dict) and isinstance(v.get("number"), int) and isinstance(v.get("index"), int)
+        for v in crls.values()
+    ):
+        raise SiteError(f"the log's lookup/v1 entry {index} is malformed (crls)")
+    return Commitment(index, bytes.fromhex(root), crls)
+
+
+def parse_shard(data: bytes, rel: str) -> dict[str, list[int]]:
+    """A lookup shard's table; SiteError when it is not one."""
+    try:
+        table = json.loads(data)
+    except ValueError as exc:
+        raise SiteError(f"the lookup shard {rel} is not valid JSON") from exc
+    if not isinstance(table, dict) or not all(
+        isinstance(v, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in v) for v in table.values()
+    ):
+        raise SiteError(f"the lookup shard {rel} is not a table of keys to log indices")
+    return table
+
+
+class LookupView:
+    """Answers "which entries hold this key?" for one checkpoint, and says how far the answer is proven.
+
+    Three sources, best first: the log's own ``lookup/v1`` commitment (each
+    shard checked against its signed root: proven); ``--exhaustive`` (every
+    entry read and proved, the lookup rebuilt here: proven); otherwise the
+    site's shards as unauthenticated hints (every hit is still proved, but an
+    omission could hide an entry: not proven).
+    """
+
+    def __init__(self, ctx: Context, fetcher: TileFetcher, signed: SignedCheckpoint) -> None:
+        self.ctx, self.fetcher, self.signed = ctx, fetcher, signed
+        self.commitment: Commitment | None = None
+        self.local: Lookup | None = None
+        self._tile1: list[bytes] | None = None
+        size = signed.checkpoint.size
+        if size:
+            self.commitment = parse_commitment(size - 1, prove_entry(ctx, fetcher, signed, size - 1))
+        exhaustive = getattr(ctx.args, "exhaustive", False) or (
+            self.commitment is None and size <= EXHAUSTIVE_DEFAULT_MAX
+        )
+        if self.commitment is None and exhaustive:
+            self.local = read_whole_log(ctx, fetcher, signed)
+
+    @property
+    def proven(self) -> bool:
+        return self.commitment is not None or self.local is not None
+
+    @property
+    def basis(self) -> str:
+        """How the answer is known, in words."""
+        if self.commitment is not None:
+            return f"the log's signed lookup commitment (entry {self.commitment.index})"
+        if self.local is not None:
+            return f"every entry of the log, read and proved ({self.signed.checkpoint.size} entries)"
+        return (
+            "the site's lookup, which is not signed (this log has no lookup commitment): an entry it omits "
+            "would not be seen; give --exhaustive to read every entry"
+        )
+
+    @property
+    def newest_crls(self) -> dict[str, dict[str, Any]] | None:
+        """The newest logged CRL of each issuer (number, sha256, index), when proven."""
+        if self.commitment is not None:
+            return self.commitment.crls
+        return self.local.crls if self.local is not None else None
+
+    def _lookup_tile(self, level: int, index: int, count: int) -> list[bytes]:
+        rel = lookup_tile_path(level, index)
+        data = self.ctx.need_log().get(rel, count * HASH_SIZE, f"lookup tile {rel}")
+        if len(data) != count * HASH_SIZE:
+            raise SiteError(f"the lookup tile {rel} has {len(data)} bytes, not {count * HASH_SIZE}")
+        return [data[i : i + HASH_SIZE] for i in range(0, len(data), HASH_SIZE)]
+
+    def indices(self, kind: str, key: str) -> list[int]:
+        """The log indices holding ``key``: complete when ``proven``, else as the site lists them."""
+        if self.local is not None:
+            return self.local.indices(kind, key)
+        rel = shard_path(kind, key)
+        data = self.ctx.need_log().get_optional(rel, CAP_LOOKUP, f"lookup shard {rel}")
+        if self.commitment is not None:
+            shard = _EMPTY_SHARD if data is None else data
+            leaf = _shard_leaf(kind, key)
+            if self._tile1 is None:
+                self._tile1 = self._lookup_tile(1, 0, LOOKUP_TILES)
+            tile0 = self._lookup_tile(0, leaf // TILE_WIDTH, TILE_WIDTH)
+            if (
+                root_of(self._tile1) != self.commitment.root
+                or root_of(tile0) != self._tile1[leaf // TILE_WIDTH]
+                or tile0[leaf % TILE_WIDTH] != leaf_hash(shard)
+            ):
+                missing = " (the site does not serve it)" if data is None else ""
+                raise SiteError(
+                    f"the lookup shard {rel}{missing} does not match the log's signed lookup commitment (entry "
+                    f"{self.commitment.index}): the site's lookup was altered, or it is mid-update (retry in a "
+                    "few minutes)"
+                )
+            data = shard
+        if data is None:
+            return []
+        hits = parse_shard(data, rel).get(key, [])
+        size = self.signed.checkpoint.size
+        for i in hits:
+            if not 0 <= i < size:
+                raise SiteError(f"the lookup shard {rel} lists index {i}, outside the signed log (size {size})")
+        return sorted(set(hits))
+
+    def entry(self, index: int) -> dict[str, Any] | None:
+        """Entry ``index``, proved against the checkpoint, as a JSON object (None if it is not one)."""
+        return parse_entry(prove_entry(self.ctx, self.fetcher, self.signed, index))
+
+    def report(self) -> dict[str, Any]:
+        """What ``--json`` says about the basis of the verdict."""
+        return {
+            "proven": self.proven,
+            "basis": self.basis,
+            "commitment_index": self.commitment.index if self.commitment else None,
+        }
+
+
+def read_whole_log(ctx: Context, fetcher: TileFetcher, signed: SignedCheckpoint) -> Lookup:
+    """Read every entry, check they hash to the signed root, and build the lookup from them (``--exhaustive``)."""
+    size = signed.checkpoint.size
+    lookup = Lookup()
+    leaves: list[bytes] = []
+    for bundle in range((size + TILE_WIDTH - 1) // TILE_WIDTH):
+        ctx.progress(f"reading every entry: {bundle * TILE_WIDTH:,} of {size:,}")
+        for raw in fetcher.bundle(bundle):
+            lookup.add(len(leaves), parse_entry(raw))
+            leaves.append(leaf_hash(raw))
+    ctx.progress("")
+    if root_of(leaves) != signed.checkpoint.root:
+        raise VerifyFailed(f"the log's entries do not hash to its signed root: {fetcher.blame(signed.checkpoint.root)}")
+    return lookup
+
+
 def parse_entry(raw: bytes) -> dict[str, Any] | None:
+    """A log entry as a JSON object, or None when it is not one."""
     try:
         obj = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
@@ -2344,13 +2688,28 @@ class CrlResult:
 
 
 def crl_issuer_cert(ctx: Context, name: str) -> x509.Certificate:
-    """The certificate of the CRL issuer ``name``: a pinned root, or ``/pki/<name>.pem`` chained to one."""
+    """The certificate of the CRL issuer ``name``: a pinned root, or a pinned CRL issuer (fetched from
+    ``/pki/<name>.pem`` when pinned by fingerprint) that chains to a pinned root and is valid now.
+
+    With no ``crl_issuers`` in the trust file (older trust files), ``/pki/<name>.pem`` is taken if it
+    chains to a pinned root and is not itself a root: the site cannot pass a root's CRL off as another's.
+    """
     root = ctx.root_named(name)
     if root is not None:
         return root
+    pin = next((p for p in ctx.trust.crl_issuers if p.name == name), None)
+    if pin is None and ctx.trust.crl_issuers:
+        raise VerifyFailed(f"the CRL issuer {name!r} is not pinned in the trust file ('crl_issuers')")
     cert = ctx.pki_cert(name)
     if cert is None:
         raise FetchError(f"the site has no pki/{name}.pem, so the CRL of {name} cannot be checked")
+    if pin is not None and cert_sha256(cert) != pin.sha256:
+        raise VerifyFailed(
+            f"the site's pki/{name}.pem has SHA-256 {cert_sha256(cert)}, not the pinned {pin.sha256}: the site "
+            f"serves another issuer certificate; do not rely on its CRL of {name}"
+        )
+    if any(cert_sha256(r) == cert_sha256(cert) for r in ctx.roots()):
+        raise VerifyFailed(f"the site's pki/{name}.pem is a pinned root's certificate, not the issuer {name}")
     try:
         build_chain(cert, [], ctx.roots(), ctx.now)
     except ChainError as exc:
@@ -2437,6 +2796,11 @@ def verify_crl(ctx: Context, name: str, require_logged: bool = False) -> CrlResu
     result = CrlResult(name, crl, issuer, number, this_update, next_update, sha, len(crl))
     if require_logged:
         result.logged_at = find_crl_entry(ctx, result)
+    elif ctx.log is not None:
+        try:
+            _check_not_superseded(ctx, result, ctx.lookup_view())
+        except FetchError as exc:
+            ctx.warn(f"whether the log holds a newer CRL of {name} was not checked: {exc}")
     if seen is None or number >= int(seen.get("number", -1)):
         ctx.state.set_crl(
             fp, {"issuer": name, "number": number, "sha256": sha, "seen_at": _iso(ctx.now), "issuer_sha256": fp}
@@ -2445,12 +2809,31 @@ def verify_crl(ctx: Context, name: str, require_logged: bool = False) -> CrlResu
     return result
 
 
+def _check_not_superseded(ctx: Context, res: CrlResult, view: LookupView) -> None:
+    """Fail if the log (its lookup commitment, or every entry read) holds a newer CRL of this issuer."""
+    crls = view.newest_crls
+    if crls is None:
+        return
+    newest = crls.get(res.name)
+    if newest is not None and int(newest["number"]) > res.number:
+        raise VerifyFailed(
+            f"superseded: the site serves CRL number {res.number} of {res.name}, but the log holds number "
+            f"{newest['number']} (crl/v1 entry {newest['index']}); revocations in the newer CRL would be hidden: "
+            "do not rely on this CRL"
+        )
+
+
 def find_crl_entry(ctx: Context, res: CrlResult) -> int:
-    """The log index of the ``crl/v1`` entry for exactly these CRL bytes, proved included."""
-    signed, fetcher = latest_checkpoint(ctx)
-    size = signed.checkpoint.size
+    """The log index of the ``crl/v1`` entry for exactly these CRL bytes, proved included, and no newer one logged.
+
+    With the log's lookup commitment, the newest logged CRL of each issuer is
+    named in the last entry: one proof settles it. Without one, the entry is
+    searched for (the site's lookup, then the newest bundles) and a newer
+    logged CRL cannot be ruled out, which is said.
+    """
+    view = ctx.lookup_view()
     expected = {
-        "type": "crl/v1",
+        "type": CRL_TYPE,
         "issuer": res.name,
         "number": res.number,
         "this_update": _iso(res.this_update),
@@ -2459,50 +2842,68 @@ def find_crl_entry(ctx: Context, res: CrlResult) -> int:
     }
 
     def check(index: int, entry: dict[str, Any] | None) -> bool:
-        if entry is None or entry.get("type") != "crl/v1" or entry.get("sha256") != res.sha256:
+        if entry is None or entry.get("type") != CRL_TYPE or entry.get("sha256") != res.sha256:
             return False
         if entry != expected:
             raise VerifyFailed(f"the log's crl/v1 entry {index} for these CRL bytes says {entry}, not {expected}")
         return True
 
-    for index in read_lookup(ctx, "hash", res.sha256):
-        if index >= size:
-            raise SiteError(f"the lookup lists index {index} for the CRL, beyond the log's size {size}")
-        if check(index, parse_entry(prove_entry(ctx, fetcher, signed, index))):
-            return index
-    # Not in the lookup: the entry is normally among the newest, so search backwards a few bundles.
-    scan = int(getattr(ctx.args, "scan_bundles", 8))
-    last = (size - 1) // TILE_WIDTH if size else -1
-    for bundle in range(last, max(last - scan, -1), -1):
-        for offset, raw in reversed(list(enumerate(fetcher.bundle(bundle)))):
-            index = bundle * TILE_WIDTH + offset
-            if check(index, parse_entry(raw)):
-                prove_entry(ctx, fetcher, signed, index)
-                return index
-    searched = min(size, scan * TILE_WIDTH)
-    raise VerifyFailed(
-        f"no crl/v1 entry for exactly these bytes (SHA-256 {res.sha256}) is in the log (searched the lookup "
-        f"and the newest {searched} entries): this CRL was not logged, so it may have been shown to you alone"
+    not_logged = (
+        f"no crl/v1 entry for exactly these bytes (SHA-256 {res.sha256}) is in the log: this CRL was not "
+        "logged, so it may have been shown to you alone"
     )
+    if view.commitment is not None:
+        _check_not_superseded(ctx, res, view)
+        newest = view.commitment.crls.get(res.name)
+        if newest is None or newest.get("sha256") != res.sha256 or int(newest["number"]) != res.number:
+            raise VerifyFailed(f"{not_logged} (the log's newest CRL of {res.name}: {newest or 'none'})")
+        index = int(newest["index"])
+        if not check(index, view.entry(index)):
+            raise SiteError(f"the log's lookup commitment names entry {index}, which is not this CRL's crl/v1 entry")
+        return index
+    for index in view.indices("hash", res.sha256):
+        if check(index, view.entry(index)):
+            return _unproven_newest(ctx, res, view, index)
+    if not view.proven:  # the entry is normally among the newest: search a few bundles
+        signed, fetcher = view.signed, view.fetcher
+        size = signed.checkpoint.size
+        scan = int(getattr(ctx.args, "scan_bundles", 8))
+        last = (size - 1) // TILE_WIDTH if size else -1
+        for bundle in range(last, max(last - scan, -1), -1):
+            for offset, raw in reversed(list(enumerate(fetcher.bundle(bundle)))):
+                index = bundle * TILE_WIDTH + offset
+                if check(index, parse_entry(raw)):
+                    prove_entry(ctx, fetcher, signed, index)
+                    return _unproven_newest(ctx, res, view, index)
+        not_logged += f" (searched the site's lookup and the newest {min(size, scan * TILE_WIDTH)} entries)"
+    raise VerifyFailed(not_logged)
+
+
+def _unproven_newest(ctx: Context, res: CrlResult, view: LookupView, index: int) -> int:
+    if view.proven:
+        _check_not_superseded(ctx, res, view)
+    else:
+        ctx.warn(
+            f"the log has no lookup commitment, so whether it holds a CRL of {res.name} newer than number "
+            f"{res.number} was not checked ({view.basis})"
+        )
+    return index
 
 
 def crl_names(ctx: Context) -> list[str]:
-    """The issuers to check when none is named: those ``status.json`` lists, else the pinned ones."""
-    data = ctx.need_site().get_optional("status.json", CAP_SMALL, "status.json")
-    names: list[str] = []
-    if data is not None:
-        try:
-            crls = json.loads(data).get("crls", {})
-            names = [n for n in crls if isinstance(n, str) and _NAME_RE.fullmatch(n)]
-        except (ValueError, AttributeError):
-            names = []
-    if not names:
-        names = [*ctx.trust.intermediates, *(r.name for r in ctx.trust.roots)] or ["ica"]
-    return sorted(dict.fromkeys(names))
+    """The issuers whose CRLs must be checked: the pinned roots and CRL issuers (never what the site lists)."""
+    pinned = [p.name for p in [*ctx.trust.roots, *ctx.trust.crl_issuers]]
+    if not ctx.trust.crl_issuers:
+        pinned += ctx.trust.intermediates or ["ica"]  # trust files without 'crl_issuers'
+    return sorted(dict.fromkeys(pinned))
 
 
 def cmd_crl(ctx: Context) -> int:
-    names = ctx.args.issuer or crl_names(ctx)
+    pinned = crl_names(ctx)
+    names = ctx.args.issuer or pinned
+    for name in names:
+        if ctx.trust.crl_issuers and name not in pinned:
+            raise UsageError(f"--issuer {name}: not a pinned issuer; the trust file pins {', '.join(pinned)}")
     results = []
     for name in names:
         res = verify_crl(ctx, name, require_logged=ctx.args.require_logged)
@@ -2553,7 +2954,8 @@ def _gather_intermediates(
 def certificate_verdict(
     ctx: Context, cert: x509.Certificate, extra: list[x509.Certificate], role: str | None, what: str = "certificate"
 ) -> tuple[int, dict[str, Any]]:
-    """The verdict on an end-entity IKI certificate: trusted, revoked, expired, untrusted or crl-unavailable."""
+    """The verdict on an end-entity IKI certificate: trusted; revoked, expired or wrong-role (verified, no: exit
+    3); untrusted or crl-unavailable. Revocation is judged before the role, so a revoked certificate says so."""
     dont = f"Do not trust this {what}."
     who = identity_of(cert, ctx.trust)
     info: dict[str, Any] = {
@@ -2578,15 +2980,10 @@ def certificate_verdict(
     except ChainError as exc:
         return verdict("untrusted", f"{exc}. {dont}", EXIT_FAILED)
     info["chain"] = [c.subject.rfc4514_string() for c in chain]
-    if role and role != "any" and who.role != role:
-        return verdict(
-            "untrusted",
-            f"the certificate is an IKI certificate of {who.organisation} (role {who.role or 'unknown'}), "
-            f"not of the {role}. Do not trust it for this purpose.",
-            EXIT_FAILED,
-        )
     if ctx.now < not_before(cert):
-        return verdict("untrusted", f"the certificate is not valid before {_iso(not_before(cert))}", EXIT_FAILED)
+        return verdict(
+            "not-yet-valid", f"the certificate is not valid before {_iso(not_before(cert))}", EXIT_NOT_APPROVED
+        )
     # Revocation of every certificate below the root, each against a fresh, verified CRL.
     revocation = []
     for child, issuer in zip(chain, chain[1:]):
@@ -2623,14 +3020,21 @@ def certificate_verdict(
                 "revoked",
                 f"{whose} was revoked on {_iso(rev.date)} (reason: {rev.reason}{since}) according to CRL "
                 f"{name} number {res.number}. {dont}",
-                EXIT_FAILED,
+                EXIT_NOT_APPROVED,
             )
     info["revocation"] = revocation
     if ctx.now > not_after(cert):
         return verdict(
             "expired",
             f"the certificate expired {_ago(ctx.now - not_after(cert))} ago ({_iso(not_after(cert))}). {dont}",
-            EXIT_FAILED,
+            EXIT_NOT_APPROVED,
+        )
+    if role and role != "any" and who.role != role:
+        return verdict(
+            "wrong-role",
+            f"the certificate is an IKI certificate of {who.organisation} (role {who.role or 'unknown'}), "
+            f"not of the {role}. Do not trust it for this purpose.",
+            EXIT_NOT_APPROVED,
         )
     return verdict(
         "trusted",
@@ -2651,13 +3055,27 @@ def _report_verdict(ctx: Context, code: int, info: dict[str, Any], what: str) ->
     return code
 
 
+def role_argument(ctx: Context) -> str:
+    """``--role`` as a role name of the trust file (any letter case) or ``any``; UsageError otherwise."""
+    given = str(ctx.args.role)
+    for role in [*ctx.trust.roles, "any"]:
+        if role.lower() == given.lower():
+            return role
+    raise UsageError(f"--role {given}: not a role; use one of {', '.join([*ctx.trust.roles, 'any'])}")
+
+
 def cmd_cert(ctx: Context) -> int:
     try:
         data = Path(ctx.args.file).read_bytes()
     except OSError as exc:
         raise FetchError(f"cannot read {ctx.args.file}: {exc.strerror or exc}") from exc
-    certs = load_certificates(data, ctx.args.file)
-    code, info = certificate_verdict(ctx, certs[0], certs[1:], ctx.args.role)
+    if b"PRIVATE KEY-----" in data:
+        raise UsageError(f"{ctx.args.file} is a private key, not a certificate (and should not be shared)")
+    try:
+        certs = load_certificates(data, ctx.args.file)
+    except VerifyFailed as exc:
+        raise UsageError(str(exc)) from exc
+    code, info = certificate_verdict(ctx, certs[0], certs[1:], role_argument(ctx))
     return _report_verdict(ctx, code, info, f"certificate {ctx.args.file}")
 
 
@@ -2699,7 +3117,7 @@ def fetch_tls_certificates(url: str, timeout: float) -> list[x509.Certificate]:
 
 def cmd_link(ctx: Context) -> int:
     certs = fetch_tls_certificates(ctx.args.url, float(ctx.args.timeout))
-    code, info = certificate_verdict(ctx, certs[0], certs[1:], ctx.args.role, "endpoint")
+    code, info = certificate_verdict(ctx, certs[0], certs[1:], role_argument(ctx), "endpoint")
     info["endpoint"] = ctx.args.url
     return _report_verdict(ctx, code, info, f"triage link {ctx.args.url}")
 
@@ -2707,9 +3125,6 @@ def cmd_link(ctx: Context) -> int:
 # =====================================================================================================
 # inclusion: is this firmware hash approved, for which device models, and was it replaced later?
 # =====================================================================================================
-
-ASSOCIATION_TYPE = "cpl-association/v1"
-CRL_TYPE = "crl/v1"
 
 
 def _model_of(entry: dict[str, Any]) -> tuple[str, str, str, str]:
@@ -2767,10 +3182,6 @@ def _say_association(ctx: Context, a: dict[str, Any]) -> None:
     if "replaces" in a:
         r = a["replaces"]
         ctx.say(f"  replaces:      log index {r.get('index')} (investigation {r.get('investigation_ref')})")
-    if a.get("replaced_by"):
-        ctx.say(f"  REPLACED:      by log index {a['replaced_by']}; this hash is no longer current for the model")
-    elif a.get("current") is not None:
-        ctx.say("  status:        current for its device model (no later association in the log's lookup)")
 
 
 def _sha256_file(path: str) -> str:
@@ -2784,83 +3195,171 @@ def _sha256_file(path: str) -> str:
     return digest.hexdigest()
 
 
-def _annotate_replacements(
-    ctx: Context, fetcher: TileFetcher, signed: SignedCheckpoint, found: list[dict[str, Any]]
-) -> None:
-    """For each association, look for later associations of the same device model (each one is proved)."""
-    for a in found:
-        m = a["device_model"]
-        key = model_lookup_key(m["manufacturer_id"], m["model_id"], m["hardware_version"], m["firmware_version"])
-        later = [i for i in read_lookup(ctx, "model", key) if i > a["index"]]
-        a["replaced_by"] = None
-        a["current"] = True
-        for j in later:
-            if j >= signed.checkpoint.size:
-                raise SiteError(f"the model lookup lists index {j}, beyond the log's size {signed.checkpoint.size}")
-            other = parse_entry(prove_entry(ctx, fetcher, signed, j))
-            if other is None or other.get("type") != ASSOCIATION_TYPE or _model_of(other) != tuple(m.values()):
-                raise SiteError(f"the model lookup lists index {j}, which is not an association of this model")
-            a["current"] = False
-            if a["replaced_by"] is None:
-                a["replaced_by"] = j
-                rep = other.get("replaces")
-                if not isinstance(rep, dict) or rep.get("index") != a["index"]:
-                    ctx.warn(
-                        f"entry {j} associates another hash with the model of entry {a['index']} without naming "
-                        "it as replaced (run 'audit' to check the whole history)"
-                    )
+def parse_image_hash(text: str) -> str:
+    """A SHA-256 as users paste it: HEX, ``sha256:HEX`` or a ``sha256sum`` line; UsageError says what was wrong."""
+    value = text.strip()
+    if value.lower().startswith("sha256:"):
+        value = value[len("sha256:") :]
+    value = value.split()[0] if value.split() else ""
+    value = value.lstrip("\\").lower()  # sha256sum escapes lines of odd file names with a backslash
+    if not _HEX64_RE.fullmatch(value):
+        digits = sum(c in "0123456789abcdef" for c in value)
+        raise UsageError(
+            f"--hash must be a SHA-256: 64 hex digits (also accepted: sha256:HEX, or a sha256sum output line); "
+            f"got {len(value)} characters, {digits} of them hex digits"
+        )
+    return value
+
+
+def _signer_certificates(
+    ctx: Context, entry: dict[str, Any]
+) -> tuple[dict[str, x509.Certificate], list[x509.Certificate]]:
+    """The certificates in the entry's published signature files, by SHA-256 (each file checked by its hash)."""
+    evidence = entry.get("evidence")
+    files = evidence.get("signatures") if isinstance(evidence, dict) else None
+    found: dict[str, x509.Certificate] = {}
+    for digest in files if isinstance(files, list) else []:
+        if not isinstance(digest, str) or not _HEX64_RE.fullmatch(digest):
+            continue
+        data = ctx.need_log().get_optional(f"evidence/{digest}", CAP_EVIDENCE, f"evidence {digest}")
+        if data is None or hashlib.sha256(data).hexdigest() != digest:
+            continue
+        try:
+            _, certs = cms_certificates(data, f"evidence/{digest}")
+        except CMSError:
+            continue
+        for cert, _ in certs:
+            found[cert_sha256(cert)] = cert
+    return found, list(found.values())
+
+
+def key_compromise_before(rev: Revoked, at: datetime) -> bool:
+    """Whether a revocation makes a signature at ``at`` untrustworthy: revoked before it, or key invalid from before."""
+    return rev.date < at or (rev.invalidity is not None and rev.invalidity <= at)
+
+
+def signer_standing(ctx: Context, entry: dict[str, Any]) -> list[str]:
+    """Why the signers of an approval cannot be relied on (empty if they can): keys revoked or invalid before it.
+
+    Each signer certificate (by the SHA-256 the signed entry names) is taken
+    from the published signature files and checked, with every CA below the
+    pinned root, against the pinned issuers' fresh, verified CRLs.
+    """
+    try:
+        at = parse_iso(str(entry.get("approved_at")))
+    except ValueError:
+        return ["the entry's approval time is malformed"]
+    certs, pool = _signer_certificates(ctx, entry)
+    reasons = []
+    for party in ("manufacturer", "endorser"):
+        fp = _party(entry, party).get("certificate_sha256")
+        cert = certs.get(str(fp))
+        if cert is None:
+            reasons.append(f"the {party}'s certificate ({fp}) is not in the published signature files")
+            continue
+        try:
+            chain = build_chain(cert, _gather_intermediates(ctx, cert, pool), ctx.roots(), at)
+        except ChainError as exc:
+            reasons.append(f"the {party}'s certificate did not chain to a pinned root at the approval time: {exc}")
+            continue
+        for child, issuer in zip(chain, chain[1:]):
+            names = crl_names_of(child) or [n for n in [ctx.name_of(issuer)] if n]
+            if not names:
+                reasons.append(f"{describe_cert(child)} names no CRL, so its revocation cannot be checked")
+                continue
+            rev = revoked_entry(verify_crl(ctx, names[0]).crl, child.serial_number)
+            if rev is not None and key_compromise_before(rev, at):
+                since = _iso(rev.invalidity) if rev.invalidity and rev.invalidity < rev.date else _iso(rev.date)
+                reasons.append(
+                    f"the {party}'s {'certificate' if child is cert else 'issuing CA ' + describe_cert(child)} was "
+                    f"revoked ({rev.reason}), its key invalid from {since}, before the approval at {_iso(at)}"
+                )
+    return reasons
+
+
+def _annotate(ctx: Context, view: LookupView, a: dict[str, Any], entry: dict[str, Any]) -> None:
+    """Add the replacement history and the standing of the signers to association ``a``."""
+    m = a["device_model"]
+    key = model_lookup_key(m["manufacturer_id"], m["model_id"], m["hardware_version"], m["firmware_version"])
+    later = [i for i in view.indices("model", key) if i > a["index"]]
+    a["replaced_by"] = None
+    for j in later:
+        other = view.entry(j)
+        if other is None or other.get("type") != ASSOCIATION_TYPE or _model_of(other) != tuple(m.values()):
+            raise SiteError(f"the model lookup lists index {j}, which is not an association of this model")
+        if a["replaced_by"] is None:
+            a["replaced_by"] = j
+            rep = other.get("replaces")
+            if not isinstance(rep, dict) or rep.get("index") != a["index"]:
+                ctx.warn(
+                    f"entry {j} associates another hash with the model of entry {a['index']} without naming "
+                    "it as replaced (run 'audit' to check the whole history)"
+                )
+    a["current"] = a["replaced_by"] is None
+    a["proven"] = view.proven
+    a["signer_problems"] = signer_standing(ctx, entry) if a["current"] else []
+
+
+def _verdict_of(a: dict[str, Any], allow_replaced: bool) -> str:
+    if a["signer_problems"]:
+        return "signer-compromised"
+    if not a["current"]:
+        return "replaced-allowed" if allow_replaced else "replaced"
+    return "current" if a["proven"] else "current-unproven"
+
+
+def _say_verdict(ctx: Context, a: dict[str, Any], view: LookupView) -> None:
+    verdict = a["verdict"]
+    if verdict in ("replaced", "replaced-allowed"):
+        ctx.say(f"  REPLACED:      by log index {a['replaced_by']}; this hash is no longer current for the model")
+    elif verdict == "signer-compromised":
+        for reason in a["signer_problems"]:
+            ctx.say(f"  NOT APPROVED:  {reason}")
+    elif verdict == "current":
+        ctx.say("  status:        CURRENT for its device model (proven: no later association of the model)")
+    else:
+        ctx.say("  status:        current for its device model per the site's lookup, NOT PROVEN")
+    if not view.proven:
+        ctx.say(f"  basis:         {view.basis}")
+
+
+def _exit_for(verdicts: list[str]) -> int:
+    good = ("current", "replaced-allowed")
+    return EXIT_OK if verdicts and all(v in good for v in verdicts) else EXIT_NOT_APPROVED
 
 
 def cmd_inclusion(ctx: Context) -> int:
     args = ctx.args
     if args.proof:
         return inclusion_offline(ctx)
+    if args.index is not None and args.index < 0:
+        raise UsageError(f"--index must be a log index (0 or more), not {args.index}")
     image = None
     if args.file:
         image = _sha256_file(args.file)
     elif args.hash:
-        image = args.hash.lower()
-        if not _HEX64_RE.fullmatch(image):
-            raise UsageError("--hash must be a SHA-256: 64 hex digits")
+        image = parse_image_hash(args.hash)
+    if image is None and not args.model and args.index is None:
+        raise UsageError("give --hash HEX, --file IMAGE, --model MID MODEL HW FW, --index N or --proof FILE")
     signed, fetcher = latest_checkpoint(ctx)
     size = signed.checkpoint.size
     ctx.result["checkpoint"] = {"size": size, "root": b64encode(signed.checkpoint.root)}
     if args.index is not None:
-        if args.entry is not None:  # the entry at hand: only hash tiles are needed (logs without bundles too)
-            try:
-                entry_bytes = Path(args.entry).read_bytes()
-            except OSError as exc:
-                raise FetchError(f"cannot read {args.entry}: {exc.strerror or exc}") from exc
-            prove_leaf(fetcher, signed, args.index, leaf_hash(entry_bytes), f"the bytes of {args.entry}")
-        else:
-            entry_bytes = prove_entry(ctx, fetcher, signed, args.index)
-        entry = parse_entry(entry_bytes)
-        ctx.result["index"] = args.index
-        ctx.result["entry"] = entry if entry is not None else b64encode(entry_bytes)
-        ctx.say(f"entry {args.index} is in the log (size {size}), proved against the signed checkpoint:")
-        if entry is not None and entry.get("type") == ASSOCIATION_TYPE:
-            a = describe_association(args.index, entry)
-            _annotate_replacements(ctx, fetcher, signed, [a])
-            ctx.result["associations"] = [a]
-            _say_association(ctx, a)
-        else:
-            ctx.say("  " + entry_bytes.decode("utf-8", "replace"))
-        return EXIT_OK
-    if image is None and not args.model:
-        raise UsageError("give --hash HEX, --file IMAGE, --model MID MODEL HW FW, --index N or --proof FILE")
+        return _inclusion_at_index(ctx, fetcher, signed)
+    view = LookupView(ctx, fetcher, signed)
+    ctx.result["lookup"] = view.report()
+    ctx.result["query"] = {"image_sha256": image, "device_model": list(args.model) if args.model else None}
     if image is not None:
-        indices, kind, key = read_lookup(ctx, "hash", image), "hash", image
+        kind, key = "hash", image
     else:
-        key = model_lookup_key(*args.model)
-        indices, kind = read_lookup(ctx, "model", key), "model"
-    found = []
-    for index in indices:
-        if index >= size:
-            raise SiteError(
-                f"the site's lookup lists index {index}, beyond its signed log size {size}; its lookup is wrong"
-            )
-        entry = parse_entry(prove_entry(ctx, fetcher, signed, index))
+        kind, key = "model", model_lookup_key(*args.model)
+    found: list[dict[str, Any]] = []
+    other_models: list[dict[str, Any]] = []
+    for index in view.indices(kind, key):
+        entry = view.entry(index)
         if entry is None or entry.get("type") != ASSOCIATION_TYPE:
+            if kind == "hash" and entry is not None and entry.get("type") == CRL_TYPE:
+                continue  # a CRL with this SHA-256, not a firmware image
             raise SiteError(f"the site's {kind} lookup points at log index {index}, which is not an association")
         if image is not None and entry.get("image_sha256") != image:
             raise SiteError(
@@ -2869,35 +3368,83 @@ def cmd_inclusion(ctx: Context) -> int:
             )
         if kind == "model" and model_lookup_key(*_model_of(entry)) != key:
             raise SiteError(f"the site's model lookup points at log index {index}, an entry of another model")
+        a = describe_association(index, entry)
         if args.model and tuple(args.model) != _model_of(entry):
+            other_models.append(a)
             continue
-        found.append(describe_association(index, entry))
-    _annotate_replacements(ctx, fetcher, signed, found)
+        _annotate(ctx, view, a, entry)
+        a["verdict"] = _verdict_of(a, args.allow_replaced)
+        found.append(a)
     ctx.result["associations"] = found
-    ctx.result["query"] = {"image_sha256": image, "device_model": list(args.model) if args.model else None}
+    what = f"image hash {image}" if image else "device model " + "/".join(args.model)
+    proven = "proven by " + view.basis if view.proven else "NOT PROVEN: " + view.basis
     if not found:
-        what = f"image hash {image}" if image else "device model " + "/".join(args.model)
         ctx.result["found"] = False
-        ctx.say(f"NOT FOUND: no association of {what} is in the log (size {size}).")
-        ctx.say("  This image is not on the CPL according to this log; do not install it as approved.")
-        return EXIT_FAILED
-    ctx.say(f"FOUND in the log (size {size}; every entry proved against the signed checkpoint):")
+        ctx.result["verdict"] = "not-found" if view.proven else "not-found-unproven"
+        if other_models:
+            ctx.result["other_models"] = other_models
+            models = "; ".join(f"index {o['index']}: " + "/".join(o["device_model"].values()) for o in other_models)
+            ctx.say(f"NOT APPROVED FOR THIS MODEL: {what} is logged, but only for other device models ({models}).")
+        else:
+            ctx.say(f"NOT FOUND: no association of {what} is in the log (size {size}); {proven}.")
+            ctx.say("  This image is not on the CPL according to this log; do not install it as approved.")
+        return EXIT_NOT_APPROVED
+    ctx.result["found"] = True
+    verdicts = [a["verdict"] for a in found]
+    ctx.result["verdict"] = verdicts[0] if len(set(verdicts)) == 1 else "mixed"
+    ctx.say(f"FOUND in the log (size {size}; every entry proved against the signed checkpoint; {proven}):")
     for a in found:
         _say_association(ctx, a)
-    return EXIT_OK
+        _say_verdict(ctx, a, view)
+    return _exit_for(verdicts)
+
+
+def _inclusion_at_index(ctx: Context, fetcher: TileFetcher, signed: SignedCheckpoint) -> int:
+    """``--index N`` (optionally with ``--entry FILE``): that entry, proved; an association gets its verdict."""
+    args = ctx.args
+    size = signed.checkpoint.size
+    if args.index >= size:
+        raise UsageError(f"--index {args.index} is outside the log (size {size}: indices 0 to {size - 1})")
+    if args.entry is not None:  # the entry at hand: only hash tiles are needed (logs without bundles too)
+        entry_bytes = _read_local(args.entry)
+        prove_leaf(fetcher, signed, args.index, leaf_hash(entry_bytes), f"the bytes of {args.entry}")
+    else:
+        entry_bytes = prove_entry(ctx, fetcher, signed, args.index)
+    entry = parse_entry(entry_bytes)
+    ctx.result["index"] = args.index
+    ctx.result["entry"] = entry if entry is not None else b64encode(entry_bytes)
+    ctx.say(f"entry {args.index} is in the log (size {size}), proved against the signed checkpoint:")
+    if entry is None or entry.get("type") != ASSOCIATION_TYPE:
+        ctx.say("  " + entry_bytes.decode("utf-8", "replace"))
+        return EXIT_OK
+    view = LookupView(ctx, fetcher, signed)
+    ctx.result["lookup"] = view.report()
+    a = describe_association(args.index, entry)
+    _annotate(ctx, view, a, entry)
+    a["verdict"] = _verdict_of(a, args.allow_replaced)
+    ctx.result["associations"] = [a]
+    ctx.result["verdict"] = a["verdict"]
+    _say_association(ctx, a)
+    _say_verdict(ctx, a, view)
+    return _exit_for([a["verdict"]])
+
+
+def _read_local(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise FetchError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
 
 def inclusion_offline(ctx: Context) -> int:
     """``--proof FILE``: a c2sp.org/tlog-proof@v1 file, checked without the site if the entry is at hand."""
     args = ctx.args
     try:
-        proof = parse_tlog_proof(Path(args.proof).read_bytes())
-    except OSError as exc:
-        raise FetchError(f"cannot read {args.proof}: {exc.strerror or exc}") from exc
+        proof = parse_tlog_proof(_read_local(args.proof))
     except CheckpointError as exc:
         raise VerifyFailed(f"{args.proof}: {exc}") from exc
     if args.entry:
-        entry_bytes = Path(args.entry).read_bytes()
+        entry_bytes = _read_local(args.entry)
     elif proof.extra is not None:
         entry_bytes = proof.extra  # authenticated by the inclusion proof below
     elif ctx.log is not None:
@@ -2921,7 +3468,7 @@ def inclusion_offline(ctx: Context) -> int:
                 evidence=fork_evidence(old.raw, signed.raw),
             )
     entry = parse_entry(entry_bytes)
-    image = (args.hash or "").lower() or (_sha256_file(args.file) if args.file else None)
+    image = parse_image_hash(args.hash) if args.hash else (_sha256_file(args.file) if args.file else None)
     if image and (entry is None or entry.get("image_sha256") != image):
         raise VerifyFailed(f"the proved entry is not for image {image}")
     ctx.result["index"] = proof.index
@@ -2929,12 +3476,17 @@ def inclusion_offline(ctx: Context) -> int:
     ctx.say(f"entry {proof.index} is in the log at size {signed.checkpoint.size} (offline proof {args.proof})")
     if entry is not None and entry.get("type") == ASSOCIATION_TYPE:
         a = describe_association(proof.index, entry)
+        a["verdict"] = "logged"
+        a["proven"] = False
         ctx.result["associations"] = [a]
+        ctx.result["verdict"] = "logged"
+        ctx.result["lookup"] = {"proven": False, "basis": "offline: later replacements and revocations not checked"}
         _say_association(ctx, a)
-        ctx.say("  (offline: later replacements are not checked; run 'inclusion --hash' against the site for that)")
-    else:
-        ctx.result["entry"] = entry if entry is not None else b64encode(entry_bytes)
-        ctx.say("  " + entry_bytes.decode("utf-8", "replace"))
+        ctx.say("  NOT CHECKED:   later replacements and the signers' revocation (offline); run 'inclusion --hash'")
+        ctx.say("                 against the site for the current verdict")
+        return EXIT_OK if args.allow_replaced else EXIT_NOT_APPROVED
+    ctx.result["entry"] = entry if entry is not None else b64encode(entry_bytes)
+    ctx.say("  " + entry_bytes.decode("utf-8", "replace"))
     return EXIT_OK
 
 
@@ -3685,7 +4237,16 @@ trust file (--trust FILE, JSON):
   Optional: "log.url" (log prefix, default <site>/log/), "log.witnesses" (cosigner keys), "roles"
   (role -> OU), "organisation_id_attribute", "intermediates" (CA names under <site>/pki/).
 
-exit codes: 0 verified, 1 verification failed, 2 usage, network or I/O error.
+  "crl_issuers": [{"name": "ica", "sha256": "..."}] pins the issuing CAs whose CRLs are checked (with the
+  roots' own): 'crl' with no --issuer checks every one and fails if any CRL is missing.
+
+exit codes:
+  0  verified, and the answer is yes: a current, proven approval whose signers' keys were sound (inclusion;
+     with --allow-replaced also one replaced since); fresh, verified, latest CRLs; a trusted certificate
+  1  verification failed: a forgery, a fork, a bad signature or proof, a superseded or stale CRL
+  2  usage, input, network or I/O error: nothing was concluded
+  3  verified, and the answer is no: replaced, not found, logged only for another model, a signer's key
+     compromised before the approval, a revoked or expired certificate, or not proven (see 'basis')
 """
 
 
@@ -3777,6 +4338,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", nargs=4, metavar=("MANUFACTURER_ID", "MODEL", "HW", "FW"), help="a CPL device model")
     p.add_argument("--proof", metavar="FILE", help="an offline c2sp.org/tlog-proof@v1 file")
     p.add_argument("--entry", metavar="FILE", help="the entry's bytes (with --proof or --index)")
+    p.add_argument("--allow-replaced", action="store_true",
+                   help="a question about history: exit 0 for an image approved once, even if replaced")  # fmt: skip
+    p.add_argument("--exhaustive", action="store_true",
+                   help="read and prove every entry instead of trusting the log's lookup commitment")  # fmt: skip
 
     p = add("consistency", "verify the newest checkpoint and prove it consistent with the one in --state")
     p.add_argument("--against", metavar="CHECKPOINT", help="also prove consistency with this saved checkpoint")
@@ -3809,7 +4374,7 @@ def _tofu(args: argparse.Namespace, trust: Trust, site: Source | None, log: Sour
         data = site.get_optional(f"pki/{name}.pem", CAP_SMALL, f"IKI root {name}")
         if data is not None:
             cert = load_certificates(data, f"pki/{name}.pem")[0]
-            trust.roots = [RootPin(name, cert_sha256(cert), cert)]
+            trust.roots = [CertPin(name, cert_sha256(cert), cert)]
             pinned.append(f"IKI root {name} SHA-256 {cert_sha256(cert)} ({cert.subject.rfc4514_string()})")
     return pinned
 
@@ -3844,7 +4409,7 @@ def build_context(args: argparse.Namespace) -> Context:
                 raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from exc
             except VerifyFailed as exc:
                 raise UsageError(str(exc)) from exc
-            trust.roots.append(RootPin(Path(path).stem if _NAME_RE.fullmatch(Path(path).stem) else "iki-root",
+            trust.roots.append(CertPin(Path(path).stem if _NAME_RE.fullmatch(Path(path).stem) else "iki-root",
                                        cert_sha256(cert), cert))  # fmt: skip
     if args.eku:
         if not _OID_RE.fullmatch(args.eku):
