@@ -7,7 +7,9 @@ hash to HEAD's signed checkpoint; refreshes the CRLs that are due (first, so
 that a revocation registered since the last run already counts when
 submissions are checked); runs intake over the inbox; logs one ``crl/v1``
 entry for every archived CRL the log does not hold yet, whichever command
-signed it; checks the new checkpoint is consistent with HEAD's; writes
+signed it; ends the log with a ``lookup/v1`` entry committing to the lookup
+shards (what is current, what is absent, the newest CRL of each issuer) unless
+the last entry already is one; checks the new checkpoint is consistent with HEAD's; writes
 ``status.json``; and commits everything, the inbox included (moves to
 ``processed/`` and rejection reports), in one commit. Every step is
 idempotent, so a publish killed at any instant is finished by the next one.
@@ -207,6 +209,10 @@ def _publish(
         result.intake = run_intake(config, log, now, show_progress, index)
         crls = unlogged_crls(config, index)
         log.append([entry for issuer in sorted(crls) for _, entry in crls[issuer]])
+        index.add_raw(index.size, log.entries(index.size))
+        if not index.committed:  # end with the commitment to what is logged (the verifier's proven lookups)
+            log.append([index.lookup.commitment()])
+            index.add_raw(index.size, log.entries(index.size))
         result.crls = {issuer: numbers[-1][0] for issuer, numbers in crls.items()}
         for r in refreshed:
             result.crls.setdefault(r.issuer, r.info.number)

@@ -33,7 +33,7 @@ from publisher.config import load as load_config
 from publisher.merkle import leaf_hash
 from publisher.note import Verifier, b64encode
 from publisher.site.export import open_log
-from publisher.site.lookup import HASH_DIR, MODEL_DIR, model_lookup_key, shard_path
+from publisher.site.lookup import model_lookup_key, shard_path
 
 __all__ = ["demo_site", "hostile_site"]  # session fixtures shared with test_browser.py
 
@@ -215,13 +215,13 @@ def test_evidence_proofs_and_lookup_shards(demo_site: SiteBuild) -> None:
             data = (site / "log" / "evidence" / digest).read_bytes()
             assert hashlib.sha256(data).hexdigest() == digest
         image = entry["image_sha256"]
-        shard = json.loads((site / "log" / shard_path(HASH_DIR, image)).read_text())
+        shard = json.loads((site / "log" / shard_path("hash", image)).read_text())
         assert index in shard[image]
         model = entry["device_model"]
         key = model_lookup_key(
             model["manufacturer_id"], model["model_id"], model["hardware_version"], model["firmware_version"]
         )
-        assert index in json.loads((site / "log" / shard_path(MODEL_DIR, key)).read_text())[key]
+        assert index in json.loads((site / "log" / shard_path("model", key)).read_text())[key]
     assert associations >= 24
     assert not (site / "log" / "proof" / f"{log.size}.tlog-proof").exists()
 

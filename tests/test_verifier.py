@@ -128,7 +128,8 @@ def test_downloaded_file_runs_and_shows_help() -> None:
     assert result.returncode == 0, result.stderr
     for command in ("crl", "cert", "link", "inclusion", "consistency", "monitor", "audit"):
         assert command in result.stdout
-    assert "exit codes: 0 verified, 1 verification failed, 2 usage" in result.stdout
+    for code in ("0  verified, and the answer is yes", "1  verification failed", "2  usage", "3  verified, and the answer is no"):
+        assert code in result.stdout
 
 
 def test_python39_compatible() -> None:
@@ -310,9 +311,11 @@ def test_attack_link_revoked(world: World, cli: Any) -> None:
     party = world.party("triage-revoked")
     with TLSServer(party.cert_path, party.key_path) as tls:
         r = cli("--json", "link", tls.url)
-    assert r.code == 1
+        wrong_role = cli("--json", "link", tls.url, "--role", "Manufacturer")
+    assert r.code == 3  # verified, and the answer is no
     res = r.json()["result"]
     assert res["verdict"] == "revoked" and res["revoked"]["reason"] == "keyCompromise"
+    assert wrong_role.code == 3 and wrong_role.json()["result"]["verdict"] == "revoked"  # revocation comes first
     assert "was revoked on" in res["message"] and "Do not trust this endpoint" in res["message"]
 
 
@@ -320,7 +323,7 @@ def test_attack_link_expired(world: World, cli: Any) -> None:
     party = world.party("triage-expired")
     with TLSServer(party.cert_path, party.key_path) as tls:
         r = cli("link", tls.url)
-    assert r.code == 1 and "EXPIRED" in r.out and "the certificate expired" in r.out
+    assert r.code == 3 and "EXPIRED" in r.out and "the certificate expired" in r.out
 
 
 def test_attack_link_self_signed(cli: Any, tmp_path: Path) -> None:
@@ -335,8 +338,11 @@ def test_attack_link_held_by_a_manufacturer(world: World, cli: Any) -> None:
     party = world.party("acme")  # a valid IKI certificate, but not the DCC's
     with TLSServer(party.cert_path, party.key_path) as tls:
         r = cli("link", tls.url)
-        assert r.code == 1 and "UNTRUSTED" in r.out and "not of the DCC" in r.out
+        assert r.code == 3 and "WRONG-ROLE" in r.out and "not of the DCC" in r.out
         assert cli("link", tls.url, "--role", "any").code == 0
+        assert cli("link", tls.url, "--role", "manufacturer").code == 0  # role names in any letter case
+        r = cli("link", tls.url, "--role", "vendor")
+        assert r.code == 2 and "--role vendor: not a role; use one of Manufacturer, Supplier, DCC, any" in r.out
 
 
 def test_link_unreachable_is_a_network_error(cli: Any) -> None:
@@ -352,7 +358,12 @@ def test_link_unreachable_is_a_network_error(cli: Any) -> None:
 def test_cert_files(world: World, cli: Any) -> None:
     assert cli("cert", world.party("acme").cert_path).code == 0
     r = cli("cert", world.party("triage-revoked").cert_path)
-    assert r.code == 1 and "REVOKED" in r.out and "keyCompromise" in r.out
+    assert r.code == 3 and "REVOKED" in r.out and "keyCompromise" in r.out
+    # input mistakes are usage errors (2), not failed verifications (1)
+    r = cli("cert", world.party("acme").key_path)
+    assert r.code == 2 and "is a private key, not a certificate" in r.out
+    r = cli("cert", world.site / "status.json")
+    assert r.code == 2 and "is not a PEM or DER certificate" in r.out
 
 
 def test_attack_cert_with_stale_crl_is_never_trusted(world: World, srv: SiteServer, cli: Any) -> None:
@@ -382,16 +393,21 @@ def test_inclusion_by_hash_in_few_requests(world: World, cli: Any) -> None:
     (a,) = out["result"]["associations"]
     assert a["index"] == world.indices["e2"] and a["device_model"]["model_id"] == "E2"
     assert a["manufacturer"]["organisation"] == "Acme Meters" and a["endorser"]["role"] == "Supplier"
-    assert a["replaced_by"] is None and a["current"] is True
-    assert out["requests"] <= 6
+    assert a["replaced_by"] is None and a["current"] is True and a["verdict"] == "current"
+    assert out["result"]["lookup"]["proven"] is True and out["result"]["verdict"] == "current"
+    # checkpoint; the commitment (last entry); hash shard + its two lookup tiles; the entry; the model
+    # shard + its tile; the signature file, the CRL and the ICA certificate for the signers' standing
+    assert out["requests"] <= 14, out
 
 
 def test_inclusion_reports_a_later_replacement(world: World, cli: Any) -> None:
     r = cli("inclusion", "--hash", image_hash("e1"))
-    assert r.code == 0
+    assert r.code == 3  # verified, and no: not approved now
     assert f"REPLACED:      by log index {world.indices['e1-fixed']}" in r.out
+    assert cli("inclusion", "--hash", image_hash("e1"), "--allow-replaced").code == 0  # a question about history
     r = cli("inclusion", "--hash", image_hash("e1-fixed"))
     assert r.code == 0 and f"replaces:      log index {world.indices['e1']} (investigation INV-1)" in r.out
+    assert "CURRENT for its device model (proven" in r.out
 
 
 def test_inclusion_from_tiles_only(world: World, cli: Any, srv: SiteServer) -> None:
@@ -407,7 +423,7 @@ def test_inclusion_by_file_and_by_model(cli: Any, tmp_path: Path) -> None:
     r = cli("inclusion", "--file", image)
     assert r.code == 0 and "model 'C1'" in r.out and "(CHF, SMETS2)" in r.out
     r = cli("--json", "inclusion", "--model", "1001", "E1", "HW1", "FW1")
-    assert r.code == 0
+    assert r.code == 3 and r.json()["result"]["verdict"] == "mixed"  # the old image is replaced, the new current
     assert [a["image_sha256"] for a in r.json()["result"]["associations"]] == [
         image_hash("e1"),
         image_hash("e1-fixed"),
@@ -415,8 +431,34 @@ def test_inclusion_by_file_and_by_model(cli: Any, tmp_path: Path) -> None:
 
 
 def test_inclusion_not_found(cli: Any) -> None:
+    r = cli("--json", "inclusion", "--hash", "ab" * 32)
+    assert r.code == 3 and r.json()["result"]["verdict"] == "not-found" and r.json()["result"]["lookup"]["proven"]
     r = cli("inclusion", "--hash", "ab" * 32)
-    assert r.code == 1 and "NOT FOUND" in r.out
+    assert "NOT FOUND" in r.out and "proven by the log's signed lookup commitment" in r.out
+
+
+def test_inclusion_for_another_model(cli: Any) -> None:
+    r = cli("inclusion", "--hash", image_hash("c1"), "--model", "1001", "E1", "HW1", "FW1")
+    assert r.code == 3 and "NOT APPROVED FOR THIS MODEL" in r.out and "is logged, but only for other device" in r.out
+    assert "NOT FOUND" not in r.out
+
+
+@pytest.mark.parametrize(
+    "given",
+    ["sha256:{h}", "{H}", "{h}  firmware.bin", "{h} *firmware.bin\n", "\\{h}  odd\\nname.bin"],
+)
+def test_inclusion_hash_as_users_paste_it(cli: Any, given: str) -> None:
+    h = image_hash("e2")
+    assert cli("inclusion", "--hash", given.format(h=h, H=h.upper())).code == 0
+
+
+def test_inclusion_input_mistakes_are_usage_errors(cli: Any) -> None:
+    r = cli("inclusion", "--hash", "ab" * 31)
+    assert r.code == 2 and "got 62 characters, 62 of them hex digits" in r.out
+    r = cli("inclusion", "--index", "-1")
+    assert r.code == 2 and "--index must be a log index" in r.out
+    r = cli("inclusion", "--index", "100000")
+    assert r.code == 2 and "outside the log" in r.out
 
 
 def test_inclusion_offline_proof(world: World, tmp_path: Path, capsys: Any) -> None:
@@ -427,15 +469,25 @@ def test_inclusion_offline_proof(world: World, tmp_path: Path, capsys: Any) -> N
     entry.write_bytes(world.entries()[index])
     trust = world.write_trust(tmp_path / "offline.json")  # no site: nothing is fetched
     argv = ["--trust", str(trust), "inclusion", "--proof", str(proof), "--entry", str(entry)]
-    assert main(argv) == 0
-    assert "model 'L1'" in capsys.readouterr().out
+    assert main(argv) == 3  # logged, but offline nothing says it is current
+    out = capsys.readouterr().out
+    assert "model 'L1'" in out and "NOT CHECKED:   later replacements" in out
+    assert main([*argv, "--allow-replaced"]) == 0
+    # offline means offline: an unreachable --site is never contacted
+    assert main([*argv, "--allow-replaced", "--site", "http://127.0.0.1:9/"]) == 0
+    capsys.readouterr()
     # an entry altered by one byte is refused
     entry.write_bytes(tamper(world.entries()[index], 30))
     assert main(argv) == 1
     assert "the entry is not proved to be at index" in capsys.readouterr().out
     # the site puts the entry in the proof file's 'extra' line (authenticated by the proof): the file alone works
     assert f"\nextra {base64.b64encode(world.entries()[index]).decode()}\n" in proof.read_text()
-    assert main(["--trust", str(trust), "inclusion", "--proof", str(proof)]) == 0
+    assert main(["--trust", str(trust), "inclusion", "--proof", str(proof), "--allow-replaced"]) == 0
+    # a proof of one image does not vouch for another
+    capsys.readouterr()
+    entry.write_bytes(world.entries()[index])
+    assert main([*argv, "--hash", image_hash("e2")]) == 1
+    assert "the proved entry is not for image" in capsys.readouterr().out
 
 
 def test_attack_lookup_points_at_the_wrong_index(world: World, srv: SiteServer, cli: Any) -> None:
@@ -443,14 +495,14 @@ def test_attack_lookup_points_at_the_wrong_index(world: World, srv: SiteServer, 
     srv.override(lookup_shard(world, key), json.dumps({key: [world.indices["g1"]]}).encode())
     r = cli("inclusion", "--hash", key)
     assert r.code == 1
-    assert f"points at log index {world.indices['g1']} for image {key}" in r.out and "lookup is wrong" in r.out
+    assert f"the lookup shard {lookup_shard(world, key)[4:]} does not match the log's signed lookup commitment" in r.out
 
 
 def test_attack_lookup_beyond_the_log(world: World, srv: SiteServer, cli: Any) -> None:
     key = image_hash("e2")
     srv.override(lookup_shard(world, key), json.dumps({key: [10**6]}).encode())
     r = cli("inclusion", "--hash", key)
-    assert r.code == 1 and "beyond its signed log size" in r.out
+    assert r.code == 1 and "does not match the log's signed lookup commitment" in r.out
 
 
 def test_attack_entry_altered_in_its_bundle(world: World, srv: SiteServer, cli: Any) -> None:
@@ -567,13 +619,35 @@ def test_attack_fork_of_the_same_size(srv: SiteServer, cli: Any, world: World) -
     assert forged.decode().split("\n")[2] in r.out  # both checkpoints printed as evidence
 
 
-def test_attack_rollback(srv: SiteServer, cli: Any, world: World) -> None:
+def test_an_older_consistent_checkpoint_is_a_cache_not_an_attack(srv: SiteServer, cli: Any, world: World) -> None:
+    # GitHub Pages caches for minutes: a client that saw size N may be served an older, valid checkpoint.
     assert cli("consistency").code == 0
     srv.override("log/checkpoint", world.checkpoints[0].encode())
+    size = current_size(world)
+    for command in (["consistency"], ["monitor"], ["inclusion", "--hash", image_hash("e2")]):
+        r = cli(*command)
+        assert r.code == 0, r.out
+        assert "warning: the site serves an older checkpoint" in r.out and f"carrying on with size {size}" in r.out
+        assert "SECURITY ERROR" not in r.out
+
+
+def test_attack_older_checkpoint_of_another_history(srv: SiteServer, cli: Any, world: World) -> None:
+    assert cli("consistency").code == 0
+    older = pub_checkpoint.parse_unverified(world.checkpoints[0])
+    forged = signed_checkpoint(world.signer, older.size, hashlib.sha256(b"another history").digest())
+    srv.override("log/checkpoint", forged)
     r = cli("consistency")
-    assert r.code == 1
-    assert "rollback: the site serves a checkpoint of size" in r.out and "the log may never shrink" in r.out
-    assert "SECURITY ERROR: the log went backwards" in r.out
+    assert r.code == 1 and "SECURITY ERROR" in r.out and "the log rewrote its history" in r.out
+    assert forged.decode().split("\n")[2] in r.out and site_bytes(world, "log/checkpoint").decode().split("\n")[2] in r.out
+
+
+def test_an_older_checkpoint_without_the_newer_tiles_is_retried_later(srv: SiteServer, cli: Any, world: World) -> None:
+    assert cli("consistency").code == 0
+    srv.override("log/checkpoint", world.checkpoints[0].encode())
+    size = current_size(world)
+    srv.override(f"log/tile/0/000.p/{size}", ("status", 404))
+    r = cli("consistency")
+    assert r.code == 2 and "stale cache" in r.out and "SECURITY ERROR" not in r.out
 
 
 def test_consistency_with_an_earlier_checkpoint(world: World, cli: Any, tmp_path: Path) -> None:
@@ -622,7 +696,7 @@ def test_audit_passes_on_a_good_publication(cli: Any) -> None:
     assert r.code == 0, r.out
     res = r.json()["result"]
     assert res["structure_ok"] and res["problem_count"] == 0
-    assert res["entries"] == {"associations": 8, "crls": 3, "other": 0}
+    assert res["entries"] == {"associations": 8, "crls": 3, "commitments": 2, "other": 0}
 
 
 def test_attack_tile_altered_is_found_by_audit(world: World, srv: SiteServer, cli: Any) -> None:

@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import pkcs7
 
 from publisher.config import Config, load
+from publisher.intake.associations import AssociationIndex
 from publisher.intake.run import run_intake
 from publisher.intake.spreadsheet import COLUMNS
 from publisher.log_key import load_log_signer
@@ -236,13 +237,14 @@ def _submit(
 
 
 def _publish_step(config: Config, signer: Signer, now: dt.datetime, world: World) -> dict[str, list[int]]:
-    """One publish, as the publish job does it: CRLs due, intake, one crl/v1 entry per new CRL."""
+    """One publish, as the publish job does it: CRLs due, intake, one crl/v1 entry per new CRL, the lookup/v1."""
     with TileLog.open(config.root / "log", signer) as log:
         refreshed = crl_publish.refresh(config, now)
         report = run_intake(config, log, now=now)
         if report.rejected:
             raise AssertionError(f"fixture submissions rejected: {report.rejected}")
         log.append(crl_entries(refreshed))
+        log.append([AssociationIndex.from_entries(log.entries()).lookup.commitment()])
         world.checkpoints.append(log.signed.raw)
     return report.accepted
 

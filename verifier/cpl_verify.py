@@ -3786,7 +3786,8 @@ class Auditor:
         self.cert_cache: dict[tuple[str, str, str], tuple[list[str], list[str]]] = {}
         self.crl_cache: dict[str, CrlResult | str] = {}
         self.revoked_later: set[str] = set()  # signer certificates revoked after their approvals
-        self.counts = {"associations": 0, "crls": 0, "other": 0}
+        self.counts = {"associations": 0, "crls": 0, "commitments": 0, "other": 0}
+        self.lookup = Lookup()  # rebuilt from every entry: each lookup/v1 entry must commit to exactly it
         self.structure_only = bool(getattr(ctx.args, "structure_only", False))
         self.max_shown = int(getattr(ctx.args, "max_problems", 1000))
 
@@ -3918,7 +3919,10 @@ class Auditor:
         )
         if not self.structure_only:
             c = self.counts
-            ctx.say(f"entries: {c['associations']} CPL associations, {c['crls']} CRL entries, {c['other']} other")
+            ctx.say(
+                f"entries: {c['associations']} CPL associations, {c['crls']} CRL entries, {c['commitments']} "
+                f"lookup commitments (each recomputed), {c['other']} other"
+            )
             if self.revoked_later:
                 ctx.say(
                     f"  {len(self.revoked_later)} signer certificate(s) were revoked after the approvals they signed "
@@ -3935,6 +3939,8 @@ class Auditor:
     # -- entries ----------------------------------------------------------------------------------
     def check_entry(self, index: int, raw: bytes) -> None:
         entry = parse_entry(raw)
+        expected = self.lookup.commitment() if entry is not None and entry.get("type") == LOOKUP_TYPE else b""
+        self.lookup.add(index, entry)
         if entry is None:
             self.counts["other"] += 1
             self.problem(index, "not a JSON object: not an entry this log may hold")
@@ -3948,6 +3954,14 @@ class Auditor:
         elif kind == CRL_TYPE:
             self.counts["crls"] += 1
             self.check_crl_entry(index, entry)
+        elif kind == LOOKUP_TYPE:
+            self.counts["commitments"] += 1
+            if raw != expected:
+                self.problem(
+                    index,
+                    "lookup/v1: the commitment does not match the entries before it (verifiers trusting it would "
+                    f"get wrong answers); expected {expected.decode()}",
+                )
         else:
             self.counts["other"] += 1
             self.problem(index, f"unknown entry type {kind!r}")

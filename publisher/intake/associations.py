@@ -10,8 +10,9 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-ASSOCIATION_TYPE = "cpl-association/v1"
-CRL_TYPE = "crl/v1"
+from verifier.cpl_verify import ASSOCIATION_TYPE, CRL_TYPE, LOOKUP_TYPE, Lookup
+
+__all__ = ["ASSOCIATION_TYPE", "CRL_TYPE", "LOOKUP_TYPE", "AssociationIndex", "Current", "canonical_json"]
 
 ModelKey = tuple[str, str, str, str]
 
@@ -48,11 +49,15 @@ class AssociationIndex:
     current: dict[ModelKey, Current] = field(default_factory=dict)
     submissions: dict[str, str] = field(default_factory=dict)  # submission id -> spreadsheet sha256
     crls: dict[tuple[str, int], str] = field(default_factory=dict)  # (issuer, CRL number) -> sha256 of the DER
+    lookup: Lookup = field(default_factory=Lookup)  # what the next lookup/v1 entry commits to
     size: int = 0
 
-    def add(self, index: int, entry: dict[str, object]) -> None:
-        """Account for log entry ``index`` (associations and ``crl/v1`` entries; others only count)."""
-        self.size = max(self.size, index + 1)
+    def add(self, index: int, entry: dict[str, object] | None) -> None:
+        """Account for log entry ``index``, the next in order (``None``: not a JSON object; it only counts)."""
+        self.lookup.add(index, entry)
+        self.size = index + 1
+        if entry is None:
+            return
         if entry.get("type") == CRL_TYPE:
             number = entry.get("number")
             if isinstance(number, int):
@@ -72,10 +77,12 @@ class AssociationIndex:
                 entry = json.loads(raw)
             except ValueError:
                 entry = None
-            if isinstance(entry, dict):
-                self.add(i, entry)
-            else:
-                self.size = max(self.size, i + 1)
+            self.add(i, entry if isinstance(entry, dict) else None)
+
+    @property
+    def committed(self) -> bool:
+        """Whether the last entry is a ``lookup/v1`` commitment (so it covers everything before it)."""
+        return self.lookup.last_type == LOOKUP_TYPE
 
     @classmethod
     def from_entries(cls, entries: Iterable[bytes]) -> AssociationIndex:

@@ -8,7 +8,7 @@ the publication, not copied; generated files (proofs, lookup shards,
     /pki/<name>.pem
     /log/checkpoint, /log/vkey, /log/tile/..., /log/evidence/<sha256>
     /log/proof/<index>.tlog-proof
-    /log/lookup/hash/<3 hex>.json, /log/lookup/model/<3 hex>.json
+    /log/lookup/hash/<3 hex>.json, /log/lookup/model/<3 hex>.json, /log/lookup/tile/{0,1}/<3 digits>
     /status.json
 """
 
@@ -26,7 +26,7 @@ from ..config import Config
 from ..note import Verifier, b64encode
 from ..pki.crl_publish import CRL_DIR
 from ..tlog import LogReader
-from .lookup import build_shards
+from .lookup import lookup_files
 
 LOG_DIR = "log"
 
@@ -111,7 +111,7 @@ def export_tree(config: Config, out: Path, generated_at: str, proofs: bool = Tru
         if (config.root / LOG_DIR / sub).is_dir():
             linked += link_tree(config.root / LOG_DIR / sub, out / LOG_DIR / sub)
 
-    generated = build_shards(json_entries(log))
+    generated = lookup_files(log.entries())
     if proofs:
         # The entry rides in the proof's "extra" line, so a proof file alone is enough offline
         # (the inclusion proof authenticates it).
