@@ -169,6 +169,17 @@ def trust_of(config: Config) -> dict[str, object]:
                 "pem": root_cert.public_bytes(serialization.Encoding.PEM).decode(),
             }
         ],
+        # The issuing CAs whose CRLs a consumer must check (the roots' own ARLs are checked too).
+        "crl_issuers": [
+            {
+                "name": issuer.name,
+                "sha256": authority.load_certificate(config.root / "pki" / f"{issuer.name}.pem")
+                .fingerprint(hashes.SHA256())
+                .hex(),
+            }
+            for issuer in config.issuers
+            if not issuer.is_root
+        ],
         "extended_key_usage": config.profile.extended_key_usage,
     }
 

@@ -2,8 +2,8 @@
 HTTP on 127.0.0.1, and against real TLS endpoints: what verifies, and what every attack produces.
 
 Every attack must fail with exit code 1 and a message that names what is wrong; network and usage
-trouble gives exit code 2. The verifier runs in-process (``main([...])``) except for one run of the
-downloadable file itself.
+trouble gives exit code 2; a verified "no" (replaced, not found, revoked) gives exit code 3. The
+verifier runs in-process (``main([...])``) except for one run of the downloadable file itself.
 """
 
 from __future__ import annotations
@@ -128,7 +128,12 @@ def test_downloaded_file_runs_and_shows_help() -> None:
     assert result.returncode == 0, result.stderr
     for command in ("crl", "cert", "link", "inclusion", "consistency", "monitor", "audit"):
         assert command in result.stdout
-    for code in ("0  verified, and the answer is yes", "1  verification failed", "2  usage", "3  verified, and the answer is no"):
+    for code in (
+        "0  verified, and the answer is yes",
+        "1  verification failed",
+        "2  usage",
+        "3  verified, and the answer is no",
+    ):
         assert code in result.stdout
 
 
@@ -271,8 +276,19 @@ def test_attack_issuer_certificate_swapped(world: World, srv: SiteServer, cli: A
     srv.override("pki/ica.pem", world.stranger_ica_cert.public_bytes(serialization.Encoding.PEM))
     srv.override("crl/ica.crl", world.crl(5, *fresh_crl_times(), stranger=True))
     r = cli("crl", "--issuer", "ica")
+    assert r.code == 1 and "not the pinned" in r.out
+    r = cli(*legacy_trust(world, srv), "crl", "--issuer", "ica", use_trust=False)  # a trust file before crl_issuers
     assert r.code == 1
     assert "pki/ica.pem is not trusted" in r.out and "does not chain to a pinned IKI root" in r.out
+
+
+def legacy_trust(world: World, srv: SiteServer) -> list[str]:
+    """``--trust`` of a trust file from before 'crl_issuers' (in the test's temporary folder)."""
+    trust = world.trust(srv.url)
+    del trust["crl_issuers"]
+    path = world.site.parent / "legacy-trust.json"
+    path.write_text(json.dumps(trust))
+    return ["--trust", str(path)]
 
 
 def test_attack_root_swapped_when_pinned_by_fingerprint(
@@ -638,7 +654,9 @@ def test_attack_older_checkpoint_of_another_history(srv: SiteServer, cli: Any, w
     srv.override("log/checkpoint", forged)
     r = cli("consistency")
     assert r.code == 1 and "SECURITY ERROR" in r.out and "the log rewrote its history" in r.out
-    assert forged.decode().split("\n")[2] in r.out and site_bytes(world, "log/checkpoint").decode().split("\n")[2] in r.out
+    assert (
+        forged.decode().split("\n")[2] in r.out and site_bytes(world, "log/checkpoint").decode().split("\n")[2] in r.out
+    )
 
 
 def test_an_older_checkpoint_without_the_newer_tiles_is_retried_later(srv: SiteServer, cli: Any, world: World) -> None:
@@ -817,3 +835,225 @@ def test_attack_altered_file_in_a_folder_site(world: World, tmp_path: Path, caps
     trust = world.write_trust(tmp_path / "t.json")
     assert main(["--trust", str(trust), "--site", str(site), "inclusion", "--hash", image_hash("g1")]) == 1
     assert "does not match the log: entry" in capsys.readouterr().out
+
+
+# =====================================================================================================
+# Proven or labelled: the signed lookup commitment, the unproven fallback, --exhaustive
+# =====================================================================================================
+
+
+def _model_key_of(world: World, label: str) -> str:
+    m = json.loads(world.entries()[world.indices[label]])["device_model"]
+    return cpl_verify.model_lookup_key(
+        m["manufacturer_id"], m["model_id"], m["hardware_version"], m["firmware_version"]
+    )
+
+
+def test_attack_model_lookup_hides_the_replacement(world: World, srv: SiteServer, cli: Any) -> None:
+    key = _model_key_of(world, "e1")
+    rel = lookup_shard(world, key, "model")
+    table = json.loads(site_bytes(world, rel))
+    table[key] = [world.indices["e1"]]  # the replacing entry dropped: e1 would look current
+    srv.override(rel, json.dumps(table, sort_keys=True, separators=(",", ":")).encode())
+    r = cli("--json", "inclusion", "--hash", image_hash("e1"))
+    assert r.code == 1, r.out
+    assert "does not match the log's signed lookup commitment" in r.json()["error"]
+
+
+def test_attack_hash_shard_withheld(world: World, srv: SiteServer, cli: Any) -> None:
+    key = image_hash("e2")
+    srv.override(lookup_shard(world, key), ("status", 404))
+    r = cli("inclusion", "--hash", key)
+    assert r.code == 1 and "(the site does not serve it) does not match the log's signed lookup" in r.out
+    assert "NOT FOUND" not in r.out
+
+
+def test_attack_lookup_tile_altered(world: World, srv: SiteServer, cli: Any) -> None:
+    srv.override("log/lookup/tile/1/000", tamper(site_bytes(world, "log/lookup/tile/1/000"), 5))
+    r = cli("inclusion", "--hash", image_hash("e2"))
+    assert r.code == 1 and "does not match the log's signed lookup commitment" in r.out
+
+
+@pytest.fixture(scope="module")
+def uncommitted_site(world: World, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A log whose last entry is not a lookup commitment (a log from before commitments, or mid-change)."""
+    import shutil
+
+    from publisher.config import load
+
+    base = tmp_path_factory.mktemp("uncommitted")
+    pub = base / "publication"
+    shutil.copytree(world.config.root, pub, symlinks=True, ignore=shutil.ignore_patterns("lock"))
+    config = load(pub)
+    e2 = json.loads(world.entries()[world.indices["e2"]])
+    other = dict(e2, device_model=dict(e2["device_model"], model_id="E9"), image_sha256=image_hash("e9"))
+    with TileLog.open(pub / "log", load_log_signer(config.log_key, pub)) as log:
+        log.append([canonical_json(other)])
+    export_tree(config, base / "site", "2026-01-01T00:00:00Z")
+    return base / "site"
+
+
+def test_without_a_commitment_answers_are_labelled_not_proven(
+    world: World, uncommitted_site: Path, cli: Any, tmp_path: Path
+) -> None:
+    site = tmp_path / "site"
+    shutil_copy(uncommitted_site, site)
+    key = _model_key_of(world, "e1")
+    shard = site / lookup_shard(world, key, "model")
+    table = json.loads(shard.read_bytes())
+    table[key] = [world.indices["e1"]]  # an unsigned hint can hide the replacement
+    shard.write_text(json.dumps(table))
+    hidden = cli("--json", "--site", site, "inclusion", "--hash", image_hash("e1"), "--exhaustive-max", "0")
+    assert hidden.code == 3, hidden.out  # not 0: "current" rests on an unsigned hint
+    res = hidden.json()["result"]
+    assert res["verdict"] == "current-unproven" and res["lookup"]["proven"] is False
+    assert "give --exhaustive to read every entry" in res["lookup"]["basis"]
+    text = cli("--site", site, "inclusion", "--hash", image_hash("e1"), "--exhaustive-max", "0").out
+    assert "NOT PROVEN" in text
+    # reading every entry proves the truth; on a small log that is the default
+    for extra in (["--exhaustive", "--exhaustive-max", "0"], []):
+        r = cli("--json", "--site", site, "inclusion", "--hash", image_hash("e1"), *extra)
+        assert r.code == 3 and r.json()["result"]["verdict"] == "replaced", r.out
+        assert r.json()["result"]["lookup"]["basis"].startswith("every entry of the log, read and proved")
+    absent = cli("--json", "--site", site, "inclusion", "--hash", "cd" * 32, "--exhaustive-max", "0")
+    assert absent.code == 3 and absent.json()["result"]["verdict"] == "not-found-unproven"
+
+
+def shutil_copy(src: Path, dest: Path) -> None:
+    import shutil
+
+    shutil.copytree(src, dest)
+
+
+def test_publish_ends_every_log_with_a_commitment_the_audit_recomputes(world: World, cli: Any) -> None:
+    entries = world.entries()
+    last = json.loads(entries[-1])
+    assert last["type"] == "lookup/v1" and last["size"] == len(entries) - 1
+    assert last["crls"]["ica"]["number"] == max(
+        json.loads(e)["number"] for e in entries if json.loads(e)["type"] == "crl/v1"
+    )
+    r = cli("audit")
+    assert r.code == 0 and "lookup commitments (each recomputed)" in r.out
+
+
+def test_attack_commitment_that_lies(world: World, tmp_path: Path, cli: Any) -> None:
+    """The log key signs a commitment that omits an entry: audit catches what clients were told."""
+    import shutil
+
+    from publisher.config import load
+
+    pub = tmp_path / "publication"
+    shutil.copytree(world.config.root, pub, symlinks=True, ignore=shutil.ignore_patterns("lock"))
+    config = load(pub)
+    lookup = cpl_verify.Lookup()
+    entries = world.entries()
+    for i, raw in enumerate(entries):
+        if i != world.indices["e1-fixed"]:  # hide the replacement from the commitment
+            lookup.add(i, cpl_verify.parse_entry(raw))
+        else:
+            lookup.add(i, None)
+    with TileLog.open(pub / "log", load_log_signer(config.log_key, pub)) as log:
+        log.append([lookup.commitment()])
+    export_tree(config, tmp_path / "site", "2026-01-01T00:00:00Z")
+    r = cli("--site", tmp_path / "site", "audit")
+    assert r.code == 1
+    assert f"PROBLEM entry {len(entries)}: lookup/v1: the commitment does not match the entries before it" in r.out
+
+
+# =====================================================================================================
+# The CRL set is pinned, not served
+# =====================================================================================================
+
+
+def test_crl_checks_every_pinned_issuer_whatever_status_json_says(world: World, srv: SiteServer, cli: Any) -> None:
+    status = json.loads(site_bytes(world, "status.json"))
+    status["crls"] = {"iki-root": status["crls"]["iki-root"]}  # the site "forgets" the ICA
+    srv.override("status.json", json.dumps(status).encode())
+    r = cli("--json", "crl")
+    assert r.code == 0
+    assert sorted(c["issuer"] for c in r.json()["result"]["crls"]) == ["ica", "iki-root"]
+    srv.override("crl/ica.crl", ("status", 404))
+    assert cli("crl").code == 2  # a pinned issuer's CRL missing is never skipped
+
+
+def test_attack_root_arl_served_as_the_ica_crl(world: World, srv: SiteServer, cli: Any) -> None:
+    srv.override("crl/ica.crl", site_bytes(world, "crl/iki-root.crl"))
+    r = cli("crl", "--issuer", "ica")
+    assert r.code == 1 and "it is another CA's CRL" in r.out
+    srv.reset()
+    srv.override("pki/ica.pem", site_bytes(world, "pki/iki-root.pem"))
+    srv.override("crl/ica.crl", site_bytes(world, "crl/iki-root.crl"))
+    r = cli("crl", "--issuer", "ica")
+    assert r.code == 1 and "not the pinned" in r.out
+
+
+def test_crl_of_an_unpinned_issuer_is_a_usage_error(cli: Any) -> None:
+    r = cli("crl", "--issuer", "other-ca")
+    assert r.code == 2 and "not a pinned issuer; the trust file pins ica, iki-root" in r.out
+
+
+def test_attack_superseded_crl_is_refused_without_state(world: World, srv: SiteServer, cli: Any) -> None:
+    this_update, next_update = fresh_crl_times()
+    srv.override("crl/ica.crl", world.crl(1, this_update, next_update))  # validly signed, fresh, but old
+    for args in (["crl", "--issuer", "ica", "--require-logged"], ["crl", "--issuer", "ica"]):
+        r = cli(*args, state=False)
+        assert r.code == 1 and "superseded: the site serves CRL number 1 of ica, but the log holds number" in r.out
+    r = cli("--json", "cert", world.party("triage-revoked").cert_path, state=False)
+    assert r.code == 1 and r.json()["result"]["verdict"] == "crl-unavailable"
+    assert "superseded" in r.json()["result"]["message"]
+
+
+# =====================================================================================================
+# Pinning rules and the signers' standing
+# =====================================================================================================
+
+
+def test_attack_checkpoint_signed_only_by_another_pinned_key(
+    world: World, srv: SiteServer, tmp_path: Path, capsys: Any
+) -> None:
+    other = Signer.generate("witness.example")
+    cp = pub_checkpoint.parse_unverified(site_bytes(world, "log/checkpoint"))
+    srv.override("log/checkpoint", signed_checkpoint(other, cp.size, cp.root))
+    trust = world.trust(srv.url)
+    trust["log"]["vkey"] = [world.signer.verifier.vkey, other.verifier.vkey]
+    path = tmp_path / "two-keys.json"
+    path.write_text(json.dumps(trust))
+    assert main(["--trust", str(path), "consistency"]) == 1
+    assert f"carries no valid signature of the log key '{ORIGIN}'" in capsys.readouterr().out
+    trust["log"] = {"origin": ORIGIN, "vkey": [other.verifier.vkey]}  # only a key not named after the origin
+    path.write_text(json.dumps(trust))
+    assert main(["--trust", str(path), "consistency"]) == 1
+    assert f"no trusted key is named after the origin '{ORIGIN}'" in capsys.readouterr().out
+
+
+def test_signer_key_compromised_before_the_approval(world: World, tmp_path: Path, capsys: Any) -> None:
+    import shutil
+
+    from publisher.config import load
+    from publisher.intake.associations import AssociationIndex
+    from publisher.pki import crl_publish, revocation
+    from publisher.publish import crl_entries
+
+    pub = tmp_path / "publication"
+    shutil.copytree(world.config.root, pub, symlinks=True, ignore=shutil.ignore_patterns("lock"))
+    config = load(pub)
+    e2 = json.loads(world.entries()[world.indices["e2"]])
+    approved = cpl_verify.parse_iso(e2["approved_at"])
+    supplier = world.party("supplier").cert
+    assert e2["endorser"]["certificate_sha256"] == world.party("supplier").fingerprint
+    revocation.revoke(
+        config, "ica", supplier.serial_number, "keyCompromise", invalidity_date=approved - dt.timedelta(minutes=1)
+    )
+    refreshed = crl_publish.refresh(config, force=True)
+    with TileLog.open(pub / "log", load_log_signer(config.log_key, pub)) as log:
+        log.append(crl_entries(refreshed))
+        log.append([AssociationIndex.from_entries(log.entries()).lookup.commitment()])
+    export_tree(config, tmp_path / "site", "2026-01-01T00:00:00Z")
+    with SiteServer(tmp_path / "site") as srv:
+        trust = world.write_trust(tmp_path / "trust.json", srv.url)
+        code = main(["--trust", str(trust), "--json", "inclusion", "--hash", image_hash("e2")])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 3
+    (a,) = out["result"]["associations"]
+    assert a["verdict"] == "signer-compromised" and a["current"] is True
+    assert "the endorser's certificate was revoked (keyCompromise), its key invalid from" in a["signer_problems"][0]

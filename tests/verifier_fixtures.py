@@ -183,6 +183,7 @@ class World:
         out: dict[str, Any] = {
             "log": {"origin": ORIGIN, "vkey": self.signer.verifier.vkey},
             "iki_roots": [root],
+            "crl_issuers": [{"name": ISSUER, "sha256": self.ica_cert.fingerprint(hashes.SHA256()).hex()}],
             "extended_key_usage": self.config.profile.extended_key_usage,
         }
         if site_url:

@@ -2549,9 +2549,8 @@ class LookupView:
         size = signed.checkpoint.size
         if size:
             self.commitment = parse_commitment(size - 1, prove_entry(ctx, fetcher, signed, size - 1))
-        exhaustive = getattr(ctx.args, "exhaustive", False) or (
-            self.commitment is None and size <= EXHAUSTIVE_DEFAULT_MAX
-        )
+        small = size <= int(getattr(ctx.args, "exhaustive_max", EXHAUSTIVE_DEFAULT_MAX))
+        exhaustive = getattr(ctx.args, "exhaustive", False) or (self.commitment is None and small)
         if self.commitment is None and exhaustive:
             self.local = read_whole_log(ctx, fetcher, signed)
 
@@ -4354,6 +4353,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--entry", metavar="FILE", help="the entry's bytes (with --proof or --index)")
     p.add_argument("--allow-replaced", action="store_true",
                    help="a question about history: exit 0 for an image approved once, even if replaced")  # fmt: skip
+    p.add_argument("--exhaustive-max", type=int, default=EXHAUSTIVE_DEFAULT_MAX, help=argparse.SUPPRESS)
     p.add_argument("--exhaustive", action="store_true",
                    help="read and prove every entry instead of trusting the log's lookup commitment")  # fmt: skip
 
