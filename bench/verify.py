@@ -8,7 +8,9 @@ and the exported site tree; serves it with ``http.server`` (HTTP/1.1) on 127.0.0
 downloadable verifier file as a separate process, as a user would, and measures from one run:
 
 1. ``inclusion --hash``: HTTP requests, bytes fetched, wall time including interpreter start
-   (median of several hashes), with the site's proof files (default) and from tiles only;
+   (median of several hashes), with the site's proof files (default) and from tiles only: a proven
+   "current" verdict (the log's lookup/v1 commitment, the signers' standing on the ICA CRL); a proven
+   absence (an image that is not logged); and ``--exhaustive`` (every entry read), once;
 2. ``crl --issuer ica`` on the 100,000-entry CRL (and with ``--require-logged``), with
    ``openssl crl -verify`` on the same file as the peer;
 3. ``audit``: entries per second over the whole log (structure, evidence and rules).
@@ -45,7 +47,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import pkcs7
 
 from publisher.config import Config, load
-from publisher.intake.associations import CRL_TYPE, canonical_json
+from publisher.intake.associations import CRL_TYPE, AssociationIndex, canonical_json
 from publisher.intake.spreadsheet import COLUMNS
 from publisher.log_key import load_log_signer
 from publisher.pki import authority, crl_publish, keys, profile
@@ -61,7 +63,9 @@ ORIGIN = "bench.example/cpl/log"
 SITE_URL = "https://bench.example/cpl"
 ROWS_PER_SHEET = 1000
 BATCH = 65_536
-TARGET_INCLUSION_REQUESTS = 6
+# checkpoint; the commitment copy + its hash tiles; hash shard + 2 lookup tiles; the entry (proof file,
+# bundle); model shard + tile; the signers' signature file, the ICA CRL and certificate (their standing)
+TARGET_INCLUSION_REQUESTS = 16
 TARGET_INCLUSION_SECONDS = 0.5
 TARGET_AUDIT_RATE = 5000
 
@@ -195,6 +199,9 @@ def build(base: Path, entries: int, crl_entries: int) -> dict[str, Any]:
         }
         pending.append(canonical_json(crl_entry))
         tlog.append(pending)
+        t0 = time.monotonic()
+        tlog.append([AssociationIndex.from_entries(tlog.entries()).lookup.commitment()])  # as publish ends
+        log(f"lookup commitment computed over {tlog.size - 1:,} entries in {time.monotonic() - t0:.1f} s")
         size = tlog.size
     log(f"log: {size:,} entries built in {time.monotonic() - started:.0f} s")
     site = base / "site"
@@ -212,6 +219,7 @@ def build(base: Path, entries: int, crl_entries: int) -> dict[str, Any]:
                 "pem": root.public_bytes(serialization.Encoding.PEM).decode(),
             }
         ],
+        "crl_issuers": [{"name": "ica", "sha256": ica_cert.fingerprint(hashes.SHA256()).hex()}],
         "extended_key_usage": config.profile.extended_key_usage,
     }
     return {"config": config, "site": site, "size": size, "images": images, "trust": trust, "log_dir": pub / "log"}
@@ -249,7 +257,7 @@ def serve(site: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
     return httpd, f"http://127.0.0.1:{httpd.server_address[1]}/"
 
 
-def verifier(trust: Path, *args: str) -> tuple[float, dict[str, Any]]:
+def verifier(trust: Path, *args: str, expect: int = 0) -> tuple[float, dict[str, Any]]:
     """Run the downloadable file in a fresh interpreter; (wall seconds including start-up, --json output)."""
     argv = [sys.executable, str(VERIFIER), "--trust", str(trust), "--json", *args]
     t0 = time.perf_counter()
@@ -259,7 +267,7 @@ def verifier(trust: Path, *args: str) -> tuple[float, dict[str, Any]]:
         out = json.loads(result.stdout)
     except ValueError:
         raise SystemExit(f"verifier failed: {result.stdout}\n{result.stderr}") from None
-    if out["exit_code"] != 0:
+    if out["exit_code"] != expect:
         raise SystemExit(f"verifier failed: {json.dumps(out)[:2000]}")
     return wall, out
 
@@ -282,13 +290,18 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             for index in sample:
                 wall, out = verifier(trust, *extra, "inclusion", "--hash", built["images"][index])
                 assert out["result"]["associations"][0]["index"] == index
+                assert out["result"]["verdict"] == "current" and out["result"]["lookup"]["proven"]
                 runs.append((wall, out["requests"], out["bytes"]))
-            results[f"inclusion ({mode})"] = {
-                "wall_s_median": round(statistics.median(r[0] for r in runs), 3),
-                "wall_s_max": round(max(r[0] for r in runs), 3),
-                "requests_max": max(r[1] for r in runs),
-                "bytes_median": int(statistics.median(r[2] for r in runs)),
-            }
+            results[f"inclusion ({mode})"] = _summary(runs)
+        absent = []
+        for n in range(args.samples):
+            image = hashlib.sha256(f"not logged {n}".encode()).hexdigest()
+            wall, out = verifier(trust, "inclusion", "--hash", image, expect=3)
+            assert out["result"]["verdict"] == "not-found" and out["result"]["lookup"]["proven"]
+            absent.append((wall, out["requests"], out["bytes"]))
+        results["inclusion (proven absence)"] = _summary(absent)
+        wall, out = verifier(trust, "inclusion", "--hash", built["images"][sample[0]], "--exhaustive")
+        results["inclusion (--exhaustive)"] = _summary([(wall, out["requests"], out["bytes"])])
         crl_runs = [verifier(trust, "crl", "--issuer", "ica") for _ in range(3)]
         logged = verifier(trust, "crl", "--issuer", "ica", "--require-logged")
         assert crl_runs[0][1]["result"]["crls"][0]["entries"] == args.crl_entries
@@ -315,6 +328,15 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         httpd.server_close()
 
 
+def _summary(runs: list[tuple[float, int, int]]) -> dict[str, Any]:
+    return {
+        "wall_s_median": round(statistics.median(r[0] for r in runs), 3),
+        "wall_s_max": round(max(r[0] for r in runs), 3),
+        "requests_max": max(r[1] for r in runs),
+        "bytes_median": int(statistics.median(r[2] for r in runs)),
+    }
+
+
 def verifier_help() -> float:
     t0 = time.perf_counter()
     subprocess.run([sys.executable, str(VERIFIER), "--version"], capture_output=True, check=True)
@@ -337,6 +359,8 @@ def openssl_crl(built: dict[str, Any], work: Path) -> float:
 def report(results: dict[str, Any]) -> str:
     inc = results["inclusion (proof files)"]
     tiles = results["inclusion (tiles only)"]
+    absent = results["inclusion (proven absence)"]
+    exhaustive = results["inclusion (--exhaustive)"]
     audit = results["audit"]
     lines = [
         f"Verifier benchmark: {results['entries']:,}-entry log, {results['crl_entries']:,}-entry CRL, "
@@ -347,6 +371,10 @@ def report(results: dict[str, Any]) -> str:
         f"(targets <= {TARGET_INCLUSION_REQUESTS} requests, < {TARGET_INCLUSION_SECONDS} s)",
         f"  inclusion --hash (tiles only):  {tiles['requests_max']} requests, {tiles['bytes_median']:,} bytes, "
         f"{tiles['wall_s_median']:.3f} s median / {tiles['wall_s_max']:.3f} s max wall",
+        f"  inclusion --hash, proven absence: {absent['requests_max']} requests, {absent['bytes_median']:,} bytes, "
+        f"{absent['wall_s_median']:.3f} s median / {absent['wall_s_max']:.3f} s max wall",
+        f"  inclusion --hash --exhaustive (every entry): {exhaustive['requests_max']:,} requests, "
+        f"{exhaustive['bytes_median'] / 1e6:,.1f} MB, {exhaustive['wall_s_median']:.1f} s wall",
         f"  crl --issuer ica ({results['crl_entries']:,} entries, {results['crl']['bytes']:,} bytes): "
         f"{results['crl']['wall_s_median']:.3f} s wall; with --require-logged "
         f"{results['crl']['with_require_logged_s']:.3f} s",

@@ -955,6 +955,10 @@ def test_attack_commitment_that_lies(world: World, tmp_path: Path, cli: Any) -> 
     with TileLog.open(pub / "log", load_log_signer(config.log_key, pub)) as log:
         log.append([lookup.commitment()])
     export_tree(config, tmp_path / "site", "2026-01-01T00:00:00Z")
+    # clients trusting the commitment are misled (that is what the audit is for) unless they read everything
+    assert cli("--site", tmp_path / "site", "inclusion", "--hash", image_hash("e1")).code == 0
+    r = cli("--site", tmp_path / "site", "inclusion", "--hash", image_hash("e1"), "--exhaustive")
+    assert r.code == 1 and f"the log's lookup commitment (entry {len(entries)}) does not match the entries" in r.out
     r = cli("--site", tmp_path / "site", "audit")
     assert r.code == 1
     assert f"PROBLEM entry {len(entries)}: lookup/v1: the commitment does not match the entries before it" in r.out

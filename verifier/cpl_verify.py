@@ -2369,6 +2369,8 @@ EXHAUSTIVE_DEFAULT_MAX = 16 * TILE_WIDTH  # without a commitment, read every ent
 SHARDS = 16**SHARD_HEX  # per kind
 LOOKUP_LEAVES = len(LOOKUP_KINDS) * SHARDS  # a power of two: the tree is perfect
 LOOKUP_TILES = LOOKUP_LEAVES // TILE_WIDTH  # level-0 tiles; their roots fill the one level-1 tile
+# A copy of the last entry, so a client proves it from hash tiles without fetching its whole bundle.
+LOOKUP_COMMITMENT = "lookup/commitment"
 _EMPTY_SHARD = b"{}"
 
 
@@ -2548,11 +2550,28 @@ class LookupView:
         self._tile1: list[bytes] | None = None
         size = signed.checkpoint.size
         if size:
-            self.commitment = parse_commitment(size - 1, prove_entry(ctx, fetcher, signed, size - 1))
+            self.commitment = parse_commitment(size - 1, self._last_entry())
         small = size <= int(getattr(ctx.args, "exhaustive_max", EXHAUSTIVE_DEFAULT_MAX))
-        exhaustive = getattr(ctx.args, "exhaustive", False) or (self.commitment is None and small)
-        if self.commitment is None and exhaustive:
+        if getattr(ctx.args, "exhaustive", False) or (self.commitment is None and small):
             self.local = read_whole_log(ctx, fetcher, signed)
+            c = self.commitment  # a lookup/v1 entry changes no shard: the whole log's lookup is the one it covers
+            if c is not None and (self.local.root() != c.root or self.local.crls != c.crls):
+                raise VerifyFailed(
+                    f"the log's lookup commitment (entry {c.index}) does not match the entries before it: "
+                    "verifiers trusting it get wrong answers; run 'audit' for the details"
+                )
+
+    def _last_entry(self) -> bytes:
+        """The last entry, proved: from the site's copy and hash tiles when they agree, else from its bundle."""
+        ctx, index = self.ctx, self.signed.checkpoint.size - 1
+        copy = ctx.need_log().get_optional(LOOKUP_COMMITMENT, CAP_SMALL, "the lookup commitment")
+        if copy is not None:
+            try:
+                prove_leaf(self.fetcher, self.signed, index, leaf_hash(copy), "the site's lookup/commitment")
+                return copy
+            except VerifyFailed:
+                pass  # a copy from another moment (caches); the entry's bundle settles it
+        return prove_entry(ctx, self.fetcher, self.signed, index)
 
     @property
     def proven(self) -> bool:
@@ -2561,10 +2580,10 @@ class LookupView:
     @property
     def basis(self) -> str:
         """How the answer is known, in words."""
-        if self.commitment is not None:
-            return f"the log's signed lookup commitment (entry {self.commitment.index})"
         if self.local is not None:
             return f"every entry of the log, read and proved ({self.signed.checkpoint.size} entries)"
+        if self.commitment is not None:
+            return f"the log's signed lookup commitment (entry {self.commitment.index})"
         return (
             "the site's lookup, which is not signed (this log has no lookup commitment): an entry it omits "
             "would not be seen; give --exhaustive to read every entry"
