@@ -63,9 +63,9 @@ ORIGIN = "bench.example/cpl/log"
 SITE_URL = "https://bench.example/cpl"
 ROWS_PER_SHEET = 1000
 BATCH = 65_536
-# checkpoint; the commitment copy + its hash tiles; hash shard + 2 lookup tiles; the entry (proof file,
-# bundle); model shard + tile; the signers' signature file, the ICA CRL and certificate (their standing)
-TARGET_INCLUSION_REQUESTS = 16
+# checkpoint; the commitment copy + its right-edge hash tiles (3 at 1M); hash shard + 2 lookup tiles; the
+# entry (proof file, bundle); model shard + tile; the signers' signature file, ICA CRL and certificate
+TARGET_INCLUSION_REQUESTS = 18
 TARGET_INCLUSION_SECONDS = 0.5
 TARGET_AUDIT_RATE = 5000
 

@@ -155,6 +155,7 @@ def test_an_entry_rewritten_in_every_commit_is_named_and_refused(
 ) -> None:
     # The attack the append-only rule cannot see: history rewritten from the commit that logged
     # the entry onwards, bundles changed, hash tiles and signed checkpoints left as they were.
+    # The first publish logs two CRLs and the lookup commitment: its bundle is 000.p/3.
     script = tmp_path / "rewrite.py"
     script.write_text(REWRITE_ENTRY_0)
     subprocess.run(
@@ -168,13 +169,13 @@ def test_an_entry_rewritten_in_every_commit_is_named_and_refused(
     assert (
         b"iki-r00t"
         in subprocess.run(
-            ["git", "show", f"{first}:log/tile/entries/000.p/2"], cwd=pub.root, capture_output=True, check=True
+            ["git", "show", f"{first}:log/tile/entries/000.p/3"], cwd=pub.root, capture_output=True, check=True
         ).stdout
     )
     before = head(pub.root)
     code, _, err = cli(capsys, "history", "verify", "--dir", str(pub.root))
     assert code == 1
-    assert f"commit {first[:12]}: log/tile/entries/000.p/2: entries do not match tile/0 hashes" in err
+    assert f"commit {first[:12]}: log/tile/entries/000.p/3: entries do not match tile/0 hashes" in err
     submit(pub, "S010", 1)
     code, _, err = cli(capsys, "publish", "--dir", str(pub.root))
     assert code == 1

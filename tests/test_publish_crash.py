@@ -11,7 +11,8 @@ intake, log append, status, commit). Every tenth trial instead kills after a
 random delay from a printed seed, so kills also land inside git itself.
 
 After each trial a normal publish must succeed, and then: the log verifies
-top-down, ``history verify`` passes, the verifier's ``crl --require-logged``
+top-down and ends with its ``lookup/v1`` commitment to exactly the entries
+before it, ``history verify`` passes, the verifier's ``crl --require-logged``
 passes for every issuer, the work tree is clean, every good submission is
 logged exactly once and sits in ``processed/``, every bad one is in the inbox
 with its report, no CRL number ever had two different DERs, and every
@@ -44,6 +45,7 @@ from publisher import demo, fsio
 from publisher.config import Config
 from publisher.config import load as load_config
 from publisher.history import verify_history
+from publisher.intake.associations import AssociationIndex
 from publisher.log_key import load_log_signer
 from publisher.pki import crl_publish, revocation
 from publisher.publish import publish
@@ -157,11 +159,14 @@ def check_invariants(w: World, trial: int, how: str, history: bool = True) -> No
         verify_history(repo, w.config.origin, [signer.verifier])
     logged: Counter[str] = Counter()
     crls: dict[tuple[str, int], str] = {}
-    for raw in log.entries():
+    entries = list(log.entries())
+    # the log ends with the commitment to exactly what precedes it (what verifiers' proofs rest on)
+    assert entries[-1] == AssociationIndex.from_entries(entries[:-1]).lookup.commitment(), where
+    for raw in entries:
         entry = json.loads(raw)
         if entry["type"] == "crl/v1":
             crls[(entry["issuer"], entry["number"])] = entry["sha256"]
-        else:
+        elif entry["type"] == "cpl-association/v1":
             logged[entry["submission_id"]] += 1
     assert set(logged) == w.good, where
     assert all(n == 1 for n in logged.values()), f"{where}: logged twice: {logged.most_common(3)}"

@@ -685,11 +685,22 @@ def sunlight_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def sunlight_reader(sunlight_log: Path) -> LogReader:
-    return LogReader(sunlight_log, SUNLIGHT_ORIGIN, [_mirror_verifier()])
+    return _mirror_reader(sunlight_log)
+
+
+def _mirror_reader(log: Path) -> LogReader:
+    """The log as its mirror vouches for it: the vector carries the mirror's cosignature only."""
+    signed = open_checkpoint((log / "checkpoint").read_bytes(), SUNLIGHT_ORIGIN, [_mirror_verifier()], False)
+    return LogReader(log, SUNLIGHT_ORIGIN, [_mirror_verifier()], signed)
 
 
 def test_sunlight_cosigned_checkpoint_opens() -> None:
-    signed = open_checkpoint((SUNLIGHT / "checkpoint").read_bytes(), SUNLIGHT_ORIGIN, [_mirror_verifier()])
+    # A cosigner alone never stands in for the log's own key, unless a mirror client asks for exactly that.
+    with pytest.raises(CheckpointError, match="no trusted key is named after the origin"):
+        open_checkpoint((SUNLIGHT / "checkpoint").read_bytes(), SUNLIGHT_ORIGIN, [_mirror_verifier()])
+    signed = open_checkpoint(
+        (SUNLIGHT / "checkpoint").read_bytes(), SUNLIGHT_ORIGIN, [_mirror_verifier()], require_log_key=False
+    )
     cp = signed.checkpoint
     assert (cp.origin, cp.size) == (SUNLIGHT_ORIGIN, 300)
     assert cp.root == base64.b64decode("gw31yQrqZZCcEOPrzX+bpy3nJ6QgngTKn8G1m0i62uU=")
@@ -763,7 +774,7 @@ def test_sunlight_wrong_bundle_is_detected(tmp_path: Path, sunlight_log: Path) -
     leaves[100] = b"record 1000"
     (log / "tile/entries/000").write_bytes(encode_bundle(leaves))
     with pytest.raises(CorruptLog, match="tile/entries/000"):
-        LogReader(log, SUNLIGHT_ORIGIN, [_mirror_verifier()]).verify_all()
+        _mirror_reader(log).verify_all()
 
 
 # -- 7. tile paths and tile arithmetic (TLOG-FORMATS.md section 1) ---------------

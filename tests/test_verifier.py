@@ -411,9 +411,9 @@ def test_inclusion_by_hash_in_few_requests(world: World, cli: Any) -> None:
     assert a["manufacturer"]["organisation"] == "Acme Meters" and a["endorser"]["role"] == "Supplier"
     assert a["replaced_by"] is None and a["current"] is True and a["verdict"] == "current"
     assert out["result"]["lookup"]["proven"] is True and out["result"]["verdict"] == "current"
-    # checkpoint; the commitment (last entry); hash shard + its two lookup tiles; the entry; the model
-    # shard + its tile; the signature file, the CRL and the ICA certificate for the signers' standing
-    assert out["requests"] <= 14, out
+    # checkpoint; the commitment copy + its hash tile; hash shard + its two lookup tiles; the entry (proof
+    # file, bundle); the model shard + its tile; the signature file, CRL and ICA certificate (signers)
+    assert out["requests"] <= 16, out
 
 
 def test_inclusion_reports_a_later_replacement(world: World, cli: Any) -> None:
@@ -955,6 +955,8 @@ def test_attack_commitment_that_lies(world: World, tmp_path: Path, cli: Any) -> 
     with TileLog.open(pub / "log", load_log_signer(config.log_key, pub)) as log:
         log.append([lookup.commitment()])
     export_tree(config, tmp_path / "site", "2026-01-01T00:00:00Z")
+    for rel, data in {**lookup.shard_files(), **lookup.tile_files()}.items():  # the site serves the lie too
+        (tmp_path / "site" / "log" / rel).write_bytes(data)
     # clients trusting the commitment are misled (that is what the audit is for) unless they read everything
     assert cli("--site", tmp_path / "site", "inclusion", "--hash", image_hash("e1")).code == 0
     r = cli("--site", tmp_path / "site", "inclusion", "--hash", image_hash("e1"), "--exhaustive")

@@ -529,12 +529,16 @@ class SignedCheckpoint:
     raw: str
 
 
-def open_checkpoint(data: bytes | str, origin: str, verifiers: Sequence[Verifier]) -> SignedCheckpoint:
+def open_checkpoint(
+    data: bytes | str, origin: str, verifiers: Sequence[Verifier], require_log_key: bool = True
+) -> SignedCheckpoint:
     """Verify a signed checkpoint for ``origin`` with the trusted ``verifiers``.
 
     The log's own key is the trusted key named after the origin (C2SP: the
     log's key name SHOULD be the origin), and it must have signed; other
-    trusted keys count only as cosigners, never in its place.
+    trusted keys count only as cosigners, never in its place. Only
+    ``require_log_key=False`` accepts cosignatures alone (a tlog-mirror's
+    view of a log, as in the Sunlight mirror vectors); the commands never do.
     """
     try:
         raw = data.decode("utf-8") if isinstance(data, bytes) else data
@@ -544,7 +548,7 @@ def open_checkpoint(data: bytes | str, origin: str, verifiers: Sequence[Verifier
     cp = parse_body(note.text)
     if cp.origin != origin:
         raise CheckpointError(f"checkpoint is for origin {cp.origin!r}, expected {origin!r}")
-    if not any(v.name == origin for v in note.verified_by):
+    if require_log_key and not any(v.name == origin for v in note.verified_by):
         if not any(v.name == origin for v in verifiers):
             raise CheckpointError(
                 f"no trusted key is named after the origin {origin!r}: pin the log's own key (other keys count "
@@ -3087,7 +3091,7 @@ def cmd_cert(ctx: Context) -> int:
         data = Path(ctx.args.file).read_bytes()
     except OSError as exc:
         raise FetchError(f"cannot read {ctx.args.file}: {exc.strerror or exc}") from exc
-    if b"PRIVATE KEY-----" in data:
+    if re.search(rb"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE", data):
         raise UsageError(f"{ctx.args.file} is a private key, not a certificate (and should not be shared)")
     try:
         certs = load_certificates(data, ctx.args.file)
