@@ -1542,7 +1542,10 @@ def _verify_signer_info(
     if signature.tag != 0x04:
         raise CMSError(f"{where}: malformed signature")
     sig_oid = der_oid(sig_alg.children()[0])
-    key = cert.public_key()
+    try:
+        key = cert.public_key()
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise CMSError(f"{where}: the signer's public key cannot be used ({exc})") from exc
     try:
         if sig_oid in _ECDSA_OIDS and isinstance(key, ec.EllipticCurvePublicKey):
             key.verify(signature.content, signed_bytes, ec.ECDSA(hash_cls()))
@@ -1633,7 +1636,8 @@ def verify_cms_detached(data: bytes, content: bytes, name: str) -> tuple[list[Cm
                 cwhere = f"{where} countersignature {m}"
                 ccert, cwhen, _, _ = _verify_signer_info(counter, sig, certs, cwhere, counter=True)
                 signers.append(CmsSigner(ccert, cwhen, cwhere, countersigns=cert))
-    except (DERError, IndexError, ValueError) as exc:
+    # A carried certificate's extensions parse on first use (a SubjectKeyIdentifier sid): not a ValueError.
+    except (DERError, IndexError, ValueError, x509.DuplicateExtension) as exc:
         if isinstance(exc, CMSError):
             raise
         raise CMSError(f"{name}: malformed SignerInfo ({exc})") from exc
@@ -3096,7 +3100,17 @@ def _xlsx_cells(data: bytes) -> list[list[str]]:
             if values:
                 rows.append([values.get(i, "") for i in range(max(values) + 1)])
         return rows
-    except (zipfile.BadZipFile, KeyError, ValueError, RuntimeError) as exc:
+    # ParseError is a SyntaxError, a bad deflate stream a zlib.error, an unknown method NotImplementedError.
+    except (
+        zipfile.BadZipFile,
+        KeyError,
+        ValueError,
+        RuntimeError,
+        ET.ParseError,
+        zlib.error,
+        NotImplementedError,
+        EOFError,
+    ) as exc:
         if isinstance(exc, SheetError):
             raise
         raise SheetError(f"the .xlsx file cannot be read ({type(exc).__name__})") from exc
@@ -3144,7 +3158,7 @@ class Evidence:
     certs: list[x509.Certificate] = field(default_factory=list)
     rows: set[tuple[str, ...]] = field(default_factory=set)  # values in SHEET_COLUMNS order
     readable: bool = False
-    request: dict[str, Any] = field(default_factory=dict)
+    request: dict[str, Any] | None = None  # None: unpublished or unreadable (a problem already says so)
 
 
 _PARTY_KEYS = {"organisation", "organisation_id", "role", "certificate_sha256"}
@@ -3185,14 +3199,23 @@ def association_shape(entry: dict[str, Any]) -> list[str]:
         problems.append("format: device_model fields must be non-empty text")
     for party in ("manufacturer", "endorser"):
         p = entry[party]
-        if not isinstance(p, dict) or set(p) != _PARTY_KEYS or not _HEX64_RE.fullmatch(str(p["certificate_sha256"])):
+        if (
+            not isinstance(p, dict)
+            or set(p) != _PARTY_KEYS
+            or not all(isinstance(v, str) for v in p.values())
+            or not _HEX64_RE.fullmatch(p["certificate_sha256"])
+        ):
             problems.append(f"format: {party} must have organisation, organisation_id, role, certificate_sha256")
     if not isinstance(entry["image_sha256"], str) or not _HEX64_RE.fullmatch(entry["image_sha256"]):
         problems.append("format: image_sha256 is not 64 lowercase hex digits")
-    if entry["device_type"] not in DEVICE_TYPES:
+    # Signed entries may hold any JSON type: a list or object is not hashable, so test the type first.
+    if not isinstance(entry["device_type"], str) or entry["device_type"] not in DEVICE_TYPES:
         problems.append(f"format: unknown device type {entry['device_type']!r}")
     if entry["smets_version"] not in ("SMETS1", "SMETS2"):
         problems.append(f"format: unknown SMETS version {entry['smets_version']!r}")
+    for key in ("manufacturer_name", "panel_ref", "submitter_ref", "submission_id"):
+        if not isinstance(entry[key], str) or not entry[key]:
+            problems.append(f"format: {key} must be non-empty text")
     try:
         parse_iso(str(entry["approved_at"]))
     except ValueError as exc:
@@ -3302,7 +3325,12 @@ class Auditor:
                 edge[0] = leaves
             if not self.structure_only:
                 for i, raw in enumerate(entries):
-                    self.check_entry(b * TILE_WIDTH + i, raw)
+                    try:
+                        self.check_entry(b * TILE_WIDTH + i, raw)
+                    except (VerifyFailed, UsageError, FetchError):
+                        raise
+                    except Exception as exc:  # hostile evidence makes libraries raise anything; report, go on
+                        self.problem(b * TILE_WIDTH + i, f"cannot be checked: {type(exc).__name__}: {exc}")
             now = time.monotonic()
             if now - last_report > 0.5:
                 last_report = now
@@ -3382,12 +3410,21 @@ class Auditor:
 
     # -- entries ----------------------------------------------------------------------------------
     def check_entry(self, index: int, raw: bytes) -> None:
-        entry = parse_entry(raw)
+        try:
+            entry = parse_entry(raw)
+        except RecursionError:  # nested deeper than the JSON decoder recurses
+            entry = None
         if entry is None:
             self.counts["other"] += 1
             self.problem(index, "not a JSON object: not an entry this log may hold")
             return
-        if _canonical(entry) != raw:
+        try:
+            canonical = _canonical(entry)
+        except UnicodeEncodeError:  # "\ud800": no UTF-8 text holds it, and no output line could print it
+            self.counts["other"] += 1
+            self.problem(index, "not UTF-8 text: it holds a lone surrogate escape")
+            return
+        if canonical != raw:
             self.problem(index, "not canonical JSON (sorted keys, no whitespace, UTF-8)")
         kind = entry.get("type")
         if kind == ASSOCIATION_TYPE:
@@ -3456,7 +3493,11 @@ class Auditor:
 
     # -- evidence ---------------------------------------------------------------------------------
     def _fetch_evidence(self, digest: str, ev: Evidence) -> bytes | None:
-        data = self.ctx.need_log().get_optional(f"evidence/{digest}", CAP_EVIDENCE, f"evidence {digest}")
+        try:
+            data = self.ctx.need_log().get_optional(f"evidence/{digest}", CAP_EVIDENCE, f"evidence {digest}")
+        except SiteError as exc:  # oversized: this entry's problem, not the end of the audit
+            ev.problems.append(f"evidence: {exc}")
+            return None
         if data is None:
             ev.problems.append(f"evidence: the file {digest} is not published (log/evidence/{digest})")
             return None
@@ -3477,9 +3518,13 @@ class Auditor:
         if request is not None:
             try:
                 obj = json.loads(request)
-                ev.request = obj if isinstance(obj, dict) else {}
-            except ValueError:
+            except (ValueError, RecursionError):
                 ev.problems.append("evidence: request.json is not valid JSON")
+            else:
+                if isinstance(obj, dict):
+                    ev.request = obj
+                else:
+                    ev.problems.append("evidence: request.json is not a JSON object")
         if sheet is not None:
             try:
                 ev.rows = {tuple(r[c] for c in SHEET_COLUMNS) for r in sheet_rows(sheet)}
@@ -3549,17 +3594,19 @@ class Auditor:
             if want not in ev.rows:
                 self.problem(index, "evidence: the signed spreadsheet has no row for exactly this association")
         req = ev.request
-        if req:
+        if req is not None:
             for key in ("panel_ref", "submitter_ref"):
                 if _clean(str(req.get(key, ""))) != entry[key]:
                     self.problem(index, f"evidence: {key} is not the one in the signed request")
-            asked = {
-                r.get("replaces_index"): r.get("investigation_ref")
-                for r in req.get("replacements", [])
-                if isinstance(r, dict)
-            }
+            # Compared, not hashed: the signed request may hold any JSON type where an index belongs.
+            replacements = req.get("replacements")
+            asked = [
+                (r.get("replaces_index"), r.get("investigation_ref"))
+                for r in (replacements if isinstance(replacements, list) else [])
+                if isinstance(r, dict) and not isinstance(r.get("replaces_index"), bool)
+            ]
             rep = entry.get("replaces")
-            if rep is not None and asked.get(rep["index"]) != rep["investigation_ref"]:
+            if rep is not None and (rep["index"], rep["investigation_ref"]) not in asked:
                 self.problem(
                     index,
                     f"evidence: the request does not ask to replace log index {rep['index']} under investigation "
@@ -3577,6 +3624,12 @@ class Auditor:
             return cached
         problems: list[str] = []
         warnings: list[str] = []
+        try:
+            cert.extensions  # noqa: B018 - parsed lazily; the chain and CRL checks below read them
+        except (ValueError, x509.DuplicateExtension) as exc:
+            problems.append(f"{describe_cert(cert)} has malformed extensions ({exc})")
+            self.cert_cache[key] = (problems, warnings)
+            return problems, warnings
         if not not_before(cert) <= at <= not_after(cert):
             problems.append(f"{describe_cert(cert)} was not valid at the approval time {_iso(at)}")
         if signer.signing_time is not None and not not_before(cert) <= signer.signing_time <= not_after(cert):
@@ -3625,8 +3678,15 @@ class Auditor:
             self.problem(index, f"format: a crl/v1 entry has exactly the fields {sorted(keys)}")
             return
         name, number, sha = entry["issuer"], entry["number"], entry["sha256"]
-        if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or not isinstance(number, int):
-            self.problem(index, "format: issuer must be an issuer name and number an integer")
+        # RFC 5280 5.2.3: a CRL number is a non-negative integer of at most 20 octets (JSON true is no number).
+        if (
+            not isinstance(name, str)
+            or not _NAME_RE.fullmatch(name)
+            or not isinstance(number, int)
+            or isinstance(number, bool)
+            or not 0 <= number < 1 << 159
+        ):
+            self.problem(index, "format: issuer must be an issuer name and number a CRL number")
             return
         if not isinstance(sha, str) or not _HEX64_RE.fullmatch(sha):
             self.problem(index, "format: sha256 is not 64 lowercase hex digits")
@@ -3637,7 +3697,13 @@ class Auditor:
                 index, f"CRL number {number} of {name} is not above number {previous[0]} logged at entry {previous[1]}"
             )
         self.crl_numbers[name] = (number, index)
-        data = self.ctx.need_site().get_optional(f"crl/archive/{name}/{number}.crl", self.ctx.args.max_crl_bytes, "CRL")
+        try:
+            data = self.ctx.need_site().get_optional(
+                f"crl/archive/{name}/{number}.crl", self.ctx.args.max_crl_bytes, "CRL"
+            )
+        except SiteError as exc:  # oversized: this entry's problem, not the end of the audit
+            self.problem(index, str(exc))
+            return
         if data is None:
             self.problem(index, f"the archived CRL crl/archive/{name}/{number}.crl is not published")
             return
