@@ -3254,7 +3254,8 @@ class Auditor:
         self.current: dict[tuple[str, str, str, str], tuple[int, str]] = {}
         self.crl_numbers: dict[str, tuple[int, int]] = {}
         self.evidence_cache: dict[tuple[str, ...], Evidence] = {}
-        self.cert_cache: dict[tuple[str, str, str], tuple[list[str], list[str]]] = {}
+        self.cert_cache: dict[tuple[str, str, str], tuple[list[str], list[tuple[x509.Certificate, str]]]] = {}
+        self.warned: dict[tuple[str, str], dict[str, Any]] = {}  # (certificate SHA-256, text) -> entries
         self.crl_cache: dict[str, CrlResult | str] = {}
         self.revoked_later: set[str] = set()  # signer certificates revoked after their approvals
         self.counts = {"associations": 0, "crls": 0, "other": 0}
@@ -3272,14 +3273,22 @@ class Auditor:
                 sys.stdout.write(f"PROBLEM {where}: {text}\n")
                 sys.stdout.flush()
 
-    def warning(self, index: int | None, text: str) -> None:
-        self.warning_count += 1
-        where = f"entry {index}" if index is not None else "log"
-        if self.warning_count <= self.max_shown:
-            self.ctx.warnings.append(f"{where}: {text}")
-            if not self.ctx.json:
-                self._clear_progress()
-                sys.stdout.write(f"warning {where}: {text}\n")
+    def warning(self, index: int, cert: x509.Certificate, text: str) -> None:
+        """A warning about ``cert``: collected, and reported once per certificate with every entry it concerns."""
+        fp = cert_sha256(cert)
+        group = self.warned.setdefault(
+            (fp, text), {"certificate_sha256": fp, "certificate": describe_cert(cert), "warning": text, "entries": []}
+        )
+        if index not in group["entries"]:
+            group["entries"].append(index)
+
+    def _report_warnings(self) -> None:
+        groups = list(self.warned.values())
+        self.warning_count = len(groups)
+        for g in groups[: self.max_shown]:
+            line = f"{g['warning']}: entries {_index_ranges(g['entries'])}"
+            self.ctx.warnings.append(line)
+            self.ctx.say(f"warning: {line}")
 
     def _clear_progress(self) -> None:
         if self.ctx.show_progress:
@@ -3372,6 +3381,7 @@ class Auditor:
         else:
             for path in [*bad_l0, *bad_upper]:
                 self.problem(None, f"the hash tile {path} is wrong: it does not match the entries (the root is right)")
+        self._report_warnings()
         elapsed = max(time.monotonic() - started, 1e-9)
         ctx.result.update(
             {
@@ -3382,6 +3392,7 @@ class Auditor:
                 "problems": self.problems,
                 "problem_count": self.problem_count,
                 "warning_count": self.warning_count,
+                "warnings": list(self.warned.values())[: self.max_shown],
                 "seconds": round(elapsed, 3),
                 "entries_per_second": round(size / elapsed, 1),
                 "requests": log.stats.requests,
@@ -3577,8 +3588,8 @@ class Auditor:
             problems, warnings = self.certificate_at(signer, p["certificate_sha256"], ev.certs, approved)
             for text in problems:
                 self.problem(index, f"{party} certificate: {text}")
-            for text in warnings:
-                self.warning(index, f"{party} certificate: {text}")
+            for concerned, text in warnings:
+                self.warning(index, concerned, text)
         if ev.readable:
             mid, model, hw, fw = _model_of(entry)
             want = (
@@ -3615,15 +3626,16 @@ class Auditor:
 
     def certificate_at(
         self, signer: CmsSigner, fp: str, extra: list[x509.Certificate], at: datetime
-    ) -> tuple[list[str], list[str]]:
-        """Problems and warnings for a signer certificate (SHA-256 ``fp``) at approval time (cached)."""
+    ) -> tuple[list[str], list[tuple[x509.Certificate, str]]]:
+        """Problems, and warnings with the certificate each concerns, for a signer certificate (SHA-256 ``fp``)
+        at approval time (cached)."""
         cert = signer.certificate
         key = (fp, at.isoformat(), repr(signer.signing_time))
         cached = self.cert_cache.get(key)
         if cached is not None:
             return cached
         problems: list[str] = []
-        warnings: list[str] = []
+        warnings: list[tuple[x509.Certificate, str]] = []
         try:
             cert.extensions  # noqa: B018 - parsed lazily; the chain and CRL checks below read them
         except (ValueError, x509.DuplicateExtension) as exc:
@@ -3665,7 +3677,10 @@ class Auditor:
                 problems.append(f"{text}, before this approval at {_iso(at)}")
             elif rev.invalidity is not None and rev.invalidity <= at:
                 since = _iso(rev.invalidity)
-                warnings.append(f"{text}, after this approval, but its key was declared invalid from {since}")
+                # Worded for every entry the certificate approved: warnings are grouped by certificate.
+                warnings.append(
+                    (child, f"{text}, after these approvals, but its key was declared invalid from {since}")
+                )
             else:
                 self.revoked_later.add(cert_sha256(child))  # the approval stands
         self.cert_cache[key] = (problems, warnings)
@@ -3721,6 +3736,17 @@ class Auditor:
             return
         if got != number or times != (entry["this_update"], entry["next_update"]):
             self.problem(index, f"the logged fields do not match the archived CRL {name} #{number}")
+
+
+def _index_ranges(indices: Sequence[int]) -> str:
+    """``0-2, 5, 9-12``: entries listed compactly (a certificate may concern thousands)."""
+    runs: list[list[int]] = []
+    for i in sorted(indices):
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
 
 
 def cmd_audit(ctx: Context) -> int:
