@@ -1570,7 +1570,10 @@ def _verify_signer_info(
     if signature.tag != 0x04:
         raise CMSError(f"{where}: malformed signature")
     sig_oid = der_oid(sig_alg.children()[0])
-    key = cert.public_key()
+    try:
+        key = cert.public_key()
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise CMSError(f"{where}: the signer's public key cannot be used ({exc})") from exc
     try:
         if sig_oid in _ECDSA_OIDS and isinstance(key, ec.EllipticCurvePublicKey):
             key.verify(signature.content, signed_bytes, ec.ECDSA(hash_cls()))
@@ -1661,7 +1664,8 @@ def verify_cms_detached(data: bytes, content: bytes, name: str) -> tuple[list[Cm
                 cwhere = f"{where} countersignature {m}"
                 ccert, cwhen, _, _ = _verify_signer_info(counter, sig, certs, cwhere, counter=True)
                 signers.append(CmsSigner(ccert, cwhen, cwhere, countersigns=cert))
-    except (DERError, IndexError, ValueError) as exc:
+    # A carried certificate's extensions parse on first use (a SubjectKeyIdentifier sid): not a ValueError.
+    except (DERError, IndexError, ValueError, x509.DuplicateExtension) as exc:
         if isinstance(exc, CMSError):
             raise
         raise CMSError(f"{name}: malformed SignerInfo ({exc})") from exc
@@ -1937,6 +1941,8 @@ class Context:
         self._crls: dict[str, CrlResult] = {}
         self._latest: tuple[SignedCheckpoint, TileFetcher] | None = None
         self._view: LookupView | None = None
+        # CRLs older than the newest the log names are refused; the audit judges every crl/v1 entry itself
+        self.check_superseded = True
 
     # -- output -----------------------------------------------------------------------------------
     def say(self, text: str = "") -> None:
@@ -2412,7 +2418,10 @@ def lookup_keys(entry: dict[str, Any]) -> list[tuple[str, str]]:
     fields = [model.get(k) for k in ("manufacturer_id", "model_id", "hardware_version", "firmware_version")]
     if not all(isinstance(f, str) for f in fields):
         return []
-    return [("hash", image), ("model", model_lookup_key(*(str(f) for f in fields)))]
+    try:
+        return [("hash", image), ("model", model_lookup_key(*(str(f) for f in fields)))]
+    except UnicodeEncodeError:  # a lone surrogate: no UTF-8 text (the audit reports the entry)
+        return []
 
 
 class Lookup:
@@ -2537,6 +2546,22 @@ def parse_shard(data: bytes, rel: str) -> dict[str, list[int]]:
     return table
 
 
+def latest_commitment(ctx: Context, fetcher: TileFetcher, signed: SignedCheckpoint) -> Commitment | None:
+    """The ``lookup/v1`` entry that ends the log at ``signed``, proved (None if the last entry is another)."""
+    index = signed.checkpoint.size - 1
+    if index < 0:
+        return None
+    copy = ctx.need_log().get_optional(LOOKUP_COMMITMENT, CAP_SMALL, "the lookup commitment")
+    raw = None
+    if copy is not None:
+        try:
+            prove_leaf(fetcher, signed, index, leaf_hash(copy), "the site's lookup/commitment")
+            raw = copy
+        except VerifyFailed:
+            pass  # a copy from another moment (caches); the entry's bundle settles it
+    return parse_commitment(index, raw if raw is not None else prove_entry(ctx, fetcher, signed, index))
+
+
 class LookupView:
     """Answers "which entries hold this key?" for one checkpoint, and says how far the answer is proven.
 
@@ -2553,8 +2578,7 @@ class LookupView:
         self.local: Lookup | None = None
         self._tile1: list[bytes] | None = None
         size = signed.checkpoint.size
-        if size:
-            self.commitment = parse_commitment(size - 1, self._last_entry())
+        self.commitment = latest_commitment(ctx, fetcher, signed)
         small = size <= int(getattr(ctx.args, "exhaustive_max", EXHAUSTIVE_DEFAULT_MAX))
         if getattr(ctx.args, "exhaustive", False) or (self.commitment is None and small):
             self.local = read_whole_log(ctx, fetcher, signed)
@@ -2564,18 +2588,6 @@ class LookupView:
                     f"the log's lookup commitment (entry {c.index}) does not match the entries before it: "
                     "verifiers trusting it get wrong answers; run 'audit' for the details"
                 )
-
-    def _last_entry(self) -> bytes:
-        """The last entry, proved: from the site's copy and hash tiles when they agree, else from its bundle."""
-        ctx, index = self.ctx, self.signed.checkpoint.size - 1
-        copy = ctx.need_log().get_optional(LOOKUP_COMMITMENT, CAP_SMALL, "the lookup commitment")
-        if copy is not None:
-            try:
-                prove_leaf(self.fetcher, self.signed, index, leaf_hash(copy), "the site's lookup/commitment")
-                return copy
-            except VerifyFailed:
-                pass  # a copy from another moment (caches); the entry's bundle settles it
-        return prove_entry(ctx, self.fetcher, self.signed, index)
 
     @property
     def proven(self) -> bool:
@@ -2673,7 +2685,7 @@ def parse_entry(raw: bytes) -> dict[str, Any] | None:
     """A log entry as a JSON object, or None when it is not one."""
     try:
         obj = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested deeper than json recurses
         return None
     return obj if isinstance(obj, dict) else None
 
@@ -2818,11 +2830,14 @@ def verify_crl(ctx: Context, name: str, require_logged: bool = False) -> CrlResu
     result = CrlResult(name, crl, issuer, number, this_update, next_update, sha, len(crl))
     if require_logged:
         result.logged_at = find_crl_entry(ctx, result)
-    elif ctx.log is not None:
+    elif ctx.log is not None and ctx.check_superseded:
         try:
-            _check_not_superseded(ctx, result, ctx.lookup_view())
+            signed, fetcher = latest_checkpoint(ctx)
+            commitment = latest_commitment(ctx, fetcher, signed)
         except FetchError as exc:
             ctx.warn(f"whether the log holds a newer CRL of {name} was not checked: {exc}")
+        else:
+            _check_not_superseded(result, commitment.crls if commitment else None)
     if seen is None or number >= int(seen.get("number", -1)):
         ctx.state.set_crl(
             fp, {"issuer": name, "number": number, "sha256": sha, "seen_at": _iso(ctx.now), "issuer_sha256": fp}
@@ -2831,9 +2846,8 @@ def verify_crl(ctx: Context, name: str, require_logged: bool = False) -> CrlResu
     return result
 
 
-def _check_not_superseded(ctx: Context, res: CrlResult, view: LookupView) -> None:
-    """Fail if the log (its lookup commitment, or every entry read) holds a newer CRL of this issuer."""
-    crls = view.newest_crls
+def _check_not_superseded(res: CrlResult, crls: dict[str, dict[str, Any]] | None) -> None:
+    """Fail if the log's newest CRLs (its lookup commitment, or every entry read) name a newer one of this issuer."""
     if crls is None:
         return
     newest = crls.get(res.name)
@@ -2875,7 +2889,7 @@ def find_crl_entry(ctx: Context, res: CrlResult) -> int:
         "logged, so it may have been shown to you alone"
     )
     if view.commitment is not None:
-        _check_not_superseded(ctx, res, view)
+        _check_not_superseded(res, view.newest_crls)
         newest = view.commitment.crls.get(res.name)
         if newest is None or newest.get("sha256") != res.sha256 or int(newest["number"]) != res.number:
             raise VerifyFailed(f"{not_logged} (the log's newest CRL of {res.name}: {newest or 'none'})")
@@ -2903,7 +2917,7 @@ def find_crl_entry(ctx: Context, res: CrlResult) -> int:
 
 def _unproven_newest(ctx: Context, res: CrlResult, view: LookupView, index: int) -> int:
     if view.proven:
-        _check_not_superseded(ctx, res, view)
+        _check_not_superseded(res, view.newest_crls)
     else:
         ctx.warn(
             f"the log has no lookup commitment, so whether it holds a CRL of {res.name} newer than number "
@@ -3670,7 +3684,17 @@ def _xlsx_cells(data: bytes) -> list[list[str]]:
             if values:
                 rows.append([values.get(i, "") for i in range(max(values) + 1)])
         return rows
-    except (zipfile.BadZipFile, KeyError, ValueError, RuntimeError) as exc:
+    # ParseError is a SyntaxError, a bad deflate stream a zlib.error, an unknown method NotImplementedError.
+    except (
+        zipfile.BadZipFile,
+        KeyError,
+        ValueError,
+        RuntimeError,
+        ET.ParseError,
+        zlib.error,
+        NotImplementedError,
+        EOFError,
+    ) as exc:
         if isinstance(exc, SheetError):
             raise
         raise SheetError(f"the .xlsx file cannot be read ({type(exc).__name__})") from exc
@@ -3718,7 +3742,7 @@ class Evidence:
     certs: list[x509.Certificate] = field(default_factory=list)
     rows: set[tuple[str, ...]] = field(default_factory=set)  # values in SHEET_COLUMNS order
     readable: bool = False
-    request: dict[str, Any] = field(default_factory=dict)
+    request: dict[str, Any] | None = None  # None: unpublished or unreadable (a problem already says so)
 
 
 _PARTY_KEYS = {"organisation", "organisation_id", "role", "certificate_sha256"}
@@ -3759,14 +3783,23 @@ def association_shape(entry: dict[str, Any]) -> list[str]:
         problems.append("format: device_model fields must be non-empty text")
     for party in ("manufacturer", "endorser"):
         p = entry[party]
-        if not isinstance(p, dict) or set(p) != _PARTY_KEYS or not _HEX64_RE.fullmatch(str(p["certificate_sha256"])):
+        if (
+            not isinstance(p, dict)
+            or set(p) != _PARTY_KEYS
+            or not all(isinstance(v, str) for v in p.values())
+            or not _HEX64_RE.fullmatch(p["certificate_sha256"])
+        ):
             problems.append(f"format: {party} must have organisation, organisation_id, role, certificate_sha256")
     if not isinstance(entry["image_sha256"], str) or not _HEX64_RE.fullmatch(entry["image_sha256"]):
         problems.append("format: image_sha256 is not 64 lowercase hex digits")
-    if entry["device_type"] not in DEVICE_TYPES:
+    # Signed entries may hold any JSON type: a list or object is not hashable, so test the type first.
+    if not isinstance(entry["device_type"], str) or entry["device_type"] not in DEVICE_TYPES:
         problems.append(f"format: unknown device type {entry['device_type']!r}")
     if entry["smets_version"] not in ("SMETS1", "SMETS2"):
         problems.append(f"format: unknown SMETS version {entry['smets_version']!r}")
+    for key in ("manufacturer_name", "panel_ref", "submitter_ref", "submission_id"):
+        if not isinstance(entry[key], str) or not entry[key]:
+            problems.append(f"format: {key} must be non-empty text")
     try:
         parse_iso(str(entry["approved_at"]))
     except ValueError as exc:
@@ -3799,13 +3832,15 @@ class Auditor:
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+        ctx.check_superseded = False  # signer CRLs are judged at approval time; crl/v1 entries are checked below
         self.problems: list[dict[str, Any]] = []
         self.problem_count = 0
         self.warning_count = 0
         self.current: dict[tuple[str, str, str, str], tuple[int, str]] = {}
         self.crl_numbers: dict[str, tuple[int, int]] = {}
         self.evidence_cache: dict[tuple[str, ...], Evidence] = {}
-        self.cert_cache: dict[tuple[str, str, str], tuple[list[str], list[str]]] = {}
+        self.cert_cache: dict[tuple[str, str, str], tuple[list[str], list[tuple[x509.Certificate, str]]]] = {}
+        self.warned: dict[tuple[str, str], dict[str, Any]] = {}  # (certificate SHA-256, text) -> entries
         self.crl_cache: dict[str, CrlResult | str] = {}
         self.revoked_later: set[str] = set()  # signer certificates revoked after their approvals
         self.counts = {"associations": 0, "crls": 0, "commitments": 0, "other": 0}
@@ -3824,14 +3859,22 @@ class Auditor:
                 sys.stdout.write(f"PROBLEM {where}: {text}\n")
                 sys.stdout.flush()
 
-    def warning(self, index: int | None, text: str) -> None:
-        self.warning_count += 1
-        where = f"entry {index}" if index is not None else "log"
-        if self.warning_count <= self.max_shown:
-            self.ctx.warnings.append(f"{where}: {text}")
-            if not self.ctx.json:
-                self._clear_progress()
-                sys.stdout.write(f"warning {where}: {text}\n")
+    def warning(self, index: int, cert: x509.Certificate, text: str) -> None:
+        """A warning about ``cert``: collected, and reported once per certificate with every entry it concerns."""
+        fp = cert_sha256(cert)
+        group = self.warned.setdefault(
+            (fp, text), {"certificate_sha256": fp, "certificate": describe_cert(cert), "warning": text, "entries": []}
+        )
+        if index not in group["entries"]:
+            group["entries"].append(index)
+
+    def _report_warnings(self) -> None:
+        groups = list(self.warned.values())
+        self.warning_count = len(groups)
+        for g in groups[: self.max_shown]:
+            line = f"{g['warning']}: entries {_index_ranges(g['entries'])}"
+            self.ctx.warnings.append(line)
+            self.ctx.say(f"warning: {line}")
 
     def _clear_progress(self) -> None:
         if self.ctx.show_progress:
@@ -3877,7 +3920,12 @@ class Auditor:
                 edge[0] = leaves
             if not self.structure_only:
                 for i, raw in enumerate(entries):
-                    self.check_entry(b * TILE_WIDTH + i, raw)
+                    try:
+                        self.check_entry(b * TILE_WIDTH + i, raw)
+                    except (VerifyFailed, UsageError, FetchError):
+                        raise
+                    except Exception as exc:  # hostile evidence makes libraries raise anything; report, go on
+                        self.problem(b * TILE_WIDTH + i, f"cannot be checked: {type(exc).__name__}: {exc}")
             now = time.monotonic()
             if now - last_report > 0.5:
                 last_report = now
@@ -3919,6 +3967,7 @@ class Auditor:
         else:
             for path in [*bad_l0, *bad_upper]:
                 self.problem(None, f"the hash tile {path} is wrong: it does not match the entries (the root is right)")
+        self._report_warnings()
         elapsed = max(time.monotonic() - started, 1e-9)
         ctx.result.update(
             {
@@ -3929,6 +3978,7 @@ class Auditor:
                 "problems": self.problems,
                 "problem_count": self.problem_count,
                 "warning_count": self.warning_count,
+                "warnings": list(self.warned.values())[: self.max_shown],
                 "seconds": round(elapsed, 3),
                 "entries_per_second": round(size / elapsed, 1),
                 "requests": log.stats.requests,
@@ -3955,7 +4005,8 @@ class Auditor:
             shown = "" if self.problem_count <= self.max_shown else f" (first {self.max_shown} shown)"
             ctx.say(f"AUDIT FAILED: {self.problem_count} problems{shown}")
             return EXIT_FAILED
-        ctx.say("AUDIT PASSED" + (f" with {self.warning_count} warnings" if self.warning_count else ""))
+        plural = "s" if self.warning_count != 1 else ""
+        ctx.say("AUDIT PASSED" + (f" with {self.warning_count} warning{plural}" if self.warning_count else ""))
         return EXIT_OK
 
     # -- entries ----------------------------------------------------------------------------------
@@ -3967,7 +4018,13 @@ class Auditor:
             self.counts["other"] += 1
             self.problem(index, "not a JSON object: not an entry this log may hold")
             return
-        if _canonical(entry) != raw:
+        try:
+            canonical = _canonical(entry)
+        except UnicodeEncodeError:  # "\ud800": no UTF-8 text holds it, and no output line could print it
+            self.counts["other"] += 1
+            self.problem(index, "not UTF-8 text: it holds a lone surrogate escape")
+            return
+        if canonical != raw:
             self.problem(index, "not canonical JSON (sorted keys, no whitespace, UTF-8)")
         kind = entry.get("type")
         if kind == ASSOCIATION_TYPE:
@@ -4044,7 +4101,11 @@ class Auditor:
 
     # -- evidence ---------------------------------------------------------------------------------
     def _fetch_evidence(self, digest: str, ev: Evidence) -> bytes | None:
-        data = self.ctx.need_log().get_optional(f"evidence/{digest}", CAP_EVIDENCE, f"evidence {digest}")
+        try:
+            data = self.ctx.need_log().get_optional(f"evidence/{digest}", CAP_EVIDENCE, f"evidence {digest}")
+        except SiteError as exc:  # oversized: this entry's problem, not the end of the audit
+            ev.problems.append(f"evidence: {exc}")
+            return None
         if data is None:
             ev.problems.append(f"evidence: the file {digest} is not published (log/evidence/{digest})")
             return None
@@ -4065,9 +4126,13 @@ class Auditor:
         if request is not None:
             try:
                 obj = json.loads(request)
-                ev.request = obj if isinstance(obj, dict) else {}
-            except ValueError:
+            except (ValueError, RecursionError):
                 ev.problems.append("evidence: request.json is not valid JSON")
+            else:
+                if isinstance(obj, dict):
+                    ev.request = obj
+                else:
+                    ev.problems.append("evidence: request.json is not a JSON object")
         if sheet is not None:
             try:
                 ev.rows = {tuple(r[c] for c in SHEET_COLUMNS) for r in sheet_rows(sheet)}
@@ -4120,8 +4185,8 @@ class Auditor:
             problems, warnings = self.certificate_at(signer, p["certificate_sha256"], ev.certs, approved)
             for text in problems:
                 self.problem(index, f"{party} certificate: {text}")
-            for text in warnings:
-                self.warning(index, f"{party} certificate: {text}")
+            for concerned, text in warnings:
+                self.warning(index, concerned, text)
         if ev.readable:
             mid, model, hw, fw = _model_of(entry)
             want = (
@@ -4137,17 +4202,19 @@ class Auditor:
             if want not in ev.rows:
                 self.problem(index, "evidence: the signed spreadsheet has no row for exactly this association")
         req = ev.request
-        if req:
+        if req is not None:
             for key in ("panel_ref", "submitter_ref"):
                 if _clean(str(req.get(key, ""))) != entry[key]:
                     self.problem(index, f"evidence: {key} is not the one in the signed request")
-            asked = {
-                r.get("replaces_index"): r.get("investigation_ref")
-                for r in req.get("replacements", [])
-                if isinstance(r, dict)
-            }
+            # Compared, not hashed: the signed request may hold any JSON type where an index belongs.
+            replacements = req.get("replacements")
+            asked = [
+                (r.get("replaces_index"), r.get("investigation_ref"))
+                for r in (replacements if isinstance(replacements, list) else [])
+                if isinstance(r, dict) and not isinstance(r.get("replaces_index"), bool)
+            ]
             rep = entry.get("replaces")
-            if rep is not None and asked.get(rep["index"]) != rep["investigation_ref"]:
+            if rep is not None and (rep["index"], rep["investigation_ref"]) not in asked:
                 self.problem(
                     index,
                     f"evidence: the request does not ask to replace log index {rep['index']} under investigation "
@@ -4156,15 +4223,22 @@ class Auditor:
 
     def certificate_at(
         self, signer: CmsSigner, fp: str, extra: list[x509.Certificate], at: datetime
-    ) -> tuple[list[str], list[str]]:
-        """Problems and warnings for a signer certificate (SHA-256 ``fp``) at approval time (cached)."""
+    ) -> tuple[list[str], list[tuple[x509.Certificate, str]]]:
+        """Problems, and warnings with the certificate each concerns, for a signer certificate (SHA-256 ``fp``)
+        at approval time (cached)."""
         cert = signer.certificate
         key = (fp, at.isoformat(), repr(signer.signing_time))
         cached = self.cert_cache.get(key)
         if cached is not None:
             return cached
         problems: list[str] = []
-        warnings: list[str] = []
+        warnings: list[tuple[x509.Certificate, str]] = []
+        try:
+            cert.extensions  # noqa: B018 - parsed lazily; the chain and CRL checks below read them
+        except (ValueError, x509.DuplicateExtension) as exc:
+            problems.append(f"{describe_cert(cert)} has malformed extensions ({exc})")
+            self.cert_cache[key] = (problems, warnings)
+            return problems, warnings
         if not not_before(cert) <= at <= not_after(cert):
             problems.append(f"{describe_cert(cert)} was not valid at the approval time {_iso(at)}")
         if signer.signing_time is not None and not not_before(cert) <= signer.signing_time <= not_after(cert):
@@ -4200,7 +4274,10 @@ class Auditor:
                 problems.append(f"{text}, before this approval at {_iso(at)}")
             elif rev.invalidity is not None and rev.invalidity <= at:
                 since = _iso(rev.invalidity)
-                warnings.append(f"{text}, after this approval, but its key was declared invalid from {since}")
+                # Worded for every entry the certificate approved: warnings are grouped by certificate.
+                warnings.append(
+                    (child, f"{text}, after these approvals, but its key was declared invalid from {since}")
+                )
             else:
                 self.revoked_later.add(cert_sha256(child))  # the approval stands
         self.cert_cache[key] = (problems, warnings)
@@ -4213,8 +4290,15 @@ class Auditor:
             self.problem(index, f"format: a crl/v1 entry has exactly the fields {sorted(keys)}")
             return
         name, number, sha = entry["issuer"], entry["number"], entry["sha256"]
-        if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or not isinstance(number, int):
-            self.problem(index, "format: issuer must be an issuer name and number an integer")
+        # RFC 5280 5.2.3: a CRL number is a non-negative integer of at most 20 octets (JSON true is no number).
+        if (
+            not isinstance(name, str)
+            or not _NAME_RE.fullmatch(name)
+            or not isinstance(number, int)
+            or isinstance(number, bool)
+            or not 0 <= number < 1 << 159
+        ):
+            self.problem(index, "format: issuer must be an issuer name and number a CRL number")
             return
         if not isinstance(sha, str) or not _HEX64_RE.fullmatch(sha):
             self.problem(index, "format: sha256 is not 64 lowercase hex digits")
@@ -4225,7 +4309,13 @@ class Auditor:
                 index, f"CRL number {number} of {name} is not above number {previous[0]} logged at entry {previous[1]}"
             )
         self.crl_numbers[name] = (number, index)
-        data = self.ctx.need_site().get_optional(f"crl/archive/{name}/{number}.crl", self.ctx.args.max_crl_bytes, "CRL")
+        try:
+            data = self.ctx.need_site().get_optional(
+                f"crl/archive/{name}/{number}.crl", self.ctx.args.max_crl_bytes, "CRL"
+            )
+        except SiteError as exc:  # oversized: this entry's problem, not the end of the audit
+            self.problem(index, str(exc))
+            return
         if data is None:
             self.problem(index, f"the archived CRL crl/archive/{name}/{number}.crl is not published")
             return
@@ -4243,6 +4333,17 @@ class Auditor:
             return
         if got != number or times != (entry["this_update"], entry["next_update"]):
             self.problem(index, f"the logged fields do not match the archived CRL {name} #{number}")
+
+
+def _index_ranges(indices: Sequence[int]) -> str:
+    """``0-2, 5, 9-12``: entries listed compactly (a certificate may concern thousands)."""
+    runs: list[list[int]] = []
+    for i in sorted(indices):
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
 
 
 def cmd_audit(ctx: Context) -> int:

@@ -1,0 +1,1419 @@
+"""The audit's refusal matrix: for every rule ``audit`` checks, a site whose log (signed with the real log
+key) breaks exactly that rule, and the problem line the audit must print, with exit code 1.
+
+Each case builds a small log from scratch (``craft``: entry dicts or bytes, evidence files, then any
+tampering with the site's files), so only the rule under test fails: the test also checks that nothing
+else is reported. The good variants (RSA PKCS#1 v1.5, RSA-PSS, a signer named by SubjectKeyIdentifier,
+a countersignature, a log past 256 entries, a witness-cosigned checkpoint) must audit clean.
+"""
+
+from __future__ import annotations
+
+import ast
+import datetime as dt
+import hashlib
+import io
+import json
+import shutil
+import struct
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from asn1crypto import cms as acms
+from asn1crypto import x509 as ax509
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.serialization import pkcs7
+from intake_fixtures import Party, countersign, drop_attr, edit_signed_attrs, set_attr
+from verifier_fixtures import ISSUER, ORIGIN, World, build_world, csv_bytes, image_hash, row, tamper, xlsx_bytes
+
+from publisher.checkpoint import Checkpoint, parse_unverified
+from publisher.intake.associations import canonical_json
+from publisher.note import Signer, sign_note
+from publisher.pki import authority, keys, profile
+from publisher.pki.crl import Revocation
+from publisher.pki.policy import Kind
+from publisher.tlog import TileLog
+from verifier.cpl_verify import Lookup, describe_cert, main
+
+Key = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+VERIFIER = Path(__file__).resolve().parents[1] / "verifier" / "cpl_verify.py"
+
+
+# =====================================================================================================
+# The kit: the publication of verifier_fixtures, plus the parties the rules need
+# =====================================================================================================
+
+
+@dataclass
+class Kit:
+    world: World
+    base: Path
+    parties: dict[str, Party]
+    witness: Signer
+    crl_entries: list[dict[str, Any]]  # the world's crl/v1 entries: iki-root #1, ica #1, ica #2
+    unpublished_ca: x509.Certificate  # carried only inside signatures: no CRL, not under /pki/
+
+    def __getitem__(self, label: str) -> Party:
+        return self.parties[label]
+
+    def trust_file(self, witness: bool) -> Path:
+        trust = self.world.trust()
+        if witness:
+            trust["log"]["witnesses"] = [self.witness.verifier.vkey]
+        path = self.base / f"trust-{witness}.json"
+        path.write_text(json.dumps(trust))
+        return path
+
+
+def _store(folder: Path, label: str, cert: x509.Certificate, key: Key) -> Party:
+    folder.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = folder / f"{label}.pem", folder / f"{label}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return Party(label, cert, key, cert_path, key_path)
+
+
+def _issue(world: World, label: str, org: tuple[str, str, str], rsa_bits: int = 0) -> Party:
+    """An IKI certificate issued by the world's CA (policy-checked, registered)."""
+    now = authority.now_utc()
+    key: Key = rsa.generate_private_key(65537, rsa_bits) if rsa_bits else ec.generate_private_key(ec.SECP256R1())
+    request = profile.IssueRequest(
+        Kind.IKI,
+        profile.ee_subject(world.config.profile, *org),
+        key.public_key(),
+        x509.random_serial_number(),
+        now,
+        now + dt.timedelta(days=365),
+        world.config.crl_url(ISSUER),
+    )
+    cert = authority.issue(world.config, ISSUER, request, now=now).certificate
+    return _store(world.base / "matrix-parties", label, cert, key)
+
+
+def _mint(
+    template: x509.Certificate,
+    issuer: x509.Certificate,
+    issuer_key: Any,
+    subject: x509.Name | None = None,
+    drop: Sequence[x509.ObjectIdentifier] = (),
+    add: Sequence[x509.ExtensionType] = (),
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A copy of ``template`` with a fresh key, signed by ``issuer_key`` outside the CA's policy checks:
+    what a CA that mis-issued would produce."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject or template.subject)
+        .issuer_name(issuer.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(template.not_valid_before_utc)
+        .not_valid_after(template.not_valid_after_utc)
+    )
+    for ext in template.extensions:
+        value: x509.ExtensionType = ext.value
+        if ext.oid in drop:
+            continue
+        if isinstance(value, x509.SubjectKeyIdentifier):
+            value = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+        elif isinstance(value, x509.AuthorityKeyIdentifier):
+            value = x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.public_key())
+        builder = builder.add_extension(value, ext.critical)
+    for value in add:
+        builder = builder.add_extension(value, critical=False)
+    return builder.sign(issuer_key, hashes.SHA256()), key
+
+
+@pytest.fixture(scope="module")
+def kit(tmp_path_factory: pytest.TempPathFactory) -> Kit:
+    base = tmp_path_factory.mktemp("audit-matrix")
+    world = build_world(base / "world")
+    parties = {label: Party(p.label, p.cert, p.key, p.cert_path, p.key_path) for label, p in world.parties.items()}
+    parties["other"] = _issue(world, "other", ("Other Mfr", "1002", "Manufacturer"))
+    parties["acme-supplier"] = _issue(world, "acme-supplier", ("Acme Meters", "1001", "Supplier"))
+    parties["acme-rsa"] = _issue(world, "acme-rsa", ("Acme Meters", "1001", "Manufacturer"), rsa_bits=2048)
+    parties["supplier-2"] = _issue(world, "supplier-2", ("Bright Energy Supply", "2001", "Supplier"))
+    folder = base / "minted"
+    dcc = world.party("dcc").cert
+    ica, ica_key = world.ica_cert, world.ica_key
+    eku, cdp = x509.oid.ExtensionOID.EXTENDED_KEY_USAGE, x509.oid.ExtensionOID.CRL_DISTRIBUTION_POINTS
+    cert, key = _mint(dcc, ica, ica_key, drop=[eku])
+    parties["dcc-no-eku"] = _store(folder, "dcc-no-eku", cert, key)
+    elsewhere = x509.DistributionPoint(
+        [x509.UniformResourceIdentifier("https://cpl.example.test/crl/nosuch.crl")], None, None, None
+    )
+    cert, key = _mint(dcc, ica, ica_key, drop=[cdp], add=[x509.CRLDistributionPoints([elsewhere])])
+    parties["dcc-crl-elsewhere"] = _store(folder, "dcc-crl-elsewhere", cert, key)
+    # A second issuing CA under the pinned root, published nowhere, and a DCC certificate it issued
+    # without a CRL distribution point: nothing on the site can say whether it was revoked.
+    root_key = keys.load_private_key(world.config.issuer("iki-root").key, world.config.root)
+    ca_name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "Unpublished ICA")])
+    unpublished, ca_key = _mint(ica, world.root_cert, root_key, subject=ca_name, drop=[cdp])
+    cert, key = _mint(dcc, unpublished, ca_key, drop=[cdp])
+    parties["dcc-unlisted-ca"] = _store(folder, "dcc-unlisted-ca", cert, key)
+    cert_key = ec.generate_private_key(ec.SECP256R1())
+    self_signed = (
+        x509.CertificateBuilder()
+        .subject_name(dcc.subject)
+        .issuer_name(dcc.subject)
+        .public_key(cert_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(dcc.not_valid_before_utc)
+        .not_valid_after(dcc.not_valid_after_utc)
+    )
+    for ext in dcc.extensions:
+        if not isinstance(ext.value, x509.AuthorityKeyIdentifier | x509.SubjectKeyIdentifier):
+            self_signed = self_signed.add_extension(ext.value, ext.critical)
+    parties["dcc-self-signed"] = _store(
+        folder, "dcc-self-signed", self_signed.sign(cert_key, hashes.SHA256()), cert_key
+    )
+    crl_entries = [e for e in map(json.loads, world.entries()) if e["type"] == "crl/v1"]
+    assert [(e["issuer"], e["number"]) for e in crl_entries] == [("iki-root", 1), ("ica", 1), ("ica", 2)]
+    return Kit(world, base, parties, Signer.generate("witness.example"), crl_entries, unpublished)
+
+
+# =====================================================================================================
+# Evidence, entries and sites
+# =====================================================================================================
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def iso(when: dt.datetime) -> str:
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def sign(data: bytes, signers: Sequence[Party], pss: bool = False, extra: Sequence[x509.Certificate] = ()) -> bytes:
+    """A detached DER SignedData by cryptography's builder: ECDSA, RSA PKCS#1 v1.5 or (``pss``) RSA-PSS."""
+    builder = pkcs7.PKCS7SignatureBuilder().set_data(data)
+    for s in signers:
+        if pss:
+            pad = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.DIGEST_LENGTH)
+            builder = builder.add_signer(s.cert, s.key, hashes.SHA256(), rsa_padding=pad)
+        else:
+            builder = builder.add_signer(s.cert, s.key, hashes.SHA256())
+    for cert in extra:
+        builder = builder.add_certificate(cert)
+    options = [pkcs7.PKCS7Options.DetachedSignature, pkcs7.PKCS7Options.Binary]
+    return builder.sign(serialization.Encoding.DER, options)
+
+
+def by_key_identifier(p7s: bytes, parties: Sequence[Party]) -> bytes:
+    """Name every signer by SubjectKeyIdentifier (version 3) instead of issuer and serial number.
+
+    The sid is not under the signature, so the signatures still verify.
+    """
+    info = acms.ContentInfo.load(p7s)
+    signed = info["content"]
+    for si in signed["signer_infos"]:
+        serial = si["sid"].chosen["serial_number"].native
+        (cert,) = [p.cert for p in parties if p.cert.serial_number == serial]
+        ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+        si["sid"] = acms.SignerIdentifier({"subject_key_identifier": ski})
+        si["version"] = "v3"
+    return bytes(acms.ContentInfo({"content_type": "signed_data", "content": signed}).dump())
+
+
+def corrupt(p7s: bytes, counter: bool = False) -> bytes:
+    """One bit flipped inside the first SignerInfo's signature value (or its countersignature's)."""
+    si = acms.ContentInfo.load(p7s)["content"]["signer_infos"][0]
+    if counter:
+        si = si["unsigned_attrs"][0]["values"][0]
+    value = si["signature"].native
+    return tamper(p7s, p7s.index(value) + len(value) // 2)
+
+
+@dataclass
+class Submission:
+    """One submission's evidence: the signed spreadsheet, request.json and the signature files."""
+
+    sheet: bytes
+    request: bytes
+    signatures: list[bytes]
+
+    @property
+    def files(self) -> list[bytes]:
+        return [self.sheet, self.request, *self.signatures]
+
+    def digests(self) -> dict[str, Any]:
+        return {
+            "spreadsheet": sha(self.sheet),
+            "request": sha(self.request),
+            "signatures": sorted(sha(s) for s in self.signatures),
+        }
+
+
+REQUEST = {"submitter_ref": "REF-1", "panel_ref": "PANEL-1"}
+
+
+def submit(
+    kit: Kit,
+    rows: Sequence[dict[str, str]],
+    signers: Sequence[str] = ("acme", "supplier"),
+    request: dict[str, Any] | bytes | None = None,
+    separate: bool = False,
+) -> Submission:
+    """A CSV spreadsheet signed by ``signers`` (one file, or one file each), and its request."""
+    sheet = csv_bytes(rows)
+    parties = [kit[s] for s in signers]
+    signatures = [sign(sheet, [p]) for p in parties] if separate else [sign(sheet, parties)]
+    data = request if isinstance(request, bytes) else json.dumps(request or REQUEST).encode()
+    return Submission(sheet, data, signatures)
+
+
+def party(p: Party) -> dict[str, str]:
+    """An entry's party object, as intake writes it from the certificate."""
+
+    def attr(oid: x509.ObjectIdentifier) -> str:
+        return str(p.cert.subject.get_attributes_for_oid(oid)[0].value)
+
+    oid = x509.NameOID
+    return {
+        "organisation": attr(oid.ORGANIZATION_NAME),
+        "organisation_id": attr(oid.ORGANIZATION_IDENTIFIER),
+        "role": attr(oid.ORGANIZATIONAL_UNIT_NAME),
+        "certificate_sha256": p.cert.fingerprint(hashes.SHA256()).hex(),
+    }
+
+
+def association(
+    kit: Kit,
+    sub: Submission,
+    r: dict[str, str],
+    manufacturer: str = "acme",
+    endorser: str = "supplier",
+    approved: dt.datetime | None = None,
+    **fields: Any,
+) -> dict[str, Any]:
+    """The cpl-association/v1 entry intake would log for row ``r`` (fields override any key)."""
+    entry: dict[str, Any] = {
+        "type": "cpl-association/v1",
+        "device_model": {k: r[k] for k in ("manufacturer_id", "model_id", "hardware_version", "firmware_version")},
+        "manufacturer_name": r["manufacturer_name"],
+        "device_type": r["device_type"],
+        "smets_version": r["smets_version"],
+        "image_sha256": r["image_hash"],
+        "manufacturer": party(kit[manufacturer]),
+        "endorser": party(kit[endorser]),
+        "approved_at": iso(approved or authority.now_utc()),
+        "panel_ref": REQUEST["panel_ref"],
+        "submitter_ref": REQUEST["submitter_ref"],
+        "submission_id": "S1",
+        "evidence": sub.digests(),
+    }
+    entry.update(fields)
+    return entry
+
+
+@dataclass
+class Crafted:
+    """A site to audit: the log's entries (signed by the log key), evidence files, then tampering."""
+
+    entries: Sequence[dict[str, Any] | bytes]
+    evidence: Sequence[bytes] = ()
+    expect: Sequence[str] = ()  # every PROBLEM/FAILED line, each by a distinctive part
+    tamper: Callable[[Path], None] | None = None  # applied to the built site folder
+    witness: bool = False  # the trust file also pins the kit's witness key
+    now: dt.datetime | None = None  # audit as of this time
+    args: Sequence[str] = ()  # more options for the verifier
+
+
+def craft(kit: Kit, crafted: Crafted, dest: Path) -> Path:
+    """A site folder: the world's /pki/ and /crl/, and a new log holding exactly ``crafted.entries``."""
+    for sub in ("pki", "crl"):
+        shutil.copytree(kit.world.site / sub, dest / sub)  # copies: the world's files stay untouched
+    with TileLog.create(dest / "log", kit.world.signer) as log:
+        log.append([e if isinstance(e, bytes) else canonical_json(e) for e in crafted.entries])
+    (dest / "log" / "evidence").mkdir()
+    for data in crafted.evidence:
+        (dest / "log" / "evidence" / sha(data)).write_bytes(data)
+    if crafted.tamper is not None:
+        crafted.tamper(dest)
+    return dest
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+
+    def lines(self, *prefixes: str) -> list[str]:
+        return [line for line in self.out.splitlines() if line.startswith(prefixes)]
+
+
+def audit(kit: Kit, site: Path, capsys: pytest.CaptureFixture[str], crafted: Crafted | None = None, *args: str) -> Run:
+    witness = crafted is not None and crafted.witness
+    argv = ["--trust", str(kit.trust_file(witness)), "--site", str(site)]
+    if crafted is not None:
+        argv += [*crafted.args, *(["--now", iso(crafted.now)] if crafted.now else [])]
+    code = main([*argv, *args, "audit"])
+    captured = capsys.readouterr()
+    return Run(code, captured.out + captured.err)
+
+
+def matches(line: str, expected: str) -> bool:
+    """``expected`` is in ``line``; " … " separates parts that must appear in this order."""
+    at = 0
+    for part in expected.split(" … "):
+        at = line.find(part, at)
+        if at < 0:
+            return False
+        at += len(part)
+    return True
+
+
+def assert_reported(run: Run, expect: Sequence[str]) -> None:
+    """Each PROBLEM/FAILED line matches one expected line, and each expected line one output line."""
+    lines = run.lines("PROBLEM ", "FAILED: ")
+    unmatched = list(expect)
+    for line in lines:
+        hit = next((e for e in unmatched if matches(line, e)), None)
+        assert hit is not None, f"unexpected line {line!r}; expected {unmatched}\n{run.out}"
+        unmatched.remove(hit)
+    assert not unmatched, f"not reported: {unmatched}\n{run.out}"
+
+
+def swap(site: Path, rel: str, data: bytes) -> None:
+    path = site / rel
+    path.unlink(missing_ok=True)
+    path.write_bytes(data)
+
+
+# =====================================================================================================
+# The matrix
+# =====================================================================================================
+
+Build = Callable[[Kit], Crafted]
+REFUSALS: list[Any] = []
+ACCEPTS: list[Any] = []
+
+
+def refused(name: str) -> Callable[[Build], Build]:
+    def register(build: Build) -> Build:
+        REFUSALS.append(pytest.param(build, id=name))
+        return build
+
+    return register
+
+
+def accepted(name: str) -> Callable[[Build], Build]:
+    def register(build: Build) -> Build:
+        ACCEPTS.append(pytest.param(build, id=name))
+        return build
+
+    return register
+
+
+def good(kit: Kit, model: str = "M1", **kw: Any) -> tuple[Submission, dict[str, Any]]:
+    """One Acme SMETS2 ESME model, signed by Acme and endorsed by the Supplier, and its entry."""
+    r = row(model, image_hash(model))
+    sub = submit(kit, [r])
+    return sub, association(kit, sub, r, **kw)
+
+
+# -- the checkpoint and the tiles -----------------------------------------------------------------------
+
+
+def _resign_checkpoint(kit: Kit, site: Path, signers: list[Signer]) -> None:
+    cp = parse_unverified((site / "log" / "checkpoint").read_bytes())
+    swap(site, "log/checkpoint", sign_note(Checkpoint(ORIGIN, cp.size, cp.root).body(), signers).encode())
+
+
+@refused("checkpoint-signed-by-a-witness-only")
+def witness_only(kit: Kit) -> Crafted:
+    sub, e = good(kit)
+    return Crafted(
+        [e],
+        sub.files,
+        ["checkpoint carries no valid signature of the log key 'cpl.example.test/log'"],
+        tamper=lambda site: _resign_checkpoint(kit, site, [kit.witness]),
+        witness=True,
+    )
+
+
+@accepted("checkpoint-cosigned-by-a-witness")
+def witness_cosigned(kit: Kit) -> Crafted:
+    sub, e = good(kit)
+    signers = [kit.world.signer, kit.witness]
+    return Crafted([e], sub.files, tamper=lambda site: _resign_checkpoint(kit, site, signers), witness=True)
+
+
+@refused("entries-reordered")
+def reordered(kit: Kit) -> Crafted:
+    (s1, e1), (s2, e2) = good(kit, "M1"), good(kit, "M2")
+
+    def swap_entries(site: Path) -> None:  # both entries stay valid; only their order (and the root) changes
+        rel = "log/tile/entries/000.p/2"
+        a, b = canonical_json(e1), canonical_json(e2)
+        swap(site, rel, b"".join(len(x).to_bytes(2, "big") + x for x in (b, a)))
+
+    expect = "PROBLEM log: the entries do not hash to the signed root: entries were altered, added or removed"
+    return Crafted([e1, e2], [*s1.files, *s2.files], [expect + " (entry bundles disagreeing"], swap_entries)
+
+
+@refused("level-0-tile-altered")
+def level0(kit: Kit) -> Crafted:
+    sub, e = good(kit)
+
+    def alter(site: Path) -> None:
+        swap(site, "log/tile/0/000.p/1", tamper((site / "log/tile/0/000.p/1").read_bytes(), 5))
+
+    line = "PROBLEM log: the hash tile tile/0/000.p/1 is wrong: it does not match the entries (the root is right)"
+    return Crafted([e], sub.files, [line], alter)
+
+
+@refused("entry-bundle-missing")
+def no_bundle(kit: Kit) -> Crafted:
+    sub, e = good(kit)
+    tamper_ = lambda site: (site / "log/tile/entries/000.p/1").unlink()  # noqa: E731
+    line = "FAILED: the site does not serve the entry bundle tile/entries/000.p/1; the log cannot be audited"
+    return Crafted([e], sub.files, [line], tamper_)
+
+
+@refused("entry-bundle-malformed")
+def bad_bundle(kit: Kit) -> Crafted:
+    sub, e = good(kit)
+    tamper_ = lambda site: swap(site, "log/tile/entries/000.p/1", b"\xff\xff{}")  # noqa: E731
+    return Crafted([e], sub.files, ["FAILED: the site serves a malformed entry bundle: "], tamper_)
+
+
+BIG = 300  # one full bundle and tile, a partial one, and a level-1 tile
+
+
+def big_log(kit: Kit) -> Crafted:
+    """300 associations of 300 models from one submission."""
+    rows = [row(f"B{i}", image_hash(f"b{i}")) for i in range(BIG)]
+    sub = submit(kit, rows)
+    approved = authority.now_utc()
+    return Crafted([association(kit, sub, r, approved=approved) for r in rows], sub.files)
+
+
+@accepted("log-past-256-entries")
+def big_clean(kit: Kit) -> Crafted:
+    return big_log(kit)
+
+
+def _flip(rel: str, offset: int) -> Callable[[Path], None]:
+    def alter(site: Path) -> None:
+        assert (site / rel).exists(), rel
+        swap(site, rel, tamper((site / rel).read_bytes(), offset))
+
+    return alter
+
+
+@refused("level-1-tile-altered-past-256-entries")
+def big_level1(kit: Kit) -> Crafted:
+    crafted = big_log(kit)
+    crafted.tamper = _flip("log/tile/1/000.p/1", 7)
+    crafted.expect = ["PROBLEM log: the hash tile tile/1/000.p/1 is wrong: it does not match the entries"]
+    return crafted
+
+
+@refused("full-level-0-tile-altered-past-256-entries")
+def big_level0(kit: Kit) -> Crafted:
+    crafted = big_log(kit)
+    crafted.tamper = _flip("log/tile/0/000", 32 * 200 + 3)
+    crafted.expect = ["PROBLEM log: the hash tile tile/0/000 is wrong: it does not match the entries"]
+    return crafted
+
+
+@refused("entry-altered-past-256-entries")
+def big_entry(kit: Kit) -> Crafted:
+    crafted = big_log(kit)
+
+    def alter(site: Path) -> None:  # entry 270: model B270 becomes B27O (still valid JSON, its own row gone)
+        rel = "log/tile/entries/001.p/44"
+        data = (site / rel).read_bytes()
+        swap(site, rel, data.replace(b'"model_id":"B270"', b'"model_id":"B27O"'))
+
+    crafted.tamper = alter
+    crafted.expect = [
+        "PROBLEM log: the entries do not hash to the signed root: entries were altered, added or removed "
+        "(entry bundles disagreeing with their level-0 tiles: tile/0/001.p/44)",
+        "PROBLEM entry 270: evidence: the signed spreadsheet has no row for exactly this association",
+    ]
+    return crafted
+
+
+# -- what an entry is ----------------------------------------------------------------------------------
+
+
+def _entry_case(name: str, raw: bytes, line: str) -> None:
+    REFUSALS.append(pytest.param(lambda kit: Crafted([raw], (), [f"PROBLEM entry 0: {line}"]), id=name))
+
+
+_entry_case("entry-not-json", b"firmware ok", "not a JSON object: not an entry this log may hold")
+_entry_case("entry-json-list", b'["cpl-association/v1"]', "not a JSON object: not an entry this log may hold")
+_entry_case("entry-not-utf8", b'{"type":"\xff"}', "not a JSON object: not an entry this log may hold")
+_entry_case("entry-nested-5000-deep", b"[" * 5000 + b"]" * 5000, "not a JSON object: not an entry this log may hold")
+_entry_case("entry-lone-surrogate", b'{"type":"\\ud800"}', "not UTF-8 text: it holds a lone surrogate escape")
+_entry_case("entry-unknown-type", b'{"type":"note/v1"}', "unknown entry type 'note/v1'")
+_entry_case("entry-type-a-list", b'{"type":["crl/v1"]}', "unknown entry type ['crl/v1']")
+_entry_case("entry-without-type", b'{"kind":"crl/v1"}', "unknown entry type None")
+
+
+@refused("entry-not-canonical-json")
+def not_canonical(kit: Kit) -> Crafted:
+    sub, e = good(kit)
+    raw = json.dumps(e, indent=1, sort_keys=True).encode()
+    return Crafted([raw], sub.files, ["PROBLEM entry 0: not canonical JSON (sorted keys, no whitespace, UTF-8)"])
+
+
+# -- cpl-association/v1 format: every field missing, malformed or of the wrong JSON type -----------------
+
+FP = "ab" * 32
+TEMPLATE: dict[str, Any] = {
+    "type": "cpl-association/v1",
+    "approved_at": "2026-01-01T00:00:00Z",
+    "device_model": {"manufacturer_id": "1001", "model_id": "M1", "hardware_version": "HW1", "firmware_version": "FW1"},
+    "device_type": "ESME",
+    "endorser": {"organisation": "S", "organisation_id": "2001", "role": "Supplier", "certificate_sha256": FP},
+    "evidence": {"spreadsheet": FP, "request": FP, "signatures": [FP]},
+    "image_sha256": FP,
+    "manufacturer": {"organisation": "A", "organisation_id": "1001", "role": "Manufacturer", "certificate_sha256": FP},
+    "manufacturer_name": "Acme Meters",
+    "panel_ref": "PANEL-1",
+    "smets_version": "SMETS2",
+    "submission_id": "S1",
+    "submitter_ref": "REF-1",
+}
+MISSING = object()
+MODEL = "format: device_model must have manufacturer_id, model_id, hardware_version, firmware_version"
+MODEL_TEXT = "format: device_model fields must be non-empty text"
+MAN = "format: manufacturer must have organisation, organisation_id, role, certificate_sha256"
+END = "format: endorser must have organisation, organisation_id, role, certificate_sha256"
+EVIDENCE = "format: evidence must name the spreadsheet, request and signatures by SHA-256"
+REPLACES = "format: replaces must be {index, investigation_ref}"
+HASH = "format: image_sha256 is not 64 lowercase hex digits"
+MALFORMED: list[tuple[str, tuple[str, ...], Any, str]] = [
+    ("no-endorser", ("endorser",), MISSING, "format: missing fields ['endorser'], unknown fields []"),
+    ("unknown-field", ("colour",), "red", "format: missing fields [], unknown fields ['colour']"),
+    ("device-type-list", ("device_type",), ["ESME"], "format: unknown device type ['ESME']"),
+    ("device-type-object", ("device_type",), {"ESME": 1}, "format: unknown device type {'ESME': 1}"),
+    ("device-type-number", ("device_type",), 7, "format: unknown device type 7"),
+    ("device-type-unknown", ("device_type",), "KETTLE", "format: unknown device type 'KETTLE'"),
+    ("smets-version-list", ("smets_version",), ["SMETS2"], "format: unknown SMETS version ['SMETS2']"),
+    ("smets-version-unknown", ("smets_version",), "SMETS3", "format: unknown SMETS version 'SMETS3'"),
+    ("device-model-list", ("device_model",), ["M1"], MODEL),
+    ("device-model-extra-key", ("device_model", "colour"), "red", MODEL),
+    ("model-id-number", ("device_model", "model_id"), 5, MODEL_TEXT),
+    ("model-id-empty", ("device_model", "model_id"), "", MODEL_TEXT),
+    ("model-id-list", ("device_model", "model_id"), ["M1"], MODEL_TEXT),
+    ("manufacturer-text", ("manufacturer",), "Acme", MAN),
+    ("manufacturer-role-list", ("manufacturer", "role"), ["Manufacturer"], MAN),
+    ("manufacturer-fingerprint-number", ("manufacturer", "certificate_sha256"), int("1" * 64), MAN),
+    ("endorser-organisation-id-number", ("endorser", "organisation_id"), 2001, END),
+    ("endorser-fingerprint-upper-case", ("endorser", "certificate_sha256"), FP.upper(), END),
+    ("image-hash-list", ("image_sha256",), [FP], HASH),
+    ("image-hash-upper-case", ("image_sha256",), FP.upper(), HASH),
+    ("approved-at-number", ("approved_at",), 1767225600, "format: approved_at: '1767225600' is not a UTC time"),
+    ("approved-at-list", ("approved_at",), ["2026-01-01T00:00:00Z"], "format: approved_at: \"['2026-01-01"),
+    ("approved-at-not-utc", ("approved_at",), "2026-01-01T00:00:00+01:00", "format: approved_at: '2026-01-01T"),
+    ("evidence-text", ("evidence",), FP, EVIDENCE),
+    ("evidence-signatures-text", ("evidence", "signatures"), FP, EVIDENCE),
+    ("evidence-no-signatures", ("evidence", "signatures"), [], EVIDENCE),
+    ("evidence-spreadsheet-number", ("evidence", "spreadsheet"), 5, EVIDENCE),
+    ("replaces-number", ("replaces",), 0, REPLACES),
+    ("replaces-index-text", ("replaces",), {"index": "0", "investigation_ref": "INV-1"}, REPLACES),
+    ("replaces-index-bool", ("replaces",), {"index": True, "investigation_ref": "INV-1"}, REPLACES),
+    ("replaces-index-list", ("replaces",), {"index": [0], "investigation_ref": "INV-1"}, REPLACES),
+    ("replaces-no-reference", ("replaces",), {"index": 0, "investigation_ref": ""}, REPLACES),
+    ("panel-ref-number", ("panel_ref",), 5, "format: panel_ref must be non-empty text"),
+    ("submitter-ref-null", ("submitter_ref",), None, "format: submitter_ref must be non-empty text"),
+    ("submission-id-list", ("submission_id",), ["S1"], "format: submission_id must be non-empty text"),
+    ("manufacturer-name-object", ("manufacturer_name",), {"n": 1}, "format: manufacturer_name must be non-empty"),
+]
+
+
+def _malformed(path: tuple[str, ...], value: Any, line: str) -> Build:
+    def build(kit: Kit) -> Crafted:
+        entry = json.loads(json.dumps(TEMPLATE))
+        holder = entry
+        for key in path[:-1]:
+            holder = holder[key]
+        if value is MISSING:
+            del holder[path[-1]]
+        else:
+            holder[path[-1]] = value
+        return Crafted([entry], (), [f"PROBLEM entry 0: {line}"])
+
+    return build
+
+
+for _name, _path, _value, _line in MALFORMED:
+    REFUSALS.append(pytest.param(_malformed(_path, _value, _line), id=f"association-{_name}"))
+
+
+# -- SEC Appendix Z 4.1 to 4.3 and the endorsement ------------------------------------------------------
+
+
+@refused("4.3(a)-creator-is-another-manufacturer")
+def rule_43a(kit: Kit) -> Crafted:
+    r = row("M1", image_hash("m1"))
+    sub = submit(kit, [r], ["other", "supplier"])
+    line = "PROBLEM entry 0: 4.3(a): the manufacturer signer's organisation ID 1002 is not the device model's "
+    return Crafted([association(kit, sub, r, "other")], sub.files, [line + "manufacturer 1001"])
+
+
+@refused("4.1-creator-is-not-a-manufacturer")
+def rule_41(kit: Kit) -> Crafted:
+    r = row("M1", image_hash("m1"))
+    sub = submit(kit, [r], ["acme-supplier", "supplier"])
+    line = "PROBLEM entry 0: 4.1: the image creator's signature is by a Supplier, not a Manufacturer"
+    return Crafted([association(kit, sub, r, "acme-supplier")], sub.files, [line])
+
+
+@refused("4.3(c)-smets1-endorsed-by-a-supplier")
+def rule_43c(kit: Kit) -> Crafted:
+    r = row("L1", image_hash("l1"), smets="SMETS1")
+    sub = submit(kit, [r])
+    line = "PROBLEM entry 0: 4.3(c): endorsed by a Supplier, but this device model needs the DCC"
+    return Crafted([association(kit, sub, r)], sub.files, [line])
+
+
+@refused("endorsement-comms-hub-by-a-supplier")
+def hub_by_supplier(kit: Kit) -> Crafted:
+    r = row("C1", image_hash("c1"), "CHF")
+    sub = submit(kit, [r])
+    line = "PROBLEM entry 0: endorsement: endorsed by a Supplier, but this device model needs the DCC"
+    return Crafted([association(kit, sub, r)], sub.files, [line])
+
+
+@refused("endorsement-meter-by-the-dcc")
+def meter_by_dcc(kit: Kit) -> Crafted:
+    r = row("E1", image_hash("e1"))
+    sub = submit(kit, [r], ["acme", "dcc"])
+    line = "PROBLEM entry 0: endorsement: endorsed by a DCC, but this device model needs the Supplier"
+    return Crafted([association(kit, sub, r, endorser="dcc")], sub.files, [line])
+
+
+def _history(kit: Kit, *steps: tuple[str, int | None, int | None]) -> Crafted:
+    """Entries of one device model: (image label, index it replaces, index the request asks to replace)."""
+    entries, files = [], []
+    for label, replaces, asked in steps:
+        r = row("M1", image_hash(label))
+        request = dict(REQUEST)
+        if asked is not None:
+            request["replacements"] = [{"replaces_index": asked, "investigation_ref": "INV-1"}]
+        sub = submit(kit, [r], request=request)
+        fields = {"replaces": {"index": replaces, "investigation_ref": "INV-1"}} if replaces is not None else {}
+        entries.append(association(kit, sub, r, **fields))
+        files += sub.files
+    return Crafted(entries, files)
+
+
+@accepted("4.3(b)-replacement-naming-the-current-association")
+def replacement_ok(kit: Kit) -> Crafted:
+    return _history(kit, ("v1", None, None), ("v2", 0, 0), ("v3", 1, 1))
+
+
+@refused("4.3(b)-replaces-a-model-without-association")
+def replaces_nothing(kit: Kit) -> Crafted:
+    crafted = _history(kit, ("v1", None, None))
+    r = row("M2", image_hash("m2"))
+    sub = submit(kit, [r], request={**REQUEST, "replacements": [{"replaces_index": 0, "investigation_ref": "INV-1"}]})
+    crafted.entries = [*crafted.entries, association(kit, sub, r, replaces={"index": 0, "investigation_ref": "INV-1"})]
+    crafted.evidence = [*crafted.evidence, *sub.files]
+    line = "PROBLEM entry 1: 4.3(b): names log index 0 as replaced, but the model had no association"
+    crafted.expect = [line]
+    return crafted
+
+
+@refused("4.3(b)-silent-replacement")
+def silent(kit: Kit) -> Crafted:
+    crafted = _history(kit, ("v1", None, None), ("v2", None, None))
+    crafted.expect = [
+        f"PROBLEM entry 1: 4.3(b): the device model already had hash {image_hash('v1')[:16]}... (entry 0); "
+        "this entry replaces it silently, without naming it and an investigation"
+    ]
+    return crafted
+
+
+@refused("4.3(b)-replaces-an-association-no-longer-current")
+def stale_replacement(kit: Kit) -> Crafted:
+    crafted = _history(kit, ("v1", None, None), ("v2", 0, 0), ("v3", 0, 0))
+    line = "PROBLEM entry 2: 4.3(b): names log index 0 as replaced, but the model's current association was entry 1"
+    crafted.expect = [line]
+    return crafted
+
+
+@refused("duplicate-of-the-current-association")
+def duplicate(kit: Kit) -> Crafted:
+    crafted = _history(kit, ("v1", None, None), ("v1", None, None))
+    crafted.expect = ["PROBLEM entry 1: duplicate: this hash already was the model's current association (entry 0)"]
+    return crafted
+
+
+@refused("approved-in-the-future")
+def future(kit: Kit) -> Crafted:
+    when = authority.now_utc() + dt.timedelta(days=1)
+    sub, e = good(kit, approved=when)
+    return Crafted([e], sub.files, [f"PROBLEM entry 0: approved_at {iso(when)} is in the future"])
+
+
+# -- evidence files ------------------------------------------------------------------------------------
+
+
+@refused("evidence-file-not-published")
+def unpublished(kit: Kit) -> Crafted:
+    sub, e = good(kit)
+    d = sha(sub.request)
+    line = f"PROBLEM entry 0: evidence: the file {d} is not published (log/evidence/{d})"
+    return Crafted([e], [sub.sheet, *sub.signatures], [line])
+
+
+@refused("evidence-file-swapped")
+def swapped(kit: Kit) -> Crafted:
+    sub, e = good(kit)
+    d = sha(sub.signatures[0])
+    tamper_ = lambda site: swap(site, f"log/evidence/{d}", sub.request)  # noqa: E731
+    line = f"PROBLEM entry 0: evidence: log/evidence/{d} does not have that SHA-256: swapped or altered"
+    return Crafted([e], sub.files, [line], tamper_)
+
+
+def _request_case(name: str, request: bytes, *lines: str) -> None:
+    def build(kit: Kit) -> Crafted:
+        r = row("M1", image_hash("m1"))
+        sub = submit(kit, [r], request=request)
+        return Crafted([association(kit, sub, r)], sub.files, [f"PROBLEM entry 0: {x}" for x in lines])
+
+    REFUSALS.append(pytest.param(build, id=name))
+
+
+PANEL = "evidence: panel_ref is not the one in the signed request"
+SUBMITTER = "evidence: submitter_ref is not the one in the signed request"
+_request_case("request-not-json", b"panel_ref = PANEL-1", "evidence: request.json is not valid JSON")
+_request_case("request-nested-5000-deep", b"[" * 5000, "evidence: request.json is not valid JSON")
+_request_case("request-a-list", b'["PANEL-1", "REF-1"]', "evidence: request.json is not a JSON object")
+_request_case("request-empty-object", b"{}", PANEL, SUBMITTER)
+_request_case("request-other-panel", b'{"panel_ref": "PANEL-2", "submitter_ref": "REF-1"}', PANEL)
+_request_case("request-other-submitter", b'{"panel_ref": "PANEL-1", "submitter_ref": "REF-9"}', SUBMITTER)
+_request_case("request-panel-a-list", b'{"panel_ref": ["PANEL-1"], "submitter_ref": "REF-1"}', PANEL)
+_request_case(
+    "request-replacements-not-a-list",
+    b'{"panel_ref": ["PANEL-1"], "submitter_ref": "REF-1", "replacements": 5}',
+    PANEL,
+)
+
+
+@refused("request-does-not-ask-for-the-replacement")
+def replacement_not_asked(kit: Kit) -> Crafted:
+    crafted = _history(kit, ("v1", None, None), ("v2", 0, None))
+    line = "PROBLEM entry 1: evidence: the request does not ask to replace log index 0 under investigation INV-1"
+    crafted.expect = [line]
+    return crafted
+
+
+@refused("request-replacement-index-a-list")
+def replacement_index_list(kit: Kit) -> Crafted:
+    crafted = _history(kit, ("v1", None, None))
+    r = row("M1", image_hash("v2"))
+    request = {**REQUEST, "replacements": [{"replaces_index": [0], "investigation_ref": "INV-1"}]}
+    sub = submit(kit, [r], request=request)
+    crafted.entries = [*crafted.entries, association(kit, sub, r, replaces={"index": 0, "investigation_ref": "INV-1"})]
+    crafted.evidence = [*crafted.evidence, *sub.files]
+    crafted.expect = ["PROBLEM entry 1: evidence: the request does not ask to replace log index 0 under investigation"]
+    return crafted
+
+
+@refused("spreadsheet-unreadable")
+def unreadable(kit: Kit) -> Crafted:
+    r = row("M1", image_hash("m1"))
+    sub = submit(kit, [r])
+    sub.sheet = b"PK\x03\x04 not a zip archive"
+    sub.signatures = [sign(sub.sheet, [kit["acme"], kit["supplier"]])]
+    line = (
+        "PROBLEM entry 0: evidence: the signed spreadsheet cannot be read: the .xlsx file cannot be read (BadZipFile)"
+    )
+    return Crafted([association(kit, sub, r)], sub.files, [line])
+
+
+@refused("spreadsheet-has-no-such-row")
+def no_row(kit: Kit) -> Crafted:
+    r = row("M1", image_hash("m1"))
+    sub = submit(kit, [r])
+    e = association(kit, sub, r, image_sha256=image_hash("m1-other"))
+    return Crafted([e], sub.files, ["PROBLEM entry 0: evidence: the signed spreadsheet has no row for exactly this"])
+
+
+# -- CMS signatures ------------------------------------------------------------------------------------
+
+NOT_VERIFIED = "the signature does not verify over its signed attributes"
+
+
+def no_signature(fp: str, who: str = "manufacturer") -> str:
+    return f"PROBLEM entry 0: evidence: no valid signature over the spreadsheet by the {who}'s certificate {fp[:16]}"
+
+
+def _styled(kit: Kit, manufacturer: str, style: str, broken: bool) -> Crafted:
+    """Acme's signature in one file (style: ecdsa, rsa, pss, ski), the Supplier's in another."""
+    r = row("M1", image_hash("m1"))
+    sub = submit(kit, [r], [manufacturer, "supplier"], separate=True)
+    creator = kit[manufacturer]
+    p7s = sign(sub.sheet, [creator], pss=style == "pss")
+    if style == "ski":
+        p7s = by_key_identifier(p7s, [creator])
+    if broken:
+        p7s = corrupt(p7s)
+    sub.signatures[0] = p7s
+    fp = party(creator)["certificate_sha256"]
+    expect = [f"PROBLEM entry 0: evidence: signature {sha(p7s)[:12]} signer 1: {NOT_VERIFIED}", no_signature(fp)]
+    return Crafted([association(kit, sub, r, manufacturer)], sub.files, expect if broken else [])
+
+
+STYLES = [("ecdsa", "acme"), ("rsa-pkcs1v15", "acme-rsa"), ("rsa-pss", "acme-rsa"), ("signer-by-key-id", "acme")]
+for _style, _who in STYLES:
+    _s = {"rsa-pkcs1v15": "rsa", "rsa-pss": "pss", "signer-by-key-id": "ski"}.get(_style, _style)
+    ACCEPTS.append(pytest.param(lambda kit, w=_who, s=_s: _styled(kit, w, s, False), id=f"cms-{_style}"))
+    REFUSALS.append(pytest.param(lambda kit, w=_who, s=_s: _styled(kit, w, s, True), id=f"cms-{_style}-corrupted"))
+
+
+def _countersigned(kit: Kit, broken: bool) -> Crafted:
+    """Acme signs; the Supplier countersigns Acme's signature (an unsigned attribute)."""
+    r = row("M1", image_hash("m1"))
+    sub = submit(kit, [r], ["acme"])
+    p7s = countersign(sub.signatures[0], kit["supplier"])
+    if broken:
+        p7s = corrupt(p7s, counter=True)
+    sub.signatures = [p7s]
+    line = f"PROBLEM entry 0: evidence: signature {sha(p7s)[:12]} signer 1 countersignature 1: {NOT_VERIFIED}"
+    return Crafted([association(kit, sub, r)], sub.files, [line] if broken else [])
+
+
+ACCEPTS.append(pytest.param(lambda kit: _countersigned(kit, False), id="cms-countersignature"))
+REFUSALS.append(pytest.param(lambda kit: _countersigned(kit, True), id="cms-countersignature-corrupted"))
+
+
+@refused("cms-signature-over-another-file")
+def other_file(kit: Kit) -> Crafted:
+    r = row("M1", image_hash("m1"))
+    sub = submit(kit, [r])
+    sub.signatures = [sign(sub.sheet + b"\r\n", [kit["acme"], kit["supplier"]])]
+    line = f"signature {sha(sub.signatures[0])[:12]} signer 1: messageDigest does not match the signed file"
+    return Crafted([association(kit, sub, r)], sub.files, [f"PROBLEM entry 0: evidence: {line}"])
+
+
+@refused("cms-key-id-of-no-certificate-carried")
+def unknown_key_id(kit: Kit) -> Crafted:
+    r = row("M1", image_hash("m1"))
+    sub = submit(kit, [r], ["acme"])
+    info = acms.ContentInfo.load(sub.signatures[0])
+    info["content"]["signer_infos"][0]["sid"] = acms.SignerIdentifier({"subject_key_identifier": b"\x01" * 20})
+    sub.signatures = [bytes(info.dump(force=True))]
+    line = f"signature {sha(sub.signatures[0])[:12]} signer 1: the signer's certificate is not in the SignedData"
+    return Crafted([association(kit, sub, r)], sub.files, [f"PROBLEM entry 0: evidence: {line}"])
+
+
+@refused("endorser-did-not-sign")
+def no_endorsement(kit: Kit) -> Crafted:
+    r = row("M1", image_hash("m1"))
+    sub = submit(kit, [r], ["acme"])
+    fp = party(kit["supplier"])["certificate_sha256"]
+    line = f"PROBLEM entry 0: evidence: no valid signature over the spreadsheet by the endorser's certificate {fp[:16]}"
+    return Crafted([association(kit, sub, r)], sub.files, [line])
+
+
+@refused("entry-claims-another-organisation")
+def other_identity(kit: Kit) -> Crafted:
+    r = row("M1", image_hash("m1"))
+    sub = submit(kit, [r])
+    e = association(kit, sub, r)
+    e["manufacturer"]["organisation"] = "Acme Meters Ltd"
+    line = (
+        "PROBLEM entry 0: evidence: the manufacturer's certificate names Acme Meters (ID 1001, Manufacturer), "
+        "not Acme Meters Ltd (ID 1001, Manufacturer)"
+    )
+    return Crafted([e], sub.files, [line])
+
+
+def _edited(
+    kit: Kit, edit: Any, edited: str = "acme", endorser: str = "supplier", device: str = "ESME"
+) -> tuple[Submission, dict[str, Any]]:
+    """One row, each party's signature in its own file; ``edited``'s signed attributes changed and re-signed."""
+    r = row("M1", image_hash("m1"), device)
+    sub = submit(kit, [r], ["acme", endorser], separate=True)
+    i = 0 if edited == "acme" else 1
+    sub.signatures[i] = edit_signed_attrs(sub.signatures[i], kit[edited], edit)
+    return sub, association(kit, sub, r, endorser=endorser)
+
+
+@refused("signed-after-the-approval")
+def signed_late(kit: Kit) -> Crafted:
+    approved = authority.now_utc()
+    later = acms.Time({"utc_time": approved + dt.timedelta(minutes=30)})
+    sub, e = _edited(kit, set_attr("signing_time", later))
+    e["approved_at"] = iso(approved)
+    return Crafted([e], sub.files, ["PROBLEM entry 0: evidence: the manufacturer signed after the approval time"])
+
+
+@refused("certificate-not-valid-at-the-signing-time")
+def signed_before_validity(kit: Kit) -> Crafted:
+    early = acms.Time({"utc_time": dt.datetime(2020, 1, 1, tzinfo=dt.UTC)})
+    sub, e = _edited(kit, set_attr("signing_time", early))
+    cert = describe_cert(kit["acme"].cert)
+    line = f"PROBLEM entry 0: manufacturer certificate: {cert} was not valid at the signing time 2020-01-01T00:00:00Z"
+    return Crafted([e], sub.files, [line])
+
+
+@refused("certificate-not-valid-at-the-approval")
+def expired(kit: Kit) -> Crafted:
+    sub, e = _edited(kit, drop_attr("signing_time"), "triage-expired", "triage-expired", "CHF")
+    cert = describe_cert(kit["triage-expired"].cert)
+    line = f"PROBLEM entry 0: endorser certificate: {cert} was not valid at the approval time {e['approved_at']}"
+    return Crafted([e], sub.files, [line])
+
+
+def _dcc_endorsed(kit: Kit, endorser: str, extra: Sequence[x509.Certificate] = ()) -> tuple[Submission, dict[str, Any]]:
+    """A comms hub model endorsed by ``endorser`` (its signature file also carries ``extra``)."""
+    r = row("C1", image_hash("c1"), "CHF")
+    sheet = csv_bytes([r])
+    signatures = [sign(sheet, [kit["acme"]]), sign(sheet, [kit[endorser]], extra=extra)]
+    sub = Submission(sheet, json.dumps(REQUEST).encode(), signatures)
+    return sub, association(kit, sub, r, endorser=endorser)
+
+
+@refused("certificate-not-chained-to-the-pinned-root")
+def self_signed(kit: Kit) -> Crafted:
+    sub, e = _dcc_endorsed(kit, "dcc-self-signed")
+    cert = describe_cert(kit["dcc-self-signed"].cert)
+    line = f"PROBLEM entry 0: endorser certificate: {cert} does not chain to a pinned IKI root: {cert} is self-signed"
+    return Crafted([e], sub.files, [line])
+
+
+@refused("certificate-without-the-iki-eku")
+def no_eku(kit: Kit) -> Crafted:
+    sub, e = _dcc_endorsed(kit, "dcc-no-eku")
+    cert = describe_cert(kit["dcc-no-eku"].cert)
+    line = f"PROBLEM entry 0: endorser certificate: {cert} lacks the IKI extended key usage 1.3.6.1.4.1.55555.1.1"
+    return Crafted([e], sub.files, [line])
+
+
+@refused("certificate-names-no-crl-on-the-site")
+def no_crl(kit: Kit) -> Crafted:
+    sub, e = _dcc_endorsed(kit, "dcc-unlisted-ca", [kit.unpublished_ca])
+    cert = describe_cert(kit["dcc-unlisted-ca"].cert)
+    line = f"PROBLEM entry 0: endorser certificate: {cert} names no CRL on this site; revocation cannot be checked"
+    return Crafted([e], sub.files, [line])
+
+
+@refused("certificate-crl-not-on-the-site")
+def crl_elsewhere(kit: Kit) -> Crafted:
+    sub, e = _dcc_endorsed(kit, "dcc-crl-elsewhere")
+    cert = describe_cert(kit["dcc-crl-elsewhere"].cert)
+    line = f"PROBLEM entry 0: endorser certificate: revocation of {cert} cannot be checked: the CRL of nosuch is"
+    return Crafted([e], sub.files, [line])
+
+
+@refused("certificate-crl-stale")
+def crl_stale(kit: Kit) -> Crafted:
+    sub, e = _dcc_endorsed(kit, "dcc")
+    past = authority.now_utc() - dt.timedelta(days=30)
+    stale = kit.world.crl(7, past, past + dt.timedelta(days=7))
+    line = "PROBLEM entry 0: {} certificate: revocation of {} cannot be checked: the CRL of ica is stale"
+    expect = [
+        line.format(who, describe_cert(kit[label].cert))
+        for who, label in [("manufacturer", "acme"), ("endorser", "dcc")]
+    ]
+    return Crafted([e], sub.files, expect, tamper=lambda site: swap(site, "crl/ica.crl", stale))
+
+
+@refused("certificate-revoked-before-the-approval")
+def revoked(kit: Kit) -> Crafted:
+    cert = kit["triage-revoked"].cert
+    crl = x509.load_der_x509_crl((kit.world.site / "crl/ica.crl").read_bytes())
+    entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
+    assert entry is not None
+    sub, e = _dcc_endorsed(kit, "triage-revoked")
+    e["approved_at"] = iso(entry.revocation_date_utc + dt.timedelta(minutes=1))
+    line = (
+        f"PROBLEM entry 0: endorser certificate: the certificate of Smart DCC Ltd (serial {cert.serial_number:x}) was "
+        f"revoked on {iso(entry.revocation_date_utc)} (keyCompromise), before this approval at {e['approved_at']}"
+    )
+    return Crafted([e], sub.files, [line])
+
+
+def duplicated_extensions(cert: x509.Certificate) -> x509.Certificate:
+    """``cert`` with every extension twice (its signature no longer verifies; cryptography loads it)."""
+    a = ax509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
+    exts = list(a["tbs_certificate"]["extensions"])
+    a["tbs_certificate"]["extensions"] = ax509.Extensions(exts + exts)
+    return x509.load_der_x509_certificate(a.dump(force=True))
+
+
+def carried(p7s: bytes, old: x509.Certificate, new: x509.Certificate) -> bytes:
+    """The SignedData with certificate ``old`` replaced by ``new`` (the SignerInfos untouched)."""
+    info = acms.ContentInfo.load(p7s)
+    signed = info["content"]
+    old_der, new_der = (c.public_bytes(serialization.Encoding.DER) for c in (old, new))
+    certs = [
+        acms.CertificateChoices({"certificate": ax509.Certificate.load(new_der)}) if c.chosen.dump() == old_der else c
+        for c in signed["certificates"]
+    ]
+    signed["certificates"] = acms.CertificateSet(certs)
+    return bytes(acms.ContentInfo({"content_type": "signed_data", "content": signed}).dump())
+
+
+@refused("cms-signer-key-of-an-unknown-algorithm")
+def unknown_key(kit: Kit) -> Crafted:
+    r = row("M1", image_hash("m1"))
+    sub = submit(kit, [r], separate=True)
+    a = ax509.Certificate.load(kit["acme"].cert.public_bytes(serialization.Encoding.DER))
+    a["tbs_certificate"]["subject_public_key_info"]["algorithm"]["algorithm"] = "1.2.3.4"
+    odd = x509.load_der_x509_certificate(a.dump(force=True))
+    sub.signatures[0] = carried(sub.signatures[0], kit["acme"].cert, odd)
+    expect = [
+        f"PROBLEM entry 0: evidence: signature {sha(sub.signatures[0])[:12]} signer 1: the signer's public key "
+        "cannot be used (",
+        no_signature(party(kit["acme"])["certificate_sha256"]),
+    ]
+    return Crafted([association(kit, sub, r)], sub.files, expect)
+
+
+@refused("cms-signer-certificate-with-duplicated-extensions")
+def signer_duplicated_extensions(kit: Kit) -> Crafted:
+    r = row("C1", image_hash("c1"), "CHF")
+    sheet = csv_bytes([r])
+    dcc = kit["dcc"]
+    odd = duplicated_extensions(dcc.cert)
+    endorsement = carried(sign(sheet, [dcc]), dcc.cert, odd)
+    sub = Submission(sheet, json.dumps(REQUEST).encode(), [sign(sheet, [kit["acme"]]), endorsement])
+    e = association(kit, sub, r, endorser="dcc")
+    e["endorser"]["certificate_sha256"] = odd.fingerprint(hashes.SHA256()).hex()
+    line = f"PROBLEM entry 0: endorser certificate: {describe_cert(odd)} has malformed extensions ("
+    return Crafted([e], sub.files, [line])
+
+
+@refused("cms-intermediate-with-duplicated-extensions")
+def intermediate_duplicated_extensions(kit: Kit) -> Crafted:
+    # No specific check covers a carried CA certificate that cryptography cannot read: the per-entry
+    # safety net must report it, and the audit go on to the next entry.
+    sub, e = _dcc_endorsed(kit, "dcc-unlisted-ca", [duplicated_extensions(kit.unpublished_ca)])
+    sub2, e2 = good(kit, "M2")
+    line = "PROBLEM entry 0: cannot be checked: DuplicateExtension: "
+    return Crafted([e, e2], [*sub.files, *sub2.files], [line])
+
+
+def _xlsx_case(name: str, edit: Callable[[bytes], bytes], error: str) -> None:
+    def build(kit: Kit) -> Crafted:
+        r = row("M1", image_hash("m1"))
+        sheet = edit(xlsx_bytes([r]))
+        sub = Submission(sheet, json.dumps(REQUEST).encode(), [sign(sheet, [kit["acme"], kit["supplier"]])])
+        line = (
+            f"PROBLEM entry 0: evidence: the signed spreadsheet cannot be read: the .xlsx file cannot be read ({error})"
+        )
+        return Crafted([association(kit, sub, r)], sub.files, [line])
+
+    REFUSALS.append(pytest.param(build, id=name))
+
+
+SHEET = "xl/worksheets/sheet1.xml"
+
+
+def _rewritten(data: bytes, payload: bytes) -> bytes:
+    """The workbook with the worksheet replaced by ``payload`` (deflated)."""
+    src = zipfile.ZipFile(io.BytesIO(data))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, payload if info.filename == SHEET else src.read(info))
+    return out.getvalue()
+
+
+def _bad_deflate(data: bytes) -> bytes:
+    """The worksheet's deflate stream starts with a reserved block type (CRCs untouched)."""
+    info = zipfile.ZipFile(io.BytesIO(data)).getinfo(SHEET)
+    name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26 : info.header_offset + 30])
+    start = info.header_offset + 30 + name_len + extra_len
+    return data[:start] + b"\xff" * 4 + data[start + 4 :]
+
+
+def _unknown_method(data: bytes) -> bytes:
+    """The worksheet's central directory entry names compression method 99 (WinZip AES)."""
+    at = data.index(b"PK\x01\x02")
+    while data[at + 46 : at + 46 + len(SHEET)] != SHEET.encode():
+        at = data.index(b"PK\x01\x02", at + 4)
+    return data[: at + 10] + struct.pack("<H", 99) + data[at + 12 :]
+
+
+_xlsx_case("xlsx-malformed-xml", lambda d: _rewritten(d, b"<worksheet><sheetData><row>"), "ParseError")
+_xlsx_case("xlsx-bad-deflate-stream", _bad_deflate, "error")
+_xlsx_case("xlsx-unknown-compression-method", _unknown_method, "NotImplementedError")
+
+
+@refused("evidence-file-over-8-mib")
+def oversized(kit: Kit) -> Crafted:
+    r = row("M1", image_hash("m1"))
+    sub = submit(kit, [r], request=b" " * (8 * 1024 * 1024 + 1) + json.dumps(REQUEST).encode())
+    line = f"PROBLEM entry 0: evidence: evidence {sha(sub.request)}: … is larger than the 8.0 MiB allowed for it"
+    return Crafted([association(kit, sub, r)], sub.files, [line])
+
+
+@refused("crl-archive-over-the-size-limit")
+def crl_oversized(kit: Kit) -> Crafted:
+    line = "PROBLEM entry 0: CRL: … crl/archive/ica/1.crl is larger than the 100 bytes allowed for it"
+    return Crafted([_crl(kit, 1)], (), [line], args=["--max-crl-bytes", "100"])
+
+
+# -- crl/v1 entries ------------------------------------------------------------------------------------
+
+
+def _crl_case(name: str, edit: Callable[[Kit], list[dict[str, Any]]], line: str) -> None:
+    def build(kit: Kit) -> Crafted:
+        return Crafted(edit(kit), (), [line])
+
+    REFUSALS.append(pytest.param(build, id=name))
+
+
+def _crl(kit: Kit, n: int, **fields: Any) -> dict[str, Any]:
+    return {**kit.crl_entries[n], **fields}
+
+
+FIELDS = "['issuer', 'next_update', 'number', 'sha256', 'this_update', 'type']"
+CRL_FORMAT = "PROBLEM entry 0: format: issuer must be an issuer name and number a CRL number"
+for _name, _fields in [
+    ("number-text", {"number": "1"}),
+    ("number-bool", {"number": True}),
+    ("number-negative", {"number": -1}),
+    ("number-beyond-20-octets", {"number": 2**160}),
+    ("issuer-path", {"issuer": "../ica"}),
+    ("issuer-number", {"issuer": 5}),
+]:
+    _crl_case(f"crl-{_name}", lambda kit, f=_fields: [_crl(kit, 1, **f)], CRL_FORMAT)
+_crl_case(
+    "crl-sha256-number",
+    lambda kit: [_crl(kit, 1, sha256=5)],
+    "PROBLEM entry 0: format: sha256 is not 64 lowercase hex digits",
+)
+_crl_case(
+    "crl-field-missing",
+    lambda kit: [{k: v for k, v in _crl(kit, 1).items() if k != "next_update"}],
+    f"PROBLEM entry 0: format: a crl/v1 entry has exactly the fields {FIELDS}",
+)
+_crl_case(
+    "crl-numbers-out-of-order",
+    lambda kit: [_crl(kit, 2), _crl(kit, 1)],
+    "PROBLEM entry 1: CRL number 1 of ica is not above number 2 logged at entry 0",
+)
+_crl_case(
+    "crl-number-repeated",
+    lambda kit: [_crl(kit, 1), _crl(kit, 1)],
+    "PROBLEM entry 1: CRL number 1 of ica is not above number 1 logged at entry 0",
+)
+_crl_case(
+    "crl-archive-missing",
+    lambda kit: [_crl(kit, 1, number=9)],
+    "PROBLEM entry 0: the archived CRL crl/archive/ica/9.crl is not published",
+)
+_crl_case(
+    "crl-archive-altered",
+    lambda kit: [_crl(kit, 1, sha256=FP)],
+    "PROBLEM entry 0: crl/archive/ica/1.crl does not have the logged SHA-256: altered or swapped",
+)
+_crl_case(
+    "crl-fields-differ",
+    lambda kit: [_crl(kit, 1, this_update="2020-01-01T00:00:00Z")],
+    "PROBLEM entry 0: the logged fields do not match the archived CRL ica #1",
+)
+_crl_case(
+    "crl-time-a-list",
+    lambda kit: [_crl(kit, 1, next_update=[_crl(kit, 1)["next_update"]])],
+    "PROBLEM entry 0: the logged fields do not match the archived CRL ica #1",
+)
+
+
+@refused("crl-archived-by-another-ca")
+def crl_forged(kit: Kit) -> Crafted:
+    now = authority.now_utc()
+    forged = kit.world.crl(5, now, now + dt.timedelta(days=7), stranger=True)
+    entry = _crl(
+        kit, 1, number=5, sha256=sha(forged), this_update=iso(now), next_update=iso(now + dt.timedelta(days=7))
+    )
+    return Crafted(
+        [entry],
+        (),
+        ["PROBLEM entry 0: the archived CRL ica #5 does not verify: the CRL's signature does not verify under the key"],
+        tamper=lambda site: swap(site, "crl/archive/ica/5.crl", forged),
+    )
+
+
+@accepted("crl-entries-in-order")
+def crl_ok(kit: Kit) -> Crafted:
+    return Crafted(list(kit.crl_entries))
+
+
+# -- lookup/v1: the commitment clients' proven verdicts rest on -------------------------------------------
+
+
+def _commitment(entries: Sequence[dict[str, Any]], **change: Any) -> dict[str, Any]:
+    lookup = Lookup()
+    for i, e in enumerate(entries):
+        lookup.add(i, e)
+    return {**json.loads(lookup.commitment()), **change}
+
+
+@accepted("lookup-commitment-after-crl-entries")
+def commitment_ok(kit: Kit) -> Crafted:
+    return Crafted([*kit.crl_entries, _commitment(kit.crl_entries)])
+
+
+@refused("lookup-commitment-hides-an-association")
+def commitment_hides(kit: Kit) -> Crafted:
+    sub, e = good(kit)
+    lie = _commitment([])  # as if the association were not logged: clients would be told "not found"
+    line = (
+        "lookup/v1: the commitment does not match the entries before it (verifiers trusting it would get wrong "
+        "answers); expected"
+    )
+    return Crafted([e, {**lie, "size": 1}], sub.files, [f"PROBLEM entry 1: {line}"])
+
+
+@refused("lookup-commitment-names-an-older-crl")
+def commitment_old_crl(kit: Kit) -> Crafted:
+    older = _commitment(kit.crl_entries[:2])
+    line = "lookup/v1: the commitment does not match the entries before it"
+    n = len(kit.crl_entries)
+    return Crafted([*kit.crl_entries, {**older, "size": n}], (), [f"PROBLEM entry {n}: {line}"])
+
+
+# =====================================================================================================
+# The tests
+# =====================================================================================================
+
+
+@pytest.mark.parametrize("build", REFUSALS)
+def test_audit_reports_the_broken_rule(
+    kit: Kit, build: Build, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    crafted = build(kit)
+    assert crafted.expect
+    r = audit(kit, craft(kit, crafted, tmp_path / "site"), capsys, crafted)
+    assert r.code == 1, r.out
+    assert_reported(r, crafted.expect)
+    if r.lines("PROBLEM "):
+        assert "AUDIT FAILED" in r.out
+
+
+@pytest.mark.parametrize("build", ACCEPTS)
+def test_audit_passes_the_good_variant(
+    kit: Kit, build: Build, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    crafted = build(kit)
+    site = craft(kit, crafted, tmp_path / "site")
+    r = audit(kit, site, capsys, crafted)
+    assert r.code == 0, r.out
+    assert not r.lines("PROBLEM ", "FAILED", "warning")
+    assert "AUDIT PASSED\n" in r.out
+    assert f"audit of {site / 'log'} at size {len(crafted.entries)}" in r.out
+
+
+def fixed_text(node: ast.expr) -> list[str]:
+    """The literal parts of a message expression (not the expressions inside its placeholders)."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return [node.value]
+    if isinstance(node, ast.JoinedStr):
+        return [v.value for v in node.values if isinstance(v, ast.Constant)]
+    if isinstance(node, ast.BinOp):
+        return fixed_text(node.left) + fixed_text(node.right)
+    if isinstance(node, ast.IfExp):
+        return fixed_text(node.body) + fixed_text(node.orelse)
+    return []
+
+
+def test_every_problem_the_audit_reports_has_a_case(kit: Kit) -> None:
+    """The matrix grows with the audit: the fixed text of every problem ``Auditor`` (and the
+    ``association_shape`` it calls) can report, and of every audit failure, is in an expected line."""
+    tree = ast.parse(VERIFIER.read_text())
+    scopes = [n for n in tree.body if getattr(n, "name", None) in ("Auditor", "association_shape")]
+    messages: list[list[str]] = []
+    for node in (n for scope in scopes for n in ast.walk(scope)):
+        if not isinstance(node, ast.Call) or not node.args:
+            continue
+        func = ast.unparse(node.func)
+        if func == "self.problem":
+            arg = node.args[1]
+        elif func.endswith("problems.append") or func == "VerifyFailed":
+            arg = node.args[0]
+        else:
+            continue
+        parts = [p.strip() for p in fixed_text(arg)]
+        if any(len(p) >= 4 for p in parts):
+            messages.append([p for p in parts if len(p) >= 4])
+    assert len(messages) >= 45
+    expected = [line for case in REFUSALS for line in case.values[0](kit).expect]
+    missing = [parts for parts in messages if not any(all(p in line for p in parts) for line in expected)]
+    assert not missing, f"no matrix case reports {missing}"
+
+
+def test_warnings_about_one_certificate_are_one_line(
+    kit: Kit, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A certificate revoked after the approvals it signed, its key declared invalid from before them:
+    one warning naming it and listing its entries (not one per entry), and a list in --json."""
+    t = authority.now_utc()
+    approved, revoked_at = t + dt.timedelta(hours=1), t + dt.timedelta(days=1)
+    rows = [row(f"W{i}", image_hash(f"w{i}")) for i in range(3)]
+    sub = submit(kit, rows, ["acme", "supplier-2"])
+    entries = [association(kit, sub, r, endorser="supplier-2", approved=approved) for r in rows]
+    other, e3 = good(kit, "W3", approved=approved)  # endorsed by another certificate: no warning
+    endorser, creator = kit["supplier-2"].cert, kit["acme"].cert
+    crl = kit.world.crl(
+        3,
+        revoked_at,
+        revoked_at + dt.timedelta(days=7),
+        [
+            Revocation(endorser.serial_number, revoked_at, "keyCompromise", invalidity_date=t),
+            Revocation(creator.serial_number, revoked_at, "superseded"),  # the approvals stand: no warning
+        ],
+    )
+    crafted = Crafted(
+        [*entries, e3],
+        [*sub.files, *other.files],
+        tamper=lambda site: swap(site, "crl/ica.crl", crl),
+        now=t + dt.timedelta(days=2),
+    )
+    site = craft(kit, crafted, tmp_path / "site")
+    text = (
+        f"the certificate of Bright Energy Supply (serial {endorser.serial_number:x}) was revoked on "
+        f"{iso(revoked_at)} (keyCompromise), after these approvals, but its key was declared invalid from {iso(t)}"
+    )
+
+    r = audit(kit, site, capsys, crafted)
+    assert r.code == 0, r.out
+    assert r.lines("warning") == [f"warning: {text}: entries 0-2"]
+    assert "AUDIT PASSED with 1 warning" in r.out
+    assert "1 signer certificate(s) were revoked after the approvals they signed" in r.out
+
+    r = audit(kit, site, capsys, crafted, "--json")
+    out = json.loads(r.out)
+    assert out["warnings"] == [f"{text}: entries 0-2"]
+    assert out["result"]["warning_count"] == 1
+    assert out["result"]["warnings"] == [
+        {
+            "certificate_sha256": endorser.fingerprint(hashes.SHA256()).hex(),
+            "certificate": describe_cert(endorser),
+            "warning": text,
+            "entries": [0, 1, 2],
+        }
+    ]
+
+
+def test_inclusion_proof_of_another_image_fails(kit: Kit, capsys: pytest.CaptureFixture[str]) -> None:
+    """``inclusion --proof F --hash H``: F proves its own entry; for any other image the answer is no."""
+    world = kit.world
+    proof = world.site / "log" / "proof" / f"{world.indices['e2']}.tlog-proof"
+    trust = str(kit.trust_file(witness=False))
+    own = ["--trust", trust, "inclusion", "--proof", str(proof), "--hash", image_hash("e2"), "--allow-replaced"]
+    assert main(own) == 0
+    assert f"entry {world.indices['e2']} is in the log" in capsys.readouterr().out
+    assert main(["--trust", trust, "inclusion", "--proof", str(proof), "--hash", image_hash("g1")]) == 1
+    assert f"FAILED: the proved entry is not for image {image_hash('g1')}" in capsys.readouterr().out
