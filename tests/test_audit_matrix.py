@@ -1095,11 +1095,11 @@ def signer_duplicated_extensions(kit: Kit) -> Crafted:
 
 @refused("cms-intermediate-with-duplicated-extensions")
 def intermediate_duplicated_extensions(kit: Kit) -> Crafted:
-    # No specific check covers a carried CA certificate that cryptography cannot read: the per-entry
-    # safety net must report it, and the audit go on to the next entry.
-    sub, e = _dcc_endorsed(kit, "dcc-unlisted-ca", [duplicated_extensions(kit.unpublished_ca)])
+    # A carried CA certificate that cryptography cannot read is named, and the audit goes on to the next entry.
+    odd = duplicated_extensions(kit.unpublished_ca)
+    sub, e = _dcc_endorsed(kit, "dcc-unlisted-ca", [odd])
     sub2, e2 = good(kit, "M2")
-    line = "PROBLEM entry 0: cannot be checked: DuplicateExtension: "
+    line = f"PROBLEM entry 0: endorser certificate: {describe_cert(odd)} has malformed extensions (Duplicate"
     return Crafted([e, e2], [*sub.files, *sub2.files], [line])
 
 
@@ -1417,3 +1417,13 @@ def test_inclusion_proof_of_another_image_fails(kit: Kit, capsys: pytest.Capture
     assert f"entry {world.indices['e2']} is in the log" in capsys.readouterr().out
     assert main(["--trust", trust, "inclusion", "--proof", str(proof), "--hash", image_hash("g1")]) == 1
     assert f"FAILED: the proved entry is not for image {image_hash('g1')}" in capsys.readouterr().out
+
+
+def test_cert_with_duplicated_extensions_is_refused_without_a_traceback(
+    kit: Kit, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    odd = duplicated_extensions(kit["acme"].cert)
+    path = tmp_path / "odd.pem"
+    path.write_bytes(odd.public_bytes(serialization.Encoding.PEM))
+    assert main(["--trust", str(kit.trust_file(witness=False)), "--site", str(kit.world.site), "cert", str(path)]) == 1
+    assert "has malformed extensions (Duplicate" in capsys.readouterr().out

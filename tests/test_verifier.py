@@ -1063,3 +1063,21 @@ def test_signer_key_compromised_before_the_approval(world: World, tmp_path: Path
     (a,) = out["result"]["associations"]
     assert a["verdict"] == "signer-compromised" and a["current"] is True
     assert "the endorser's certificate was revoked (keyCompromise), its key invalid from" in a["signer_problems"][0]
+
+
+def test_hostile_text_in_signed_entries_cannot_drive_the_terminal(world: World, tmp_path: Path, cli: Any) -> None:
+    import shutil
+
+    from publisher.config import load
+
+    pub = tmp_path / "publication"
+    shutil.copytree(world.config.root, pub, symlinks=True, ignore=shutil.ignore_patterns("lock"))
+    config = load(pub)
+    with TileLog.open(pub / "log", load_log_signer(config.log_key, pub)) as log:
+        index = log.size
+        log.append([canonical_json({"type": "note/v1", "text": "\x1b[2J\x1b]0;owned\x07\u202egnp.exe"})])
+    export_tree(config, tmp_path / "site", "2026-01-01T00:00:00Z")
+    r = cli("--site", tmp_path / "site", "inclusion", "--index", index)
+    assert r.code == 0
+    assert "\x1b" not in r.out and "\x07" not in r.out and "\u202e" not in r.out
+    assert "\\u001b[2J" in r.out and "\\u202egnp.exe" in r.out

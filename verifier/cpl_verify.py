@@ -1698,6 +1698,8 @@ def _ext(cert: x509.Certificate, cls: type[Any]) -> Any:
         return cert.extensions.get_extension_for_class(cls).value
     except x509.ExtensionNotFound:
         return None
+    except (x509.DuplicateExtension, ValueError) as exc:  # hostile certificates reach here: never a traceback
+        raise ChainError(f"{describe_cert(cert)} has malformed extensions ({exc})") from exc
 
 
 class ChainError(VerifyFailed):
@@ -1707,7 +1709,7 @@ class ChainError(VerifyFailed):
 def _check_critical(cert: x509.Certificate) -> None:
     try:
         exts = cert.extensions
-    except ValueError as exc:
+    except (x509.DuplicateExtension, ValueError) as exc:
         raise ChainError(f"{describe_cert(cert)} has malformed extensions ({exc})") from exc
     for ext in exts:
         if ext.critical and isinstance(ext.value, x509.UnrecognizedExtension):
@@ -1920,6 +1922,14 @@ def revoked_entry(crl: x509.CertificateRevocationList, serial: int) -> Revoked |
 # =====================================================================================================
 
 
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` for a terminal: control and bidirectional characters (from signed but hostile data) escaped."""
+    return _CONTROL_RE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 class Context:
     """Everything one command run uses."""
 
@@ -1947,12 +1957,12 @@ class Context:
     # -- output -----------------------------------------------------------------------------------
     def say(self, text: str = "") -> None:
         if not self.json:
-            sys.stdout.write(text + "\n")
+            sys.stdout.write(printable(text) + "\n")
 
     def warn(self, text: str) -> None:
         self.warnings.append(text)
         if not self.json:
-            sys.stdout.write(f"warning: {text}\n")
+            sys.stdout.write(f"warning: {printable(text)}\n")
 
     def progress(self, text: str) -> None:
         if self.show_progress:
@@ -3856,7 +3866,7 @@ class Auditor:
             self.problems.append({"index": index, "problem": text})
             if not self.ctx.json:
                 self._clear_progress()
-                sys.stdout.write(f"PROBLEM {where}: {text}\n")
+                sys.stdout.write(f"PROBLEM {where}: {printable(text)}\n")
                 sys.stdout.flush()
 
     def warning(self, index: int, cert: x509.Certificate, text: str) -> None:
@@ -4622,11 +4632,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write(json.dumps(out, indent=1, sort_keys=True, default=str) + "\n")
     elif error:
         if code == EXIT_FAILED:
-            sys.stdout.write(f"FAILED: {error}\n")
+            sys.stdout.write(f"FAILED: {printable(error)}\n")
             if evidence:
                 sys.stdout.write(evidence + "\n")
         else:
-            sys.stderr.write(f"cpl-verify: error: {error}\n")
+            sys.stderr.write(f"cpl-verify: error: {printable(error)}\n")
     return code
 
 
