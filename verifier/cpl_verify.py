@@ -22,20 +22,23 @@ The publisher (``cpl-publisher``) imports the log primitives below, so the
 site is checked by the same code that its users run.
 
 What is checked, and against what:
-  crl          the CRL's signature up to a pinned root (TBSCertList verified as received), issuer
-               name and key, thisUpdate not in the future, nextUpdate not passed, CRL number not below
-               the highest seen (--state); --require-logged: a crl/v1 log entry for exactly these bytes
+  crl          every pinned issuer's CRL (trust file 'crl_issuers' and roots): the signature by that
+               pinned issuer (TBSCertList verified as received), thisUpdate not in the future, nextUpdate
+               not passed, CRL number not below the highest seen (--state) nor below the newest the log's
+               lookup commitment names; --require-logged: a crl/v1 log entry for exactly these bytes
   cert, link   chain to a pinned root (signatures, CA flags, key usage, path length, validity), the IKI
                end-entity profile (digitalSignature, the pinned EKU), the role (link: DCC by default),
                revocation of every certificate below the root on fresh, verified CRLs
-  inclusion    lookup shards (unauthenticated) -> entries proved against a checkpoint signed by the
-               pinned key, with the site's proof files when they are for that checkpoint, else tiles
+  inclusion    the log's last entry (a lookup/v1 commitment) proved against the signed checkpoint; the
+               lookup shards checked against its root; every entry found, and every later entry of the
+               same device model, proved; the signers' certificates against the pinned issuers' CRLs.
+               Without a commitment: --exhaustive (every entry), else the verdict says NOT PROVEN
   consistency  the newest checkpoint proved an extension of the one in --state (fork/rollback: evidence)
   audit        every bundle and tile recomputed up to the signed root; every entry: format, canonical
                JSON, evidence files by SHA-256, CMS signatures (parsed here with the standard library,
                verified by cryptography), signer certificates at approval time, the signed spreadsheet
                row and request, SEC Appendix Z 4.1/4.3(a)-(c) over the whole history, crl/v1 entries
-               against the archived CRLs
+               against the archived CRLs, every lookup/v1 commitment recomputed from the entries before it
 """
 
 from __future__ import annotations
