@@ -2,7 +2,8 @@
 """cpl-verify: check the GB smart metering PKI transparency site yourself.
 
 One file, Python 3.9 or later, needing only the standard library and
-``cryptography`` 42 or later (``pip install cryptography``). Nothing is trusted because
+``cryptography`` 42.0 or later (``pip install -U cryptography``; an older one is
+refused at start, exit 2). Nothing is trusted because
 the site says so: you pin the log's verifier key and the IKI root
 certificate(s), on the command line or in a trust file, and every byte the
 site serves is checked against them.
@@ -65,6 +66,26 @@ from pathlib import Path
 from typing import Any, Callable, List, Sequence
 from urllib.parse import urljoin, urlsplit
 
+#: The oldest ``cryptography`` that runs every command: 42.0 added the timezone-aware validity and CRL
+#: dates (``not_valid_before_utc``, ``next_update_utc``, ``revocation_date_utc``) and
+#: ``NameOID.ORGANIZATION_IDENTIFIER``; 41 fails in crl, cert, link and audit, 38 (Debian 12) in all.
+CRYPTOGRAPHY_MIN = (42, 0)
+
+
+def cryptography_problem() -> str | None:
+    """Why the installed ``cryptography`` cannot run this verifier (missing or too old), or None."""
+    try:
+        import cryptography
+    except ImportError:
+        return "cpl-verify needs the 'cryptography' package: pip install cryptography"
+    found = str(getattr(cryptography, "__version__", ""))
+    m = re.match(r"([0-9]+)\.([0-9]+)", found)
+    if m is None or (int(m.group(1)), int(m.group(2))) >= CRYPTOGRAPHY_MIN:
+        return None  # an unreadable version is given the benefit of the doubt
+    need = ".".join(str(n) for n in CRYPTOGRAPHY_MIN)
+    return f"cpl-verify needs cryptography >= {need}; found {found}: pip install -U cryptography"
+
+
 try:
     from cryptography import x509
     from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -72,13 +93,16 @@ try:
     from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
     from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
     from cryptography.x509.oid import NameOID
-except ImportError:  # pragma: no cover - only without the dependency
+except ImportError as exc:  # pragma: no cover - only without the dependency
     if __name__ == "__main__":
-        sys.stderr.write("cpl-verify needs the 'cryptography' package: pip install cryptography\n")
+        problem = (
+            cryptography_problem() or f"cpl-verify cannot import cryptography ({exc}): pip install -U cryptography"
+        )
+        sys.stderr.write(problem + "\n")
         sys.exit(2)
     raise
 
-__version__ = "1.0"
+__version__ = "0.1.0"  # the cpl-transparency package version (pyproject.toml)
 UTC = timezone.utc
 
 # =====================================================================================================
@@ -3867,6 +3891,11 @@ def build_context(args: argparse.Namespace) -> Context:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
+    problem = cryptography_problem()
+    if problem:  # before anything can fail with an AttributeError deep inside a check
+        sys.stderr.write(problem + "\n")
+        return EXIT_ERROR
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
