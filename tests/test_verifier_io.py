@@ -9,21 +9,25 @@ subprocess with a timeout.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import http.server
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import tomllib
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from verifier_fixtures import SiteServer, World, iter_files, shared_world
+from verifier_fixtures import SiteServer, World, image_hash, iter_files, shared_world
 
 import publisher
 from publisher.cli import main as publisher_main
@@ -102,6 +106,147 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+# =====================================================================================================
+# Content-Encoding: the size caps apply to the decoded bytes
+# =====================================================================================================
+
+Encoder = Callable[[str, bytes], tuple[str | None, bytes]]
+
+
+class EncodedSite:
+    """The exported site over HTTP/1.1 on 127.0.0.1, each file sent as ``encode(path, data)`` returns:
+    (the Content-Encoding header or None, the body)."""
+
+    def __init__(self, root: Path, encode: Encoder) -> None:
+        self.encode = encode
+        site = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+            def do_GET(self) -> None:
+                rel = self.path.split("?", 1)[0].lstrip("/")
+                path = (root / rel).resolve()
+                if root.resolve() not in path.parents or not path.is_file():
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                encoding, body = site.encode(rel, path.read_bytes())
+                self.send_response(200)
+                if encoding is not None:
+                    self.send_header("Content-Encoding", encoding)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> EncodedSite:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def two_members(data: bytes) -> bytes:
+    """A valid gzip stream of two members (RFC 1952 2.2), as some servers concatenate them."""
+    half = len(data) // 2
+    return gzip.compress(data[:half]) + gzip.compress(data[half:])
+
+
+ENCODINGS: dict[str, Encoder] = {
+    "gzip": lambda rel, data: ("gzip", gzip.compress(data)),
+    "x-gzip": lambda rel, data: ("x-gzip", gzip.compress(data)),
+    "gzip, two members": lambda rel, data: ("gzip", two_members(data)),
+    "identity named": lambda rel, data: ("identity", data),
+}
+
+
+@pytest.mark.parametrize("name", list(ENCODINGS))
+def test_an_encoded_site_verifies(world: World, trust: Path, tmp_path: Path, name: str, capsys: Any) -> None:
+    # Full tiles of SHA-256 hashes do not compress: gzip makes them larger than the tile itself.
+    with EncodedSite(world.site, ENCODINGS[name]) as site:
+        for command in (["audit"], ["consistency"], ["inclusion", "--hash", image_hash("e2"), "--no-proof-files"]):
+            r = run_main(capsys, "--trust", trust, "--site", site.url, "--state", tmp_path / "state", *command)
+            assert r.code == 0, (command, r.out)
+
+
+def bomb(size: int, members: int = 1) -> bytes:
+    """``members`` gzip members that together expand to ``size`` zero bytes (made without holding them)."""
+    each = size // members
+    block = b"\0" * min(each, 1024 * 1024)
+    out = []
+    for _ in range(members):
+        packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        out.extend(packer.compress(block) for _ in range(each // len(block)))
+        out.append(packer.flush())
+    return b"".join(out)
+
+
+def current_size(world: World) -> int:
+    return int((world.site / "log" / "checkpoint").read_text().splitlines()[1])
+
+
+EXPANDS = "the response expands to more than the {cap} allowed; refusing it"
+
+
+@pytest.mark.parametrize(
+    ("target", "body", "message"),
+    [
+        ("checkpoint", lambda: bomb(32 * 1024 * 1024), EXPANDS),
+        ("checkpoint", lambda: bomb(1024 * 1024, members=1024), EXPANDS),
+        ("tile", lambda: bomb(4 * 1024 * 1024), EXPANDS),
+        ("checkpoint", lambda: bomb(256 * 1024 * 1024), "the site announces {length}, more than the 69.0 KiB allowed"),
+        ("checkpoint", lambda: gzip.compress(b"x" * 1000)[:-10], "the gzip response is truncated"),
+        ("checkpoint", lambda: b"\x1f\x8b not gzip at all", "the gzip response is corrupt"),
+    ],
+    ids=["bomb", "bomb in 1024 members", "bomb as a tile", "huge bomb", "truncated", "corrupt"],
+)
+def test_hostile_gzip_is_refused_within_the_cap(
+    world: World,
+    trust: Path,
+    tmp_path: Path,
+    target: str,
+    body: Callable[[], bytes],
+    message: str,
+    capsys: Any,
+) -> None:
+    size = current_size(world)
+    path = "log/checkpoint" if target == "checkpoint" else f"log/tile/0/000.p/{size}"
+    data = body()
+
+    def encode(rel: str, plain: bytes) -> tuple[str | None, bytes]:
+        return ("gzip", data) if rel == path else (None, plain)
+
+    with EncodedSite(world.site, encode) as site:
+        command = "audit" if target == "tile" else "consistency"
+        r = run_main(capsys, "--trust", trust, "--site", site.url, "--state", tmp_path / "state", command)
+    assert r.code == 1, r.out
+    cap = cpl_verify.CAP_CHECKPOINT if target == "checkpoint" else size * cpl_verify.HASH_SIZE
+    expected = message.format(cap=cpl_verify._size(cap), length=cpl_verify._size(len(data)))
+    assert f"{site.url}{path}: {expected}" in r.out, r.out
+    assert r.seconds < 10
+
+
+def test_an_unknown_content_encoding_is_refused(world: World, trust: Path, capsys: Any) -> None:
+    def encode(rel: str, data: bytes) -> tuple[str | None, bytes]:
+        return "br", data
+
+    with EncodedSite(world.site, encode) as site:
+        r = run_main(capsys, "--trust", trust, "--site", site.url, "consistency")
+    assert r.code == 1
+    assert "log/checkpoint: unsupported Content-Encoding 'br' (this verifier accepts gzip or identity)" in r.out
 
 
 # =====================================================================================================

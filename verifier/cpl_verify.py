@@ -948,7 +948,7 @@ class Source:
         return (self.url + rel) if self.url is not None else str(self.dir / rel) if self.dir else rel
 
     def get(self, rel: str, cap: int, what: str) -> bytes:
-        """The bytes at ``rel`` (at most ``cap`` of them), or ``NotFound``."""
+        """The bytes at ``rel`` (at most ``cap`` of them, after any gzip decoding), or ``NotFound``."""
         if rel.startswith("/") or ".." in rel.split("/") or "\\" in rel:
             raise UsageError(f"refusing to fetch {rel!r}")
         self.stats.paths.append(rel)
@@ -1027,39 +1027,62 @@ class Source:
         raise FetchError(f"{url}: cannot connect")  # pragma: no cover - loop always returns or raises
 
     def _read_body(self, resp: http.client.HTTPResponse, origin: tuple[str, str, int], cap: int, url: str) -> bytes:
-        encoding = (resp.getheader("Content-Encoding") or "identity").strip().lower()
-        length = resp.getheader("Content-Length")
-        if encoding == "identity" and length and length.isdigit() and int(length) > cap:
+        header = resp.getheader("Content-Encoding") or ""
+        codings = [c for c in (c.strip().lower() for c in header.split(",")) if c and c != "identity"]
+        if codings not in ([], ["gzip"], ["x-gzip"]):
             self._drop(origin)
-            raise SiteError(f"{url}: the site announces {_size(int(length))}, more than the {_size(cap)} allowed")
-        chunks, total = [], 0
+            raise SiteError(f"{url}: unsupported Content-Encoding {header!r} (this verifier accepts gzip or identity)")
+        gzipped = bool(codings)
+        # The cap is on the decoded bytes. Compressed, an incompressible file (a tile of hashes) is a little
+        # larger than itself; anything larger still is refused before it is decompressed.
+        wire_cap = cap + cap // 64 + 4 * KIB if gzipped else cap
+        length = resp.getheader("Content-Length")
+        if length and length.isdigit() and int(length) > wire_cap:
+            self._drop(origin)
+            raise SiteError(f"{url}: the site announces {_size(int(length))}, more than the {_size(wire_cap)} allowed")
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS) if gzipped else None
+        chunks: list[bytes] = []
+        total = received = 0
         try:
             while True:
-                chunk = resp.read(min(64 * KIB, cap + 1 - total))
+                chunk = resp.read(min(64 * KIB, wire_cap + 1 - received))
                 if not chunk:
                     break
-                chunks.append(chunk)
-                total += len(chunk)
-                if total > cap:
+                received += len(chunk)
+                if received > wire_cap:
                     self._drop(origin)
-                    raise SiteError(f"{url}: the response is larger than the {_size(cap)} allowed; refusing it")
-        except (http.client.IncompleteRead, OSError) as exc:
+                    raise SiteError(f"{url}: the response is larger than the {_size(wire_cap)} allowed; refusing it")
+                while inflater is not None and chunk:
+                    if inflater.eof:  # a gzip stream may hold several members, one after the other
+                        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                    # Never more than one byte over the cap, however much the input would expand to.
+                    out = inflater.decompress(chunk, cap + 1 - total)
+                    chunks.append(out)
+                    total += len(out)
+                    if total > cap:
+                        self._drop(origin)
+                        raise SiteError(
+                            f"{url}: the response expands to more than the {_size(cap)} allowed; refusing it"
+                        )
+                    chunk = inflater.unconsumed_tail or inflater.unused_data
+                if inflater is None:
+                    chunks.append(chunk)
+                    total += len(chunk)
+        except zlib.error as exc:
+            self._drop(origin)
+            raise SiteError(f"{url}: the gzip response is corrupt ({exc})") from exc
+        except (socket.timeout, TimeoutError) as exc:
+            self._drop(origin)
+            raise FetchError(f"{url}: no answer within {self.timeout:g} s") from exc
+        except (http.client.HTTPException, OSError, ValueError) as exc:
             self._drop(origin)
             raise FetchError(f"{url}: the connection broke while reading ({exc})") from exc
-        data = b"".join(chunks)
+        if inflater is not None and received and not inflater.eof:
+            self._drop(origin)
+            raise SiteError(f"{url}: the gzip response is truncated")
         if resp.will_close:
             self._drop(origin)
-        if encoding in ("gzip", "x-gzip"):
-            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            try:
-                data = inflater.decompress(data, cap + 1)
-            except zlib.error as exc:
-                raise SiteError(f"{url}: the gzip response is corrupt") from exc
-            if len(data) > cap or inflater.unconsumed_tail:
-                raise SiteError(f"{url}: the response expands to more than the {_size(cap)} allowed; refusing it")
-        elif encoding != "identity":
-            raise SiteError(f"{url}: unsupported Content-Encoding {encoding!r}")
-        return data
+        return b"".join(chunks)
 
     def _get_http(self, rel: str, cap: int, what: str) -> bytes:
         assert self.url is not None  # noqa: S101
