@@ -250,6 +250,49 @@ def test_an_unknown_content_encoding_is_refused(world: World, trust: Path, capsy
 
 
 # =====================================================================================================
+# Local site folders: regular files inside the folder only
+# =====================================================================================================
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
+def test_a_fifo_in_a_site_folder_is_refused_at_once(world: World, trust: Path, tmp_path: Path) -> None:
+    site = world.copy_site(tmp_path / "site")
+    (site / "log" / "checkpoint").unlink()
+    os.mkfifo(site / "log" / "checkpoint")  # opening it for reading would wait for a writer
+    r = run_file("--trust", trust, "--site", site, "consistency", timeout=30)
+    assert r.code == 1, r.out
+    assert f"{site / 'log' / 'checkpoint'} is not a regular file (a FIFO, device or socket)" in r.out
+    assert r.seconds < 10
+
+
+def _link_out(site: Path, rel: str, outside: Path) -> None:
+    """Move ``site/rel`` to ``outside`` and leave a symbolic link to it in its place."""
+    shutil.move(str(site / rel), str(outside))
+    (site / rel).symlink_to(outside)
+
+
+@pytest.mark.parametrize("rel", ["log/checkpoint", "log/tile", "log"], ids=["file", "folder on the way", "log"])
+def test_a_symbolic_link_out_of_the_site_folder_is_refused(
+    world: World, trust: Path, tmp_path: Path, rel: str, capsys: Any
+) -> None:
+    site = world.copy_site(tmp_path / "site")
+    _link_out(site, rel, tmp_path / "elsewhere")  # the same bytes, but outside the folder given
+    r = run_main(capsys, "--trust", trust, "--site", site, "inclusion", "--hash", image_hash("e2"), "--no-proof-files")
+    assert r.code == 1, r.out
+    assert "leads outside the site folder" in r.out and "through a symbolic link; refusing to read it" in r.out
+
+
+def test_symbolic_links_within_the_site_folder_are_followed(
+    world: World, trust: Path, tmp_path: Path, capsys: Any
+) -> None:
+    site = world.copy_site(tmp_path / "site")
+    (site / "log").rename(site / "log-v1")
+    (site / "log").symlink_to("log-v1")  # e.g. a deployment switching between versions
+    r = run_main(capsys, "--trust", trust, "--site", site, "inclusion", "--hash", image_hash("e2"), "--no-proof-files")
+    assert r.code == 0, r.out
+
+
+# =====================================================================================================
 # cryptography too old: a clear message, not an AttributeError
 # =====================================================================================================
 

@@ -54,6 +54,7 @@ import os
 import re
 import socket
 import ssl
+import stat
 import struct
 import sys
 import time
@@ -907,6 +908,7 @@ class Source:
         pool: dict[tuple[str, str, int], http.client.HTTPConnection] | None = None,
         site_origin: tuple[str, str, int] | None = None,
         retry_delay: float = 0.25,
+        root: Path | None = None,
     ) -> None:
         self.timeout = timeout
         self.stats = stats if stats is not None else FetchStats()
@@ -922,6 +924,7 @@ class Source:
                 raise UsageError(f"{base}: a site URL has no user, query or fragment")
             self.url: str | None = base
             self.dir: Path | None = None
+            self.root: Path | None = None
             self.origin = site_origin or _origin_of(base)
         else:
             if base.lower().startswith("file://"):
@@ -930,7 +933,9 @@ class Source:
             if not path.is_dir():
                 raise UsageError(f"{base}: not a folder (give an https:// or http:// URL, or a local folder)")
             self.url = None
-            self.dir = path.resolve()
+            # Files are read only from inside ``root``: the folder given, or the site a sub-folder is of.
+            self.dir = path if root is not None else path.resolve()
+            self.root = root if root is not None else self.dir
             self.origin = ("file", "", 0)
 
     def __str__(self) -> str:
@@ -942,7 +947,7 @@ class Source:
         if self.url is not None:
             return Source(self.url + rel, self.timeout, self.stats, self._pool, self.origin, self.retry_delay)
         assert self.dir is not None  # noqa: S101 - one of the two is set
-        return Source(str(self.dir / rel), self.timeout, self.stats, self._pool, None, self.retry_delay)
+        return Source(str(self.dir / rel), self.timeout, self.stats, self._pool, None, self.retry_delay, self.root)
 
     def where(self, rel: str) -> str:
         return (self.url + rel) if self.url is not None else str(self.dir / rel) if self.dir else rel
@@ -964,16 +969,41 @@ class Source:
 
     # -- local folders ----------------------------------------------------------------------------
     def _get_file(self, rel: str, cap: int, what: str) -> bytes:
-        assert self.dir is not None  # noqa: S101
+        assert self.dir is not None and self.root is not None  # noqa: S101
         path = self.dir / rel
         self.stats.requests += 1
+        # Like a redirect off the site: a symbolic link (the file or a folder on the way) leading out of
+        # the site folder is refused; links within it are followed.
+        real = Path(os.path.realpath(path))
+        if real != self.root and self.root not in real.parents:
+            raise SiteError(
+                f"{what}: {path} leads outside the site folder {self.root} (to {real}) through a symbolic link; "
+                "refusing to read it"
+            )
+        # Only regular files: opening a FIFO would wait for a writer, a device could be endless.
+        flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
+        not_regular = f"{what}: {path} is not a regular file (a FIFO, device or socket); refusing to read it"
         try:
-            with open(path, "rb") as f:
-                data = f.read(cap + 1)
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
+            mode = os.stat(real).st_mode
+            fd = os.open(real, flags) if stat.S_ISREG(mode) else -1
+        except (FileNotFoundError, NotADirectoryError) as exc:
             raise NotFound(f"{what}: {path} does not exist") from exc
         except OSError as exc:
             raise FetchError(f"{what}: cannot read {path}: {exc.strerror or exc}") from exc
+        if stat.S_ISDIR(mode):
+            raise NotFound(f"{what}: {path} does not exist (it is a folder)")
+        if fd < 0:
+            raise SiteError(not_regular)
+        with os.fdopen(fd, "rb") as f:
+            info = os.fstat(f.fileno())
+            if not stat.S_ISREG(info.st_mode):  # replaced since the check above
+                raise SiteError(not_regular)
+            if info.st_size > cap:
+                raise SiteError(f"{what}: {path} is larger than the {_size(cap)} allowed for it; refusing to read it")
+            try:
+                data = f.read(cap + 1)
+            except OSError as exc:
+                raise FetchError(f"{what}: cannot read {path}: {exc.strerror or exc}") from exc
         if len(data) > cap:
             raise SiteError(f"{what}: {path} is larger than the {_size(cap)} allowed for it; refusing to read it")
         return data
