@@ -12,6 +12,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.server
+import itertools
+import json
 import os
 import shutil
 import socket
@@ -106,6 +108,126 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+# =====================================================================================================
+# --timeout is for the whole request; --deadline for the whole command
+# =====================================================================================================
+
+
+class DripServer:
+    """On 127.0.0.1: reads a request, then answers one byte every ``interval`` seconds, forever.
+
+    ``where="headers"`` drips the status line and an endless header; ``where="body"`` sends the headers
+    at once and drips the body.
+    """
+
+    def __init__(self, where: str, interval: float = 0.5) -> None:
+        self.where = where
+        self.interval = interval
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/"
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            threading.Thread(target=self._drip, args=(conn,), daemon=True).start()
+
+    def _drip(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                conn.settimeout(5)
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    data = conn.recv(4096)
+                    if not data:
+                        return
+                    request += data
+                if self.where == "body":
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+                    stream: Iterator[int] = itertools.repeat(ord("x"))
+                else:
+                    stream = itertools.chain(b"HTTP/1.1 200 OK\r\nX-Drip: ", itertools.repeat(ord("a")))
+                for byte in stream:
+                    if self.stop.wait(self.interval):
+                        return
+                    conn.sendall(bytes([byte]))
+            except OSError:
+                return  # the verifier hung up, as it should
+
+    def __enter__(self) -> DripServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=5)
+        self.sock.close()
+
+
+@pytest.mark.parametrize("where", ["headers", "body"])
+def test_a_server_dripping_bytes_is_cut_off_at_the_timeout(trust: Path, where: str) -> None:
+    with DripServer(where) as drip:
+        r = run_file("--trust", trust, "--site", drip.url, "--timeout", 2, "consistency", timeout=30)
+    assert r.code == 2, r.out
+    assert r.seconds < 8, f"took {r.seconds:.1f} s with --timeout 2"
+    assert f"{drip.url}log/checkpoint (the site URL from --site): no complete answer within 2 s (--timeout)" in r.out
+
+
+def test_the_whole_command_stops_at_the_deadline(
+    world: World, srv: SiteServer, trust: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Every file answers in 0.3 s, well within --timeout, but an audit needs dozens of them.
+    def slow(data: bytes) -> Callable[[], bytes]:
+        def answer() -> bytes:
+            time.sleep(0.3)
+            return data
+
+        return answer
+
+    for rel, data in site_files(world).items():
+        srv.override(rel, slow(data))
+    r = run_main(capsys, "--trust", trust, "--site", srv.url, "--timeout", 5, "--deadline", 1.5, "audit")
+    assert r.code == 2, r.out
+    assert r.seconds < 4, f"took {r.seconds:.1f} s with --deadline 1.5"
+    assert "cpl-verify: error: stopped after 1.5 s (--deadline):" in r.out
+    assert srv.url in r.out  # names what it was fetching
+
+
+def test_monitor_gives_each_check_the_whole_deadline(
+    srv: SiteServer, trust: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Three checks 0.7 s apart outlast a 1 s deadline; each check alone takes far less.
+    state = tmp_path / "state"
+    args = ("--trust", trust, "--site", srv.url, "--state", state, "--deadline", 1, "monitor")
+    r = run_main(capsys, *args, "--interval", 0.7, "--count", 3)
+    assert r.code == 0, r.out
+    assert r.seconds > 1.2
+
+
+def test_help_explains_timeout_and_deadline() -> None:
+    r = run_file("--help")
+    text = " ".join(r.out.split())  # argparse wraps the lines
+    assert r.code == 0
+    assert "--timeout SECONDS the most one request may take: connect, headers and body (default 20)" in text
+    assert "--deadline SECONDS stop with exit code 2 after this long (default 300; audit 3600;" in text
+
+
+def test_timeout_and_deadline_must_be_sensible(srv: SiteServer, trust: Path, capsys: Any) -> None:
+    for timeout in ("0", "-1", "inf", "nan"):
+        r = run_main(capsys, "--trust", trust, "--site", srv.url, "--timeout", timeout, "consistency")
+        assert r.code == 2 and "--timeout must be more than 0 and at most 86400 seconds" in r.out
+    for deadline in ("-1", "nan"):
+        r = run_main(capsys, "--trust", trust, "--site", srv.url, "--deadline", deadline, "consistency")
+        assert r.code == 2 and "--deadline must be 0 (no limit) or more seconds" in r.out
+    r = run_main(capsys, "--trust", trust, "--site", srv.url, "--deadline", 0, "--timeout", 86400, "consistency")
+    assert r.code == 0, r.out  # no deadline at all, and the longest timeout
 
 
 # =====================================================================================================
@@ -290,6 +412,38 @@ def test_symbolic_links_within_the_site_folder_are_followed(
     (site / "log").symlink_to("log-v1")  # e.g. a deployment switching between versions
     r = run_main(capsys, "--trust", trust, "--site", site, "inclusion", "--hash", image_hash("e2"), "--no-proof-files")
     assert r.code == 0, r.out
+
+
+# =====================================================================================================
+# Connection errors say where the URL came from
+# =====================================================================================================
+
+
+def test_connection_refused_names_where_the_url_came_from(
+    world: World, srv: SiteServer, tmp_path: Path, capsys: Any
+) -> None:
+    dead = f"http://127.0.0.1:{free_port()}/"
+    plain = world.write_trust(tmp_path / "plain.json")
+    r = run_main(capsys, "--trust", plain, "--site", dead, "consistency")
+    assert r.code == 2
+    assert f"cannot connect to {dead}log/checkpoint (the site URL from --site): " in r.out
+
+    with_site = world.write_trust(tmp_path / "with-site.json", dead)
+    r = run_main(capsys, "--trust", with_site, "consistency")
+    assert r.code == 2
+    assert f"cannot connect to {dead}log/checkpoint (the site URL from the trust file {with_site}): " in r.out
+
+    obj = world.trust(srv.url)
+    obj["log"]["url"] = dead + "log/"
+    with_log = tmp_path / "with-log.json"
+    with_log.write_text(json.dumps(obj))
+    r = run_main(capsys, "--trust", with_log, "consistency")
+    assert r.code == 2
+    assert f"cannot connect to {dead}log/checkpoint (the log URL from the trust file {with_log}): " in r.out
+
+    r = run_main(capsys, "--trust", plain, "--site", srv.url, "--log", dead + "log/", "consistency")
+    assert r.code == 2
+    assert f"cannot connect to {dead}log/checkpoint (the log URL from --log): " in r.out
 
 
 # =====================================================================================================

@@ -16,6 +16,9 @@ site serves is checked against them.
     python cpl_verify.py --trust trust.json audit                # the whole log, every entry's evidence
 
 Exit codes: 0 verified, 1 verification failed, 2 usage, network or I/O error.
+Fetching: --timeout bounds each request as a whole, --deadline the whole command
+(exit 2); size caps count decoded bytes (gzip); a site folder is read only for
+regular files inside it (no FIFOs, devices or symbolic links out of it).
 
 Standards: RFC 9162 Merkle trees, C2SP tlog-tiles, tlog-checkpoint,
 signed-note and tlog-proof; RFC 5280 certificates and CRLs; RFC 5652 CMS.
@@ -879,6 +882,9 @@ CAP_CRL = 128 * MIB
 MAX_REDIRECTS = 5
 RETRIES = 3  # attempts on HTTP 5xx
 USER_AGENT = f"cpl-verify/{__version__} (+python)"
+DEFAULT_TIMEOUT = 20.0  # seconds for one request: connect, headers and body
+DEFAULT_DEADLINE = 300.0  # seconds for a whole command (for monitor: each check)
+AUDIT_DEADLINE = 3600.0  # audit downloads the whole log
 
 
 @dataclass
@@ -890,11 +896,109 @@ class FetchStats:
     paths: list[str] = field(default_factory=list)
 
 
+class Deadline:
+    """The time limit of a whole command (``--deadline``), shared by every source of one run."""
+
+    def __init__(self, seconds: float = 0.0) -> None:
+        self.seconds = seconds
+        self.at = float("inf")
+        self.restart()
+
+    def restart(self) -> None:
+        """Start the clock again (``monitor`` gives each check the whole limit); 0 means no limit."""
+        self.at = time.monotonic() + self.seconds if self.seconds > 0 else float("inf")
+
+    def passed(self) -> bool:
+        """True once the limit is reached."""
+        return time.monotonic() >= self.at
+
+    def stopped(self, detail: str) -> FetchError:
+        """The error that stops the command, naming what it was fetching."""
+        return FetchError(f"stopped after {self.seconds:g} s (--deadline): {detail}")
+
+
 def _origin_of(url: str) -> tuple[str, str, int]:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     port = parts.port or (443 if scheme == "https" else 80)
     return scheme, (parts.hostname or "").lower(), port
+
+
+class _Connection(http.client.HTTPConnection):
+    """HTTP or HTTPS to one origin; every socket operation gets only the time left before ``deadline``.
+
+    A timeout per read alone lets a server that drips one byte at a time hold the reader forever, so
+    the limit is on the whole request (connect, TLS handshake, headers and body).
+    """
+
+    def __init__(self, host: str, port: int, tls: ssl.SSLContext | None) -> None:
+        super().__init__(host, port)
+        self.tls = tls
+        self.deadline = 0.0  # time.monotonic() value; set before each request
+        if tls is not None:
+            self.default_port = 443  # the Host header names the port only when it is not the default
+
+    def left(self) -> float:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout("the request's time is up")
+        return left
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self.host, self.port), self.left())
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.tls is not None:
+                sock.settimeout(self.left())  # CPython bounds the whole handshake by the socket timeout
+                sock = self.tls.wrap_socket(sock, server_hostname=self.host)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = _TimedSocket(sock, self)
+
+
+class _TimedSocket:
+    """A connected socket whose reads and writes each wait at most the time left to the connection."""
+
+    def __init__(self, sock: socket.socket, conn: _Connection) -> None:
+        self._sock = sock
+        self._conn = conn
+
+    def arm(self) -> None:
+        self._sock.settimeout(self._conn.left())
+
+    def sendall(self, data: bytes) -> None:
+        self.arm()
+        self._sock.sendall(data)
+
+    def makefile(self, mode: str = "rb", *args: Any, **kwargs: Any) -> io.BufferedReader:
+        # http.client reads the response through this; the socket's own reader keeps the socket open
+        # until the response is read, as http.client expects when the server closes after it.
+        return io.BufferedReader(_TimedReader(self._sock.makefile("rb", buffering=0), self))
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+class _TimedReader(io.RawIOBase):
+    def __init__(self, raw: socket.SocketIO, sock: _TimedSocket) -> None:
+        super().__init__()
+        self._raw = raw
+        self._sock = sock
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int | None:
+        self._sock.arm()
+        return self._raw.readinto(buffer)
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
 
 
 class Source:
@@ -903,16 +1007,20 @@ class Source:
     def __init__(
         self,
         base: str,
-        timeout: float = 20.0,
+        timeout: float = DEFAULT_TIMEOUT,
         stats: FetchStats | None = None,
-        pool: dict[tuple[str, str, int], http.client.HTTPConnection] | None = None,
+        pool: dict[tuple[str, str, int], _Connection] | None = None,
         site_origin: tuple[str, str, int] | None = None,
         retry_delay: float = 0.25,
+        deadline: Deadline | None = None,
+        label: str = "",
         root: Path | None = None,
     ) -> None:
         self.timeout = timeout
         self.stats = stats if stats is not None else FetchStats()
         self.retry_delay = retry_delay
+        self.deadline = deadline if deadline is not None else Deadline()
+        self.label = label  # where the URL or folder came from, for messages: "the site URL from --site"
         self._pool = pool if pool is not None else {}
         if re.match(r"(?i)https?://", base):
             if not base.endswith("/"):
@@ -945,17 +1053,24 @@ class Source:
         """The source for a sub-path (e.g. the log prefix ``log/``), sharing connections and counters."""
         rel = rel.strip("/") + "/"
         if self.url is not None:
-            return Source(self.url + rel, self.timeout, self.stats, self._pool, self.origin, self.retry_delay)
+            return Source(self.url + rel, self.timeout, self.stats, self._pool, self.origin, self.retry_delay,
+                          self.deadline, self.label)  # fmt: skip
         assert self.dir is not None  # noqa: S101 - one of the two is set
-        return Source(str(self.dir / rel), self.timeout, self.stats, self._pool, None, self.retry_delay, self.root)
+        return Source(str(self.dir / rel), self.timeout, self.stats, self._pool, None, self.retry_delay,
+                      self.deadline, self.label, self.root)  # fmt: skip
 
     def where(self, rel: str) -> str:
         return (self.url + rel) if self.url is not None else str(self.dir / rel) if self.dir else rel
+
+    def _named(self, url: str) -> str:
+        return f"{url} ({self.label})" if self.label else url
 
     def get(self, rel: str, cap: int, what: str) -> bytes:
         """The bytes at ``rel`` (at most ``cap`` of them, after any gzip decoding), or ``NotFound``."""
         if rel.startswith("/") or ".." in rel.split("/") or "\\" in rel:
             raise UsageError(f"refusing to fetch {rel!r}")
+        if self.deadline.passed():
+            raise self.deadline.stopped(f"{what} ({self.where(rel)}) not fetched")
         self.stats.paths.append(rel)
         data = self._get_http(rel, cap, what) if self.url is not None else self._get_file(rel, cap, what)
         self.stats.bytes += len(data)
@@ -1009,18 +1124,14 @@ class Source:
         return data
 
     # -- HTTP -------------------------------------------------------------------------------------
-    def _connection(self, origin: tuple[str, str, int], fresh: bool) -> http.client.HTTPConnection:
+    def _connection(self, origin: tuple[str, str, int], fresh: bool) -> _Connection:
         conn = self._pool.get(origin)
         if conn is not None and not fresh:
             return conn
         if conn is not None:
             conn.close()
         scheme, host, port = origin
-        if scheme == "https":
-            context = ssl.create_default_context()
-            conn = http.client.HTTPSConnection(host, port, timeout=self.timeout, context=context)
-        else:
-            conn = http.client.HTTPConnection(host, port, timeout=self.timeout)
+        conn = _Connection(host, port, ssl.create_default_context() if scheme == "https" else None)
         self._pool[origin] = conn
         return conn
 
@@ -1029,14 +1140,24 @@ class Source:
         if conn is not None:
             conn.close()
 
+    def _timed_out(self, url: str) -> FetchError:
+        if self.deadline.passed():
+            return self.deadline.stopped(f"no complete answer from {self._named(url)} in time")
+        return FetchError(f"{self._named(url)}: no complete answer within {self.timeout:g} s (--timeout)")
+
     def _request(self, url: str) -> tuple[http.client.HTTPResponse, tuple[str, str, int]]:
         origin = _origin_of(url)
         parts = urlsplit(url)
         target = parts.path or "/"
         headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "gzip, identity", "Connection": "keep-alive"}
+        if self.deadline.passed():
+            raise self.deadline.stopped(f"{self._named(url)} not fetched")
+        # One limit for the whole request: connect, headers and body (read in _read_body).
+        deadline = min(time.monotonic() + self.timeout, self.deadline.at)
         self.stats.requests += 1  # every HTTP request, redirects and retries included
         for attempt in (0, 1):  # a kept-alive connection the server closed meanwhile is reopened once
             conn = self._connection(origin, fresh=attempt > 0)
+            conn.deadline = deadline
             reused = conn.sock is not None
             try:
                 conn.request("GET", target, headers=headers)
@@ -1044,17 +1165,29 @@ class Source:
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
                 self._drop(origin)
                 if not reused or attempt:
-                    raise FetchError(f"{url}: the server closed the connection ({exc})") from exc
+                    raise FetchError(f"{self._named(url)}: the server closed the connection ({exc})") from exc
             except ssl.SSLError as exc:
                 self._drop(origin)
-                raise FetchError(f"{url}: TLS error: {exc}") from exc
+                raise FetchError(f"{self._named(url)}: TLS error: {exc}") from exc
             except (socket.timeout, TimeoutError) as exc:
                 self._drop(origin)
-                raise FetchError(f"{url}: no answer within {self.timeout:g} s") from exc
+                raise self._timed_out(url) from exc
             except OSError as exc:
                 self._drop(origin)
-                raise FetchError(f"{url}: cannot connect: {exc.strerror or exc}") from exc
-        raise FetchError(f"{url}: cannot connect")  # pragma: no cover - loop always returns or raises
+                raise FetchError(f"cannot connect to {self._named(url)}: {exc.strerror or exc}") from exc
+            except http.client.HTTPException as exc:  # a status line or headers that are not HTTP
+                self._drop(origin)
+                raise FetchError(f"{self._named(url)}: the answer is not valid HTTP ({exc!r})") from exc
+        raise FetchError(f"cannot connect to {self._named(url)}")  # pragma: no cover - loop returns or raises
+
+    def _discard(self, resp: http.client.HTTPResponse, origin: tuple[str, str, int]) -> None:
+        """Skip the body of an answer that is not the file (a redirect, an error page)."""
+        try:
+            if not resp.read(64 * KIB + 1)[64 * KIB :] and not resp.will_close:
+                return  # the connection can be reused
+        except (http.client.HTTPException, OSError, ValueError):
+            pass  # the status is what counts; the connection is not reused
+        self._drop(origin)
 
     def _read_body(self, resp: http.client.HTTPResponse, origin: tuple[str, str, int], cap: int, url: str) -> bytes:
         header = resp.getheader("Content-Encoding") or ""
@@ -1103,7 +1236,7 @@ class Source:
             raise SiteError(f"{url}: the gzip response is corrupt ({exc})") from exc
         except (socket.timeout, TimeoutError) as exc:
             self._drop(origin)
-            raise FetchError(f"{url}: no answer within {self.timeout:g} s") from exc
+            raise self._timed_out(url) from exc
         except (http.client.HTTPException, OSError, ValueError) as exc:
             self._drop(origin)
             raise FetchError(f"{url}: the connection broke while reading ({exc})") from exc
@@ -1124,9 +1257,7 @@ class Source:
             status = resp.status
             if status in (301, 302, 303, 307, 308):
                 location = resp.getheader("Location") or ""
-                resp.read()
-                if resp.will_close:
-                    self._drop(origin)
+                self._discard(resp, origin)
                 target = urljoin(url, location)
                 if _origin_of(target) != self.origin or not target.lower().startswith(("http://", "https://")):
                     raise SiteError(
@@ -1139,20 +1270,19 @@ class Source:
                 url = target
                 continue
             if 500 <= status <= 599:
-                resp.read()
+                self._discard(resp, origin)
                 self._drop(origin)
                 attempt += 1
                 if attempt < RETRIES:
-                    time.sleep(self.retry_delay * (2 ** (attempt - 1)))
+                    pause = self.retry_delay * (2 ** (attempt - 1))
+                    time.sleep(max(0.0, min(pause, self.deadline.at - time.monotonic())))  # not past --deadline
                     continue
                 raise FetchError(f"{what}: {url} answered HTTP {status} {attempt} times; try again later")
             if status in (404, 410):
-                resp.read()
-                if resp.will_close:
-                    self._drop(origin)
+                self._discard(resp, origin)
                 raise NotFound(f"{what}: {url} does not exist (HTTP {status})")
             if status != 200:
-                resp.read()
+                self._discard(resp, origin)
                 self._drop(origin)
                 raise FetchError(f"{what}: {url} answered HTTP {status} {resp.reason}")
             return self._read_body(resp, origin, cap, url)
@@ -3060,6 +3190,7 @@ def cmd_monitor(ctx: Context) -> int:
     n = 0
     while True:
         ctx._latest = None
+        ctx.need_log().deadline.restart()  # --deadline applies to each check
         code = cmd_consistency(ctx)
         ctx.state.save()
         n += 1
@@ -3786,7 +3917,11 @@ def _common_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
     g.add_argument("--root", action="append", default=d, metavar="PEM", help="pin an IKI root certificate file")
     g.add_argument("--root-name", default=d, metavar="NAME", help="with --tofu: the root's name under /pki/")
     g.add_argument("--eku", default=d, metavar="OID", help="the IKI extended key usage OID")
-    g.add_argument("--timeout", type=float, default=d, metavar="SECONDS", help="network timeout (default 20)")
+    g.add_argument("--timeout", type=float, default=d, metavar="SECONDS",
+                   help="the most one request may take: connect, headers and body (default 20)")  # fmt: skip
+    g.add_argument("--deadline", type=float, default=d, metavar="SECONDS",
+                   help="stop with exit code 2 after this long (default 300; audit 3600; monitor: each check; "
+                   "0: no limit)")  # fmt: skip
     g.add_argument("--max-crl-bytes", type=int, default=d, metavar="N", help="largest CRL accepted (128 MiB)")
     g.add_argument("--no-proof-files", dest="proof_files", action="store_false", default=d,
                    help="compute inclusion proofs from tiles even where the site publishes proof files")  # fmt: skip
@@ -3806,7 +3941,8 @@ DEFAULTS: dict[str, Any] = {
     "root": None,
     "root_name": "iki-root",
     "eku": None,
-    "timeout": 20.0,
+    "timeout": DEFAULT_TIMEOUT,
+    "deadline": None,
     "max_crl_bytes": CAP_CRL,
     "proof_files": True,
     "now": None,
@@ -3927,12 +4063,24 @@ def build_context(args: argparse.Namespace) -> Context:
         if not _OID_RE.fullmatch(args.eku):
             raise UsageError("--eku must be a dotted OID")
         trust.eku = args.eku
+    if not 0 < args.timeout <= 86400:  # a socket timeout must be finite
+        raise UsageError("--timeout must be more than 0 and at most 86400 seconds")
+    if args.deadline is not None and not args.deadline >= 0:
+        raise UsageError("--deadline must be 0 (no limit) or more seconds")
+    default_deadline = AUDIT_DEADLINE if args.command == "audit" else DEFAULT_DEADLINE
+    deadline = Deadline(default_deadline if args.deadline is None else args.deadline)
+    # Messages about a URL say where it came from: the command line, the trust file or the state folder.
+    trust_from = (
+        f"the trust file {args.trust}" if args.trust else f"the state folder {args.state}" if args.state else ""
+    )
     site_base = args.site or trust.site
-    site = Source(site_base, args.timeout) if site_base else None
+    site_label = "the site URL from --site" if args.site else f"the site URL from {trust_from}"
+    site = Source(site_base, args.timeout, deadline=deadline, label=site_label) if site_base else None
     log: Source | None = None
     if args.log or trust.log_url:
         stats = site.stats if site else None
-        log = Source(str(args.log or trust.log_url), args.timeout, stats)
+        log_label = "the log URL from --log" if args.log else f"the log URL from {trust_from}"
+        log = Source(str(args.log or trust.log_url), args.timeout, stats, deadline=deadline, label=log_label)
     elif site is not None:
         log = site.sub("log")
     if args.tofu:
