@@ -55,4 +55,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/log_append.py
 
 clean:
-	rm -rf $(VENV) build .mypy_cache .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .venv-old-crypto build .mypy_cache .pytest_cache .ruff_cache .hypothesis

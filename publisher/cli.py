@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import cli_intake, cli_log, cli_pki, cli_publish
+from . import __version__, cli_intake, cli_log, cli_pki, cli_publish
 from .checkpoint import CheckpointError
 from .cli_common import EXIT_FAILED, EXIT_USAGE, UsageError
 from .config import ConfigError
@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", default=argparse.SUPPRESS, help="print a machine-readable summary"
     )
     parser.add_argument("--json", action="store_true", help="print a machine-readable summary")
+    parser.add_argument("--version", action="version", version=f"cpl-publisher {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     cli_log.register(sub, common)

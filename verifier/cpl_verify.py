@@ -2,7 +2,8 @@
 """cpl-verify: check the GB smart metering PKI transparency site yourself.
 
 One file, Python 3.9 or later, needing only the standard library and
-``cryptography`` 42 or later (``pip install cryptography``). Nothing is trusted because
+``cryptography`` 42.0 or later (``pip install -U cryptography``; an older one is
+refused at start, exit 2). Nothing is trusted because
 the site says so: you pin the log's verifier key and the IKI root
 certificate(s), on the command line or in a trust file, and every byte the
 site serves is checked against them.
@@ -15,6 +16,9 @@ site serves is checked against them.
     python cpl_verify.py --trust trust.json audit                # the whole log, every entry's evidence
 
 Exit codes: 0 yes, 1 verification failed, 2 usage, network or I/O error, 3 verified but no (see --help).
+Fetching: --timeout bounds each request as a whole, --deadline the whole command
+(exit 2); size caps count decoded bytes (gzip); a site folder is read only for
+regular files inside it (no FIFOs, devices or symbolic links out of it).
 
 Standards: RFC 9162 Merkle trees, C2SP tlog-tiles, tlog-checkpoint,
 signed-note and tlog-proof; RFC 5280 certificates and CRLs; RFC 5652 CMS.
@@ -56,6 +60,7 @@ import os
 import re
 import socket
 import ssl
+import stat
 import struct
 import sys
 import time
@@ -68,6 +73,26 @@ from pathlib import Path
 from typing import Any, Callable, List, Sequence
 from urllib.parse import urljoin, urlsplit
 
+#: The oldest ``cryptography`` that runs every command: 42.0 added the timezone-aware validity and CRL
+#: dates (``not_valid_before_utc``, ``next_update_utc``, ``revocation_date_utc``) and
+#: ``NameOID.ORGANIZATION_IDENTIFIER``; 41 fails in crl, cert, link and audit, 38 (Debian 12) in all.
+CRYPTOGRAPHY_MIN = (42, 0)
+
+
+def cryptography_problem() -> str | None:
+    """Why the installed ``cryptography`` cannot run this verifier (missing or too old), or None."""
+    try:
+        import cryptography
+    except ImportError:
+        return "cpl-verify needs the 'cryptography' package: pip install cryptography"
+    found = str(getattr(cryptography, "__version__", ""))
+    m = re.match(r"([0-9]+)\.([0-9]+)", found)
+    if m is None or (int(m.group(1)), int(m.group(2))) >= CRYPTOGRAPHY_MIN:
+        return None  # an unreadable version is given the benefit of the doubt
+    need = ".".join(str(n) for n in CRYPTOGRAPHY_MIN)
+    return f"cpl-verify needs cryptography >= {need}; found {found}: pip install -U cryptography"
+
+
 try:
     from cryptography import x509
     from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -75,13 +100,16 @@ try:
     from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
     from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
     from cryptography.x509.oid import NameOID
-except ImportError:  # pragma: no cover - only without the dependency
+except ImportError as exc:  # pragma: no cover - only without the dependency
     if __name__ == "__main__":
-        sys.stderr.write("cpl-verify needs the 'cryptography' package: pip install cryptography\n")
+        problem = (
+            cryptography_problem() or f"cpl-verify cannot import cryptography ({exc}): pip install -U cryptography"
+        )
+        sys.stderr.write(problem + "\n")
         sys.exit(2)
     raise
 
-__version__ = "1.0"
+__version__ = "0.1.0"  # the cpl-transparency package version (pyproject.toml)
 UTC = timezone.utc
 
 # =====================================================================================================
@@ -871,6 +899,9 @@ CAP_CRL = 128 * MIB
 MAX_REDIRECTS = 5
 RETRIES = 3  # attempts on HTTP 5xx
 USER_AGENT = f"cpl-verify/{__version__} (+python)"
+DEFAULT_TIMEOUT = 20.0  # seconds for one request: connect, headers and body
+DEFAULT_DEADLINE = 300.0  # seconds for a whole command (for monitor: each check)
+AUDIT_DEADLINE = 3600.0  # audit downloads the whole log
 
 
 @dataclass
@@ -882,11 +913,109 @@ class FetchStats:
     paths: list[str] = field(default_factory=list)
 
 
+class Deadline:
+    """The time limit of a whole command (``--deadline``), shared by every source of one run."""
+
+    def __init__(self, seconds: float = 0.0) -> None:
+        self.seconds = seconds
+        self.at = float("inf")
+        self.restart()
+
+    def restart(self) -> None:
+        """Start the clock again (``monitor`` gives each check the whole limit); 0 means no limit."""
+        self.at = time.monotonic() + self.seconds if self.seconds > 0 else float("inf")
+
+    def passed(self) -> bool:
+        """True once the limit is reached."""
+        return time.monotonic() >= self.at
+
+    def stopped(self, detail: str) -> FetchError:
+        """The error that stops the command, naming what it was fetching."""
+        return FetchError(f"stopped after {self.seconds:g} s (--deadline): {detail}")
+
+
 def _origin_of(url: str) -> tuple[str, str, int]:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     port = parts.port or (443 if scheme == "https" else 80)
     return scheme, (parts.hostname or "").lower(), port
+
+
+class _Connection(http.client.HTTPConnection):
+    """HTTP or HTTPS to one origin; every socket operation gets only the time left before ``deadline``.
+
+    A timeout per read alone lets a server that drips one byte at a time hold the reader forever, so
+    the limit is on the whole request (connect, TLS handshake, headers and body).
+    """
+
+    def __init__(self, host: str, port: int, tls: ssl.SSLContext | None) -> None:
+        super().__init__(host, port)
+        self.tls = tls
+        self.deadline = 0.0  # time.monotonic() value; set before each request
+        if tls is not None:
+            self.default_port = 443  # the Host header names the port only when it is not the default
+
+    def left(self) -> float:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout("the request's time is up")
+        return left
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self.host, self.port), self.left())
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.tls is not None:
+                sock.settimeout(self.left())  # CPython bounds the whole handshake by the socket timeout
+                sock = self.tls.wrap_socket(sock, server_hostname=self.host)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = _TimedSocket(sock, self)
+
+
+class _TimedSocket:
+    """A connected socket whose reads and writes each wait at most the time left to the connection."""
+
+    def __init__(self, sock: socket.socket, conn: _Connection) -> None:
+        self._sock = sock
+        self._conn = conn
+
+    def arm(self) -> None:
+        self._sock.settimeout(self._conn.left())
+
+    def sendall(self, data: bytes) -> None:
+        self.arm()
+        self._sock.sendall(data)
+
+    def makefile(self, mode: str = "rb", *args: Any, **kwargs: Any) -> io.BufferedReader:
+        # http.client reads the response through this; the socket's own reader keeps the socket open
+        # until the response is read, as http.client expects when the server closes after it.
+        return io.BufferedReader(_TimedReader(self._sock.makefile("rb", buffering=0), self))
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+class _TimedReader(io.RawIOBase):
+    def __init__(self, raw: socket.SocketIO, sock: _TimedSocket) -> None:
+        super().__init__()
+        self._raw = raw
+        self._sock = sock
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int | None:
+        self._sock.arm()
+        return self._raw.readinto(buffer)
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
 
 
 class Source:
@@ -895,15 +1024,20 @@ class Source:
     def __init__(
         self,
         base: str,
-        timeout: float = 20.0,
+        timeout: float = DEFAULT_TIMEOUT,
         stats: FetchStats | None = None,
-        pool: dict[tuple[str, str, int], http.client.HTTPConnection] | None = None,
+        pool: dict[tuple[str, str, int], _Connection] | None = None,
         site_origin: tuple[str, str, int] | None = None,
         retry_delay: float = 0.25,
+        deadline: Deadline | None = None,
+        label: str = "",
+        root: Path | None = None,
     ) -> None:
         self.timeout = timeout
         self.stats = stats if stats is not None else FetchStats()
         self.retry_delay = retry_delay
+        self.deadline = deadline if deadline is not None else Deadline()
+        self.label = label  # where the URL or folder came from, for messages: "the site URL from --site"
         self._pool = pool if pool is not None else {}
         if re.match(r"(?i)https?://", base):
             if not base.endswith("/"):
@@ -915,6 +1049,7 @@ class Source:
                 raise UsageError(f"{base}: a site URL has no user, query or fragment")
             self.url: str | None = base
             self.dir: Path | None = None
+            self.root: Path | None = None
             self.origin = site_origin or _origin_of(base)
         else:
             if base.lower().startswith("file://"):
@@ -923,7 +1058,9 @@ class Source:
             if not path.is_dir():
                 raise UsageError(f"{base}: not a folder (give an https:// or http:// URL, or a local folder)")
             self.url = None
-            self.dir = path.resolve()
+            # Files are read only from inside ``root``: the folder given, or the site a sub-folder is of.
+            self.dir = path if root is not None else path.resolve()
+            self.root = root if root is not None else self.dir
             self.origin = ("file", "", 0)
 
     def __str__(self) -> str:
@@ -933,17 +1070,24 @@ class Source:
         """The source for a sub-path (e.g. the log prefix ``log/``), sharing connections and counters."""
         rel = rel.strip("/") + "/"
         if self.url is not None:
-            return Source(self.url + rel, self.timeout, self.stats, self._pool, self.origin, self.retry_delay)
+            return Source(self.url + rel, self.timeout, self.stats, self._pool, self.origin, self.retry_delay,
+                          self.deadline, self.label)  # fmt: skip
         assert self.dir is not None  # noqa: S101 - one of the two is set
-        return Source(str(self.dir / rel), self.timeout, self.stats, self._pool, None, self.retry_delay)
+        return Source(str(self.dir / rel), self.timeout, self.stats, self._pool, None, self.retry_delay,
+                      self.deadline, self.label, self.root)  # fmt: skip
 
     def where(self, rel: str) -> str:
         return (self.url + rel) if self.url is not None else str(self.dir / rel) if self.dir else rel
 
+    def _named(self, url: str) -> str:
+        return f"{url} ({self.label})" if self.label else url
+
     def get(self, rel: str, cap: int, what: str) -> bytes:
-        """The bytes at ``rel`` (at most ``cap`` of them), or ``NotFound``."""
+        """The bytes at ``rel`` (at most ``cap`` of them, after any gzip decoding), or ``NotFound``."""
         if rel.startswith("/") or ".." in rel.split("/") or "\\" in rel:
             raise UsageError(f"refusing to fetch {rel!r}")
+        if self.deadline.passed():
+            raise self.deadline.stopped(f"{what} ({self.where(rel)}) not fetched")
         self.stats.paths.append(rel)
         data = self._get_http(rel, cap, what) if self.url is not None else self._get_file(rel, cap, what)
         self.stats.bytes += len(data)
@@ -957,33 +1101,54 @@ class Source:
 
     # -- local folders ----------------------------------------------------------------------------
     def _get_file(self, rel: str, cap: int, what: str) -> bytes:
-        assert self.dir is not None  # noqa: S101
+        assert self.dir is not None and self.root is not None  # noqa: S101
         path = self.dir / rel
         self.stats.requests += 1
+        # Like a redirect off the site: a symbolic link (the file or a folder on the way) leading out of
+        # the site folder is refused; links within it are followed.
+        real = Path(os.path.realpath(path))
+        if real != self.root and self.root not in real.parents:
+            raise SiteError(
+                f"{what}: {path} leads outside the site folder {self.root} (to {real}) through a symbolic link; "
+                "refusing to read it"
+            )
+        # Only regular files: opening a FIFO would wait for a writer, a device could be endless.
+        flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
+        not_regular = f"{what}: {path} is not a regular file (a FIFO, device or socket); refusing to read it"
         try:
-            with open(path, "rb") as f:
-                data = f.read(cap + 1)
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
+            mode = os.stat(real).st_mode
+            fd = os.open(real, flags) if stat.S_ISREG(mode) else -1
+        except (FileNotFoundError, NotADirectoryError) as exc:
             raise NotFound(f"{what}: {path} does not exist") from exc
         except OSError as exc:
             raise FetchError(f"{what}: cannot read {path}: {exc.strerror or exc}") from exc
+        if stat.S_ISDIR(mode):
+            raise NotFound(f"{what}: {path} does not exist (it is a folder)")
+        if fd < 0:
+            raise SiteError(not_regular)
+        with os.fdopen(fd, "rb") as f:
+            info = os.fstat(f.fileno())
+            if not stat.S_ISREG(info.st_mode):  # replaced since the check above
+                raise SiteError(not_regular)
+            if info.st_size > cap:
+                raise SiteError(f"{what}: {path} is larger than the {_size(cap)} allowed for it; refusing to read it")
+            try:
+                data = f.read(cap + 1)
+            except OSError as exc:
+                raise FetchError(f"{what}: cannot read {path}: {exc.strerror or exc}") from exc
         if len(data) > cap:
             raise SiteError(f"{what}: {path} is larger than the {_size(cap)} allowed for it; refusing to read it")
         return data
 
     # -- HTTP -------------------------------------------------------------------------------------
-    def _connection(self, origin: tuple[str, str, int], fresh: bool) -> http.client.HTTPConnection:
+    def _connection(self, origin: tuple[str, str, int], fresh: bool) -> _Connection:
         conn = self._pool.get(origin)
         if conn is not None and not fresh:
             return conn
         if conn is not None:
             conn.close()
         scheme, host, port = origin
-        if scheme == "https":
-            context = ssl.create_default_context()
-            conn = http.client.HTTPSConnection(host, port, timeout=self.timeout, context=context)
-        else:
-            conn = http.client.HTTPConnection(host, port, timeout=self.timeout)
+        conn = _Connection(host, port, ssl.create_default_context() if scheme == "https" else None)
         self._pool[origin] = conn
         return conn
 
@@ -992,14 +1157,24 @@ class Source:
         if conn is not None:
             conn.close()
 
+    def _timed_out(self, url: str) -> FetchError:
+        if self.deadline.passed():
+            return self.deadline.stopped(f"no complete answer from {self._named(url)} in time")
+        return FetchError(f"{self._named(url)}: no complete answer within {self.timeout:g} s (--timeout)")
+
     def _request(self, url: str) -> tuple[http.client.HTTPResponse, tuple[str, str, int]]:
         origin = _origin_of(url)
         parts = urlsplit(url)
         target = parts.path or "/"
         headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "gzip, identity", "Connection": "keep-alive"}
+        if self.deadline.passed():
+            raise self.deadline.stopped(f"{self._named(url)} not fetched")
+        # One limit for the whole request: connect, headers and body (read in _read_body).
+        deadline = min(time.monotonic() + self.timeout, self.deadline.at)
         self.stats.requests += 1  # every HTTP request, redirects and retries included
         for attempt in (0, 1):  # a kept-alive connection the server closed meanwhile is reopened once
             conn = self._connection(origin, fresh=attempt > 0)
+            conn.deadline = deadline
             reused = conn.sock is not None
             try:
                 conn.request("GET", target, headers=headers)
@@ -1007,52 +1182,87 @@ class Source:
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
                 self._drop(origin)
                 if not reused or attempt:
-                    raise FetchError(f"{url}: the server closed the connection ({exc})") from exc
+                    raise FetchError(f"{self._named(url)}: the server closed the connection ({exc})") from exc
             except ssl.SSLError as exc:
                 self._drop(origin)
-                raise FetchError(f"{url}: TLS error: {exc}") from exc
+                raise FetchError(f"{self._named(url)}: TLS error: {exc}") from exc
             except (socket.timeout, TimeoutError) as exc:
                 self._drop(origin)
-                raise FetchError(f"{url}: no answer within {self.timeout:g} s") from exc
+                raise self._timed_out(url) from exc
             except OSError as exc:
                 self._drop(origin)
-                raise FetchError(f"{url}: cannot connect: {exc.strerror or exc}") from exc
-        raise FetchError(f"{url}: cannot connect")  # pragma: no cover - loop always returns or raises
+                raise FetchError(f"cannot connect to {self._named(url)}: {exc.strerror or exc}") from exc
+            except http.client.HTTPException as exc:  # a status line or headers that are not HTTP
+                self._drop(origin)
+                raise FetchError(f"{self._named(url)}: the answer is not valid HTTP ({exc!r})") from exc
+        raise FetchError(f"cannot connect to {self._named(url)}")  # pragma: no cover - loop returns or raises
+
+    def _discard(self, resp: http.client.HTTPResponse, origin: tuple[str, str, int]) -> None:
+        """Skip the body of an answer that is not the file (a redirect, an error page)."""
+        try:
+            if not resp.read(64 * KIB + 1)[64 * KIB :] and not resp.will_close:
+                return  # the connection can be reused
+        except (http.client.HTTPException, OSError, ValueError):
+            pass  # the status is what counts; the connection is not reused
+        self._drop(origin)
 
     def _read_body(self, resp: http.client.HTTPResponse, origin: tuple[str, str, int], cap: int, url: str) -> bytes:
-        encoding = (resp.getheader("Content-Encoding") or "identity").strip().lower()
-        length = resp.getheader("Content-Length")
-        if encoding == "identity" and length and length.isdigit() and int(length) > cap:
+        header = resp.getheader("Content-Encoding") or ""
+        codings = [c for c in (c.strip().lower() for c in header.split(",")) if c and c != "identity"]
+        if codings not in ([], ["gzip"], ["x-gzip"]):
             self._drop(origin)
-            raise SiteError(f"{url}: the site announces {_size(int(length))}, more than the {_size(cap)} allowed")
-        chunks, total = [], 0
+            raise SiteError(f"{url}: unsupported Content-Encoding {header!r} (this verifier accepts gzip or identity)")
+        gzipped = bool(codings)
+        # The cap is on the decoded bytes. Compressed, an incompressible file (a tile of hashes) is a little
+        # larger than itself; anything larger still is refused before it is decompressed.
+        wire_cap = cap + cap // 64 + 4 * KIB if gzipped else cap
+        length = resp.getheader("Content-Length")
+        if length and length.isdigit() and int(length) > wire_cap:
+            self._drop(origin)
+            raise SiteError(f"{url}: the site announces {_size(int(length))}, more than the {_size(wire_cap)} allowed")
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS) if gzipped else None
+        chunks: list[bytes] = []
+        total = received = 0
         try:
             while True:
-                chunk = resp.read(min(64 * KIB, cap + 1 - total))
+                chunk = resp.read(min(64 * KIB, wire_cap + 1 - received))
                 if not chunk:
                     break
-                chunks.append(chunk)
-                total += len(chunk)
-                if total > cap:
+                received += len(chunk)
+                if received > wire_cap:
                     self._drop(origin)
-                    raise SiteError(f"{url}: the response is larger than the {_size(cap)} allowed; refusing it")
-        except (http.client.IncompleteRead, OSError) as exc:
+                    raise SiteError(f"{url}: the response is larger than the {_size(wire_cap)} allowed; refusing it")
+                while inflater is not None and chunk:
+                    if inflater.eof:  # a gzip stream may hold several members, one after the other
+                        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                    # Never more than one byte over the cap, however much the input would expand to.
+                    out = inflater.decompress(chunk, cap + 1 - total)
+                    chunks.append(out)
+                    total += len(out)
+                    if total > cap:
+                        self._drop(origin)
+                        raise SiteError(
+                            f"{url}: the response expands to more than the {_size(cap)} allowed; refusing it"
+                        )
+                    chunk = inflater.unconsumed_tail or inflater.unused_data
+                if inflater is None:
+                    chunks.append(chunk)
+                    total += len(chunk)
+        except zlib.error as exc:
+            self._drop(origin)
+            raise SiteError(f"{url}: the gzip response is corrupt ({exc})") from exc
+        except (socket.timeout, TimeoutError) as exc:
+            self._drop(origin)
+            raise self._timed_out(url) from exc
+        except (http.client.HTTPException, OSError, ValueError) as exc:
             self._drop(origin)
             raise FetchError(f"{url}: the connection broke while reading ({exc})") from exc
-        data = b"".join(chunks)
+        if inflater is not None and received and not inflater.eof:
+            self._drop(origin)
+            raise SiteError(f"{url}: the gzip response is truncated")
         if resp.will_close:
             self._drop(origin)
-        if encoding in ("gzip", "x-gzip"):
-            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            try:
-                data = inflater.decompress(data, cap + 1)
-            except zlib.error as exc:
-                raise SiteError(f"{url}: the gzip response is corrupt") from exc
-            if len(data) > cap or inflater.unconsumed_tail:
-                raise SiteError(f"{url}: the response expands to more than the {_size(cap)} allowed; refusing it")
-        elif encoding != "identity":
-            raise SiteError(f"{url}: unsupported Content-Encoding {encoding!r}")
-        return data
+        return b"".join(chunks)
 
     def _get_http(self, rel: str, cap: int, what: str) -> bytes:
         assert self.url is not None  # noqa: S101
@@ -1064,9 +1274,7 @@ class Source:
             status = resp.status
             if status in (301, 302, 303, 307, 308):
                 location = resp.getheader("Location") or ""
-                resp.read()
-                if resp.will_close:
-                    self._drop(origin)
+                self._discard(resp, origin)
                 target = urljoin(url, location)
                 if _origin_of(target) != self.origin or not target.lower().startswith(("http://", "https://")):
                     raise SiteError(
@@ -1079,20 +1287,19 @@ class Source:
                 url = target
                 continue
             if 500 <= status <= 599:
-                resp.read()
+                self._discard(resp, origin)
                 self._drop(origin)
                 attempt += 1
                 if attempt < RETRIES:
-                    time.sleep(self.retry_delay * (2 ** (attempt - 1)))
+                    pause = self.retry_delay * (2 ** (attempt - 1))
+                    time.sleep(max(0.0, min(pause, self.deadline.at - time.monotonic())))  # not past --deadline
                     continue
                 raise FetchError(f"{what}: {url} answered HTTP {status} {attempt} times; try again later")
             if status in (404, 410):
-                resp.read()
-                if resp.will_close:
-                    self._drop(origin)
+                self._discard(resp, origin)
                 raise NotFound(f"{what}: {url} does not exist (HTTP {status})")
             if status != 200:
-                resp.read()
+                self._discard(resp, origin)
                 self._drop(origin)
                 raise FetchError(f"{what}: {url} answered HTTP {status} {resp.reason}")
             return self._read_body(resp, origin, cap, url)
@@ -3584,6 +3791,7 @@ def cmd_monitor(ctx: Context) -> int:
     n = 0
     while True:
         ctx._latest = None
+        ctx.need_log().deadline.restart()  # --deadline applies to each check
         code = cmd_consistency(ctx)
         ctx.state.save()
         n += 1
@@ -4420,7 +4628,11 @@ def _common_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
     g.add_argument("--root", action="append", default=d, metavar="PEM", help="pin an IKI root certificate file")
     g.add_argument("--root-name", default=d, metavar="NAME", help="with --tofu: the root's name under /pki/")
     g.add_argument("--eku", default=d, metavar="OID", help="the IKI extended key usage OID")
-    g.add_argument("--timeout", type=float, default=d, metavar="SECONDS", help="network timeout (default 20)")
+    g.add_argument("--timeout", type=float, default=d, metavar="SECONDS",
+                   help="the most one request may take: connect, headers and body (default 20)")  # fmt: skip
+    g.add_argument("--deadline", type=float, default=d, metavar="SECONDS",
+                   help="stop with exit code 2 after this long (default 300; audit 3600; monitor: each check; "
+                   "0: no limit)")  # fmt: skip
     g.add_argument("--max-crl-bytes", type=int, default=d, metavar="N", help="largest CRL accepted (128 MiB)")
     g.add_argument("--no-proof-files", dest="proof_files", action="store_false", default=d,
                    help="compute inclusion proofs from tiles even where the site publishes proof files")  # fmt: skip
@@ -4440,7 +4652,8 @@ DEFAULTS: dict[str, Any] = {
     "root": None,
     "root_name": "iki-root",
     "eku": None,
-    "timeout": 20.0,
+    "timeout": DEFAULT_TIMEOUT,
+    "deadline": None,
     "max_crl_bytes": CAP_CRL,
     "proof_files": True,
     "now": None,
@@ -4566,12 +4779,24 @@ def build_context(args: argparse.Namespace) -> Context:
         if not _OID_RE.fullmatch(args.eku):
             raise UsageError("--eku must be a dotted OID")
         trust.eku = args.eku
+    if not 0 < args.timeout <= 86400:  # a socket timeout must be finite
+        raise UsageError("--timeout must be more than 0 and at most 86400 seconds")
+    if args.deadline is not None and not args.deadline >= 0:
+        raise UsageError("--deadline must be 0 (no limit) or more seconds")
+    default_deadline = AUDIT_DEADLINE if args.command == "audit" else DEFAULT_DEADLINE
+    deadline = Deadline(default_deadline if args.deadline is None else args.deadline)
+    # Messages about a URL say where it came from: the command line, the trust file or the state folder.
+    trust_from = (
+        f"the trust file {args.trust}" if args.trust else f"the state folder {args.state}" if args.state else ""
+    )
     site_base = args.site or trust.site
-    site = Source(site_base, args.timeout) if site_base else None
+    site_label = "the site URL from --site" if args.site else f"the site URL from {trust_from}"
+    site = Source(site_base, args.timeout, deadline=deadline, label=site_label) if site_base else None
     log: Source | None = None
     if args.log or trust.log_url:
         stats = site.stats if site else None
-        log = Source(str(args.log or trust.log_url), args.timeout, stats)
+        log_label = "the log URL from --log" if args.log else f"the log URL from {trust_from}"
+        log = Source(str(args.log or trust.log_url), args.timeout, stats, deadline=deadline, label=log_label)
     elif site is not None:
         log = site.sub("log")
     if args.tofu:
@@ -4583,6 +4808,11 @@ def build_context(args: argparse.Namespace) -> Context:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
+    problem = cryptography_problem()
+    if problem:  # before anything can fail with an AttributeError deep inside a check
+        sys.stderr.write(problem + "\n")
+        return EXIT_ERROR
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -99,7 +99,7 @@ def on_files(files: Files, config: Any) -> Files:
         [
             "# Download the verifier",
             "",
-            '<a href="../cpl_verify.py">cpl_verify.py</a> (Python 3.9+, needs only `cryptography`).',
+            '<a href="../cpl_verify.py">cpl_verify.py</a> (Python 3.9+, needs only `cryptography` 42.0 or later).',
             "",
             f"SHA-256: <code>{digest}</code>",
             "",
