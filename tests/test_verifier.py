@@ -1081,3 +1081,21 @@ def test_hostile_text_in_signed_entries_cannot_drive_the_terminal(world: World, 
     assert r.code == 0
     assert "\x1b" not in r.out and "\x07" not in r.out and "\u202e" not in r.out
     assert "\\u001b[2J" in r.out and "\\u202egnp.exe" in r.out
+
+
+def test_a_cached_checkpoint_older_than_the_lookup_is_fetched_afresh(world: World, srv: SiteServer, cli: Any) -> None:
+    # Right after a publish a CDN may serve the previous checkpoint while the lookup files are new: the
+    # shard then disagrees with the old commitment. The verifier asks for the checkpoint past the cache
+    # (a query string) and, given a newer consistent one, answers from it.
+    served = iter([world.checkpoints[0].encode()])
+    srv.override("log/checkpoint", lambda: next(served, site_bytes(world, "log/checkpoint")))
+    r = cli("--json", "inclusion", "--hash", image_hash("e2"), state=False)
+    assert r.code == 0, r.out
+    assert any("the site's lookup is newer than the checkpoint first served" in w for w in r.json()["warnings"]), r.out
+    assert r.json()["result"]["checkpoint"]["size"] == current_size(world)
+    # the lookup files are asked for at the commitment's version, so caches key them by it
+    assert any(p.startswith("log/lookup/hash/") for p in srv.requests)
+    # a site that really is inconsistent with itself still fails
+    srv.override("log/checkpoint", world.checkpoints[0].encode())
+    r = cli("inclusion", "--hash", image_hash("e2"), state=False)
+    assert r.code == 1 and "does not match the log's signed lookup commitment" in r.out

@@ -1082,20 +1082,23 @@ class Source:
     def _named(self, url: str) -> str:
         return f"{url} ({self.label})" if self.label else url
 
-    def get(self, rel: str, cap: int, what: str) -> bytes:
-        """The bytes at ``rel`` (at most ``cap`` of them, after any gzip decoding), or ``NotFound``."""
+    def get(self, rel: str, cap: int, what: str, query: str = "") -> bytes:
+        """The bytes at ``rel`` (at most ``cap`` of them, after any gzip decoding), or ``NotFound``.
+
+        ``query`` (HTTP only) keys web caches: the same file as of another version is another URL.
+        """
         if rel.startswith("/") or ".." in rel.split("/") or "\\" in rel:
             raise UsageError(f"refusing to fetch {rel!r}")
         if self.deadline.passed():
             raise self.deadline.stopped(f"{what} ({self.where(rel)}) not fetched")
         self.stats.paths.append(rel)
-        data = self._get_http(rel, cap, what) if self.url is not None else self._get_file(rel, cap, what)
+        data = self._get_http(rel, cap, what, query) if self.url is not None else self._get_file(rel, cap, what)
         self.stats.bytes += len(data)
         return data
 
-    def get_optional(self, rel: str, cap: int, what: str) -> bytes | None:
+    def get_optional(self, rel: str, cap: int, what: str, query: str = "") -> bytes | None:
         try:
-            return self.get(rel, cap, what)
+            return self.get(rel, cap, what, query)
         except NotFound:
             return None
 
@@ -1165,7 +1168,7 @@ class Source:
     def _request(self, url: str) -> tuple[http.client.HTTPResponse, tuple[str, str, int]]:
         origin = _origin_of(url)
         parts = urlsplit(url)
-        target = parts.path or "/"
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "gzip, identity", "Connection": "keep-alive"}
         if self.deadline.passed():
             raise self.deadline.stopped(f"{self._named(url)} not fetched")
@@ -1264,9 +1267,9 @@ class Source:
             self._drop(origin)
         return b"".join(chunks)
 
-    def _get_http(self, rel: str, cap: int, what: str) -> bytes:
+    def _get_http(self, rel: str, cap: int, what: str, query: str = "") -> bytes:
         assert self.url is not None  # noqa: S101
-        url = self.url + rel
+        url = self.url + rel + (f"?{query}" if query else "")
         redirects = 0
         attempt = 0
         while True:
@@ -2496,6 +2499,24 @@ def latest_checkpoint(ctx: Context) -> tuple[SignedCheckpoint, TileFetcher]:
     return ctx._latest
 
 
+def refresh_latest(ctx: Context) -> bool:
+    """Fetch the checkpoint again past any cache; True if it is newer (and then consistent) and now in use."""
+    if ctx._latest is None:
+        return False
+    old, _ = ctx._latest
+    log = ctx.need_log()
+    data = log.get("checkpoint", CAP_CHECKPOINT, "the log's checkpoint", f"fresh={time.time_ns()}")
+    new = verify_checkpoint_note(ctx, data, log.where("checkpoint"))
+    if new.checkpoint.size <= old.checkpoint.size:
+        return False
+    fetcher = TileFetcher(log, new.checkpoint.size)
+    check_consistent(ctx, fetcher, old, new, "served before")
+    ctx.warn(f"the site's lookup is newer than the checkpoint first served (a cache): using size {new.checkpoint.size}")
+    ctx.state.set_checkpoint(ctx.origin, new.raw)
+    ctx._latest, ctx._view = (new, fetcher), None
+    return True
+
+
 def _keep_newer(
     ctx: Context, log: Source, newer: SignedCheckpoint, older: SignedCheckpoint
 ) -> tuple[SignedCheckpoint, TileFetcher]:
@@ -2782,6 +2803,10 @@ def latest_commitment(ctx: Context, fetcher: TileFetcher, signed: SignedCheckpoi
     return parse_commitment(index, raw if raw is not None else prove_entry(ctx, fetcher, signed, index))
 
 
+class LookupMismatch(SiteError):
+    """A lookup file disagrees with the signed commitment (altered, or a cache serving another version)."""
+
+
 class LookupView:
     """Answers "which entries hold this key?" for one checkpoint, and says how far the answer is proven.
 
@@ -2832,9 +2857,14 @@ class LookupView:
             return self.commitment.crls
         return self.local.crls if self.local is not None else None
 
+    @property
+    def _version(self) -> str:
+        # Lookup files change at every publish: asking for the commitment's version keeps caches in step.
+        return f"lookup={self.commitment.index}" if self.commitment is not None else ""
+
     def _lookup_tile(self, level: int, index: int, count: int) -> list[bytes]:
         rel = lookup_tile_path(level, index)
-        data = self.ctx.need_log().get(rel, count * HASH_SIZE, f"lookup tile {rel}")
+        data = self.ctx.need_log().get(rel, count * HASH_SIZE, f"lookup tile {rel}", self._version)
         if len(data) != count * HASH_SIZE:
             raise SiteError(f"the lookup tile {rel} has {len(data)} bytes, not {count * HASH_SIZE}")
         return [data[i : i + HASH_SIZE] for i in range(0, len(data), HASH_SIZE)]
@@ -2844,7 +2874,7 @@ class LookupView:
         if self.local is not None:
             return self.local.indices(kind, key)
         rel = shard_path(kind, key)
-        data = self.ctx.need_log().get_optional(rel, CAP_LOOKUP, f"lookup shard {rel}")
+        data = self.ctx.need_log().get_optional(rel, CAP_LOOKUP, f"lookup shard {rel}", self._version)
         if self.commitment is not None:
             shard = _EMPTY_SHARD if data is None else data
             leaf = _shard_leaf(kind, key)
@@ -2857,7 +2887,7 @@ class LookupView:
                 or tile0[leaf % TILE_WIDTH] != leaf_hash(shard)
             ):
                 missing = " (the site does not serve it)" if data is None else ""
-                raise SiteError(
+                raise LookupMismatch(
                     f"the lookup shard {rel}{missing} does not match the log's signed lookup commitment (entry "
                     f"{self.commitment.index}): the site's lookup was altered, or it is mid-update (retry in a "
                     "few minutes)"
@@ -3585,6 +3615,17 @@ def _exit_for(verdicts: list[str]) -> int:
 
 
 def cmd_inclusion(ctx: Context) -> int:
+    try:
+        return _inclusion(ctx)
+    except LookupMismatch:
+        # A web cache may serve a checkpoint older than the lookup files; with the newest one, ask again.
+        if not refresh_latest(ctx):
+            raise
+        ctx.result = {}
+        return _inclusion(ctx)
+
+
+def _inclusion(ctx: Context) -> int:
     args = ctx.args
     if args.proof:
         return inclusion_offline(ctx)
