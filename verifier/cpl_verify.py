@@ -2627,8 +2627,7 @@ _EMPTY_SHARD = b"{}"
 
 def model_lookup_key(manufacturer_id: str, model_id: str, hardware_version: str, firmware_version: str) -> str:
     """The lookup key of a CPL device model: SHA-256 of the four fields joined by newlines (exact, case kept)."""
-    text = "\n".join((manufacturer_id, model_id, hardware_version, firmware_version))
-    return hashlib.sha256(text.encode()).hexdigest()
+    return _sha256(f"{manufacturer_id}\n{model_id}\n{hardware_version}\n{firmware_version}".encode()).hexdigest()
 
 
 def shard_path(kind: str, key: str) -> str:
@@ -2641,8 +2640,11 @@ def lookup_tile_path(level: int, index: int) -> str:
     return f"lookup/tile/{level}/{index:03d}"
 
 
+_KIND_OFFSET: dict[str, int] = {kind: i * SHARDS for i, kind in enumerate(LOOKUP_KINDS)}
+
+
 def _shard_leaf(kind: str, key: str) -> int:
-    return int(LOOKUP_KINDS.index(kind) * SHARDS + int(key[:SHARD_HEX], 16))
+    return _KIND_OFFSET[kind] + int(key[:SHARD_HEX], 16)
 
 
 def lookup_keys(entry: dict[str, Any]) -> list[tuple[str, str]]:
@@ -2650,17 +2652,23 @@ def lookup_keys(entry: dict[str, Any]) -> list[tuple[str, str]]:
     kind = entry.get("type")
     if kind == CRL_TYPE:
         sha = entry.get("sha256")
-        return [("hash", sha)] if isinstance(sha, str) and _HEX64_RE.fullmatch(sha) else []
+        return [("hash", sha)] if type(sha) is str and _HEX64_RE.fullmatch(sha) else []
     if kind != ASSOCIATION_TYPE:
         return []
+    # Written for speed (a publish runs it over every entry): plain lookups, no generators.
     image, model = entry.get("image_sha256"), entry.get("device_model")
-    if not isinstance(image, str) or not _HEX64_RE.fullmatch(image) or not isinstance(model, dict):
+    if type(image) is not str or type(model) is not dict or not _HEX64_RE.fullmatch(image):
         return []
-    fields = [model.get(k) for k in ("manufacturer_id", "model_id", "hardware_version", "firmware_version")]
-    if not all(isinstance(f, str) for f in fields):
+    mid, mod, hw, fw = (
+        model.get("manufacturer_id"),
+        model.get("model_id"),
+        model.get("hardware_version"),
+        model.get("firmware_version"),
+    )
+    if type(mid) is not str or type(mod) is not str or type(hw) is not str or type(fw) is not str:
         return []
     try:
-        return [("hash", image), ("model", model_lookup_key(*(str(f) for f in fields)))]
+        return [("hash", image), ("model", model_lookup_key(mid, mod, hw, fw))]
     except UnicodeEncodeError:  # a lone surrogate: no UTF-8 text (the audit reports the entry)
         return []
 
@@ -2692,7 +2700,12 @@ class Lookup:
             return
         for kind, key in lookup_keys(entry):
             leaf = _shard_leaf(kind, key)
-            self._tables[leaf].setdefault(key, []).append(index)
+            table = self._tables[leaf]
+            hits = table.get(key)
+            if hits is None:
+                table[key] = [index]
+            else:
+                hits.append(index)
             self._dirty.add(leaf)
         if self.last_type == CRL_TYPE:
             issuer, number = entry.get("issuer"), entry.get("number")
