@@ -15,7 +15,6 @@ import hashlib
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,19 +62,6 @@ class Run:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     return build_world(tmp_path_factory.mktemp("verifier-world"))
-
-
-@pytest.fixture(scope="module")
-def server(world: World) -> Iterator[SiteServer]:
-    with SiteServer(world.site) as srv:
-        yield srv
-
-
-@pytest.fixture()
-def srv(server: SiteServer) -> Iterator[SiteServer]:
-    server.reset()
-    yield server
-    server.reset()
 
 
 @pytest.fixture()

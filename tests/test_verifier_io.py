@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from verifier_fixtures import SiteServer, World, image_hash, iter_files, shared_world
+from verifier_fixtures import SiteServer, SocketServer, World, image_hash, iter_files, shared_world
 
 import publisher
 from publisher.cli import main as publisher_main
@@ -54,19 +54,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     base = tmp_path_factory.getbasetemp() / "shared-verifier-world"
     base.mkdir(exist_ok=True)
     return shared_world(str(base))
-
-
-@pytest.fixture(scope="module")
-def server(world: World) -> Iterator[SiteServer]:
-    with SiteServer(world.site) as srv:
-        yield srv
-
-
-@pytest.fixture()
-def srv(server: SiteServer) -> Iterator[SiteServer]:
-    server.reset()
-    yield server
-    server.reset()
 
 
 @pytest.fixture()
@@ -115,7 +102,7 @@ def free_port() -> int:
 # =====================================================================================================
 
 
-class DripServer:
+class DripServer(SocketServer):
     """On 127.0.0.1: reads a request, then answers one byte every ``interval`` seconds, forever.
 
     ``where="headers"`` drips the status line and an endless header; ``where="body"`` sends the headers
@@ -125,11 +112,8 @@ class DripServer:
     def __init__(self, where: str, interval: float = 0.5) -> None:
         self.where = where
         self.interval = interval
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
+        super().__init__()
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/"
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
 
     def _serve(self) -> None:
         while not self.stop.is_set():
@@ -160,15 +144,6 @@ class DripServer:
                     conn.sendall(bytes([byte]))
             except OSError:
                 return  # the verifier hung up, as it should
-
-    def __enter__(self) -> DripServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(timeout=5)
-        self.sock.close()
 
 
 @pytest.mark.parametrize("where", ["headers", "body"])

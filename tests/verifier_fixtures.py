@@ -29,7 +29,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -417,16 +417,35 @@ class SiteServer:
 # -- TLS endpoints (Device triage links) ----------------------------------------------------------------
 
 
-class TLSServer:
+class SocketServer:
+    """A listening socket on 127.0.0.1 served by ``_serve`` in a thread while the ``with`` block lasts."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=5)
+        self.sock.close()
+
+
+class TLSServer(SocketServer):
     """A TLS server on 127.0.0.1 presenting a certificate chain; answers each connection with a line."""
 
     def __init__(self, cert_path: Path, key_path: Path) -> None:
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.context.load_cert_chain(str(cert_path), str(key_path))
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
+        super().__init__()
 
     @property
     def url(self) -> str:
@@ -444,15 +463,6 @@ class TLSServer:
                     tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
             except (ssl.SSLError, OSError):
                 conn.close()
-
-    def __enter__(self) -> TLSServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(timeout=5)
-        self.sock.close()
 
 
 def self_signed(folder: Path, name: str = "self-signed") -> tuple[Path, Path]:
