@@ -357,8 +357,12 @@ def test_link_unreachable_is_a_network_error(cli: Any) -> None:
     assert r.code == 2 and "cannot connect" in r.out
 
 
-def test_cert_files(world: World, cli: Any) -> None:
+def test_cert_files(world: World, cli: Any, srv: SiteServer) -> None:
     assert cli("cert", world.party("acme").cert_path).code == 0
+    # pinning only the IKI root (no log key) still judges certificates, saying what it did not check
+    root = world.site / "pki" / "iki-root.pem"
+    r = cli("--site", srv.url, "--root", root, "cert", world.party("acme").cert_path, use_trust=False)
+    assert r.code == 0 and "newer CRL of ica was not checked: no log key is pinned" in r.out
     r = cli("cert", world.party("triage-revoked").cert_path)
     assert r.code == 3 and "REVOKED" in r.out and "keyCompromise" in r.out
     # input mistakes are usage errors (2), not failed verifications (1)

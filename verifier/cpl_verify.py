@@ -3093,6 +3093,8 @@ def verify_crl(ctx: Context, name: str, require_logged: bool = False) -> CrlResu
     result = CrlResult(name, crl, issuer, number, this_update, next_update, sha, len(crl))
     if require_logged:
         result.logged_at = find_crl_entry(ctx, result)
+    elif ctx.log is not None and ctx.check_superseded and not ctx.trust.verifiers:
+        ctx.warn(f"whether the log holds a newer CRL of {name} was not checked: no log key is pinned")
     elif ctx.log is not None and ctx.check_superseded:
         try:
             signed, fetcher = latest_checkpoint(ctx)
