@@ -24,9 +24,20 @@ from ..pki.authority import load_certificate, now_utc
 from ..pki.crl_publish import CRL_DIR
 from ..progress import Progress
 from ..tlog import LogReader, TileLog
+from ..transaction import OperationRefused
 from .associations import AssociationIndex, canonical_json
 from .certcheck import TrustContext
-from .submission import Decision, Finding, SubmissionError, evaluate, folder_digests, read_submission, report_text
+from .submission import (
+    REPORT_FILES,
+    Decision,
+    Finding,
+    SubmissionError,
+    evaluate,
+    folder_digests,
+    read_submission,
+    report_text,
+    symlink_finding,
+)
 
 INBOX = "inbox"
 PROCESSED = "processed"
@@ -114,7 +125,7 @@ def _move(root: Path, folders: list[Path]) -> None:
     fsio.fsync_dir(root / INBOX)
 
 
-def _write_rejection(folder: Path, decision: Decision, now: dt.datetime) -> None:
+def _rejection_json(decision: Decision, now: dt.datetime) -> bytes:
     report = {
         "submission_id": decision.submission_id,
         "status": "rejected",
@@ -124,12 +135,28 @@ def _write_rejection(folder: Path, decision: Decision, now: dt.datetime) -> None
         # A stale or missing CRL is the publisher's problem: check such a submission again next run.
         "retry": any(f.check == "revocation" for f in decision.findings),
     }
+    return json.dumps(report, indent=1, sort_keys=True, ensure_ascii=False).encode() + b"\n"
+
+
+def _write_rejection(folder: Path, decision: Decision, now: dt.datetime) -> None:
     fsio.write_files(
         folder,
-        {
-            "rejection.json": json.dumps(report, indent=1, sort_keys=True, ensure_ascii=False).encode() + b"\n",
-            "rejection.txt": report_text(decision).encode(),
-        },
+        {REPORT_FILES[0]: _rejection_json(decision, now), REPORT_FILES[1]: report_text(decision).encode()},
+    )
+
+
+def _write_link_rejection(link: Path, now: dt.datetime) -> None:
+    """The report of a symbolic link in the inbox, beside it (``<name>.rejection.json``), written once."""
+    finding = symlink_finding(link)
+    decision = Decision(link.name, findings=[finding], inputs={link.name: "symlink"})
+    path = link.parent / f"{link.name}.{REPORT_FILES[0]}"
+    if path.exists():
+        return  # unchanged: the report names the link, and rewriting it would only change its time
+    folder = link.parent
+    body = _rejection_json(decision, now)
+    fsio.write_files(
+        folder,
+        {f"{link.name}.{REPORT_FILES[0]}": body, f"{link.name}.{REPORT_FILES[1]}": report_text(decision).encode()},
     )
 
 
@@ -147,7 +174,13 @@ def run_intake(
     now = now or now_utc()
     report = IntakeReport()
     inbox = config.root / INBOX
-    folders = sorted(p for p in inbox.iterdir() if p.is_dir()) if inbox.is_dir() else []
+    if inbox.is_symlink():
+        raise OperationRefused(f"{inbox} is a symbolic link; the inbox must be a folder of the publication")
+    items = sorted(inbox.iterdir()) if inbox.is_dir() else []
+    for link in (p for p in items if p.is_symlink()):  # refused by name; nothing read or written through it
+        report.rejected[link.name] = [symlink_finding(link)]
+        _write_link_rejection(link, now)
+    folders = [p for p in items if p.is_dir() and not p.is_symlink()]
     if not folders:
         return report
     ctx = trust_context(config, now)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,6 +88,22 @@ def folder_digests(folder: Path) -> dict[str, str]:
     return out
 
 
+SYMLINK_CHECK = "symbolic link"
+_LINK_RULE = "a submission holds regular files only, and nothing is read or written through a link"
+
+
+def symlink_finding(path: Path) -> Finding:
+    """The refusal of a symbolic link in the inbox (a submission folder, or a file in one)."""
+    return Finding(SYMLINK_CHECK, f"{path.name} is a symbolic link; {_LINK_RULE}")
+
+
+def _read_no_follow(path: Path) -> bytes:
+    # O_NOFOLLOW: a file swapped for a link after the check above is refused, not followed.
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as f:
+        return f.read()
+
+
 def read_submission(folder: Path) -> SubmissionFiles:
     """Read a submission folder, enforcing size limits and the expected set of files."""
     findings = []
@@ -97,7 +114,10 @@ def read_submission(folder: Path) -> SubmissionFiles:
         raise SubmissionError([Finding("files", f"{len(entries)} files; at most {MAX_FILES} are expected")])
     sheets, sigs, request = [], {}, None
     for p in entries:
-        if not p.is_file() or p.is_symlink():
+        if p.is_symlink():
+            findings.append(symlink_finding(p))
+            continue
+        if not p.is_file():
             findings.append(Finding("files", f"{p.name} is not a regular file"))
             continue
         size = p.stat().st_size
@@ -114,7 +134,7 @@ def read_submission(folder: Path) -> SubmissionFiles:
         if size > limit:
             findings.append(Finding("file size", f"{p.name} is {size} bytes; the limit is {limit}"))
             continue
-        data = p.read_bytes()
+        data = _read_no_follow(p)
         if lower.endswith((".xlsx", ".csv")):
             sheets.append((p.name, data))
         elif lower.endswith(".p7s"):
