@@ -66,6 +66,9 @@ class Profile:
         return None
 
 
+DEFAULT_SIGNING_SKEW_SECONDS = 300
+
+
 @dataclass(frozen=True)
 class Config:
     """A publication's configuration."""
@@ -78,6 +81,8 @@ class Config:
     trust_anchors: tuple[Path, ...]
     profile: Profile
     rules: PolicyRules
+    # How far a signature's signingTime may be ahead of the intake's clock ([intake] signing_time_skew_seconds).
+    signing_skew: dt.timedelta = dt.timedelta(seconds=DEFAULT_SIGNING_SKEW_SECONDS)
 
     def issuer(self, name: str) -> IssuerConfig:
         for issuer in self.issuers:
@@ -231,6 +236,12 @@ def parse(text: str, root: Path) -> Config:
         ica_issuing_max_days=_int(pol, "ica_issuing_max_days", "[policy]", defaults.ica_issuing_max_days),
         ica_root_max_days=_int(pol, "ica_root_max_days", "[policy]", defaults.ica_root_max_days),
     )
+    intake = data.get("intake", {})
+    if not isinstance(intake, dict):
+        raise ConfigError("[intake] must be a table")
+    skew = _number(intake, "signing_time_skew_seconds", "[intake]", DEFAULT_SIGNING_SKEW_SECONDS)
+    if not 0 <= skew <= 86400:
+        raise ConfigError("[intake]: 'signing_time_skew_seconds' must be between 0 and 86400")
     return Config(
         root=root,
         origin=origin,
@@ -240,6 +251,7 @@ def parse(text: str, root: Path) -> Config:
         trust_anchors=tuple(root / a for a in anchors),
         profile=profile,
         rules=rules,
+        signing_skew=dt.timedelta(seconds=skew),
     )
 
 

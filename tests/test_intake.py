@@ -645,6 +645,23 @@ def esme_dcc(pub: Pub) -> Path:
     return pub.submit("s", [row("CH-4")], endorser="dcc")
 
 
+@case("signing-time-60-days-ahead", "signing time in the future", "4.1 manufacturer signature")
+def future_signing_time(pub: Pub) -> Path:
+    folder = pub.submit("s", three(row("FT-1")), style="separate")
+    f = p7s(folder, "manufacturer.p7s")
+    ahead = acms.Time({"utc_time": authority.now_utc() + dt.timedelta(days=60)})
+    f.write_bytes(edit_signed_attrs(f.read_bytes(), pub.world["acme"], set_attr("signing_time", ahead)))
+    return folder
+
+
+def test_a_signing_time_within_the_configured_skew_is_accepted(pub: Pub) -> None:
+    folder = pub.submit("skew", [row("FT-2")], style="separate")
+    f = p7s(folder, "manufacturer.p7s")
+    ahead = acms.Time({"utc_time": authority.now_utc() + dt.timedelta(minutes=2)})  # default skew: 300 s
+    f.write_bytes(edit_signed_attrs(f.read_bytes(), pub.world["acme"], set_attr("signing_time", ahead)))
+    assert pub.run().accepted == {"skew": [0]}
+
+
 @case("wrong-message-digest", "message_digest", "4.1 manufacturer signature", absent=("signature",))
 def wrong_digest(pub: Pub) -> Path:
     folder = pub.submit("s", three(row("MD-1")), style="separate")

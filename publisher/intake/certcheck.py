@@ -35,6 +35,7 @@ class TrustContext:
     crls: tuple[x509.CertificateRevocationList, ...]
     profile: Profile
     now: dt.datetime
+    signing_skew: dt.timedelta = dt.timedelta(minutes=5)  # how far a signingTime may be ahead of ``now``
     chains: dict[tuple[bytes, ...], tuple[list[x509.Certificate], list[CertProblem]]] = field(
         default_factory=dict, compare=False, repr=False
     )

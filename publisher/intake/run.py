@@ -56,7 +56,7 @@ def trust_context(config: Config, now: dt.datetime) -> TrustContext:
         path = crl_dir / f"{issuer.name}.crl"
         if path.exists():
             crls.append(x509.load_der_x509_crl(path.read_bytes()))
-    return TrustContext(anchors, intermediates, tuple(crls), config.profile, now)
+    return TrustContext(anchors, intermediates, tuple(crls), config.profile, now, config.signing_skew)
 
 
 def index_of(log: LogReader) -> AssociationIndex:

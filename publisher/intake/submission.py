@@ -89,6 +89,7 @@ def folder_digests(folder: Path) -> dict[str, str]:
 
 
 SYMLINK_CHECK = "symbolic link"
+FUTURE_SIGNING_CHECK = "signing time in the future"
 _LINK_RULE = "a submission holds regular files only, and nothing is read or written through a link"
 
 
@@ -248,6 +249,16 @@ def _signers(files: SubmissionFiles, ctx: TrustContext, findings: list[Finding])
             findings.append(Finding(exc.check, str(exc)))
             continue
         for s in signers:
+            if s.signing_time is not None and s.signing_time > ctx.now + ctx.signing_skew:
+                findings.append(
+                    Finding(
+                        FUTURE_SIGNING_CHECK,
+                        f"{s.source}: signed at {s.signing_time:%Y-%m-%dT%H:%M:%SZ}, later than the intake time "
+                        f"{ctx.now:%Y-%m-%dT%H:%M:%SZ} (at most {ctx.signing_skew.total_seconds():.0f} s of clock "
+                        "skew is allowed): correct the signer's clock and sign again",
+                    )
+                )
+                continue
             _, problems = check_certificate(s.certificate, extra, ctx, s.signing_time)
             if problems:
                 findings.extend(Finding(p.check, f"{s.source}: {p.message}") for p in problems)
