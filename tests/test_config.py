@@ -134,6 +134,8 @@ def test_defaults() -> None:
     assert config.trust_anchors == ()
     assert config.log_key == KeySource(env="CPL_LOG_KEY")
     assert config.log_key.describe() == "environment variable CPL_LOG_KEY"
+    assert config.signing_skew == dt.timedelta(seconds=300)
+    assert parse(doc(extra="[intake]\nsigning_time_skew_seconds = 60\n"), ROOT).signing_skew == dt.timedelta(seconds=60)
 
 
 def test_no_issuers_is_valid_but_every_lookup_fails() -> None:
@@ -349,6 +351,12 @@ BAD = {
         "[profile]: organisation_id_attribute must be organizationIdentifier or serialNumber",
     ),
     "profile-not-table": ('profile = "x"\n' + doc(), "[profile] must be a table"),
+    "intake-not-table": ('intake = "x"\n' + doc(), "[intake] must be a table"),
+    "skew-negative": (
+        doc(extra="[intake]\nsigning_time_skew_seconds = -1\n"),
+        "'signing_time_skew_seconds' must be between 0 and 86400",
+    ),
+    "skew-text": (doc(extra='[intake]\nsigning_time_skew_seconds = "5m"\n'), "'signing_time_skew_seconds' must be"),
 }
 
 
