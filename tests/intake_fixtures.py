@@ -51,6 +51,7 @@ ORGS = {
     "other": ("Other Mfr", "1002", "Manufacturer"),
     "supplier": ("Bright Energy Supply", "2001", "Supplier"),
     "dcc": ("Smart DCC Ltd", "9001", "DCC"),
+    "acme-supplier": ("Acme Meters", "1001", "Supplier"),  # the manufacturer's own second certificate
 }
 
 

@@ -673,6 +673,17 @@ def rule_41(kit: Kit) -> Crafted:
     return Crafted([association(kit, sub, r, "acme-supplier")], sub.files, [line])
 
 
+@refused("endorsement-by-the-manufacturers-own-organisation")
+def self_endorsed(kit: Kit) -> Crafted:
+    r = row("M1", image_hash("m1"))
+    sub = submit(kit, [r], ["acme", "acme-supplier"])  # Acme's second certificate, with the Supplier role
+    line = (
+        "PROBLEM entry 0: endorsement: endorsed by the manufacturer's own organisation (ID 1001); the "
+        "endorsement must come from another party"
+    )
+    return Crafted([association(kit, sub, r, endorser="acme-supplier")], sub.files, [line])
+
+
 @refused("4.3(c)-smets1-endorsed-by-a-supplier")
 def rule_43c(kit: Kit) -> Crafted:
     r = row("L1", image_hash("l1"), smets="SMETS1")

@@ -640,6 +640,13 @@ def chf_alone(pub: Pub) -> Path:
     return pub.submit("s", [row("CH-3", device_type="CHF")], endorser=None)
 
 
+@case(
+    "endorsed-by-the-manufacturers-own-supplier-certificate", "independent endorsement", "missing supplier endorsement"
+)
+def self_endorsed(pub: Pub) -> Path:
+    return pub.submit("s", [row("SE-1")], endorser="acme-supplier")
+
+
 @case("esme-endorsed-by-dcc-only", "missing supplier endorsement")
 def esme_dcc(pub: Pub) -> Path:
     return pub.submit("s", [row("CH-4")], endorser="dcc")

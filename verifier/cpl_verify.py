@@ -4346,6 +4346,12 @@ class Auditor:
         if end["role"] != wanted:
             rule = "4.3(c)" if entry["smets_version"] == "SMETS1" else "endorsement"
             self.problem(index, f"{rule}: endorsed by a {end['role']}, but this device model needs the {wanted}")
+        if end["organisation_id"] == man["organisation_id"]:
+            self.problem(
+                index,
+                f"endorsement: endorsed by the manufacturer's own organisation (ID {man['organisation_id']}); "
+                "the endorsement must come from another party",
+            )
         # 4.3(b): one current hash per device model; a replacement names what it replaces.
         rep = entry.get("replaces")
         current = self.current.get(model)

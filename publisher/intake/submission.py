@@ -90,6 +90,7 @@ def folder_digests(folder: Path) -> dict[str, str]:
 
 SYMLINK_CHECK = "symbolic link"
 FUTURE_SIGNING_CHECK = "signing time in the future"
+SELF_ENDORSEMENT_CHECK = "independent endorsement"
 _LINK_RULE = "a submission holds regular files only, and nothing is read or written through a link"
 
 
@@ -304,8 +305,20 @@ def _endorsement(
     for r in rows:
         if creator is not None and r.manufacturer_id != creator.organisation_id:
             findings.append(Finding("4.3(a) manufacturer signer", "manufacturer ID does not match the signer's", r.row))
-    supplier = next((s for s in signers if s.role == "Supplier"), None)
-    dcc = next((s for s in signers if s.role == "DCC"), None)
+    # An endorsement is another party's: a certificate of the manufacturer's own organisation with the
+    # Supplier (or DCC) role does not count (SEC Appendix Z: endorsed by a Supplier, i.e. someone else).
+    own = creator.organisation_id if creator is not None else None
+    for s in signers:
+        if s.role in ("Supplier", "DCC") and s.organisation_id == own:
+            findings.append(
+                Finding(
+                    SELF_ENDORSEMENT_CHECK,
+                    f"{s.organisation} (ID {s.organisation_id}) signs as {s.role} for its own images; the "
+                    "endorsement must come from another organisation",
+                )
+            )
+    supplier = next((s for s in signers if s.role == "Supplier" and s.organisation_id != own), None)
+    dcc = next((s for s in signers if s.role == "DCC" and s.organisation_id != own), None)
     endorsing_manufacturers = [s for s in manufacturers if s is not creator]
     for r in rows:
         if _needs_dcc(r) and dcc is None:
