@@ -3880,14 +3880,15 @@ class SheetError(ValueError):
     """A signed spreadsheet cannot be read."""
 
 
-def _clean(value: str) -> str:
-    """Strip control and format characters (bidi overrides too) and surrounding space, as intake does."""
+def clean_cell(value: str) -> str:
+    """A cell's text as logged: control and format characters (bidi overrides too) and surrounding space removed."""
     if value.isascii() and value.isprintable():
         return value.strip()
     return "".join(c for c in value if unicodedata.category(c) not in ("Cc", "Cf")).strip()
 
 
-def _header_key(value: str) -> str:
+def header_key(value: str) -> str:
+    """A header cell as a column name: lower case, runs of spaces, '_' and '-' as one '_'."""
     return re.sub(r"[\s_-]+", "_", value.strip().lower())
 
 
@@ -3895,8 +3896,30 @@ def _local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
 
-def _xlsx_cells(data: bytes) -> list[list[str]]:
-    """The first worksheet of an .xlsx as rows of text (stdlib only; DTDs refused, sizes bounded)."""
+def _rich_text(item: Any) -> str:
+    """The text of a shared or inline string: its ``t`` and its runs' ``t``, in order (no phonetic runs)."""
+    parts = []
+    for x in item:
+        if _local(x.tag) == "t":
+            parts.append(x.text or "")
+        elif _local(x.tag) == "r":
+            parts.extend(t.text or "" for t in x if _local(t.tag) == "t")
+    return "".join(parts)
+
+
+CELL_TEXT, CELL_NUMBER, CELL_BOOL, CELL_ERROR, CELL_FORMULA = "text", "number", "bool", "error", "formula"
+#: One worksheet row: its number, and each cell as (kind, text exactly as stored in the file).
+
+
+def xlsx_table(data: bytes) -> list[tuple[int, list[tuple[str, str]]]]:
+    """The first worksheet of an .xlsx: each row's number and cells as (kind, text as stored).
+
+    The one .xlsx reader: intake (which decides what each kind may be) and
+    ``audit`` (which compares logged rows with it) read the same text. Never
+    a typed value: a numeric cell stored as ``0001`` is ``0001``. Stdlib
+    only; DTDs refused, sizes bounded. Shared strings are the text of their
+    ``t`` elements and rich-text runs; phonetic runs (``rPh``) are not text.
+    """
     import xml.etree.ElementTree as ET
 
     try:
@@ -3923,22 +3946,17 @@ def _xlsx_cells(data: bytes) -> list[list[str]]:
                 if _local(rel.tag) == "Relationship" and rel.get("Id") == rid:
                     t = rel.get("Target", "")
                     target = t.lstrip("/") if t.startswith("/") else "xl/" + t
-        shared: list[str] = []
         strings = xml("xl/sharedStrings.xml")
-        if strings is not None:
-            for si in strings:
-                if _local(si.tag) == "si":
-                    runs = [x for x in si if _local(x.tag) == "t"]
-                    runs += [t for r in si if _local(r.tag) == "r" for t in r if _local(t.tag) == "t"]
-                    shared.append("".join(t.text or "" for t in runs))
+        shared = [_rich_text(si) for si in (strings if strings is not None else []) if _local(si.tag) == "si"]
         sheet = xml(target)
         if sheet is None:
             raise SheetError("the .xlsx file has no first worksheet")
-        rows: list[list[str]] = []
+        rows: list[tuple[int, list[tuple[str, str]]]] = []
         for row in sheet.iter():
             if _local(row.tag) != "row":
                 continue
-            values: dict[int, str] = {}
+            number = row.get("r", "")
+            values: dict[int, tuple[str, str]] = {}
             for c in row:
                 if _local(c.tag) != "c":
                     continue
@@ -3952,14 +3970,19 @@ def _xlsx_cells(data: bytes) -> list[list[str]]:
                 v = next((x for x in c if _local(x.tag) == "v"), None)
                 text = (v.text or "") if v is not None else ""
                 if any(_local(x.tag) == "f" for x in c):
-                    text = "\x00formula"
+                    values[col] = (CELL_FORMULA, text)
                 elif kind == "s":
-                    text = shared[int(text)] if text.isdigit() and int(text) < len(shared) else ""
+                    values[col] = (CELL_TEXT, shared[int(text)] if text.isdigit() and int(text) < len(shared) else "")
                 elif kind == "inlineStr":
-                    text = "".join(t.text or "" for t in c.iter() if _local(t.tag) == "t")
-                values[col] = text
+                    is_ = next((x for x in c if _local(x.tag) == "is"), None)
+                    values[col] = (CELL_TEXT, _rich_text(is_) if is_ is not None else "")
+                elif kind in ("str", "n"):
+                    values[col] = (CELL_TEXT if kind == "str" else CELL_NUMBER, text)
+                else:
+                    values[col] = (CELL_BOOL if kind == "b" else CELL_ERROR, text)
             if values:
-                rows.append([values.get(i, "") for i in range(max(values) + 1)])
+                cells = [values.get(i, (CELL_TEXT, "")) for i in range(max(values) + 1)]
+                rows.append((int(number) if number.isdigit() else len(rows) + 1, cells))
         return rows
     # ParseError is a SyntaxError, a bad deflate stream a zlib.error, an unknown method NotImplementedError.
     except (
@@ -3980,7 +4003,8 @@ def _xlsx_cells(data: bytes) -> list[list[str]]:
 def sheet_rows(data: bytes) -> list[dict[str, str]]:
     """The association rows of a signed CPL spreadsheet (.csv or .xlsx), normalised for comparison."""
     if data.startswith(b"PK"):
-        table = _xlsx_cells(data)
+        # a formula cell is never a logged value: it matches no row
+        table = [[t if k != CELL_FORMULA else "\x00formula" for k, t in cells] for _, cells in xlsx_table(data)]
     else:
         try:
             text = data.decode("utf-8-sig")
@@ -3993,13 +4017,13 @@ def sheet_rows(data: bytes) -> list[dict[str, str]]:
         if all(not v.strip() for v in values):
             continue
         if header is None:
-            keys = [_header_key(v) for v in values]
+            keys = [header_key(v) for v in values]
             missing = [c for c in SHEET_COLUMNS if c not in keys]
             if missing:
                 raise SheetError(f"the header lacks the columns {', '.join(missing)}")
             header = {c: keys.index(c) for c in SHEET_COLUMNS}
             continue
-        row = {c: _clean(values[i]) if i < len(values) else "" for c, i in header.items()}
+        row = {c: clean_cell(values[i]) if i < len(values) else "" for c, i in header.items()}
         row["device_type"] = row["device_type"].upper()
         row["smets_version"] = row["smets_version"].upper().replace(" ", "")
         row["image_hash"] = row["image_hash"].lower()
@@ -4487,7 +4511,7 @@ class Auditor:
         req = ev.request
         if req is not None:
             for key in ("panel_ref", "submitter_ref"):
-                if _clean(str(req.get(key, ""))) != entry[key]:
+                if clean_cell(str(req.get(key, ""))) != entry[key]:
                     self.problem(index, f"evidence: {key} is not the one in the signed request")
             # Compared, not hashed: the signed request may hold any JSON type where an index belongs.
             replacements = req.get("replacements")

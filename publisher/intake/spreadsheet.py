@@ -12,15 +12,27 @@ from __future__ import annotations
 import csv
 import io
 import re
-import unicodedata
-import warnings
 import zipfile
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from verifier.cpl_verify import DEVICE_TYPES, MAX_UNZIPPED
+from verifier.cpl_verify import (
+    CELL_BOOL,
+    CELL_ERROR,
+    CELL_FORMULA,
+    CELL_NUMBER,
+    CELL_TEXT,
+    DEVICE_TYPES,
+    MAX_UNZIPPED,
+    xlsx_table,
+)
 from verifier.cpl_verify import SHEET_COLUMNS as COLUMNS
+from verifier.cpl_verify import SheetError as VerifierSheetError
+from verifier.cpl_verify import clean_cell as clean
+from verifier.cpl_verify import header_key as _header_key
+
+__all__ = ["COLUMNS", "MAX_SHEET_BYTES", "Problem", "Row", "SheetError", "clean", "read_rows", "shown"]
 
 SMETS_VERSIONS = frozenset({"SMETS1", "SMETS2"})
 MAX_ROWS = 1000
@@ -31,6 +43,7 @@ MAX_RATIO = 100
 MAX_MEMBERS = 200
 FORMULA_PREFIXES = ("=", "+", "-", "@")
 _HASH_RE = re.compile(r"[0-9a-f]{64}")
+_PLAIN_INTEGER = re.compile(r"0|[1-9][0-9]{0,17}")
 
 
 class SheetError(ValueError):
@@ -75,17 +88,6 @@ def shown(value: str) -> str:
     return repr(value) if value.startswith(FORMULA_PREFIXES) else f"'{value}'"
 
 
-def clean(value: str) -> str:
-    """Strip control and format characters (including bidi overrides) and surrounding space."""
-    if value.isascii() and value.isprintable():  # the common case, without a per-character lookup
-        return value.strip()
-    return "".join(c for c in value if unicodedata.category(c) not in ("Cc", "Cf")).strip()
-
-
-def _header_key(value: object) -> str:
-    return re.sub(r"[\s_-]+", "_", str(value or "").strip().lower())
-
-
 def _check_zip(data: bytes) -> None:
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
@@ -110,30 +112,18 @@ def _check_zip(data: bytes) -> None:
                 raise SheetError("XML entities", f"member {m.filename!r} declares a DTD or entities")
 
 
-def _xlsx_rows(data: bytes) -> Iterable[tuple[int, list[object], list[bool]]]:
-    """(row number, values, is-formula flags) of the first worksheet."""
+def _xlsx_rows(data: bytes) -> Iterable[tuple[int, list[str], list[str]]]:
+    """(row number, cell texts as stored, cell kinds) of the first worksheet, read by the verifier's reader."""
     _check_zip(data)
-    import openpyxl  # imported here: only .xlsx submissions need it
-
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            book = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=False, keep_links=False)
-    except Exception as exc:  # openpyxl raises many types for malformed files
-        raise SheetError("spreadsheet format", f"the .xlsx file cannot be read ({type(exc).__name__})") from exc
-    try:
-        sheet = book.worksheets[0]
-        for number, cells in enumerate(sheet.iter_rows(), start=1):
-            values = [c.value for c in cells]
-            formulas = [getattr(c, "data_type", None) == "f" for c in cells]
-            yield number, values, formulas
-    except Exception as exc:
-        raise SheetError("spreadsheet format", f"the .xlsx worksheet cannot be read ({type(exc).__name__})") from exc
-    finally:
-        book.close()
+        table = xlsx_table(data)
+    except VerifierSheetError as exc:
+        raise SheetError("spreadsheet format", str(exc)) from exc
+    for number, cells in table:
+        yield number, [text for _, text in cells], [kind for kind, _ in cells]
 
 
-def _csv_rows(data: bytes) -> Iterable[tuple[int, list[object], list[bool]]]:
+def _csv_rows(data: bytes) -> Iterable[tuple[int, list[str], list[str]]]:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -142,22 +132,20 @@ def _csv_rows(data: bytes) -> Iterable[tuple[int, list[object], list[bool]]]:
         raise SheetError("spreadsheet format", "the .csv file contains NUL bytes; is it really CSV?")
     try:
         for number, fields in enumerate(csv.reader(io.StringIO(text, newline="")), start=1):
-            yield number, list(fields), [False] * len(fields)
+            yield number, list(fields), [CELL_TEXT] * len(fields)
     except csv.Error as exc:
         raise SheetError("spreadsheet format", f"the .csv file is malformed: {exc}") from exc
 
 
-def _text(value: object, column: str, row: int, formula: bool) -> tuple[str, Problem | None]:
-    if formula:
+def _text(value: str, kind: str, column: str, row: int) -> tuple[str, Problem | None]:
+    """A cell's text as logged (the stored text, cleaned), or why the cell cannot be used."""
+    if kind == CELL_FORMULA:
         return "", Problem("formula cell", row, f"{column} is a formula; submit values only")
-    if value is None:
-        return "", None
-    if isinstance(value, (bool, float)):
-        return "", Problem("cell type", row, f"{column} is a number or boolean; format the column as text")
-    if isinstance(value, int):
-        return str(value), None
-    if not isinstance(value, str):
-        return "", Problem("cell type", row, f"{column} is not text")
+    if kind in (CELL_BOOL, CELL_ERROR):
+        return "", Problem("cell type", row, f"{column} is a {kind} cell; format the column as text")
+    if kind == CELL_NUMBER and not _PLAIN_INTEGER.fullmatch(value):
+        # 1.50 shows as typed but is stored as 1.5, and 0001 as 1: only a plain integer reads the same
+        return "", Problem("cell type", row, f"{column} is the number {value}; format the column as text")
     return clean(value), None
 
 
@@ -180,8 +168,8 @@ def read_rows(data: bytes, filename: str) -> tuple[list[Row], list[Problem]]:
     problems: list[Problem] = []
     seen: dict[tuple[str, str, str, str], int] = {}
     data_rows = 0
-    for number, values, formulas in source:
-        if all(v is None or (isinstance(v, str) and not v.strip()) for v in values):
+    for number, values, kinds in source:
+        if all(not v.strip() for v in values):
             continue
         if header is None:
             keys = [_header_key(v) for v in values]
@@ -196,8 +184,8 @@ def read_rows(data: bytes, filename: str) -> tuple[list[Row], list[Problem]]:
         fields: dict[str, str] = {}
         row_problems: list[Problem] = []
         for column, index in header.items():
-            value = values[index] if index < len(values) else None
-            text, problem = _text(value, column, number, formulas[index] if index < len(formulas) else False)
+            value = values[index] if index < len(values) else ""
+            text, problem = _text(value, kinds[index] if index < len(kinds) else CELL_TEXT, column, number)
             if problem:
                 row_problems.append(problem)
             limit = MAX_LENGTH.get(column, 64)
