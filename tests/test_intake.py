@@ -14,6 +14,8 @@ import hashlib
 import io
 import json
 import os
+import shutil
+import subprocess
 import unicodedata
 import zipfile
 from collections.abc import Callable, Mapping
@@ -1358,3 +1360,101 @@ def test_row_problems_are_not_reported_as_too_many_rows(pub: Pub) -> None:
     checks = checks_of(folder)
     assert "hash format" in checks
     assert "row count" not in checks, rejection(folder)["findings"]
+
+
+# -- the documented signature profile, with the tools submitters use --------------------------------
+
+CERTTOOL = shutil.which("certtool")
+needs_certtool = pytest.mark.skipif(CERTTOOL is None, reason="GnuTLS certtool (Debian gnutls-bin) is not installed")
+
+
+def certtool_sign(sheet: Path, signer: object, out: Path, *extra: str) -> Path:
+    """GnuTLS: ``certtool --p7-detached-sign`` over the exact bytes of ``sheet`` (DER output)."""
+    assert CERTTOOL is not None
+    subprocess.run(
+        [CERTTOOL, "--p7-detached-sign", *extra, "--hash", "SHA256", "--load-privkey", str(signer.key_path),  # type: ignore[attr-defined]
+         "--load-certificate", str(signer.cert_path), "--infile", str(sheet), "--outfile", str(out), "--outder"],  # type: ignore[attr-defined]
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return out
+
+
+def _messages(folder: Path) -> list[str]:
+    return [str(f["message"]) for f in rejection(folder)["findings"]]  # type: ignore[index,union-attr]
+
+
+@needs_certtool
+def test_gnutls_certtool_signatures_with_p7_time_are_accepted(pub: Pub, world: World) -> None:
+    folder = pub.folder("gnutls")
+    sheet = folder / "sheet.csv"
+    sheet.write_bytes(csv_bytes([row("GT-1")]))
+    certtool_sign(sheet, world["acme"], folder / "manufacturer.p7s", "--p7-time")
+    certtool_sign(sheet, world["supplier"], folder / "endorsement.p7s", "--p7-time")
+    write_request(folder)
+    (entry,) = accept(pub, folder)
+    assert entry["manufacturer"]["certificate_sha256"] == world["acme"].fingerprint  # type: ignore[index]
+
+
+@needs_certtool
+def test_gnutls_certtool_without_p7_time_is_refused_with_the_fix(pub: Pub, world: World) -> None:
+    folder = pub.folder("gnutls-noattr")
+    sheet = folder / "sheet.csv"
+    sheet.write_bytes(csv_bytes([row("GT-2")]))
+    certtool_sign(sheet, world["acme"], folder / "manufacturer.p7s")
+    certtool_sign(sheet, world["supplier"], folder / "endorsement.p7s", "--p7-time")
+    write_request(folder)
+    assert set(pub.run().rejected) == {"gnutls-noattr"}
+    assert any("has no signed attributes" in m and "without `--p7-time`" in m for m in _messages(folder))
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (("-noattr",), "sign with them: the messageDigest attribute binds the signature to this spreadsheet"),
+        (("-nocerts",), "embed it (drop `openssl cms -nocerts`)"),
+    ],
+    ids=["noattr", "nocerts"],
+)
+def test_openssl_profile_refusals_say_what_to_change(
+    pub: Pub, world: World, options: tuple[str, ...], expected: str
+) -> None:
+    folder = pub.folder("profile")
+    sheet = folder / "sheet.csv"
+    sheet.write_bytes(csv_bytes([row("PR-1")]))
+    cms_sign(sheet, world["acme"], folder / "manufacturer.p7s", False, *options)
+    cms_sign(sheet, world["supplier"], folder / "endorsement.p7s")
+    write_request(folder)
+    assert set(pub.run().rejected) == {"profile"}
+    assert any(expected in m for m in _messages(folder)), _messages(folder)
+
+
+def test_text_mode_signing_is_recognised_and_the_fix_named(pub: Pub, world: World) -> None:
+    folder = pub.folder("textmode")
+    sheet = folder / "sheet.csv"
+    sheet.write_bytes(csv_bytes([row("TM-1")]).replace(b"\r\n", b"\n"))  # LF line endings, as editors save
+    out = folder / "manufacturer.p7s"
+    subprocess.run(
+        [
+            "openssl",
+            "cms",
+            "-sign",
+            "-md",
+            "sha256",
+            "-outform",
+            "DER",
+            "-in",
+            str(sheet),
+            "-signer",
+            str(world["acme"].cert_path),
+            "-inkey",
+            str(world["acme"].key_path),
+            "-out",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip  (no -binary: OpenSSL signs the text with CRLF line endings)
+    cms_sign(sheet, world["supplier"], folder / "endorsement.p7s")
+    write_request(folder)
+    assert set(pub.run().rejected) == {"textmode"}
+    assert any("signed in text mode" in m and "-binary" in m for m in _messages(folder)), _messages(folder)

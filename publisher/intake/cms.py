@@ -104,7 +104,16 @@ def _find_cert(sid: acms.SignerIdentifier, certs: list[x509.Certificate], where:
                     return cert
             except x509.ExtensionNotFound:
                 continue
-    raise CMSError("signer certificate", f"{where}: the signer's certificate is not in the SignedData")
+    raise CMSError(
+        "signer certificate",
+        f"{where}: the signer's certificate is not in the SignedData; embed it (drop `openssl cms -nocerts`): the "
+        "publication checks and logs the certificate the file was signed with, never one it would look up",
+    )
+
+
+def _as_crlf(content: bytes) -> bytes:
+    """The bytes a text-mode signer (``openssl cms`` without ``-binary``) digests: every line ending CRLF."""
+    return content.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
 def _attr(attrs: acms.CMSAttributes, name: str, where: str, required: bool = True) -> object:
@@ -123,12 +132,20 @@ def _verify_signer_info(
 ) -> tuple[x509.Certificate, dt.datetime | None]:
     digest_name = si["digest_algorithm"]["algorithm"].native
     if digest_name not in _HASHES:
-        raise CMSError("digest algorithm", f"{where}: digest algorithm {digest_name} is not accepted")
+        accepted = ", ".join(sorted(_HASHES))
+        raise CMSError(
+            "digest algorithm", f"{where}: digest algorithm {digest_name} is not accepted; sign with one of {accepted}"
+        )
     hash_alg, hashlib_name = _HASHES[digest_name]
     cert = _find_cert(si["sid"], certs, where)
     attrs = si["signed_attrs"]
     if not attrs:
-        raise CMSError("message_digest", f"{where}: no signed attributes, so no messageDigest to check")
+        raise CMSError(
+            "message_digest",
+            f"{where}: the signature has no signed attributes (as `openssl cms -noattr`, or GnuTLS `certtool "
+            "--p7-detached-sign` without `--p7-time`, make); sign with them: the messageDigest attribute binds the "
+            "signature to this spreadsheet and signingTime dates it",
+        )
     content_type = _attr(attrs, "content_type", where, required=not counter)
     if counter and content_type is not None:
         raise CMSError("content_type", f"{where}: a countersignature must not carry a contentType (RFC 5652 11.4)")
@@ -137,7 +154,10 @@ def _verify_signer_info(
     digest = _attr(attrs, "message_digest", where)
     if getattr(digest, "native", None) != hashlib.new(hashlib_name, content).digest():
         what = "the signature it countersigns" if counter else "the spreadsheet"
-        raise CMSError("message_digest", f"{where}: messageDigest does not match {what}")
+        hint = ""
+        if not counter and getattr(digest, "native", None) == hashlib.new(hashlib_name, _as_crlf(content)).digest():
+            hint = "; it was signed in text mode (line endings changed to CRLF): sign with `openssl cms -binary`"
+        raise CMSError("message_digest", f"{where}: messageDigest does not match {what}{hint}")
     when = _attr(attrs, "signing_time", where, required=False)
     signing_time = getattr(when, "native", None)
     # The signature covers the DER of the attributes exactly as received, as a SET OF.
