@@ -8,6 +8,7 @@ from pathlib import Path
 from .cli_common import EXIT_FAILED, EXIT_OK, emit
 from .config import load as load_config
 from .intake.run import check_folder, index_of, run_intake, trust_context
+from .intake.submission import entry_lines, signer_lines
 from .log_key import load_log_signer
 from .note import Verifier
 from .pki.authority import now_utc
@@ -34,13 +35,16 @@ def cmd_check_submission(args: argparse.Namespace) -> int:
     index = index_of(LogReader(config.root / "log", config.origin, [vkey]))
     decision = check_folder(Path(args.submission), trust_context(config, now), index, now)
     if decision.accepted:
-        text = f"OK: {len(decision.entries)} rows would be logged"
+        lines = [f"OK: {len(decision.entries)} associations would be logged:", *entry_lines(decision)]
     else:
-        text = "REJECTED:\n" + "\n".join(f"  - {f}" for f in decision.findings)
+        lines = ["REJECTED:", *(f"  - {f}" for f in decision.findings)]
+    text = "\n".join([*lines, *signer_lines(decision)])
     summary = {
         "accepted": decision.accepted,
         "rows": len(decision.entries),
         "findings": [f.to_json() for f in decision.findings],
+        "signers": decision.signers,
+        "entries": decision.entries,
     }
     emit(args, summary, text)
     return EXIT_OK if decision.accepted else EXIT_FAILED

@@ -390,10 +390,20 @@ def test_check_submission_cli_changes_nothing(pub: Pub, capsys: pytest.CaptureFi
     good = pub.submit("good", [row("CLI-1")])
     rows = [row("CLI-2", image_hash="abc"), row("CLI-3"), row("CLI-4", device_type="TOASTER")]
     bad = pub.submit("bad", rows, endorser=None)
+    request = {**GOOD_REQUEST, "replacements": [{"replaces_index": 0, "investigation_ref": "INV-1"}]}
+    replacing = pub.submit("replacing", [row("CLI-0", image_hash=image_hash("CLI-0b"))], request=request)
     before, size = tree_state(pub.root), pub.log_size()
 
     assert main(["check-submission", "--dir", str(pub.root), str(good)]) == 0
-    assert "OK: 1 rows would be logged" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "OK: 1 associations would be logged:" in out
+    assert f"  1001/CLI-1/HW1.0/FW2.3 (ESME, SMETS2): {image_hash('CLI-1')}" in out
+    # who signed, in which role, with which certificate and when: what SECAS decides on
+    acme, supplier = pub.world["acme"], pub.world["supplier"]
+    assert f"  Manufacturer: Acme Meters (ID 1001), certificate {acme.fingerprint}, signed 20" in out
+    assert f"  Supplier: Bright Energy Supply (ID 2001), certificate {supplier.fingerprint}, signed 20" in out
+    assert main(["check-submission", "--dir", str(pub.root), str(replacing)]) == 0
+    assert ", REPLACING log index 0 (investigation INV-1)" in capsys.readouterr().out
     assert main(["check-submission", "--dir", str(pub.root), str(bad)]) == 1
     out = capsys.readouterr().out
     assert out.startswith("REJECTED")
@@ -1458,3 +1468,12 @@ def test_text_mode_signing_is_recognised_and_the_fix_named(pub: Pub, world: Worl
     write_request(folder)
     assert set(pub.run().rejected) == {"textmode"}
     assert any("signed in text mode" in m and "-binary" in m for m in _messages(folder)), _messages(folder)
+
+
+def test_a_rejection_report_says_who_signed_in_which_role(pub: Pub, world: World) -> None:
+    folder = pub.submit("self", [row("SE-2")], endorser="acme-supplier")
+    assert set(pub.run().rejected) == {"self"}
+    text = (folder / "rejection.txt").read_text()
+    assert f"  Manufacturer: Acme Meters (ID 1001), certificate {world['acme'].fingerprint}, signed 20" in text
+    assert f"  Supplier: Acme Meters (ID 1001), certificate {world['acme-supplier'].fingerprint}, signed 20" in text
+    assert "independent endorsement: Acme Meters (ID 1001) signs as Supplier for its own images" in text

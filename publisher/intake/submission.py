@@ -225,6 +225,11 @@ class ValidSigner:
             "certificate_sha256": self.fingerprint,
         }
 
+    def summary(self) -> dict[str, object]:
+        """Who signed, in which role, when: what a decision-maker reads before approving."""
+        when = self.signer.signing_time
+        return {**self.party(), "signing_time": when.strftime("%Y-%m-%dT%H:%M:%SZ") if when else None}
+
 
 @dataclass
 class Decision:
@@ -235,6 +240,7 @@ class Decision:
     entries: list[dict[str, object]] = field(default_factory=list)
     evidence: dict[str, bytes] = field(default_factory=dict)  # sha256 hex -> bytes
     inputs: dict[str, str] = field(default_factory=dict)  # file name -> sha256 hex
+    signers: list[dict[str, object]] = field(default_factory=list)  # every valid signer's summary
 
     @property
     def accepted(self) -> bool:
@@ -347,6 +353,7 @@ def evaluate(files: SubmissionFiles, ctx: TrustContext, index: AssociationIndex,
         rows, problems = [], []
     findings.extend(Finding(p.check, p.message, p.row) for p in problems)
     signers = _signers(files, ctx, findings)
+    decision.signers = [s.summary() for s in signers]
     if not rows:
         return decision
     creator, supplier, dcc = _endorsement(rows, signers, findings)
@@ -423,9 +430,36 @@ def evaluate(files: SubmissionFiles, ctx: TrustContext, index: AssociationIndex,
     return decision
 
 
+def signer_lines(decision: Decision) -> list[str]:
+    """Who signed (organisation, ID, role, certificate fingerprint, signing time), one line each."""
+    if not decision.signers:
+        return ["Signed by: no valid signature"]
+    return ["Signed by:"] + [
+        f"  {s['role'] or 'no role'}: {s['organisation']} (ID {s['organisation_id']}), certificate "
+        f"{s['certificate_sha256']}, signed {s['signing_time'] or 'at an unstated time'}"
+        for s in decision.signers
+    ]
+
+
+def entry_lines(decision: Decision) -> list[str]:
+    """What would be logged: each device model and hash, and what it replaces."""
+    lines = []
+    for e in decision.entries:
+        m = e["device_model"]
+        assert isinstance(m, dict)  # noqa: S101 - built by evaluate
+        model = "/".join(str(m[k]) for k in ("manufacturer_id", "model_id", "hardware_version", "firmware_version"))
+        line = f"  {model} ({e['device_type']}, {e['smets_version']}): {e['image_sha256']}"
+        rep = e.get("replaces")
+        if isinstance(rep, dict):
+            line += f", REPLACING log index {rep['index']} (investigation {rep['investigation_ref']})"
+        lines.append(line)
+    return lines
+
+
 def report_text(decision: Decision) -> str:
     """The human-readable rejection report."""
     lines = [f"Submission {decision.submission_id} was REJECTED. Failed checks:"]
     lines += [f"  - {f}" for f in decision.findings]
+    lines += signer_lines(decision)
     lines += ["Input files (SHA-256):"] + [f"  {name}: {digest}" for name, digest in decision.inputs.items()]
     return "\n".join(lines) + "\n"
