@@ -231,10 +231,14 @@ def parse(text: str, root: Path) -> Config:
     for key in ("iki_max_days", "ica_issuing_max_days", "ica_root_max_days"):
         if key in pol and _int(pol, key, "[policy]", 1) <= 0:
             raise ConfigError(f"[policy]: '{key}' must be a positive number of days")
+    multi = pol.get("multi_role_organisations", [])
+    if not isinstance(multi, list) or not all(isinstance(m, str) and m for m in multi):
+        raise ConfigError("[policy]: 'multi_role_organisations' must be a list of organisation IDs")
     rules = PolicyRules(
         iki_max_days=_int(pol, "iki_max_days", "[policy]", defaults.iki_max_days),
         ica_issuing_max_days=_int(pol, "ica_issuing_max_days", "[policy]", defaults.ica_issuing_max_days),
         ica_root_max_days=_int(pol, "ica_root_max_days", "[policy]", defaults.ica_root_max_days),
+        multi_role_organisations=frozenset(multi),
     )
     intake = data.get("intake", {})
     if not isinstance(intake, dict):

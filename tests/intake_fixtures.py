@@ -13,6 +13,7 @@ edited signed attributes) for the cases no tool makes.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import hashlib
 import io
@@ -141,7 +142,12 @@ def build_world(base: Path) -> World:
     now = authority.now_utc()
     template = base / "template"
     authority.init_publication(template, base / "keys", SITE_URL, ORIGIN)
+    # Acme also holds a Supplier certificate (to show it cannot endorse its own images): a second role
+    # for one organisation is allowed only where the configuration says so.
     config = load(template)
+    config = dataclasses.replace(
+        config, rules=dataclasses.replace(config.rules, multi_role_organisations=frozenset({"1001"}))
+    )
     folder = base / "parties"
     parties: dict[str, Party] = {}
     for label in ORGS:

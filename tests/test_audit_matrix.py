@@ -10,6 +10,7 @@ a countersignature, a log past 256 entries, a witness-cosigned checkpoint) must 
 from __future__ import annotations
 
 import ast
+import dataclasses
 import datetime as dt
 import hashlib
 import io
@@ -82,7 +83,8 @@ def _store(folder: Path, label: str, cert: x509.Certificate, key: Key) -> Party:
 
 
 def _issue(world: World, label: str, org: tuple[str, str, str], rsa_bits: int = 0) -> Party:
-    """An IKI certificate issued by the world's CA (policy-checked, registered)."""
+    """An IKI certificate issued by the world's CA (policy-checked, registered). Its organisations may
+    hold several roles (configured so): the audit is under test here, not the CA."""
     now = authority.now_utc()
     key: Key = rsa.generate_private_key(65537, rsa_bits) if rsa_bits else ec.generate_private_key(ec.SECP256R1())
     request = profile.IssueRequest(
@@ -94,7 +96,8 @@ def _issue(world: World, label: str, org: tuple[str, str, str], rsa_bits: int = 
         now + dt.timedelta(days=365),
         world.config.crl_url(ISSUER),
     )
-    cert = authority.issue(world.config, ISSUER, request, now=now).certificate
+    rules = dataclasses.replace(world.config.rules, multi_role_organisations=frozenset({org[1]}))
+    cert = authority.issue(dataclasses.replace(world.config, rules=rules), ISSUER, request, now=now).certificate
     return _store(world.base / "matrix-parties", label, cert, key)
 
 

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID, ObjectIdentifier
 
 from publisher.cli import main
-from publisher.config import CONFIG_NAME, DEFAULT_EKU, Config, load, parse
+from publisher.config import CONFIG_NAME, DEFAULT_EKU, Config, ConfigError, load, parse
 from publisher.pki import authority, profile, registers
 from publisher.pki.authority import PolicyRefused
 from publisher.pki.policy import (
@@ -671,3 +671,51 @@ def test_policy_check_missing_file_and_empty_folder_exit_2(tmp_path: Path, capsy
     code, _, err = run(capsys, "policy", "check", str(tmp_path / "empty"))
     assert code == 2
     assert "no certificates found" in err
+
+
+def _role_request(config: Config, org_id: str, role: str) -> profile.IssueRequest:
+    now = authority.now_utc()
+    return profile.IssueRequest(
+        Kind.IKI,
+        profile.ee_subject(config.profile, "Acme Meters Ltd", org_id, role),
+        ec.generate_private_key(ec.SECP256R1()).public_key(),
+        x509.random_serial_number(),
+        now,
+        now + dt.timedelta(days=365),
+        config.crl_url("ica"),
+    )
+
+
+def test_issue_refuses_a_second_role_for_one_organisation(pub: Path) -> None:
+    # A manufacturer given a Supplier certificate could endorse its own images (SEC Appendix Z).
+    config = load(pub)
+    first = authority.issue(config, "ica", _role_request(config, "1001", "Manufacturer"))
+    authority.issue(config, "ica", _role_request(config, "1001", "Manufacturer"))  # the same role again: fine
+    before = _state(pub)
+    with pytest.raises(PolicyRefused) as exc:
+        authority.issue(config, "ica", _role_request(config, "1001", "Supplier"))
+    assert [r.rule for r in exc.value.refusals] == ["IKI roles"]
+    assert (
+        f"organisation ID 1001 already holds a Manufacturer IKI certificate ({first.certificate.serial_number:x})"
+        in (str(exc.value))
+    )
+    assert _state(pub) == before
+    authority.issue(config, "ica", _role_request(config, "2001", "Supplier"))  # another organisation: fine
+
+
+def test_a_second_role_is_allowed_where_the_configuration_names_the_organisation(pub: Path) -> None:
+    with (pub / CONFIG_NAME).open("a") as f:
+        f.write('\n[policy]\nmulti_role_organisations = ["9001"]\n')
+    config = load(pub)
+    assert config.rules.multi_role_organisations == frozenset({"9001"})
+    authority.issue(config, "ica", _role_request(config, "9001", "DCC"))
+    authority.issue(config, "ica", _role_request(config, "9001", "Supplier"))
+    authority.issue(config, "ica", _role_request(config, "1001", "Manufacturer"))
+    with pytest.raises(PolicyRefused):  # the configuration names 9001 only
+        authority.issue(config, "ica", _role_request(config, "1001", "DCC"))
+
+
+@pytest.mark.parametrize("value", ['"9001"', "[9001]", '[""]'])
+def test_multi_role_organisations_must_be_a_list_of_ids(value: str) -> None:
+    with pytest.raises(ConfigError, match="'multi_role_organisations' must be a list of organisation IDs"):
+        _rules_from_toml(f"multi_role_organisations = {value}")

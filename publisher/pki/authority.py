@@ -20,7 +20,7 @@ from ..config import CONFIG_NAME, Config, ConfigError, load
 from ..note import Signer
 from ..tlog import TileLog
 from . import keys, profile, registers
-from .policy import CertFacts, Kind, Refusal, check, check_key_in_use
+from .policy import CertFacts, Kind, Refusal, check, check_key_in_use, check_one_role
 from .registers import IssuedRecord
 
 PKI_DIR = "pki"
@@ -131,7 +131,17 @@ def _issue_locked(
     issuer_cert = load_certificate(issuer_cfg.certificate)
     refusals = check_key_in_use(issuer_cert.not_valid_after_utc, now)
     probe = profile.facts_of_request(request, role, approval_ref)
-    refusals += check(probe, existing_facts(config), config.rules)
+    existing = existing_facts(config)
+    refusals += check(probe, existing, config.rules)
+    if request.kind is Kind.IKI:
+        who = profile.name_identity(request.subject, config.profile)
+        issued = [
+            (i.organisation_id, i.role, f.serial)
+            for f in existing
+            if f.kind is Kind.IKI
+            for i in [profile.name_identity(x509.Name.from_rfc4514_string(f.subject), config.profile)]
+        ]
+        refusals += check_one_role(who.organisation_id, who.role, issued, config.rules)
     if refusals:
         raise PolicyRefused(refusals)
     issuer_key = keys.load_private_key(issuer_cfg.key, config.root)

@@ -70,6 +70,8 @@ class PolicyRules:
     ica_issuing_max_days: int = 10 * 365 + 3
     ica_root_max_days: int = 25 * 365 + 7
     tolerance: dt.timedelta = dt.timedelta(days=1)
+    # Organisation IDs allowed IKI certificates in more than one role (configuration, e.g. the DCC's).
+    multi_role_organisations: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -177,6 +179,29 @@ def check_key_reuse(facts: CertFacts, existing: Iterable[CertFacts]) -> list[Ref
             )
         )
     return refusals
+
+
+def check_one_role(
+    organisation_id: str, role: str | None, existing: Iterable[tuple[str, str | None, int]], rules: PolicyRules
+) -> list[Refusal]:
+    """One organisation, one IKI role: a manufacturer given a Supplier certificate could endorse its own images.
+
+    ``existing`` holds (organisation ID, role, serial) of the IKI certificates issued so far; an
+    organisation listed in ``rules.multi_role_organisations`` may hold several roles.
+    """
+    if not organisation_id or organisation_id in rules.multi_role_organisations:
+        return []
+    for other_id, other_role, serial in existing:
+        if other_id == organisation_id and other_role != role:
+            return [
+                Refusal(
+                    "IKI roles",
+                    f"organisation ID {organisation_id} already holds a {other_role or 'role-less'} IKI certificate "
+                    f"({serial:x}); one organisation may hold several roles only when [policy] "
+                    "multi_role_organisations lists it",
+                )
+            ]
+    return []
 
 
 def check(facts: CertFacts, existing: Iterable[CertFacts], rules: PolicyRules) -> list[Refusal]:

@@ -190,9 +190,14 @@ class Identity:
 
 def identity(cert: x509.Certificate, profile: Profile) -> Identity:
     """Organisation name, identifier and role from the subject, as the profile defines them."""
+    return name_identity(cert.subject, profile)
+
+
+def name_identity(subject: x509.Name, profile: Profile) -> Identity:
+    """Organisation name, identifier and role from a subject name, as the profile defines them."""
 
     def one(oid: ObjectIdentifier) -> str:
-        values = cert.subject.get_attributes_for_oid(oid)
+        values = subject.get_attributes_for_oid(oid)
         return str(values[0].value) if len(values) == 1 else ""
 
     id_oid = (
