@@ -68,7 +68,7 @@ HOSTILE = [
     "![img](https://evil.example/x.png)",
     "<https://evil.example/>",
 ]
-# Manufacturer names: the last one of each manufacturer is shown on its page and in headings.
+# Manufacturer names (in the manufacturers' certificates and spreadsheets), shown on their pages and in headings.
 HOSTILE_MAKERS = [
     "[click](javascript:alert(1))",
     "**bold** `code` <script>alert(1)</script>",
@@ -185,8 +185,8 @@ def make_hostile_publication(out: Path) -> dict[str, Any]:
     config = load_config(pub)
     now = authority.now_utc()
     makers = [
-        demo._issue(config, org_dir, f"{1001 + k}", f"Maker {1001 + k}", "Manufacturer", now)
-        for k in range(len(HOSTILE_MAKERS))
+        demo._issue(config, org_dir, f"{1001 + k}", name, "Manufacturer", now)  # the certificate names it
+        for k, name in enumerate(HOSTILE_MAKERS)
     ]
     supplier = demo._issue(config, org_dir, "2001", "Northern Power Supply", "Supplier", now)
     publish(config, now)

@@ -360,3 +360,24 @@ def test_hostile_search_shards_hold_the_names_as_data(hostile_site: SiteBuild) -
     models = {r[3] for r in rows}
     for text in HOSTILE:
         assert shown(text) in models
+
+
+def test_a_manufacturer_page_is_titled_by_its_certificate_not_its_spreadsheet(tmp_path: Path) -> None:
+    # The spreadsheet's manufacturer_name is free text: a manufacturer could title its page with another
+    # maker's name. The page shows the organisation its IKI certificate names (checked at intake).
+    from publication_fixtures import new_publication
+    from site_fixtures import build_site, write_submission
+
+    from publisher import demo
+    from publisher.publish import publish
+
+    p = new_publication(tmp_path, "names.example/log")
+    row = (p.maker.org_id, "Famous Meters plc", "NB-1", "1.0", "1.0", "ESME", "SMETS2", demo.image_hash("NB-1"))
+    write_submission(p.root, "NB1", [row], [p.maker, p.supplier])
+    assert publish(p.config).intake.accepted
+    done = build_site(p.root, tmp_path / "site")
+    assert done.returncode == 0, done.stderr
+    page = (tmp_path / "site" / "firmware" / p.maker.org_id / "index.html").read_text(encoding="utf-8")
+    heading = re.search(r"<h1[^>]*>(.*?)</h1>", page, re.S)
+    assert heading is not None and heading.group(1).startswith("Acme Meters Ltd"), heading
+    assert "Famous Meters plc" not in re.sub(r"<[^>]+>", "", heading.group(1))

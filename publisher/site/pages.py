@@ -176,7 +176,9 @@ def firmware_pages(items: list[Association]) -> dict[str, str]:
         chunks = [rows[i : i + ROWS_PER_PAGE] for i in range(0, len(rows), ROWS_PER_PAGE)] or [[]]
         # A stable URL for IDs that are not plain letters and digits (hash() is salted per process).
         slug = mid if mid.isascii() and mid.isalnum() else "m-" + hashlib.sha256(mid.encode()).hexdigest()[:12]
-        name = rows[-1].field("manufacturer_name")
+        # The name from the manufacturer's certificate (checked at intake, re-checked by audit), never the
+        # spreadsheet's free text: a manufacturer cannot title its page with another maker's name.
+        name = rows[-1].field("manufacturer", "organisation")
         index_rows.append([f'<a href="{safe(slug)}/">{safe(mid)}</a>', safe(name), safe(len(rows))])
         for n, chunk in enumerate(chunks, 1):
             nav = " · ".join(
@@ -267,7 +269,7 @@ def search_shards(items: list[Association]) -> dict[str, bytes]:
         row: list[object] = [
             a.index,
             a.field("device_model", "manufacturer_id"),
-            a.field("manufacturer_name"),
+            a.field("manufacturer", "organisation"),
             a.field("device_model", "model_id"),
             a.field("device_model", "hardware_version"),
             a.field("device_model", "firmware_version"),
