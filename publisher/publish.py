@@ -110,8 +110,14 @@ def _message(result: PublishResult) -> str:
         lines.append(f"finished an interrupted {result.resumed}")
     if result.crls:
         lines.append("CRLs: " + ", ".join(f"{k} #{v}" for k, v in sorted(result.crls.items())))
-    if report.accepted:
-        lines.append("accepted: " + ", ".join(f"{k} ({len(v)} rows)" for k, v in report.accepted.items()))
+    for k, v in report.accepted.items():
+        # who signed, in the commit itself: the approval's record in git history names its parties
+        signed = "; ".join(
+            f"{s['role']} {s['organisation']} (ID {s['organisation_id']}, "
+            f"certificate {str(s['certificate_sha256'])[:16]})"
+            for s in report.signers.get(k, [])
+        )
+        lines.append(f"accepted: {k} ({len(v)} rows; signed by {signed or 'nobody recorded'})")
     if report.completed:
         lines.append("completed: " + ", ".join(report.completed))
     if report.rejected:

@@ -80,3 +80,13 @@ def test_an_inbox_that_is_a_symlink_is_refused(pub: Pub, tmp_path: Path, capsys:
     (pub.root / "inbox").symlink_to(elsewhere, target_is_directory=True)
     assert publisher_main(["publish", "--dir", str(pub.root)]) == 1
     assert "inbox is a symbolic link" in capsys.readouterr().err
+
+
+def test_the_publish_commit_names_who_signed_each_accepted_submission(pub: Pub) -> None:
+    write_submission(pub.root, "S3", [_row(pub, "s3")], [pub.maker, pub.supplier])
+    result = publish(pub.config)
+    message = git(pub.root, "log", "-1", "--format=%B")
+    assert "accepted: S3 (1 rows; signed by " in message
+    assert f"Manufacturer Acme Meters Ltd (ID {pub.maker.org_id}, certificate " in message
+    assert "Supplier Northern Power Supply (ID 2001" in message
+    assert result.to_json()["intake"]["signers"]["S3"][0]["certificate_sha256"]  # type: ignore[index]

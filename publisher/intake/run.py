@@ -86,6 +86,7 @@ class IntakeReport:
     rejected: dict[str, list[Finding]] = field(default_factory=dict)
     completed: list[str] = field(default_factory=list)  # logged by an earlier, interrupted run
     skipped: list[str] = field(default_factory=list)  # unchanged since their rejection
+    signers: dict[str, list[dict[str, object]]] = field(default_factory=dict)  # accepted submission -> who signed
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -93,6 +94,7 @@ class IntakeReport:
             "rejected": {k: [f.to_json() for f in v] for k, v in self.rejected.items()},
             "completed": self.completed,
             "skipped": self.skipped,
+            "signers": self.signers,
         }
 
 
@@ -213,6 +215,7 @@ def run_intake(
             index.add(first + i, entry)  # later submissions of this run see these associations
         approved.append((folder, decision))
         report.accepted[folder.name] = list(range(first, first + len(decision.entries)))
+        report.signers[folder.name] = decision.signers
     progress.done()
     if approved:
         evidence = {f"{EVIDENCE}/{h}": data for _, d in approved for h, data in d.evidence.items()}
