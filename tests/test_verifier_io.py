@@ -511,3 +511,43 @@ def test_versions_agree_with_the_package(capsys: pytest.CaptureFixture[str]) -> 
         publisher_main(["--version"])
     assert exit_.value.code == 0
     assert capsys.readouterr().out == f"cpl-publisher {version}\n"
+
+
+class TLSDripServer(SocketServer):
+    """On 127.0.0.1: answers a TLS ClientHello with the header of a 16 KB handshake record, then one byte
+    every 0.3 s: every read completes well within any per-read timeout, the handshake never does."""
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            threading.Thread(target=self._drip, args=(conn,), daemon=True).start()
+
+    def _drip(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                conn.settimeout(5)
+                conn.recv(4096)
+                conn.sendall(b"\x16\x03\x03\x40\x00")
+                while not self.stop.is_set():
+                    time.sleep(0.3)
+                    conn.sendall(b"\x02")
+            except OSError:
+                return  # the verifier hung up, as it should
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.sock.getsockname()[1]}/"
+
+
+@pytest.mark.parametrize("limit", [("--timeout", 2), ("--deadline", 2)], ids=["timeout", "deadline"])
+def test_a_triage_endpoint_dripping_its_handshake_is_cut_off(
+    srv: SiteServer, trust: Path, limit: tuple[str, int]
+) -> None:
+    with TLSDripServer() as drip:
+        r = run_file("--trust", trust, "--site", srv.url, *limit, "link", drip.url, timeout=60)
+    assert r.code == 2, r.out
+    assert r.seconds < 8, f"took {r.seconds:.1f} s with {limit}"
+    assert "no complete TLS handshake" in r.out

@@ -50,6 +50,7 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import contextlib
 import csv
 import functools
 import hashlib
@@ -63,6 +64,7 @@ import ssl
 import stat
 import struct
 import sys
+import threading
 import time
 import unicodedata
 import zipfile
@@ -2147,9 +2149,16 @@ class Context:
     """Everything one command run uses."""
 
     def __init__(
-        self, args: argparse.Namespace, trust: Trust, state: State, site: Source | None, log: Source | None
+        self,
+        args: argparse.Namespace,
+        trust: Trust,
+        state: State,
+        site: Source | None,
+        log: Source | None,
+        deadline: Deadline | None = None,
     ) -> None:
         self.args = args
+        self.deadline = deadline or Deadline()  # the whole command's (--deadline), shared with the sources
         self.trust = trust
         self.state = state
         self.site = site
@@ -3380,8 +3389,12 @@ def cmd_cert(ctx: Context) -> int:
     return _report_verdict(ctx, code, info, f"certificate {ctx.args.file}")
 
 
-def fetch_tls_certificates(url: str, timeout: float) -> list[x509.Certificate]:
-    """The certificate(s) a TLS server presents (not validated here: the caller checks them against the IKI)."""
+def fetch_tls_certificates(url: str, timeout: float, deadline: Deadline | None = None) -> list[x509.Certificate]:
+    """The certificate(s) a TLS server presents (not validated here: the caller checks them against the IKI).
+
+    ``timeout`` (and the command's ``deadline``) bound the whole exchange, connect and handshake: a
+    server that answers one byte at a time is cut off, not waited for byte by byte.
+    """
     parts = urlsplit(url if "://" in url else "https://" + url)
     if parts.scheme.lower() not in ("https", "tls") or not parts.hostname:
         raise UsageError(f"{url}: give an https:// URL (or host:port) of the triage endpoint")
@@ -3391,19 +3404,32 @@ def fetch_tls_certificates(url: str, timeout: float) -> list[x509.Certificate]:
     # The chain is checked against the pinned IKI root below, not against the system's web roots.
     tls.check_hostname = False
     tls.verify_mode = ssl.CERT_NONE
+    deadline = deadline or Deadline()
+    limit = min(timeout, deadline.at - time.monotonic())
+    if limit <= 0:
+        raise deadline.stopped(f"{host}:{port} not contacted")
+    started = time.monotonic()
     try:
-        with (
-            socket.create_connection((host, port), timeout=timeout) as sock,
-            tls.wrap_socket(sock, server_hostname=host) as conn,
-        ):
-            der = conn.getpeercert(binary_form=True)
-            chain = getattr(conn, "get_unverified_chain", None)
-            extra = [c for c in (chain() or []) if isinstance(c, bytes)] if chain else []  # Python 3.13+
-    except (socket.timeout, TimeoutError) as exc:
-        raise FetchError(f"{host}:{port}: no answer within {timeout:g} s") from exc
-    except ssl.SSLError as exc:
-        raise FetchError(f"{host}:{port}: the TLS handshake failed ({exc.reason or exc})") from exc
-    except OSError as exc:
+        with socket.create_connection((host, port), timeout=limit) as sock:
+            # One limit for the whole handshake: a timer shuts the socket, which ends any blocked read.
+            guard = threading.Timer(limit, lambda: _shut(sock))
+            guard.start()
+            try:
+                with tls.wrap_socket(sock, server_hostname=host) as conn:
+                    der = conn.getpeercert(binary_form=True)
+                    chain = getattr(conn, "get_unverified_chain", None)
+                    extra = [c for c in (chain() or []) if isinstance(c, bytes)] if chain else []  # Python 3.13+
+            finally:
+                guard.cancel()
+    except (socket.timeout, TimeoutError, ssl.SSLError, OSError) as exc:
+        if time.monotonic() - started >= limit:
+            if deadline.passed():
+                raise deadline.stopped(f"no complete TLS handshake from {host}:{port} in time") from exc
+            raise FetchError(f"{host}:{port}: no complete TLS handshake within {timeout:g} s (--timeout)") from exc
+        if isinstance(exc, ssl.SSLError):
+            raise FetchError(f"{host}:{port}: the TLS handshake failed ({exc.reason or exc})") from exc
+        if isinstance(exc, (socket.timeout, TimeoutError)):
+            raise FetchError(f"{host}:{port}: no answer within {timeout:g} s") from exc
         raise FetchError(f"{host}:{port}: cannot connect ({exc.strerror or exc})") from exc
     if not der:
         raise VerifyFailed(f"{host}:{port} presented no certificate")
@@ -3416,8 +3442,13 @@ def fetch_tls_certificates(url: str, timeout: float) -> list[x509.Certificate]:
     return certs
 
 
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # already closed: the handshake ended by itself
+        sock.shutdown(socket.SHUT_RDWR)
+
+
 def cmd_link(ctx: Context) -> int:
-    certs = fetch_tls_certificates(ctx.args.url, float(ctx.args.timeout))
+    certs = fetch_tls_certificates(ctx.args.url, float(ctx.args.timeout), ctx.deadline)
     code, info = certificate_verdict(ctx, certs[0], certs[1:], role_argument(ctx), "endpoint")
     info["endpoint"] = ctx.args.url
     return _report_verdict(ctx, code, info, f"triage link {ctx.args.url}")
@@ -4890,7 +4921,7 @@ def build_context(args: argparse.Namespace) -> Context:
             sys.stderr.write(f"TOFU: pinned {line}\n")
         if state.enabled:
             state.data["tofu_trust"] = trust.to_json()
-    return Context(args, trust, state, site, log)
+    return Context(args, trust, state, site, log, deadline)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
