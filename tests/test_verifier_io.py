@@ -115,15 +115,7 @@ class DripServer(SocketServer):
         super().__init__()
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/"
 
-    def _serve(self) -> None:
-        while not self.stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                continue
-            threading.Thread(target=self._drip, args=(conn,), daemon=True).start()
-
-    def _drip(self, conn: socket.socket) -> None:
+    def _handle(self, conn: socket.socket) -> None:
         with conn:
             try:
                 conn.settimeout(5)
@@ -517,15 +509,7 @@ class TLSDripServer(SocketServer):
     """On 127.0.0.1: answers a TLS ClientHello with the header of a 16 KB handshake record, then one byte
     every 0.3 s: every read completes well within any per-read timeout, the handshake never does."""
 
-    def _serve(self) -> None:
-        while not self.stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                continue
-            threading.Thread(target=self._drip, args=(conn,), daemon=True).start()
-
-    def _drip(self, conn: socket.socket) -> None:
+    def _handle(self, conn: socket.socket) -> None:
         with conn:
             try:
                 conn.settimeout(5)

@@ -418,7 +418,8 @@ class SiteServer:
 
 
 class SocketServer:
-    """A listening socket on 127.0.0.1 served by ``_serve`` in a thread while the ``with`` block lasts."""
+    """A listening socket on 127.0.0.1 while the ``with`` block lasts; each connection goes to ``_handle``
+    in a thread of its own."""
 
     def __init__(self) -> None:
         self.sock = socket.create_server(("127.0.0.1", 0))
@@ -427,6 +428,14 @@ class SocketServer:
         self.thread = threading.Thread(target=self._serve, daemon=True)
 
     def _serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:  # the 0.2 s accept timeout included: check ``stop`` again
+                continue
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
         raise NotImplementedError
 
     def __enter__(self) -> Self:
@@ -451,18 +460,13 @@ class TLSServer(SocketServer):
     def url(self) -> str:
         return f"https://127.0.0.1:{self.sock.getsockname()[1]}/triage"
 
-    def _serve(self) -> None:
-        while not self.stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except (TimeoutError, OSError):
-                continue
-            try:
-                conn.settimeout(5)
-                with self.context.wrap_socket(conn, server_side=True) as tls:
-                    tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-            except (ssl.SSLError, OSError):
-                conn.close()
+    def _handle(self, conn: socket.socket) -> None:
+        try:
+            conn.settimeout(5)
+            with self.context.wrap_socket(conn, server_side=True) as tls:
+                tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        except (ssl.SSLError, OSError):
+            conn.close()
 
 
 def self_signed(folder: Path, name: str = "self-signed") -> tuple[Path, Path]:

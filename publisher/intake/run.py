@@ -140,26 +140,17 @@ def _rejection_json(decision: Decision, now: dt.datetime) -> bytes:
     return json.dumps(report, indent=1, sort_keys=True, ensure_ascii=False).encode() + b"\n"
 
 
-def _write_rejection(folder: Path, decision: Decision, now: dt.datetime) -> None:
-    fsio.write_files(
-        folder,
-        {REPORT_FILES[0]: _rejection_json(decision, now), REPORT_FILES[1]: report_text(decision).encode()},
-    )
+def _write_rejection(folder: Path, decision: Decision, now: dt.datetime, prefix: str = "") -> None:
+    json_name, text_name = (prefix + name for name in REPORT_FILES)
+    fsio.write_files(folder, {json_name: _rejection_json(decision, now), text_name: report_text(decision).encode()})
 
 
 def _write_link_rejection(link: Path, now: dt.datetime) -> None:
     """The report of a symbolic link in the inbox, beside it (``<name>.rejection.json``), written once."""
-    finding = symlink_finding(link)
-    decision = Decision(link.name, findings=[finding], inputs={link.name: "symlink"})
-    path = link.parent / f"{link.name}.{REPORT_FILES[0]}"
-    if path.exists():
+    if (link.parent / f"{link.name}.{REPORT_FILES[0]}").exists():
         return  # unchanged: the report names the link, and rewriting it would only change its time
-    folder = link.parent
-    body = _rejection_json(decision, now)
-    fsio.write_files(
-        folder,
-        {f"{link.name}.{REPORT_FILES[0]}": body, f"{link.name}.{REPORT_FILES[1]}": report_text(decision).encode()},
-    )
+    decision = Decision(link.name, findings=[symlink_finding(link)], inputs={link.name: "symlink"})
+    _write_rejection(link.parent, decision, now, f"{link.name}.")
 
 
 def run_intake(
