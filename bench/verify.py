@@ -48,13 +48,13 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 
 from publisher.config import Config, load
 from publisher.intake.associations import CRL_TYPE, AssociationIndex, canonical_json
-from publisher.intake.spreadsheet import COLUMNS
 from publisher.log_key import load_log_signer
 from publisher.pki import authority, crl_publish, keys, profile
 from publisher.pki.crl import CRLSpec, Revocation, check_crl, sign_crl, to_pem
 from publisher.pki.policy import Kind
 from publisher.site.export import export_tree
 from publisher.tlog import LogReader, TileLog
+from verifier.cpl_verify import SHEET_COLUMNS as COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
 VERIFIER = REPO / "verifier" / "cpl_verify.py"

@@ -38,7 +38,7 @@ def cmd_check_submission(args: argparse.Namespace) -> int:
         lines = [f"OK: {len(decision.entries)} associations would be logged:", *entry_lines(decision)]
     else:
         lines = ["REJECTED:", *(f"  - {f}" for f in decision.findings)]
-    text = "\n".join([*lines, *signer_lines(decision)])
+    text = "\n".join([*lines, *signer_lines(decision.signers)])
     summary = {
         "accepted": decision.accepted,
         "rows": len(decision.entries),

@@ -155,6 +155,14 @@ def _row(org: Org, model: str, hw: str, fw: str, device: str, smets: str, label:
     return (org.org_id, org.name.replace("&", "and"), model, hw, fw, device, smets, image_hash(label))
 
 
+def _pin(name: str, cert: x509.Certificate) -> dict[str, str]:
+    return {
+        "name": name,
+        "sha256": cert.fingerprint(hashes.SHA256()).hex(),
+        "pem": cert.public_bytes(serialization.Encoding.PEM).decode(),
+    }
+
+
 def trust_of(config: Config) -> dict[str, object]:
     """The trust file a consumer pins for this publication (``cpl-verify --trust``)."""
     signer = load_log_signer(config.log_key, config.root)
@@ -162,24 +170,14 @@ def trust_of(config: Config) -> dict[str, object]:
     return {
         "site": DEMO_SITE,
         "log": {"origin": config.origin, "vkey": signer.verifier.vkey},
-        "iki_roots": [
-            {
-                "name": "iki-root",
-                "sha256": root_cert.fingerprint(hashes.SHA256()).hex(),
-                "pem": root_cert.public_bytes(serialization.Encoding.PEM).decode(),
-            }
-        ],
+        "iki_roots": [_pin("iki-root", root_cert)],
         # The issuing CAs whose CRLs a consumer must check (the roots' own ARLs are checked too).
+        # Each with its PEM too, so a manufacturer's check-submission can build chains without the site.
         "crl_issuers": [
-            {
-                "name": issuer.name,
-                "sha256": authority.load_certificate(config.root / "pki" / f"{issuer.name}.pem")
-                .fingerprint(hashes.SHA256())
-                .hex(),
-            }
+            _pin(issuer.name, authority.load_certificate(config.root / "pki" / f"{issuer.name}.pem"))
             for issuer in config.issuers
             if not issuer.is_root
-        ],
+        ],  # fmt: skip
         "extended_key_usage": config.profile.extended_key_usage,
     }
 

@@ -35,11 +35,11 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from publisher.config import Config, load
 from publisher.intake.associations import ASSOCIATION_TYPE
 from publisher.intake.run import IntakeReport, run_intake
-from publisher.intake.spreadsheet import COLUMNS
 from publisher.log_key import load_log_signer
 from publisher.pki import authority, crl_publish, profile, revocation
 from publisher.pki.policy import Kind
 from publisher.tlog import LogReader, TileLog, read_vkey
+from verifier.cpl_verify import SHEET_COLUMNS as COLUMNS
 
 OPENSSL = "/usr/bin/openssl"
 SITE_URL = "http://127.0.0.1:8000"
@@ -471,7 +471,7 @@ def checks_of(folder: Path) -> set[str]:
     """The check names of a rejection report."""
     findings = rejection(folder)["findings"]
     assert isinstance(findings, list)
-    return {str(f["check"]) for f in findings}
+    return {str(f["rule"]) for f in findings}
 
 
 def association_entries(entries: Iterable[dict[str, object]]) -> list[dict[str, object]]:

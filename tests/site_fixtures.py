@@ -28,9 +28,9 @@ import pytest
 
 from publisher import demo
 from publisher.config import load as load_config
-from publisher.intake.spreadsheet import clean
 from publisher.pki import authority
 from publisher.publish import init_repository, publish
+from verifier.cpl_verify import clean_cell as clean
 
 REPO = Path(__file__).resolve().parents[1]
 

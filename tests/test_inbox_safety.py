@@ -49,11 +49,11 @@ def test_a_symlinked_submission_folder_is_refused_and_left_untouched(pub: Pub, t
     (pub.root / "inbox").mkdir(exist_ok=True)
     (pub.root / "inbox" / "S1").symlink_to(outside / "S1", target_is_directory=True)
     result = publish(pub.config)
-    assert [f.check for f in result.intake.rejected["S1"]] == ["symbolic link"]
+    assert [f.rule for f in result.intake.rejected["S1"]] == ["Z4.2-no-links"]
     assert "S1" not in _logged_submissions(pub)
     assert _tree_digest(outside) == before  # nothing read into the log, nothing written there
     report = json.loads((pub.root / "inbox" / "S1.rejection.json").read_text())
-    assert report["findings"][0]["check"] == "symbolic link"
+    assert report["findings"][0]["rule"] == "Z4.2-no-links"
     assert not (pub.root / "processed" / "S1").exists()
     # the next publish changes nothing (the report is not rewritten)
     head = git(pub.root, "rev-parse", "HEAD")
@@ -68,7 +68,7 @@ def test_a_symlinked_file_in_a_submission_is_refused_without_reading_it(pub: Pub
     (folder / "signatures.p7s").unlink()
     (folder / "signatures.p7s").symlink_to(secret)
     result = publish(pub.config)
-    assert "symbolic link" in [f.check for f in result.intake.rejected["S2"]]
+    assert "Z4.2-no-links" in [f.rule for f in result.intake.rejected["S2"]]
     assert "signatures.p7s is a symbolic link" in (folder / "rejection.txt").read_text()
     assert (folder / "signatures.p7s").is_symlink() and secret.read_bytes()  # the link and its target as they were
 

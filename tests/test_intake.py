@@ -48,9 +48,12 @@ from intake_fixtures import (
 )
 
 from publisher.cli import main
+from publisher.demo import trust_of
 from publisher.intake.associations import canonical_json
-from publisher.intake.spreadsheet import COLUMNS
 from publisher.pki import authority, crl_publish
+from publisher.site.export import export_tree
+from verifier.cpl_verify import SHEET_COLUMNS as COLUMNS
+from verifier.cpl_verify import main as verify_main
 
 GOOD_REQUEST = {"submitter_ref": "SUB-1", "panel_ref": "PANEL-2024-01"}
 
@@ -349,8 +352,8 @@ def test_two_submissions_for_one_model_in_one_run(pub: Pub) -> None:
     report = pub.run()
     assert report.accepted == {"a": [0]}
     assert set(report.rejected) == {"b", "c"}
-    assert "4.3(b) existing association" in checks_of(pub.inbox / "b")
-    assert "duplicate" in checks_of(pub.inbox / "c")
+    assert "Z4.3b-replacement-ref" in checks_of(pub.inbox / "b")
+    assert "Z4.3b-not-current" in checks_of(pub.inbox / "c")
     assert pub.log_size() == 1
 
 
@@ -407,12 +410,12 @@ def test_check_submission_cli_changes_nothing(pub: Pub, capsys: pytest.CaptureFi
     assert main(["check-submission", "--dir", str(pub.root), str(bad)]) == 1
     out = capsys.readouterr().out
     assert out.startswith("REJECTED")
-    for check in ("hash format", "device type", "missing supplier endorsement"):
+    for check in ("Z4.2-row-values", "Z4.2-row-values", "MP168-supplier-endorsement"):
         assert check in out
     assert main(["--json", "check-submission", "--dir", str(pub.root), str(bad)]) == 1
     summary = json.loads(capsys.readouterr().out)
     assert summary["accepted"] is False
-    assert {"hash format", "device type", "missing supplier endorsement"} <= {f["check"] for f in summary["findings"]}
+    assert {"Z4.2-row-values", "MP168-supplier-endorsement"} <= {f["rule"] for f in summary["findings"]}
 
     assert tree_state(pub.root) == before
     assert pub.log_size() == size
@@ -474,7 +477,7 @@ def test_removing_an_unexpected_entry_is_rechecked(pub: Pub, extra: str) -> None
     else:
         entry.symlink_to(folder / "sheet.csv")
     assert set(pub.run().rejected) == {"extra"}
-    assert ("files" if extra == "subfolder" else "symbolic link") in checks_of(folder)
+    assert ("Z4.2-folder" if extra == "subfolder" else "Z4.2-no-links") in checks_of(folder)
     if extra == "subfolder":
         entry.rmdir()
     else:
@@ -488,7 +491,7 @@ def test_refusal_for_a_stale_crl_is_rechecked_after_the_crls_are_refreshed(pub: 
     later = authority.now_utc() + dt.timedelta(days=8)  # the issuing ICA's 7-day CRL has expired
     folder = pub.submit("stale", [row("ST-1")])
     assert set(pub.run(now=later).rejected) == {"stale"}
-    assert "revocation" in checks_of(folder)
+    assert "P-current-crl" in checks_of(folder)
     crl_publish.refresh(pub.config, now=later)
     assert pub.run(now=later).accepted == {"stale": [0]}
 
@@ -496,7 +499,7 @@ def test_refusal_for_a_stale_crl_is_rechecked_after_the_crls_are_refreshed(pub: 
 def test_changed_request_alone_is_rechecked(pub: Pub) -> None:
     folder = pub.submit("req", [row("RQ-1")], request={"submitter_ref": "SUB-1"})
     assert set(pub.run().rejected) == {"req"}
-    assert "request" in checks_of(folder)
+    assert "Z4.2-request" in checks_of(folder)
     write_request(folder)
     assert pub.run().accepted == {"req": [0]}
 
@@ -532,14 +535,14 @@ def log_first(pub: Pub, model: str = "EX-1") -> None:
     assert pub.run().accepted == {"a-first": [0]}
 
 
-@case("tampered-spreadsheet", "message_digest", "4.1 manufacturer signature", absent=("signature",))
+@case("tampered-spreadsheet", "Z4.1-signature", "Z4.1-manufacturer-signature")
 def tampered(pub: Pub) -> Path:
     folder = pub.submit("s", [row("T-1")])
     (folder / "sheet.csv").write_bytes(csv_bytes([row("T-1", image_hash=image_hash("evil"))]))
     return folder
 
 
-@case("tampered-one-byte-appended", "message_digest")
+@case("tampered-one-byte-appended", "Z4.1-signature")
 def tampered_byte(pub: Pub) -> Path:
     folder = pub.submit("s", three(row("T-2")))
     with (folder / "sheet.csv").open("ab") as f:
@@ -547,124 +550,122 @@ def tampered_byte(pub: Pub) -> Path:
     return folder
 
 
-@case("untrusted-ca-manufacturer", "certificate chain", "4.1 manufacturer signature")
+@case("untrusted-ca-manufacturer", "Z4.3a-certificate", "Z4.1-manufacturer-signature")
 def untrusted_m(pub: Pub) -> Path:
     return pub.submit("s", three(row("U-1")), manufacturer="acme-untrusted")
 
 
-@case("untrusted-ca-endorser", "certificate chain", "missing supplier endorsement")
+@case("untrusted-ca-endorser", "Z4.3a-certificate", "MP168-supplier-endorsement")
 def untrusted_e(pub: Pub) -> Path:
     return pub.submit("s", three(row("U-2")), endorser="supplier-untrusted", style="separate")
 
 
-@case("untrusted-ca-dcc", "certificate chain", "4.3(c) missing DCC endorsement")
+@case("untrusted-ca-dcc", "Z4.3a-certificate", "Z4.3c-dcc-endorsement")
 def untrusted_dcc(pub: Pub) -> Path:
     return pub.submit("s", [row("U-3", smets_version="SMETS1")], endorser="dcc-untrusted")
 
 
-@case("expired-manufacturer", "expired certificate", "4.1 manufacturer signature")
+@case("expired-manufacturer", "Z4.3a-certificate", "Z4.1-manufacturer-signature")
 def expired_m(pub: Pub) -> Path:
     return pub.submit("s", three(row("E-1")), manufacturer="acme-expired")
 
 
-@case("expired-endorser", "expired certificate", "missing supplier endorsement")
+@case("expired-endorser", "Z4.3a-certificate", "MP168-supplier-endorsement")
 def expired_e(pub: Pub) -> Path:
     return pub.submit("s", three(row("E-2")), endorser="supplier-expired")
 
 
-@case("expired-dcc-countersignature", "expired certificate", "missing DCC endorsement")
+@case("expired-dcc-countersignature", "Z4.3a-certificate", "MP168-dcc-endorsement")
 def expired_dcc(pub: Pub) -> Path:
     return pub.submit("s", [row("E-3", device_type="CHF")], endorser="dcc-expired", style="countersign")
 
 
-@case("not-yet-valid-manufacturer", "not yet valid", "4.1 manufacturer signature")
+@case("not-yet-valid-manufacturer", "Z4.3a-certificate", "Z4.1-manufacturer-signature")
 def notyet_m(pub: Pub) -> Path:
     return pub.submit("s", three(row("N-1")), manufacturer="acme-notyet")
 
 
-@case("not-yet-valid-endorser", "not yet valid", "missing supplier endorsement")
+@case("not-yet-valid-endorser", "Z4.3a-certificate", "MP168-supplier-endorsement")
 def notyet_e(pub: Pub) -> Path:
     return pub.submit("s", three(row("N-2")), endorser="supplier-notyet", style="pkcs7")
 
 
-@case("revoked-manufacturer", "revoked certificate", "4.1 manufacturer signature")
+@case("revoked-manufacturer", "Z4.3a-certificate", "Z4.1-manufacturer-signature")
 def revoked_m(pub: Pub) -> Path:
     return pub.submit("s", three(row("V-1")), manufacturer="acme-revoked")
 
 
-@case("revoked-endorser", "revoked certificate", "missing supplier endorsement")
+@case("revoked-endorser", "Z4.3a-certificate", "MP168-supplier-endorsement")
 def revoked_e(pub: Pub) -> Path:
     return pub.submit("s", three(row("V-2")), endorser="supplier-revoked")
 
 
-@case("revoked-dcc", "revoked certificate", "4.3(c) missing DCC endorsement")
+@case("revoked-dcc", "Z4.3a-certificate", "Z4.3c-dcc-endorsement")
 def revoked_dcc(pub: Pub) -> Path:
     return pub.submit("s", [row("V-3", smets_version="SMETS1")], endorser="dcc-revoked", style="separate")
 
 
-@case("revoked-endorser-countersignature", "revoked certificate", "missing supplier endorsement")
+@case("revoked-endorser-countersignature", "Z4.3a-certificate", "MP168-supplier-endorsement")
 def revoked_counter(pub: Pub) -> Path:
     return pub.submit("s", three(row("V-4")), endorser="supplier-revoked", style="countersign")
 
 
-@case("manufacturer-of-another-organisation", "4.3(a) manufacturer signer")
+@case("manufacturer-of-another-organisation", "Z4.3a-image-creator")
 def other_org(pub: Pub) -> Path:
     return pub.submit("s", three(row("O-1")), manufacturer="other")
 
 
-@case("missing-endorsement", "missing supplier endorsement")
+@case("missing-endorsement", "MP168-supplier-endorsement")
 def no_endorsement(pub: Pub) -> Path:
     return pub.submit("s", three(row("M-1")), endorser=None)
 
 
-@case("endorsement-by-a-manufacturer", "endorsement by a manufacturer")
+@case("endorsement-by-a-manufacturer", "MP168-supplier-endorsement")
 def manufacturer_endorses(pub: Pub) -> Path:
     return pub.submit("s", three(row("M-2")), endorser="other")
 
 
-@case("supplier-signs-alone", "4.1 manufacturer signature")
+@case("supplier-signs-alone", "Z4.1-manufacturer-signature")
 def supplier_alone(pub: Pub) -> Path:
     return pub.submit("s", three(row("M-3")), manufacturer="supplier", endorser=None)
 
 
-@case("smets1-endorsed-by-supplier", "4.3(c) SMETS1 endorsed by a supplier")
+@case("smets1-endorsed-by-supplier", "Z4.3c-dcc-endorsement")
 def smets1_supplier(pub: Pub) -> Path:
     return pub.submit("s", three(row("S1-1", smets_version="SMETS1")))
 
 
-@case("smets1-without-endorsement", "4.3(c) missing DCC endorsement")
+@case("smets1-without-endorsement", "Z4.3c-dcc-endorsement")
 def smets1_alone(pub: Pub) -> Path:
     return pub.submit("s", [row("S1-2", smets_version="SMETS1")], endorser=None)
 
 
-@case("chf-endorsed-by-supplier", "comms hub endorsed by a supplier")
+@case("chf-endorsed-by-supplier", "MP168-dcc-endorsement")
 def chf_supplier(pub: Pub) -> Path:
     return pub.submit("s", three(row("CH-1", device_type="CHF")))
 
 
-@case("gpf-endorsed-by-supplier", "comms hub endorsed by a supplier")
+@case("gpf-endorsed-by-supplier", "MP168-dcc-endorsement")
 def gpf_supplier(pub: Pub) -> Path:
     return pub.submit("s", three(row("CH-2", device_type="GPF")), style="countersign")
 
 
-@case("chf-without-endorsement", "missing DCC endorsement")
+@case("chf-without-endorsement", "MP168-dcc-endorsement")
 def chf_alone(pub: Pub) -> Path:
     return pub.submit("s", [row("CH-3", device_type="CHF")], endorser=None)
 
 
-@case(
-    "endorsed-by-the-manufacturers-own-supplier-certificate", "independent endorsement", "missing supplier endorsement"
-)
+@case("endorsed-by-the-manufacturers-own-supplier-certificate", "MP168-independent-endorsement")
 def self_endorsed(pub: Pub) -> Path:
     return pub.submit("s", [row("SE-1")], endorser="acme-supplier")
 
 
-@case("esme-endorsed-by-dcc-only", "missing supplier endorsement")
+@case("esme-endorsed-by-dcc-only", "MP168-supplier-endorsement")
 def esme_dcc(pub: Pub) -> Path:
     return pub.submit("s", [row("CH-4")], endorser="dcc")
 
 
-@case("signing-time-60-days-ahead", "signing time in the future", "4.1 manufacturer signature")
+@case("signing-time-60-days-ahead", "Z4.3a-signing-time", "Z4.1-manufacturer-signature")
 def future_signing_time(pub: Pub) -> Path:
     folder = pub.submit("s", three(row("FT-1")), style="separate")
     f = p7s(folder, "manufacturer.p7s")
@@ -681,7 +682,7 @@ def test_a_signing_time_within_the_configured_skew_is_accepted(pub: Pub) -> None
     assert pub.run().accepted == {"skew": [0]}
 
 
-@case("wrong-message-digest", "message_digest", "4.1 manufacturer signature", absent=("signature",))
+@case("wrong-message-digest", "Z4.1-signature", "Z4.1-manufacturer-signature")
 def wrong_digest(pub: Pub) -> Path:
     folder = pub.submit("s", three(row("MD-1")), style="separate")
     f = p7s(folder, "manufacturer.p7s")
@@ -690,7 +691,7 @@ def wrong_digest(pub: Pub) -> Path:
     return folder
 
 
-@case("wrong-message-digest-second-signer", "message_digest", absent=("signature",))
+@case("wrong-message-digest-second-signer", "Z4.1-signature")
 def wrong_digest_resigned(pub: Pub) -> Path:
     folder = pub.submit("s", three(row("MD-2")))
     f = p7s(folder)
@@ -700,7 +701,7 @@ def wrong_digest_resigned(pub: Pub) -> Path:
     return folder
 
 
-@case("missing-message-digest", "message_digest", absent=("signature",))
+@case("missing-message-digest", "Z4.2-cms-profile", absent=("Z4.1-signature",))
 def missing_digest(pub: Pub) -> Path:
     folder = pub.submit("s", three(row("MD-3")), style="separate")
     f = p7s(folder, "manufacturer.p7s")
@@ -708,7 +709,7 @@ def missing_digest(pub: Pub) -> Path:
     return folder
 
 
-@case("wrong-content-type-attribute", "content_type", absent=("signature",))
+@case("wrong-content-type-attribute", "Z4.2-cms-profile", absent=("Z4.1-signature",))
 def wrong_content_type(pub: Pub) -> Path:
     folder = pub.submit("s", three(row("CT-1")), style="separate")
     f = p7s(folder, "manufacturer.p7s")
@@ -716,7 +717,7 @@ def wrong_content_type(pub: Pub) -> Path:
     return folder
 
 
-@case("missing-content-type-attribute", "content_type", absent=("signature",))
+@case("missing-content-type-attribute", "Z4.2-cms-profile", absent=("Z4.1-signature",))
 def missing_content_type(pub: Pub) -> Path:
     folder = pub.submit("s", three(row("CT-2")), style="separate")
     f = p7s(folder, "manufacturer.p7s")
@@ -724,7 +725,7 @@ def missing_content_type(pub: Pub) -> Path:
     return folder
 
 
-@case("encapsulated-content-type-not-data", "content type")
+@case("encapsulated-content-type-not-data", "Z4.2-cms-profile")
 def encap_type(pub: Pub) -> Path:
     folder = pub.submit("s", three(row("CT-3")), style="separate")
     f = p7s(folder, "manufacturer.p7s")
@@ -735,7 +736,7 @@ def encap_type(pub: Pub) -> Path:
     return folder
 
 
-@case("countersignature-with-content-type", "content_type")
+@case("countersignature-with-content-type", "Z4.2-cms-profile")
 def counter_content_type(pub: Pub) -> Path:
     folder = pub.submit("s", three(row("CT-4")), style="countersign")
     f = p7s(folder)
@@ -751,7 +752,7 @@ def counter_content_type(pub: Pub) -> Path:
     return folder
 
 
-@case("countersignature-over-another-signature", "message_digest")
+@case("countersignature-over-another-signature", "Z4.1-signature")
 def counter_wrong_target(pub: Pub) -> Path:
     folder = pub.submit("s", three(row("CT-5")), style="countersign")
     f = p7s(folder)
@@ -765,7 +766,7 @@ def counter_wrong_target(pub: Pub) -> Path:
     return folder
 
 
-@case("signature-bytes-altered", "signature")
+@case("signature-bytes-altered", "Z4.1-signature")
 def altered_signature(pub: Pub) -> Path:
     folder = pub.submit("s", three(row("SG-1")), style="separate")
     f = p7s(folder, "manufacturer.p7s")
@@ -777,7 +778,7 @@ def altered_signature(pub: Pub) -> Path:
     return folder
 
 
-@case("signed-attributes-absent", "message_digest")
+@case("signed-attributes-absent", "Z4.2-cms-profile")
 def noattr(pub: Pub) -> Path:
     folder = pub.submit("s", three(row("SG-2")), endorser=None)
     cms_sign(folder / "sheet.csv", pub.world["supplier"], folder / "endorsement.p7s")
@@ -785,7 +786,7 @@ def noattr(pub: Pub) -> Path:
     return folder
 
 
-@case("sha1-digest", "digest algorithm")
+@case("sha1-digest", "Z4.2-cms-profile")
 def sha1(pub: Pub) -> Path:
     folder = pub.submit("s", three(row("SG-3")), endorser=None)
     cms_sign(folder / "sheet.csv", pub.world["supplier"], folder / "endorsement.p7s")
@@ -797,7 +798,7 @@ def sha1(pub: Pub) -> Path:
     return folder
 
 
-@case("signer-certificate-not-included", "signer certificate")
+@case("signer-certificate-not-included", "Z4.2-cms-profile")
 def nocerts(pub: Pub) -> Path:
     folder = pub.submit("s", three(row("SG-4")), endorser=None)
     cms_sign(folder / "sheet.csv", pub.world["supplier"], folder / "endorsement.p7s")
@@ -805,7 +806,7 @@ def nocerts(pub: Pub) -> Path:
     return folder
 
 
-@case("truncated-p7s", "CMS format")
+@case("truncated-p7s", "Z4.2-cms-profile")
 def truncated(pub: Pub) -> Path:
     folder = pub.submit("s", three(row("P-1")), style="separate")
     f = p7s(folder, "manufacturer.p7s")
@@ -813,28 +814,28 @@ def truncated(pub: Pub) -> Path:
     return folder
 
 
-@case("garbage-p7s", "CMS format")
+@case("garbage-p7s", "Z4.2-cms-profile")
 def garbage(pub: Pub) -> Path:
     folder = pub.submit("s", three(row("P-2")), style="separate")
     p7s(folder, "manufacturer.p7s").write_bytes(os.urandom(700))
     return folder
 
 
-@case("empty-p7s", "CMS format")
+@case("empty-p7s", "Z4.2-cms-profile")
 def empty_p7s(pub: Pub) -> Path:
     folder = pub.submit("s", three(row("P-3")), style="separate")
     p7s(folder, "manufacturer.p7s").write_bytes(b"")
     return folder
 
 
-@case("bad-pem-armour", "CMS format")
+@case("bad-pem-armour", "Z4.2-cms-profile")
 def bad_pem(pub: Pub) -> Path:
     folder = pub.submit("s", three(row("P-4")), style="pem")
     p7s(folder, "manufacturer.p7s").write_bytes(b"-----BEGIN CMS-----\n!!!not base64!!!\n-----END CMS-----\n")
     return folder
 
 
-@case("attached-signature", "CMS format", "4.1 manufacturer signature")
+@case("attached-signature", "Z4.2-cms-profile", "Z4.1-manufacturer-signature")
 def attached(pub: Pub) -> Path:
     folder = pub.submit("s", three(row("P-5")), endorser=None)
     cms_sign(folder / "sheet.csv", pub.world["supplier"], folder / "endorsement.p7s")
@@ -842,7 +843,7 @@ def attached(pub: Pub) -> Path:
     return folder
 
 
-@case("not-signed-data", "CMS format")
+@case("not-signed-data", "Z4.2-cms-profile")
 def not_signed_data(pub: Pub) -> Path:
     folder = pub.submit("s", three(row("P-6")), style="separate")
     data = acms.ContentInfo({"content_type": "data", "content": b"hello"}).dump()
@@ -850,103 +851,103 @@ def not_signed_data(pub: Pub) -> Path:
     return folder
 
 
-@case("hash-63-digits", "hash format")
+@case("hash-63-digits", "Z4.2-row-values")
 def hash63(pub: Pub) -> Path:
     return pub.submit("s", three(row("H-1", image_hash=image_hash("x")[:63])))
 
 
-@case("hash-65-digits", "hash format")
+@case("hash-65-digits", "Z4.2-row-values")
 def hash65(pub: Pub) -> Path:
     return pub.submit("s", three(row("H-2", image_hash=image_hash("x") + "0")))
 
 
-@case("hash-not-hex", "hash format")
+@case("hash-not-hex", "Z4.2-row-values")
 def hash_nonhex(pub: Pub) -> Path:
     return pub.submit("s", three(row("H-3", image_hash="g" + image_hash("x")[1:])))
 
 
-@case("hash-with-spaces", "hash format")
+@case("hash-with-spaces", "Z4.2-row-values")
 def hash_spaces(pub: Pub) -> Path:
     h = image_hash("x")
     return pub.submit("s", three(row("H-4", image_hash=f"{h[:32]} {h[32:63]}")))
 
 
-@case("duplicate-rows", "duplicate row")
+@case("duplicate-rows", "Z4.2-row-values")
 def duplicate_rows(pub: Pub) -> Path:
     return pub.submit("s", [row("DR-1"), row("DR-2"), row("DR-1", image_hash=image_hash("again"))])
 
 
-@case("unknown-device-type", "device type")
+@case("unknown-device-type", "Z4.2-row-values")
 def device_type(pub: Pub) -> Path:
     return pub.submit("s", three(row("DT-1", device_type="TOASTER")))
 
 
-@case("bad-smets-version", "SMETS version")
+@case("bad-smets-version", "Z4.2-row-values")
 def smets(pub: Pub) -> Path:
     return pub.submit("s", three(row("SV-1", smets_version="SMETS3")))
 
 
-@case("missing-value", "missing value")
+@case("missing-value", "Z4.2-row-values")
 def missing_value(pub: Pub) -> Path:
     return pub.submit("s", three(row("MV-1", firmware_version="")))
 
 
-@case("value-too-long", "length")
+@case("value-too-long", "Z4.2-row-values")
 def too_long(pub: Pub) -> Path:
     return pub.submit("s", three(row("L" * 65)))
 
 
-@case("existing-model-without-replacement", "4.3(b) existing association")
+@case("existing-model-without-replacement", "Z4.3b-replacement-ref")
 def existing(pub: Pub) -> Path:
     log_first(pub, "EX-1")
     return pub.submit("s", [row("EX-1", image_hash=image_hash("EX-1 v2")), row("EX-NEW")])
 
 
-@case("replacement-names-wrong-index", "4.3(b) replacement index", "4.3(b) existing association")
+@case("replacement-names-wrong-index", "Z4.3b-replacement-index", "Z4.3b-replacement-ref")
 def wrong_index(pub: Pub) -> Path:
     log_first(pub, "EX-2")
     request = {**GOOD_REQUEST, "replacements": [{"replaces_index": 7, "investigation_ref": "INV-1"}]}
     return pub.submit("s", [row("EX-2", image_hash=image_hash("EX-2 v2"))], request=request)
 
 
-@case("replacement-of-unrelated-model", "4.3(b) replacement index")
+@case("replacement-of-unrelated-model", "Z4.3b-replacement-index")
 def unrelated_index(pub: Pub) -> Path:
     log_first(pub, "EX-3")
     request = {**GOOD_REQUEST, "replacements": [{"replaces_index": 0, "investigation_ref": "INV-1"}]}
     return pub.submit("s", [row("EX-OTHER")], request=request)
 
 
-@case("replacement-without-investigation-ref", "request")
+@case("replacement-without-investigation-ref", "Z4.2-request")
 def no_investigation(pub: Pub) -> Path:
     log_first(pub, "EX-4")
     request = {**GOOD_REQUEST, "replacements": [{"replaces_index": 0}]}
     return pub.submit("s", [row("EX-4", image_hash=image_hash("EX-4 v2"))], request=request)
 
 
-@case("replacement-with-empty-investigation-ref", "request")
+@case("replacement-with-empty-investigation-ref", "Z4.2-request")
 def empty_investigation(pub: Pub) -> Path:
     log_first(pub, "EX-5")
     request = {**GOOD_REQUEST, "replacements": [{"replaces_index": 0, "investigation_ref": " "}]}
     return pub.submit("s", [row("EX-5", image_hash=image_hash("EX-5 v2"))], request=request)
 
 
-@case("duplicate-of-logged-hash", "duplicate")
+@case("duplicate-of-logged-hash", "Z4.3b-not-current")
 def duplicate_hash(pub: Pub) -> Path:
     log_first(pub, "EX-6")
     return pub.submit("s", [row("EX-6"), row("EX-6B")])
 
 
-@case("xlsx-random-bytes", "spreadsheet format")
+@case("xlsx-random-bytes", "Z4.2-spreadsheet")
 def xlsx_random(pub: Pub) -> Path:
     return pub.submit("s", sheet=os.urandom(4096), sheet_name="sheet.xlsx")
 
 
-@case("xlsx-zip-signature-but-not-zip", "spreadsheet format")
+@case("xlsx-zip-signature-but-not-zip", "Z4.2-spreadsheet")
 def xlsx_pk(pub: Pub) -> Path:
     return pub.submit("s", sheet=b"PK\x03\x04" + os.urandom(4096), sheet_name="sheet.xlsx")
 
 
-@case("xlsx-zip-without-workbook", "spreadsheet format")
+@case("xlsx-zip-without-workbook", "Z4.2-spreadsheet")
 def xlsx_no_workbook(pub: Pub) -> Path:
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w") as z:
@@ -954,36 +955,36 @@ def xlsx_no_workbook(pub: Pub) -> Path:
     return pub.submit("s", sheet=out.getvalue(), sheet_name="sheet.xlsx")
 
 
-@case("csv-with-nul-bytes", "spreadsheet format")
+@case("csv-with-nul-bytes", "Z4.2-spreadsheet")
 def csv_nul(pub: Pub) -> Path:
     return pub.submit("s", sheet=csv_bytes(three(row("NUL\x00-1"))))
 
 
-@case("csv-invalid-utf8", "spreadsheet format")
+@case("csv-invalid-utf8", "Z4.2-spreadsheet")
 def csv_latin1(pub: Pub) -> Path:
     return pub.submit("s", sheet=csv_bytes(three(row("BAD-1"))).replace(b"BAD-1", b"BAD\xff\xfe-1"))
 
 
-@case("csv-binary-garbage", "spreadsheet format")
+@case("csv-binary-garbage", "Z4.2-spreadsheet")
 def csv_garbage(pub: Pub) -> Path:
     return pub.submit("s", sheet=b"\x89PNG\r\n\x1a\n\x00\x00" + os.urandom(2000))
 
 
-@case("spreadsheet-wrong-extension", "files")
+@case("spreadsheet-wrong-extension", "Z4.2-folder")
 def wrong_extension(pub: Pub) -> Path:
     folder = pub.submit("s", three(row("EXT-1")))
     (folder / "sheet.csv").rename(folder / "sheet.ods")
     return folder
 
 
-@case("xlsx-zip-bomb", "zip bomb")
+@case("xlsx-zip-bomb", "Z4.2-spreadsheet")
 def zip_bomb(pub: Pub) -> Path:
     data = rewrite_zip(xlsx_bytes(three(row("ZB-1"))), {}, {"xl/media/image1.bin": bytes(60 * 1024 * 1024)})
     assert len(data) < 200_000
     return pub.submit("s", sheet=data, sheet_name="sheet.xlsx")
 
 
-@case("xlsx-zip-bomb-in-worksheet", "zip bomb")
+@case("xlsx-zip-bomb-in-worksheet", "Z4.2-spreadsheet")
 def zip_bomb_sheet(pub: Pub) -> Path:
     x = xlsx_bytes(three(row("ZB-2")))
     body = zipfile.ZipFile(io.BytesIO(x)).read("xl/worksheets/sheet1.xml")
@@ -991,7 +992,7 @@ def zip_bomb_sheet(pub: Pub) -> Path:
     return pub.submit("s", sheet=rewrite_zip(x, {"xl/worksheets/sheet1.xml": padded}), sheet_name="sheet.xlsx")
 
 
-@case("xlsx-too-many-members", "zip bomb")
+@case("xlsx-too-many-members", "Z4.2-spreadsheet")
 def zip_members(pub: Pub) -> Path:
     extra = {f"xl/media/m{i}.bin": b"x" for i in range(250)}
     return pub.submit("s", sheet=rewrite_zip(xlsx_bytes(three(row("ZB-3"))), {}, extra), sheet_name="sheet.xlsx")
@@ -1030,22 +1031,22 @@ def laughs_in(member: str, model: str) -> Build:
     return build
 
 
-case("xlsx-billion-laughs-in-worksheet", "XML entities")(laughs_in("xl/worksheets/sheet1.xml", "BL-1"))
-case("xlsx-billion-laughs-in-workbook", "XML entities")(laughs_in("xl/workbook.xml", "BL-2"))
-case("xlsx-entities-in-workbook-rels", "XML entities")(laughs_in("xl/_rels/workbook.xml.rels", "BL-3"))
+case("xlsx-billion-laughs-in-worksheet", "Z4.2-spreadsheet")(laughs_in("xl/worksheets/sheet1.xml", "BL-1"))
+case("xlsx-billion-laughs-in-workbook", "Z4.2-spreadsheet")(laughs_in("xl/workbook.xml", "BL-2"))
+case("xlsx-entities-in-workbook-rels", "Z4.2-spreadsheet")(laughs_in("xl/_rels/workbook.xml.rels", "BL-3"))
 
 
-@case("xlsx-formula-cell", "formula cell")
+@case("xlsx-formula-cell", "Z4.2-row-values")
 def formula_cell(pub: Pub) -> Path:
     return pub.submit("s", three(row("=1+1")), sheet_name="sheet.xlsx")
 
 
-@case("xlsx-formula-cell-in-hash", "formula cell")
+@case("xlsx-formula-cell-in-hash", "Z4.2-row-values")
 def formula_hash(pub: Pub) -> Path:
     return pub.submit("s", three(row("FH-1", image_hash='=REPT("a",64)')), sheet_name="sheet.xlsx")
 
 
-@case("xlsx-number-cell", "cell type")
+@case("xlsx-number-cell", "Z4.2-row-values")
 def number_cell(pub: Pub) -> Path:
     folder = pub.folder("s")
     values: list[Mapping[str, object]] = [row("GOOD-A"), {**row("NC-1"), "hardware_version": 1.5}]
@@ -1055,13 +1056,13 @@ def number_cell(pub: Pub) -> Path:
     return folder
 
 
-@case("oversized-spreadsheet", "file size")
+@case("oversized-spreadsheet", "Z4.2-folder")
 def big_sheet(pub: Pub) -> Path:
     sheet = csv_bytes(three(row("BIG-1"))) + b"\r\n" * (5 * 1024 * 1024)
     return pub.submit("s", sheet=sheet)
 
 
-@case("oversized-p7s", "file size")
+@case("oversized-p7s", "Z4.2-folder")
 def big_p7s(pub: Pub) -> Path:
     folder = pub.submit("s", three(row("BP-1")), style="separate")
     f = p7s(folder, "manufacturer.p7s")
@@ -1069,46 +1070,46 @@ def big_p7s(pub: Pub) -> Path:
     return folder
 
 
-@case("oversized-request-json", "file size")
+@case("oversized-request-json", "Z4.2-folder")
 def big_request(pub: Pub) -> Path:
     request = {**GOOD_REQUEST, "submitter_ref": "x" * (17 * 1024)}
     return pub.submit("s", three(row("BR-1")), request=request)
 
 
-@case("missing-request-json", "request")
+@case("missing-request-json", "Z4.2-folder")
 def no_request(pub: Pub) -> Path:
     folder = pub.submit("s", three(row("RJ-1")))
     (folder / "request.json").unlink()
     return folder
 
 
-@case("request-not-json", "request")
+@case("request-not-json", "Z4.2-request")
 def request_not_json(pub: Pub) -> Path:
     return pub.submit("s", three(row("RJ-2")), request=b"panel_ref = PANEL-1\n")
 
 
-@case("request-json-not-an-object", "request")
+@case("request-json-not-an-object", "Z4.2-request")
 def request_list(pub: Pub) -> Path:
     return pub.submit("s", three(row("RJ-3")), request=b'["PANEL-1"]')
 
 
-@case("request-missing-panel-ref", "request")
+@case("request-missing-panel-ref", "Z4.2-request")
 def request_no_panel(pub: Pub) -> Path:
     return pub.submit("s", three(row("RJ-4")), request={"submitter_ref": "SUB-1"})
 
 
-@case("request-unknown-field", "request")
+@case("request-unknown-field", "Z4.2-request")
 def request_unknown(pub: Pub) -> Path:
     return pub.submit("s", three(row("RJ-5")), request={**GOOD_REQUEST, "approved": True})
 
 
-@case("request-replaces-index-not-an-integer", "request")
+@case("request-replaces-index-not-an-integer", "Z4.2-request")
 def request_bad_index(pub: Pub) -> Path:
     request = {**GOOD_REQUEST, "replacements": [{"replaces_index": True, "investigation_ref": "INV"}]}
     return pub.submit("s", three(row("RJ-6")), request=request)
 
 
-@case("no-p7s", "files")
+@case("no-p7s", "Z4.2-folder")
 def no_signature(pub: Pub) -> Path:
     folder = pub.submit("s", three(row("F-1")), style="separate")
     for f in folder.glob("*.p7s"):
@@ -1116,28 +1117,28 @@ def no_signature(pub: Pub) -> Path:
     return folder
 
 
-@case("two-spreadsheets", "files")
+@case("two-spreadsheets", "Z4.2-folder")
 def two_sheets(pub: Pub) -> Path:
     folder = pub.submit("s", three(row("F-2")))
     (folder / "other.xlsx").write_bytes(xlsx_bytes(three(row("F-2"))))
     return folder
 
 
-@case("unexpected-extra-file", "files")
+@case("unexpected-extra-file", "Z4.2-folder")
 def extra_file(pub: Pub) -> Path:
     folder = pub.submit("s", three(row("F-3")))
     (folder / "notes.txt").write_text("please approve")
     return folder
 
 
-@case("subfolder-in-submission", "files")
+@case("subfolder-in-submission", "Z4.2-folder")
 def subfolder(pub: Pub) -> Path:
     folder = pub.submit("s", three(row("F-4")))
     (folder / "more").mkdir()
     return folder
 
 
-@case("symlinked-spreadsheet", "symbolic link")
+@case("symlinked-spreadsheet", "Z4.2-no-links")
 def symlinked(pub: Pub) -> Path:
     folder = pub.submit("s", three(row("F-5")))
     real = pub.root.parent / "outside.csv"
@@ -1146,7 +1147,7 @@ def symlinked(pub: Pub) -> Path:
     return folder
 
 
-@case("too-many-files", "files")
+@case("too-many-files", "Z4.2-folder")
 def many_files(pub: Pub) -> Path:
     folder = pub.submit("s", three(row("F-6")), style="separate")
     for i in range(12):
@@ -1154,59 +1155,59 @@ def many_files(pub: Pub) -> Path:
     return folder
 
 
-@case("invalid-submission-id", "submission id")
+@case("invalid-submission-id", "Z4.2-folder")
 def bad_id(pub: Pub) -> Path:
     return pub.submit("bad id!", three(row("F-7")))
 
 
-@case("rows-name-two-manufacturers", "4.1 manufacturer")
+@case("rows-name-two-manufacturers", "Z4.1-one-manufacturer")
 def two_manufacturers(pub: Pub) -> Path:
     return pub.submit("s", [row("TM-1"), row("TM-2", manufacturer_id="1002", manufacturer_name="Other Mfr")])
 
 
-@case("rows-name-another-manufacturer", "4.3(a) manufacturer signer")
+@case("rows-name-another-manufacturer", "Z4.3a-image-creator")
 def rows_other(pub: Pub) -> Path:
     return pub.submit("s", [row("TM-3", manufacturer_id="1002", manufacturer_name="Other Mfr")])
 
 
-@case("empty-spreadsheet", "columns")
+@case("empty-spreadsheet", "Z4.2-spreadsheet")
 def empty_sheet(pub: Pub) -> Path:
     return pub.submit("s", sheet=b"")
 
 
-@case("blank-lines-only", "columns")
+@case("blank-lines-only", "Z4.2-spreadsheet")
 def blank_sheet(pub: Pub) -> Path:
     return pub.submit("s", sheet=b",,,\r\n\r\n , \r\n")
 
 
-@case("header-only", "row count")
+@case("header-only", "Z4.2-spreadsheet")
 def header_only(pub: Pub) -> Path:
     return pub.submit("s", [])
 
 
-@case("header-only-xlsx", "row count")
+@case("header-only-xlsx", "Z4.2-spreadsheet")
 def header_only_xlsx(pub: Pub) -> Path:
     return pub.submit("s", [], sheet_name="sheet.xlsx")
 
 
-@case("missing-column", "columns")
+@case("missing-column", "Z4.2-spreadsheet")
 def missing_column(pub: Pub) -> Path:
     columns = [c for c in COLUMNS if c != "smets_version"]
     return pub.submit("s", sheet=csv_bytes(three(row("MC-1")), columns))
 
 
-@case("missing-column-xlsx", "columns")
+@case("missing-column-xlsx", "Z4.2-spreadsheet")
 def missing_column_xlsx(pub: Pub) -> Path:
     columns = [c for c in COLUMNS if c != "image_hash"]
     return pub.submit("s", sheet=xlsx_bytes(three(row("MC-2")), columns), sheet_name="sheet.xlsx")
 
 
-@case("too-many-rows", "row count")
+@case("too-many-rows", "Z4.2-spreadsheet")
 def too_many_rows(pub: Pub) -> Path:
     return pub.submit("s", [row(f"TR-{i}") for i in range(1001)])
 
 
-@case("stale-crl", "revocation")
+@case("stale-crl", "P-current-crl")
 def stale_crl(pub: Pub) -> Path:
     folder = pub.submit("s", three(row("CRL-1")))
     meta = json.loads((pub.root / "crl" / "ica.json").read_text())
@@ -1214,7 +1215,7 @@ def stale_crl(pub: Pub) -> Path:
     return folder
 
 
-@case("missing-crl", "revocation")
+@case("missing-crl", "P-current-crl")
 def missing_crl(pub: Pub) -> Path:
     folder = pub.submit("s", three(row("CRL-2")))
     (pub.root / "crl" / "ica.crl").unlink()
@@ -1236,7 +1237,7 @@ def test_bad_submission_is_refused_and_nothing_is_logged(
 
     assert report.accepted == {}
     assert set(report.rejected) == {folder.name}
-    reported = {f.check for f in report.rejected[folder.name]}
+    reported = {f.rule for f in report.rejected[folder.name]}
     assert folder.is_dir() and folder.parent == pub.inbox
     assert not (pub.processed / folder.name).exists()
     checks = checks_of(folder)
@@ -1255,6 +1256,83 @@ def test_bad_submission_is_refused_and_nothing_is_logged(
     assert sorted((pub.log_dir).rglob("evidence/*")) == evidence
 
 
+def pre_check(pub: Pub, folder: Path, now: dt.datetime, tmp: Path, capsys: pytest.CaptureFixture[str]) -> dict:
+    """``cpl-verify check-submission`` on ``folder``, against the publication's site exported at ``now``."""
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    site = tmp / "site"
+    shutil.rmtree(site, ignore_errors=True)
+    export_tree(pub.config, site, stamp)
+    trust = tmp / "trust.json"
+    trust.write_text(json.dumps(trust_of(pub.config)))
+    capsys.readouterr()
+    code = verify_main(["check-submission", str(folder), "--trust", str(trust), "--site", str(site), "--json",
+                        "--now", stamp])  # fmt: skip
+    out = json.loads(capsys.readouterr().out)
+    assert out["exit_code"] == code
+    return dict(out)
+
+
+@pytest.mark.parametrize(("build", "expected", "absent"), CASES)
+def test_the_manufacturers_pre_check_refuses_by_the_same_rules_as_intake(
+    pub: Pub, build: Build, expected: frozenset[str], absent: frozenset[str], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """The verifier's ``check-submission`` (the site's CRLs and log, the verifier's own CMS and chain code)
+    and intake (the publisher's CRLs and log) refuse every bad submission by exactly the same rules."""
+    folder = build(pub)
+    now = run_time(build) or authority.now_utc().replace(microsecond=0)
+    out = pre_check(pub, folder, now, tmp_path, capsys)
+    pre = {f["rule"] for f in out["result"]["findings"]}
+    report = pub.run(now=now)
+    assert out["exit_code"] == 1 and out["result"]["verdict"] == "refuse"
+    assert pre == {f.rule for f in report.rejected[folder.name]}, out["result"]["findings"]
+
+
+@pytest.mark.parametrize("style", ["resign", "separate", "countersign", "pem", "pkcs7"])
+def test_the_manufacturers_pre_check_accepts_what_intake_logs(
+    pub: Pub, style: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = pub.submit("first", [row("PC-1"), row("PC-2", device_type="CHF")], endorser="supplier", style=style)
+    shutil.rmtree(first)  # the comms hub needs the DCC: logged separately below
+    pub.submit("first", [row("PC-1")], style=style)
+    pub.submit("hub", [row("PC-2", device_type="CHF")], endorser="dcc", style=style)
+    assert set(pub.run().accepted) == {"first", "hub"}
+    replacement = pub.submit(
+        "second", [row("PC-1", image_hash=hashlib.sha256(b"v2").hexdigest())], style=style,
+        request={"submitter_ref": "S", "panel_ref": "P", "replacements": [{"replaces_index": 0,
+                 "investigation_ref": "INV-1"}]},
+    )  # fmt: skip
+    now = authority.now_utc().replace(microsecond=0)
+    out = pre_check(pub, replacement, now, tmp_path, capsys)
+    assert out["exit_code"] == 0 and out["result"]["verdict"] == "accept", out["result"]
+    assert out["result"]["not_checked"] == []
+    assert [a["replaces"] for a in out["result"]["associations"]] == [{"index": 0, "investigation_ref": "INV-1"}]
+    report = pub.run(now=now)
+    assert list(report.accepted) == ["second"]
+    assert out["result"]["signers"] == report.signers["second"]
+    logged = pub.entries()[-1]
+    assert logged["replaces"] == {"index": 0, "investigation_ref": "INV-1"}
+    assert out["result"]["associations"][0]["image_sha256"] == logged["image_sha256"]
+
+
+def test_the_pre_check_without_a_site_says_what_it_did_not_check(
+    pub: Pub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = pub.submit("s", [row("NS-1")])
+    trust = tmp_path / "trust.json"
+    body = trust_of(pub.config)
+    del body["site"]
+    trust.write_text(json.dumps(body))
+    capsys.readouterr()
+    code = verify_main(["check-submission", str(folder), "--trust", str(trust)])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert "intake at " in text and "would ACCEPT it" in text
+    assert "NOT CHECKED: revocation of" in text
+    assert "NOT CHECKED: 4.3(b): the device models' current associations (no --site" in text
+    assert "  Manufacturer: Acme Meters (ID 1001)" in text
+
+
 def test_at_least_forty_refusal_cases() -> None:
     assert len(CASES) >= 40
 
@@ -1267,7 +1345,7 @@ def test_all_or_nothing_one_bad_row_among_many(pub: Pub) -> None:
     report = pub.run()
     assert report.accepted == {}
     findings = report.rejected["s"]
-    assert [(f.check, f.row) for f in findings] == [("device type", 15)]  # header is row 1
+    assert [(f.rule, f.row) for f in findings] == [("Z4.2-row-values", 15)]  # header is row 1
     assert pub.log_size() == 0
     assert folder.is_dir()
 
@@ -1368,8 +1446,8 @@ def test_row_problems_are_not_reported_as_too_many_rows(pub: Pub) -> None:
     folder = pub.submit("s", rows)
     pub.run()
     checks = checks_of(folder)
-    assert "hash format" in checks
-    assert "row count" not in checks, rejection(folder)["findings"]
+    assert "Z4.2-row-values" in checks
+    assert "Z4.2-spreadsheet" not in checks, rejection(folder)["findings"]
 
 
 # -- the documented signature profile, with the tools submitters use --------------------------------
@@ -1476,4 +1554,7 @@ def test_a_rejection_report_says_who_signed_in_which_role(pub: Pub, world: World
     text = (folder / "rejection.txt").read_text()
     assert f"  Manufacturer: Acme Meters (ID 1001), certificate {world['acme'].fingerprint}, signed 20" in text
     assert f"  Supplier: Acme Meters (ID 1001), certificate {world['acme-supplier'].fingerprint}, signed 20" in text
-    assert "independent endorsement: Acme Meters (ID 1001) signs as Supplier for its own images" in text
+    assert (
+        "MP168-independent-endorsement: endorsed by the manufacturer's own organisation (Acme Meters (ID 1001, "
+        "Supplier))" in text
+    )

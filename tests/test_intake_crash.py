@@ -31,7 +31,7 @@ import pytest
 from intake_fixtures import Pub, World, build_world, row, sign_folder, write_request
 
 from publisher.intake.associations import ASSOCIATION_TYPE
-from publisher.intake.spreadsheet import COLUMNS
+from verifier.cpl_verify import SHEET_COLUMNS as COLUMNS
 
 SEED = int(os.environ.get("CRASH_SEED", "20261128"))  # fixed: a failure replays; CRASH_SEED explores others
 REPO = Path(__file__).resolve().parent.parent

@@ -34,6 +34,7 @@ from publisher.merkle import leaf_hash
 from publisher.note import Verifier, b64encode
 from publisher.site.export import open_log
 from publisher.site.lookup import model_lookup_key, shard_path
+from verifier.cpl_verify import RULES
 
 __all__ = ["demo_site", "hostile_site"]  # session fixtures shared with test_browser.py
 
@@ -71,6 +72,31 @@ class Links(HTMLParser):
             self.scripts[-1] += data
         else:
             self.text.append(data)
+
+
+class Regions(HTMLParser):
+    """A page's link targets by region: inside ``<nav>`` (the site navigation) and inside ``<article>``
+    (the page's own content)."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.nav: list[str] = []
+        self.content: list[str] = []
+        self._depth = {"nav": 0, "article": 0}
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self._depth:
+            self._depth[tag] += 1
+        href = dict(attrs).get("href")
+        if tag == "a" and href is not None:
+            if self._depth["nav"]:
+                self.nav.append(href)
+            if self._depth["article"]:
+                self.content.append(href)
+
+    def handle_endtag(self, tag: str) -> None:
+        if self._depth.get(tag):
+            self._depth[tag] -= 1
 
 
 def parse(page: Path) -> Links:
@@ -144,6 +170,31 @@ def test_every_relative_link_resolves_and_nothing_loads_from_another_host(demo_s
                 broken.append((page.relative_to(site).as_posix(), tag, attr, ref))
     assert not broken, broken
     assert not foreign, foreign
+
+
+def test_the_submission_rules_page_is_the_verifiers_table_and_in_the_navigation(demo_site: SiteBuild) -> None:
+    site = demo_site.site
+    rules_page = site / "submission-rules" / "index.html"
+    raw = rules_page.read_text(encoding="utf-8")
+    table = re.search(r'class="cpl-table cpl-rules"><table>.*?<tbody>(.*?)</tbody>', raw, re.S)
+    assert table, "no rules table on the page"
+    rows = [re.findall(r"<td>(.*?)</td>", row, re.S) for row in re.findall(r"<tr>(.*?)</tr>", table.group(1), re.S)]
+    # Every rule of the verifier's table, in its order, each cell HTML-escaped (no copy to drift).
+    assert [[re.sub(r"<[^>]+>", "", cell) for cell in row] for row in rows] == [
+        [html.escape(r.id, quote=True), html.escape(r.clause, quote=True), html.escape(r.statement, quote=True)]
+        for r in RULES
+    ]
+    text = " ".join("".join(parse(rules_page).text).split())
+    assert "cpl-verify check-submission DIR --trust trust.json --site URL" in text
+    assert "rejection report" in text and "cpl-verify audit" in text
+    # Reachable from the site navigation on every page, and linked from the pages that explain submissions.
+    for page in html_pages(site):
+        regions = Regions()
+        regions.feed(page.read_text(encoding="utf-8"))
+        base = page_url(site, page)
+        assert rules_page in {local_target(site, base, ref) for ref in regions.nav}, page
+        if page.relative_to(site).as_posix() in ("index.html", "firmware/index.html", "verify/index.html"):
+            assert rules_page in {local_target(site, base, ref) for ref in regions.content}, page
 
 
 # -- stable URLs --------------------------------------------------------------------------------

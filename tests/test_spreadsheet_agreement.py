@@ -1,22 +1,28 @@
-"""Intake and ``audit`` read a signed spreadsheet the same way: one .xlsx reader, one cleaning.
+"""Intake and ``audit`` read a signed spreadsheet the same way: one reader, one cleaning.
 
 Hypothesis writes worksheets cell by cell (shared strings with rich-text and phonetic runs, inline
-strings, numbers stored in any form, booleans, errors, formulas) and requires that every row intake
-accepts is exactly the row the verifier reads, so an honest log never fails its audit.
+strings, numbers stored in any form, booleans, errors, formulas) and drives every row intake accepts
+through both paths: intake's log entry (as canonical JSON, read back) and the row ``audit`` recovers
+from that entry must be exactly a row the reader gives for the signed file, so an honest log never
+fails its audit.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import io
+import json
 import zipfile
 from xml.sax.saxutils import escape
 
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from publisher.intake.spreadsheet import COLUMNS, SheetError, read_rows
-from verifier.cpl_verify import SheetError as VerifierSheetError
-from verifier.cpl_verify import sheet_rows
+from publisher.intake.associations import canonical_json
+from publisher.intake.submission import SubmissionFiles, association_entry
+from verifier.cpl_verify import SHEET_COLUMNS as COLUMNS
+from verifier.cpl_verify import Association, Party, Request, SheetError, read_sheet, row_of_entry
 
 NS = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
 REL = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
@@ -104,58 +110,63 @@ def sheets(draw: st.DrawFn) -> list[list[tuple[str, str]]]:
     return [header, row]
 
 
+MAKER = Party("Acme", "1001", "Manufacturer", "aa" * 32)
+SUPPLIER = Party("Power Co", "2001", "Supplier", "bb" * 32)
+
+
 @settings(max_examples=400, deadline=None)
 @given(sheets())
-def test_every_row_intake_accepts_is_the_row_audit_reads(table: list[list[tuple[str, str]]]) -> None:
+def test_every_row_intake_logs_is_the_row_audit_reads(table: list[list[tuple[str, str]]]) -> None:
     data = xlsx(table)
     try:
-        accepted, _ = read_rows(data, "sheet.xlsx")
+        accepted, _ = read_sheet(data, "sheet.xlsx")
     except SheetError:
         return
     event("accepted" if accepted else "refused")
-    read = sheet_rows(data)
+    files = SubmissionFiles("s", "sheet.xlsx", data, {"m.p7s": b""}, b"{}")
+    request = Request("sub", "panel", {})
+    at = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    audited = {dataclasses.replace(r, row=0) for r in read_sheet(data)[0]}  # audit reads the evidence bytes
     for r in accepted:
-        logged = {
-            "manufacturer_id": r.manufacturer_id,
-            "manufacturer_name": r.manufacturer_name,
-            "model_id": r.model_id,
-            "hardware_version": r.hardware_version,
-            "firmware_version": r.firmware_version,
-            "device_type": r.device_type,
-            "smets_version": r.smets_version,
-            "image_hash": r.image_hash,
-        }
-        assert logged in read, (logged, read)
+        entry = association_entry(Association(r, MAKER, SUPPLIER), at, request, files, files.digests())
+        logged = json.loads(canonical_json(entry))
+        assert row_of_entry(logged) in audited, (logged, audited)
 
 
 @given(st.sampled_from(["0001", "+5", "-0", "1.50", "1E3", "007"]))
 def test_numbers_that_would_not_read_back_as_typed_are_refused(stored: str) -> None:
     table = [[("inline", c) for c in COLUMNS], [("s", "1001"), ("s", "Acme"), ("n", stored), ("s", "1"), ("s", "1"),
              ("s", "ESME"), ("s", "SMETS2"), ("s", "ab" * 32)]]  # fmt: skip
-    rows, problems = read_rows(xlsx(table), "sheet.xlsx")
-    assert not rows and [p.check for p in problems] == ["cell type"]
+    rows, problems = read_sheet(xlsx(table), "sheet.xlsx")
+    assert not rows and [p.rule for p in problems] == ["Z4.2-row-values"]
     assert f"model_id is the number {stored}; format the column as text" in problems[0].message
 
 
 def test_a_plain_integer_cell_and_phonetic_runs_read_alike() -> None:
     table = [[("inline", c) for c in COLUMNS], [("n", "1001"), ("rph", "Acme"), ("s", "M1"), ("s", "1"), ("s", "1"),
              ("s", "ESME"), ("s", "SMETS2"), ("s", "AB" * 32)]]  # fmt: skip
-    data = xlsx(table)
-    (row,), problems = read_rows(data, "sheet.xlsx")
+    (row,), problems = read_sheet(xlsx(table), "sheet.xlsx")
     assert not problems and row.manufacturer_id == "1001" and row.manufacturer_name == "Acme"
-    assert sheet_rows(data)[0]["manufacturer_name"] == "Acme" and sheet_rows(data)[0]["manufacturer_id"] == "1001"
 
 
-def test_unreadable_xlsx_is_refused_by_both() -> None:
-    bad = b"PK\x03\x04 not a zip"
+def test_the_file_name_must_agree_with_the_bytes() -> None:
+    table = [[("inline", c) for c in COLUMNS], [("s", "1001"), ("s", "Acme"), ("s", "M1"), ("s", "1"), ("s", "1"),
+             ("s", "ESME"), ("s", "SMETS2"), ("s", "ab" * 32)]]  # fmt: skip
+    data = xlsx(table)
+    assert read_sheet(data)[0] == read_sheet(data, "Sheet.XLSX")[0]
+    for name in ("sheet.csv", "sheet.txt"):
+        try:
+            read_sheet(data, name)
+        except SheetError as exc:
+            assert exc.rule == "Z4.2-spreadsheet"
+        else:
+            raise AssertionError(f"an .xlsx named {name} was read")
+
+
+def test_unreadable_xlsx_is_refused() -> None:
     try:
-        read_rows(bad, "sheet.xlsx")
-    except SheetError:
-        pass
+        read_sheet(b"PK\x03\x04 not a zip")
+    except SheetError as exc:
+        assert exc.rule == "Z4.2-spreadsheet" and "cannot be read" in str(exc)
     else:
-        raise AssertionError("intake read a broken .xlsx")
-    try:
-        sheet_rows(bad)
-    except VerifierSheetError:
-        return
-    raise AssertionError("the verifier read a broken .xlsx")
+        raise AssertionError("a broken .xlsx was read")

@@ -39,7 +39,6 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from publisher.config import Config, load
 from publisher.intake.associations import AssociationIndex
 from publisher.intake.run import run_intake
-from publisher.intake.spreadsheet import COLUMNS
 from publisher.log_key import load_log_signer
 from publisher.note import Signer
 from publisher.pki import authority, crl_publish, keys, profile, revocation
@@ -48,6 +47,7 @@ from publisher.pki.policy import Kind
 from publisher.publish import crl_entries
 from publisher.site.export import export_tree
 from publisher.tlog import TileLog
+from verifier.cpl_verify import SHEET_COLUMNS as COLUMNS
 
 SITE_URL = "https://cpl.example.test"  # only the CRL distribution point names come from it
 ORIGIN = "cpl.example.test/log"

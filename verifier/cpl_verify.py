@@ -52,6 +52,7 @@ import base64
 import binascii
 import contextlib
 import csv
+import dataclasses
 import functools
 import hashlib
 import http.client
@@ -72,7 +73,7 @@ import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, List, Sequence
+from typing import Any, Callable, Iterable, List, Sequence
 from urllib.parse import urljoin, urlsplit
 
 #: The oldest ``cryptography`` that runs every command: 42.0 added the timezone-aware validity and CRL
@@ -1683,7 +1684,11 @@ MAX_P7S_BYTES = 256 * KIB
 
 
 class CMSError(ValueError):
-    """A CMS signature file failed a check."""
+    """A CMS signature file failed a check; ``rule`` is the ID of the submission rule it breaks."""
+
+    def __init__(self, message: str, rule: Rule | None = None) -> None:
+        super().__init__(message)
+        self.rule = (rule or R_CMS_PROFILE).id
 
 
 @dataclass(frozen=True)
@@ -1723,7 +1728,15 @@ def _signer_cert(sid: DER, certs: list[tuple[x509.Certificate, bytes]], where: s
                     return cert
             except x509.ExtensionNotFound:
                 continue
-    raise CMSError(f"{where}: the signer's certificate is not in the SignedData")
+    raise CMSError(
+        f"{where}: the signer's certificate is not in the SignedData; embed it (drop `openssl cms -nocerts`): the "
+        "publication checks and logs the certificate the file was signed with, never one it would look up"
+    )
+
+
+def _as_crlf(content: bytes) -> bytes:
+    """The bytes a text-mode signer (``openssl cms`` without ``-binary``) digests: every line ending CRLF."""
+    return content.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
 def _issuer_raw(cert_der: bytes) -> bytes:
@@ -1753,11 +1766,16 @@ def _verify_signer_info(
     unsigned = [p for p in parts[pos + 2 :] if p.tag == 0xA1]
     digest_oid = der_oid(digest_alg.children()[0])
     if digest_oid not in _DIGESTS:
-        raise CMSError(f"{where}: digest algorithm {digest_oid} is not accepted")
+        accepted = ", ".join(name for name, _ in _DIGESTS.values())
+        raise CMSError(f"{where}: digest algorithm {digest_oid} is not accepted; sign with one of {accepted}")
     hashlib_name, hash_cls = _DIGESTS[digest_oid]
     cert = _signer_cert(sid, certs, where)
     if signed_attrs is None:
-        raise CMSError(f"{where}: no signed attributes, so no messageDigest to check")
+        raise CMSError(
+            f"{where}: the signature has no signed attributes (as `openssl cms -noattr`, or GnuTLS `certtool "
+            "--p7-detached-sign` without `--p7-time`, make); sign with them: the messageDigest attribute binds the "
+            "signature to this spreadsheet and signingTime dates it"
+        )
     attrs: dict[str, list[DER]] = {}
     for attr in signed_attrs.children():
         oid_node, values = attr.children()
@@ -1777,8 +1795,11 @@ def _verify_signer_info(
         raise CMSError(f"{where}: the signed attribute messageDigest is missing")
     md = attrs[OID_MESSAGE_DIGEST][0]
     if md.tag != 0x04 or md.content != hashlib.new(hashlib_name, content).digest():
-        what = "the signature it countersigns" if counter else "the signed file"
-        raise CMSError(f"{where}: messageDigest does not match {what}")
+        what = "the signature it countersigns" if counter else "the spreadsheet"
+        hint = ""
+        if not counter and md.content == hashlib.new(hashlib_name, _as_crlf(content)).digest():
+            hint = "; it was signed in text mode (line endings changed to CRLF): sign with `openssl cms -binary`"
+        raise CMSError(f"{where}: messageDigest does not match {what}{hint}", R_SIGNATURE)
     signing_time = der_time(attrs[OID_SIGNING_TIME][0]) if OID_SIGNING_TIME in attrs else None
     # The signature covers the attributes exactly as received, re-tagged as a SET OF (RFC 5652 5.4).
     signed_bytes = b"\x31" + signed_attrs.raw[1:]
@@ -1802,7 +1823,7 @@ def _verify_signer_info(
         else:
             raise CMSError(f"{where}: signature algorithm {sig_oid} does not fit the signer's key")
     except InvalidSignature as exc:
-        raise CMSError(f"{where}: the signature does not verify over its signed attributes") from exc
+        raise CMSError(f"{where}: the signature does not verify over its signed attributes", R_SIGNATURE) from exc
     counters: list[DER] = []
     for block in unsigned:
         for attr in block.children():
@@ -3888,9 +3909,11 @@ def cmd_monitor(ctx: Context) -> int:
 
 
 # =====================================================================================================
-# audit: the whole log, every tile and the root recomputed, every entry's evidence re-verified, and the
-# SEC Appendix Z 4.3 rules checked over the whole history
+# The CPL submission rules (SEC Appendix Z 4.1 to 4.3, the MP168 endorsement, input hygiene): one
+# table with stable IDs, executed by the publisher's intake before anything is logged, by ``audit``
+# over the whole history and by ``check-submission`` on a manufacturer's machine
 # =====================================================================================================
+
 
 SHEET_COLUMNS = (
     "manufacturer_id",
@@ -3907,8 +3930,709 @@ COMMS_HUB_TYPES = frozenset({"CHF", "GPF"})
 MAX_UNZIPPED = 50 * MIB
 
 
-class SheetError(ValueError):
-    """A signed spreadsheet cannot be read."""
+@dataclass(frozen=True)
+class Rule:
+    """One submission rule: a stable ID, the clause it implements, and what it requires."""
+
+    id: str
+    clause: str
+    statement: str
+
+
+R_FOLDER = Rule(
+    "Z4.2-folder",
+    "Appendix Z 4.2 (format)",
+    "A submission is one folder, named by a submission ID, holding one spreadsheet (.xlsx or .csv), "
+    "request.json and one or more .p7s signatures, nothing else, each within its size limit.",
+)
+R_NO_LINKS = Rule(
+    "Z4.2-no-links",
+    "Appendix Z 4.2 (format)",
+    "The inbox holds regular files and folders only: nothing is read or written through a symbolic link.",
+)
+R_REQUEST = Rule(
+    "Z4.2-request",
+    "Appendix Z 4.2 (format)",
+    "request.json is a JSON object with submitter_ref, panel_ref and optional replacements (replaces_index, "
+    "investigation_ref), and nothing else.",
+)
+R_SPREADSHEET = Rule(
+    "Z4.2-spreadsheet",
+    "Appendix Z 4.2 (format)",
+    "The spreadsheet is an .xlsx or UTF-8 .csv file with the header columns and 1 to 1,000 rows, within the "
+    "unzip limits, with no DTD or entities.",
+)
+R_ROW_VALUES = Rule(
+    "Z4.2-row-values",
+    "Appendix Z 4.2 (format)",
+    "Every row has every value as text (no formula, boolean, error or non-integer number cells), within its "
+    "length limit, a 64-hex-digit image hash, a known device type and SMETS version, and a device model no "
+    "other row repeats.",
+)
+R_CMS_PROFILE = Rule(
+    "Z4.2-cms-profile",
+    "Appendix Z 4.2 (format)",
+    "Each .p7s is a detached CMS SignedData (DER or PEM) with signed attributes (contentType id-data, "
+    "messageDigest) and the signer's certificate embedded; digest SHA-256/384/512; signature ECDSA, RSA "
+    "PKCS#1 v1.5 or RSA-PSS.",
+)
+R_SIGNATURE = Rule(
+    "Z4.1-signature",
+    "Appendix Z 4.1",
+    "Every signature verifies over the exact spreadsheet bytes (a countersignature over the signature it endorses).",
+)
+R_CERTIFICATE = Rule(
+    "Z4.3a-certificate",
+    "Appendix Z 4.3(a)",
+    "Every signer certificate chains to a pinned IKI root, has the IKI end-entity profile, and is valid and "
+    "not revoked at the approval time.",
+)
+R_SIGNING_TIME = Rule(
+    "Z4.3a-signing-time",
+    "Appendix Z 4.3(a)",
+    "A signingTime is not later than the approval time (beyond a clock skew of at most 5 minutes) and falls "
+    "inside the signer certificate's validity.",
+)
+R_CREATOR_SIGNATURE = Rule(
+    "Z4.1-manufacturer-signature",
+    "Appendix Z 4.1",
+    "The spreadsheet is signed by a certificate with the Manufacturer role: the image creator's.",
+)
+R_ONE_MANUFACTURER = Rule(
+    "Z4.1-one-manufacturer",
+    "Appendix Z 4.1",
+    "All rows of a submission name one manufacturer.",
+)
+R_IMAGE_CREATOR = Rule(
+    "Z4.3a-image-creator",
+    "Appendix Z 4.3(a)",
+    "The Manufacturer signer's organisation ID is the manufacturer ID of every row: the signature is the "
+    "image creator's.",
+)
+R_SUPPLIER_ENDORSEMENT = Rule(
+    "MP168-supplier-endorsement",
+    "MP168 step 2",
+    "A device model other than a communications hub or a SMETS1 model is endorsed by a Supplier certificate.",
+)
+R_HUB_ENDORSEMENT = Rule(
+    "MP168-dcc-endorsement",
+    "MP168 step 2",
+    "A communications hub (CHF, GPF) is endorsed by the DCC.",
+)
+R_SMETS1_DCC = Rule(
+    "Z4.3c-dcc-endorsement",
+    "Appendix Z 4.3(c)",
+    "A SMETS1 device model's submission comes from (is endorsed by) the DCC.",
+)
+R_INDEPENDENT = Rule(
+    "MP168-independent-endorsement",
+    "MP168 step 2",
+    "The endorser is another organisation than the manufacturer (its organisation ID differs).",
+)
+R_NOT_CURRENT = Rule(
+    "Z4.3b-not-current",
+    "Appendix Z 4.3(b)",
+    "A row does not ask for the hash that is already its device model's current association.",
+)
+R_REPLACEMENT_REF = Rule(
+    "Z4.3b-replacement-ref",
+    "Appendix Z 4.3(b)",
+    "A device model that has a current hash gets another only by a replacement naming the current "
+    "association's log index and an investigation reference.",
+)
+R_REPLACEMENT_INDEX = Rule(
+    "Z4.3b-replacement-index",
+    "Appendix Z 4.3(b)",
+    "Every log index named as replaced is the current association of one of the submission's device models.",
+)
+R_PUBLISHER_CRL = Rule(
+    "P-current-crl",
+    "Publisher state (not the submitter's)",
+    "The publisher holds a current, verifying CRL of every CA in a signer's chain; if not, the submission is "
+    "checked again on the next run.",
+)
+RULES: tuple[Rule, ...] = (
+    R_FOLDER,
+    R_NO_LINKS,
+    R_REQUEST,
+    R_SPREADSHEET,
+    R_ROW_VALUES,
+    R_CMS_PROFILE,
+    R_SIGNATURE,
+    R_CERTIFICATE,
+    R_SIGNING_TIME,
+    R_CREATOR_SIGNATURE,
+    R_ONE_MANUFACTURER,
+    R_IMAGE_CREATOR,
+    R_SUPPLIER_ENDORSEMENT,
+    R_HUB_ENDORSEMENT,
+    R_SMETS1_DCC,
+    R_INDEPENDENT,
+    R_NOT_CURRENT,
+    R_REPLACEMENT_REF,
+    R_REPLACEMENT_INDEX,
+    R_PUBLISHER_CRL,
+)
+#: The most a signingTime may be ahead of the approval time: intake may be configured stricter, never looser,
+#: so ``audit`` never refuses what intake accepted.
+MAX_SIGNING_SKEW = timedelta(minutes=5)
+MANUFACTURER, SUPPLIER, DCC = "Manufacturer", "Supplier", "DCC"
+
+
+@dataclass(frozen=True)
+class RuleFinding:
+    """A rule a submission (or a logged entry) breaks: the rule's ID, what was found, and the row if any."""
+
+    rule: str
+    message: str
+    row: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rule": self.rule, "message": self.message, "row": self.row}
+
+    def __str__(self) -> str:
+        where = f"row {self.row}: " if self.row is not None else ""
+        return f"{where}{self.rule}: {self.message}"
+
+
+class RuleError(ValueError):
+    """An input breaks a rule as a whole (an unreadable spreadsheet, a malformed signature file)."""
+
+    def __init__(self, message: str, rule: Rule) -> None:
+        super().__init__(message)
+        self.rule = rule.id
+
+
+@dataclass(frozen=True)
+class SheetRow:
+    """One association a spreadsheet asks for, as logged (``row``: the spreadsheet's row number)."""
+
+    row: int
+    manufacturer_id: str
+    manufacturer_name: str
+    model_id: str
+    hardware_version: str
+    firmware_version: str
+    device_type: str
+    smets_version: str
+    image_hash: str  # lowercase hex
+
+    @property
+    def device_model(self) -> tuple[str, str, str, str]:
+        """The CPL device model key: manufacturer, model, hardware version, firmware version."""
+        return (self.manufacturer_id, self.model_id, self.hardware_version, self.firmware_version)
+
+    @property
+    def needs_dcc(self) -> bool:
+        """Whether the DCC, not a Supplier, endorses it: a communications hub, or a SMETS1 model (4.3(c))."""
+        return self.device_type in COMMS_HUB_TYPES or self.smets_version == "SMETS1"
+
+
+MODEL_FIELDS = ("manufacturer_id", "model_id", "hardware_version", "firmware_version")
+
+
+def row_of_entry(entry: dict[str, Any]) -> SheetRow:
+    """The spreadsheet row a logged association records (row number 0: entries do not record it)."""
+    mid, model, hw, fw = _model_of(entry)
+    return SheetRow(
+        0,
+        mid,
+        str(entry.get("manufacturer_name")),
+        model,
+        hw,
+        fw,
+        str(entry.get("device_type")),
+        str(entry.get("smets_version")),
+        str(entry.get("image_sha256")),
+    )
+
+
+@dataclass(frozen=True)
+class Party:
+    """A signer as the rules see it: the identity its certificate states, and when it signed."""
+
+    organisation: str
+    organisation_id: str
+    role: str | None
+    certificate_sha256: str
+    signing_time: datetime | None = None
+    valid_from: datetime | None = None  # the certificate's validity; None where unknown (no evidence)
+    valid_to: datetime | None = None
+    where: str = ""  # which signature, for messages
+
+    def to_json(self) -> dict[str, Any]:
+        """The party as a log entry records it."""
+        return {
+            "organisation": self.organisation,
+            "organisation_id": self.organisation_id,
+            "role": self.role,
+            "certificate_sha256": self.certificate_sha256,
+        }
+
+    def named(self) -> str:
+        return f"{self.organisation} (ID {self.organisation_id}, {self.role or 'no IKI role'})"
+
+
+def signer_summary(party: Party) -> dict[str, Any]:
+    """Who signed, in which role, when: what a decision-maker reads before approving."""
+    when = party.signing_time
+    return {**party.to_json(), "signing_time": _iso_z(when) if when else None}
+
+
+def signer_lines(signers: Sequence[dict[str, Any]]) -> list[str]:
+    """Who signed (organisation, ID, role, certificate fingerprint, signing time), one line each."""
+    if not signers:
+        return ["Signed by: no valid signature"]
+    return ["Signed by:"] + [
+        f"  {s['role'] or 'no role'}: {s['organisation']} (ID {s['organisation_id']}), certificate "
+        f"{s['certificate_sha256']}, signed {s['signing_time'] or 'at an unstated time'}"
+        for s in signers
+    ]
+
+
+def party_of(signer: CmsSigner, who: Identity) -> Party:
+    """The party of a verified CMS signer whose certificate states identity ``who``."""
+    cert = signer.certificate
+    return Party(
+        who.organisation,
+        who.organisation_id,
+        who.role,
+        cert_sha256(cert),
+        signer.signing_time,
+        not_before(cert),
+        not_after(cert),
+        signer.where,
+    )
+
+
+@dataclass(frozen=True)
+class Association:
+    """What one row asks for, with the parties chosen to vouch for it and the replacement it names."""
+
+    row: SheetRow
+    manufacturer: Party | None
+    endorser: Party | None
+    replaces: tuple[int, str] | None = None  # (log index, investigation reference)
+
+
+@dataclass(frozen=True)
+class Situation:
+    """When and against what an association is judged: the approval time, the clock skew allowed, and the
+    device model's current association in the log (log index, image hash) if it has one."""
+
+    at: datetime
+    skew: timedelta
+    current: tuple[int, str] | None
+
+
+def _iso_z(when: datetime) -> str:
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def signing_time_problems(party: Party, at: datetime, skew: timedelta) -> list[str]:
+    """Rule Z4.3a-signing-time for one signer."""
+    when = party.signing_time
+    if when is None:
+        return []
+    out = []
+    if when > at + min(skew, MAX_SIGNING_SKEW):
+        allowed = min(skew, MAX_SIGNING_SKEW).total_seconds()
+        out.append(
+            f"{party.where or party.named()}: signed at {_iso_z(when)}, later than the approval time {_iso_z(at)} "
+            f"(at most {allowed:.0f} s of clock skew is allowed): correct the signer's clock and sign again"
+        )
+    if party.valid_from is not None and party.valid_to is not None and not party.valid_from <= when <= party.valid_to:
+        out.append(
+            f"{party.where or party.named()}: the certificate was not valid at the signing time {_iso_z(when)} "
+            f"(valid {_iso_z(party.valid_from)} to {_iso_z(party.valid_to)})"
+        )
+    return out
+
+
+def _creator_signature(a: Association, s: Situation) -> list[str]:
+    m = a.manufacturer
+    if m is None:
+        return ["no valid signature by a Manufacturer certificate: the image creator must sign the spreadsheet"]
+    if m.role != MANUFACTURER:
+        return [f"the image creator's signature is by {m.named()}, not by a Manufacturer certificate"]
+    return []
+
+
+def _image_creator(a: Association, s: Situation) -> list[str]:
+    m = a.manufacturer
+    if m is None or m.organisation_id == a.row.manufacturer_id:
+        return []
+    return [
+        f"the manufacturer signature is by {m.organisation} (ID {m.organisation_id}), not by the manufacturer the "
+        f"row names (ID {a.row.manufacturer_id})"
+    ]
+
+
+def _endorsement(a: Association, wanted: str) -> list[str]:
+    e = a.endorser
+    what = "a communications hub" if a.row.device_type in COMMS_HUB_TYPES else f"a {a.row.smets_version} device model"
+    if e is None:
+        return [f"{what} must be endorsed by {'the DCC' if wanted == DCC else 'a Supplier'}; no endorsement found"]
+    if e.role != wanted:
+        return [f"{what} must be endorsed by {'the DCC' if wanted == DCC else 'a Supplier'}, not by {e.named()}"]
+    return []
+
+
+def _supplier_endorsement(a: Association, s: Situation) -> list[str]:
+    return [] if a.row.needs_dcc else _endorsement(a, SUPPLIER)
+
+
+def _hub_endorsement(a: Association, s: Situation) -> list[str]:
+    if a.row.device_type not in COMMS_HUB_TYPES or a.row.smets_version == "SMETS1":
+        return []  # a SMETS1 hub is judged by 4.3(c)
+    return _endorsement(a, DCC)
+
+
+def _smets1_dcc(a: Association, s: Situation) -> list[str]:
+    return _endorsement(a, DCC) if a.row.smets_version == "SMETS1" else []
+
+
+def _independent(a: Association, s: Situation) -> list[str]:
+    m, e = a.manufacturer, a.endorser
+    if m is None or e is None or m.organisation_id != e.organisation_id:
+        return []
+    return [
+        f"endorsed by the manufacturer's own organisation ({e.named()}); the endorsement must come from another "
+        "organisation"
+    ]
+
+
+def _signing_times(a: Association, s: Situation) -> list[str]:
+    return [
+        p
+        for party in (a.manufacturer, a.endorser)
+        if party is not None
+        for p in signing_time_problems(party, s.at, s.skew)
+    ]
+
+
+def _not_current(a: Association, s: Situation) -> list[str]:
+    if s.current is None or s.current[1] != a.row.image_hash:
+        return []
+    return [f"this hash is already the device model's current association (log index {s.current[0]})"]
+
+
+def _replacement_ref(a: Association, s: Situation) -> list[str]:
+    if s.current is None or s.current[1] == a.row.image_hash or a.replaces is not None:
+        return []
+    return [
+        f"the device model already has hash {s.current[1][:16]}... at log index {s.current[0]}; a replacement must "
+        "name that index and its investigation"
+    ]
+
+
+def _replacement_index(a: Association, s: Situation) -> list[str]:
+    if a.replaces is None or (s.current is not None and s.current[1] == a.row.image_hash):
+        return []
+    if s.current is None:
+        return [f"names log index {a.replaces[0]} as replaced, but the device model has no current association"]
+    if a.replaces[0] != s.current[0]:
+        return [
+            f"names log index {a.replaces[0]} as replaced, but the device model's current association is log index "
+            f"{s.current[0]}"
+        ]
+    return []
+
+
+#: The rules judged on each association, in the order findings are reported. Intake runs them on every row
+#: before logging; ``audit`` runs them on every logged entry, with the log as it stood before that entry.
+ASSOCIATION_RULES: tuple[tuple[Rule, Callable[[Association, Situation], list[str]]], ...] = (
+    (R_CREATOR_SIGNATURE, _creator_signature),
+    (R_IMAGE_CREATOR, _image_creator),
+    (R_SIGNING_TIME, _signing_times),
+    (R_SUPPLIER_ENDORSEMENT, _supplier_endorsement),
+    (R_HUB_ENDORSEMENT, _hub_endorsement),
+    (R_SMETS1_DCC, _smets1_dcc),
+    (R_INDEPENDENT, _independent),
+    (R_NOT_CURRENT, _not_current),
+    (R_REPLACEMENT_REF, _replacement_ref),
+    (R_REPLACEMENT_INDEX, _replacement_index),
+)
+
+
+def judge_association(a: Association, s: Situation, row: int | None = None) -> list[RuleFinding]:
+    """Every association rule's findings for ``a`` in situation ``s`` (``row``: the row number to report)."""
+    return [RuleFinding(rule.id, message, row) for rule, check in ASSOCIATION_RULES for message in check(a, s)]
+
+
+def one_manufacturer(rows: Sequence[SheetRow]) -> list[RuleFinding]:
+    """Rule Z4.1-one-manufacturer over a spreadsheet's rows."""
+    ids = sorted({r.manufacturer_id for r in rows})
+    if len(ids) < 2:
+        return []
+    return [
+        RuleFinding(
+            R_ONE_MANUFACTURER.id,
+            f"the rows name {len(ids)} manufacturers ({', '.join(ids)}); submit one manufacturer's images",
+        )
+    ]
+
+
+def unused_replacements(asked: Iterable[int], used: set[int]) -> list[RuleFinding]:
+    """Rule Z4.3b-replacement-index over a request: every index it names is replaced by one of its rows."""
+    return [
+        RuleFinding(R_REPLACEMENT_INDEX.id, f"log index {i} is not the current association of any row's device model")
+        for i in sorted(set(asked) - used)
+    ]
+
+
+def choose_parties(rows: Sequence[SheetRow], signers: Sequence[Party]) -> tuple[Party | None, dict[int, Party | None]]:
+    """Which signer is the image creator, and which endorses each row (by row number).
+
+    The creator is the Manufacturer signer whose organisation the rows name (else any Manufacturer signer,
+    so the rules can say whose it is, else none). A row's endorser is a signer of the role it needs
+    from another organisation, else the nearest candidate (for the rules to name), else none.
+    """
+    named = {r.manufacturer_id for r in rows}
+    makers = [p for p in signers if p.role == MANUFACTURER]
+    creator = next((p for p in makers if p.organisation_id in named), makers[0] if makers else None)
+    others = [p for p in signers if p is not creator]
+    own = creator.organisation_id if creator is not None else None
+    endorsers: dict[int, Party | None] = {}
+    for r in rows:
+        wanted = DCC if r.needs_dcc else SUPPLIER
+        ranked = sorted(others, key=lambda p: (p.role != wanted, p.organisation_id == own, p.role == MANUFACTURER))
+        endorsers[r.row] = ranked[0] if ranked else None
+    return creator, endorsers
+
+
+@dataclass(frozen=True)
+class Request:
+    """A submission's request.json: who submitted, the Panel's reference, and the 4.3(b) replacements."""
+
+    submitter_ref: str
+    panel_ref: str
+    replacements: dict[int, str]  # log index replaced -> investigation reference
+
+
+def _ref(obj: dict[str, Any], key: str, findings: list[RuleFinding]) -> str:
+    value = obj.get(key)
+    if not isinstance(value, str) or not clean_cell(value) or len(value) > 128:
+        findings.append(RuleFinding(R_REQUEST.id, f"'{key}' must be a non-empty string of at most 128 characters"))
+        return ""
+    return clean_cell(value)
+
+
+def parse_request(data: bytes) -> tuple[Request | None, list[RuleFinding]]:
+    """Rule Z4.2-request: parse ``request.json`` (submitter and Panel references, 4.3(b) replacements)."""
+
+    def bad(message: str) -> tuple[None, list[RuleFinding]]:
+        return None, [RuleFinding(R_REQUEST.id, message)]
+
+    try:
+        obj = json.loads(data)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return bad("request.json is not valid JSON")
+    if not isinstance(obj, dict):
+        return bad("request.json must be a JSON object")
+    findings: list[RuleFinding] = []
+    unknown = set(obj) - {"submitter_ref", "panel_ref", "replacements"}
+    if unknown:
+        findings.append(RuleFinding(R_REQUEST.id, f"unknown fields: {', '.join(sorted(unknown))}"))
+    submitter, panel = _ref(obj, "submitter_ref", findings), _ref(obj, "panel_ref", findings)
+    replacements: dict[int, str] = {}
+    raw = obj.get("replacements", [])
+    if not isinstance(raw, list):
+        findings.append(RuleFinding(R_REQUEST.id, "'replacements' must be a list"))
+        raw = []
+    for item in raw:
+        if not isinstance(item, dict) or set(item) != {"replaces_index", "investigation_ref"}:
+            findings.append(
+                RuleFinding(R_REQUEST.id, "each replacement needs exactly replaces_index and investigation_ref")
+            )
+            continue
+        index = item["replaces_index"]
+        if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+            findings.append(RuleFinding(R_REQUEST.id, "replaces_index must be a log index"))
+            continue
+        ref = _ref(item, "investigation_ref", findings)
+        if index in replacements:
+            findings.append(RuleFinding(R_REQUEST.id, f"log index {index} is replaced twice"))
+        replacements[index] = ref
+    if findings:
+        return None, findings
+    return Request(submitter, panel, replacements), []
+
+
+def submission_inputs(files: SubmissionFiles) -> tuple[Request | None, list[SheetRow], list[RuleFinding]]:
+    """A submission's request and spreadsheet rows, read by the rules Z4.2-request, -spreadsheet, -row-values."""
+    request, findings = parse_request(files.request)
+    try:
+        rows, problems = read_sheet(files.sheet, files.sheet_name)
+    except SheetError as exc:
+        findings.append(RuleFinding(exc.rule, str(exc)))
+        rows, problems = [], []
+    return request, rows, findings + problems
+
+
+def judge_rows(
+    rows: Sequence[SheetRow],
+    signers: Sequence[Party],
+    request: Request | None,
+    current_of: Callable[[tuple[str, str, str, str]], tuple[int, str] | None],
+    at: datetime,
+    skew: timedelta,
+) -> tuple[list[RuleFinding], list[Association]]:
+    """Judge a spreadsheet's rows as intake does: choose who vouches for each, name the replacements the
+    request asks for, and run every rule. ``current_of`` gives a device model's current association in the
+    log (log index, image hash), if any. Returns the findings and each row's association."""
+    findings = one_manufacturer(rows)
+    creator, endorsers = choose_parties(rows, signers)
+    asked = request.replacements if request is not None else {}
+    used: set[int] = set()
+    associations = []
+    for r in rows:
+        current = current_of(r.device_model)
+        replaces = None
+        if current is not None and current[0] in asked and current[1] != r.image_hash:
+            replaces = (current[0], asked[current[0]])
+            used.add(current[0])
+        a = Association(r, creator, endorsers[r.row], replaces)
+        findings.extend(judge_association(a, Situation(at, skew, current), r.row))
+        associations.append(a)
+    findings.extend(unused_replacements(asked, used))
+    return findings, associations
+
+
+def collapse_findings(findings: Sequence[RuleFinding]) -> list[RuleFinding]:
+    """One finding for a rule broken the same way on many rows, naming the rows (a report stays readable)."""
+    rows: dict[tuple[str, str], list[int]] = {}
+    for f in findings:
+        if f.row is not None:
+            rows.setdefault((f.rule, f.message), []).append(f.row)
+    out, done = [], set()
+    for f in findings:
+        key = (f.rule, f.message)
+        if f.row is None or len(rows[key]) == 1:
+            out.append(f)
+        elif key not in done:
+            done.add(key)
+            out.append(RuleFinding(f.rule, f"{f.message} (rows {index_ranges(rows[key])})"))
+    return out
+
+
+MAX_REQUEST_BYTES = 16 * KIB
+MAX_SUBMISSION_FILES = 12
+REPORT_FILES = ("rejection.json", "rejection.txt")  # what intake writes into a refused submission's folder
+_SUBMISSION_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_LINK_RULE = "a submission holds regular files only, and nothing is read or written through a link"
+
+
+class SubmissionError(ValueError):
+    """A submission folder is unusable as a whole (files missing, too big, unexpected, links)."""
+
+    def __init__(self, findings: list[RuleFinding]) -> None:
+        self.findings = findings
+        super().__init__("; ".join(str(f) for f in findings))
+
+
+@dataclass(frozen=True)
+class SubmissionFiles:
+    """The bytes of a submission, read once."""
+
+    submission_id: str
+    sheet_name: str
+    sheet: bytes
+    signatures: dict[str, bytes]
+    request: bytes
+
+    def digests(self) -> dict[str, str]:
+        """SHA-256 of every input file, by name."""
+        files = {self.sheet_name: self.sheet, "request.json": self.request, **self.signatures}
+        return {name: hashlib.sha256(data).hexdigest() for name, data in sorted(files.items())}
+
+
+def symlink_finding(path: Path) -> RuleFinding:
+    """Rule Z4.2-no-links: the refusal of a symbolic link (a submission folder, or a file in one)."""
+    return RuleFinding(R_NO_LINKS.id, f"{path.name} is a symbolic link; {_LINK_RULE}")
+
+
+def _read_no_follow(path: Path) -> bytes:
+    # O_NOFOLLOW: a file swapped for a link after it was checked is refused, not followed.
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    with os.fdopen(fd, "rb") as f:
+        return f.read()
+
+
+def read_submission(folder: Path) -> SubmissionFiles:
+    """Rules Z4.2-folder and Z4.2-no-links: read a submission folder (its reports aside), enforcing the
+    expected set of files and their size limits. Raises ``SubmissionError`` with every finding."""
+    findings = []
+    if folder.is_symlink():
+        raise SubmissionError([symlink_finding(folder)])
+    if not _SUBMISSION_ID_RE.fullmatch(folder.name):
+        findings.append(RuleFinding(R_FOLDER.id, f"folder name {folder.name!r} is not a valid submission id"))
+    entries = sorted(p for p in folder.iterdir() if p.name not in REPORT_FILES)
+    if len(entries) > MAX_SUBMISSION_FILES:
+        raise SubmissionError(
+            [RuleFinding(R_FOLDER.id, f"{len(entries)} files; at most {MAX_SUBMISSION_FILES} are expected")]
+        )
+    sheets, sigs, request = [], {}, None
+    for p in entries:
+        if p.is_symlink():
+            findings.append(symlink_finding(p))
+            continue
+        if not p.is_file():
+            findings.append(RuleFinding(R_FOLDER.id, f"{p.name} is not a regular file"))
+            continue
+        size = p.stat().st_size
+        lower = p.name.lower()
+        if lower.endswith((".xlsx", ".csv")):
+            limit = MAX_SHEET_BYTES
+        elif lower.endswith(".p7s"):
+            limit = MAX_P7S_BYTES
+        elif p.name == "request.json":
+            limit = MAX_REQUEST_BYTES
+        else:
+            findings.append(RuleFinding(R_FOLDER.id, f"unexpected file {p.name!r}"))
+            continue
+        if size > limit:
+            findings.append(RuleFinding(R_FOLDER.id, f"{p.name} is {size} bytes; the limit is {limit}"))
+            continue
+        data = _read_no_follow(p)
+        if lower.endswith((".xlsx", ".csv")):
+            sheets.append((p.name, data))
+        elif lower.endswith(".p7s"):
+            sigs[p.name] = data
+        else:
+            request = data
+    if len(sheets) != 1:
+        findings.append(RuleFinding(R_FOLDER.id, f"expected one spreadsheet (.xlsx or .csv), found {len(sheets)}"))
+    if not sigs:
+        findings.append(RuleFinding(R_FOLDER.id, "no signature (.p7s) file"))
+    if request is None:
+        findings.append(RuleFinding(R_FOLDER.id, "request.json is missing"))
+    if findings or request is None:
+        raise SubmissionError(findings)
+    return SubmissionFiles(folder.name, sheets[0][0], sheets[0][1], sigs, request)
+
+
+class SheetError(RuleError):
+    """A spreadsheet as a whole breaks a rule (Z4.2-spreadsheet unless another is named)."""
+
+    def __init__(self, message: str, rule: Rule = R_SPREADSHEET) -> None:
+        super().__init__(message, rule)
+
+
+SMETS_VERSIONS = frozenset({"SMETS1", "SMETS2"})
+MAX_SHEET_BYTES = 5 * MIB
+MAX_ROWS = 1000
+MAX_LENGTH = {"manufacturer_name": 128}  # others: 64
+MAX_RATIO = 100  # .xlsx is a zip: bound what it may expand to before any XML parser sees it
+MAX_MEMBERS = 200
+FORMULA_PREFIXES = ("=", "+", "-", "@")
+_HASH_RE = re.compile(r"[0-9a-f]{64}")
+_PLAIN_INTEGER = re.compile(r"0|[1-9][0-9]{0,17}")
+
+
+def shown(value: str) -> str:
+    """A value as reports show it: quoted, so spreadsheet-formula-like text stays inert."""
+    return repr(value) if value.startswith(FORMULA_PREFIXES) else f"'{value}'"
 
 
 def clean_cell(value: str) -> str:
@@ -3956,8 +4680,11 @@ def xlsx_table(data: bytes) -> list[tuple[int, list[tuple[str, str]]]]:
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         members = {m.filename: m for m in archive.infolist()}
-        if len(members) > 200 or sum(m.file_size for m in members.values()) > MAX_UNZIPPED:
-            raise SheetError("the .xlsx archive is too large when expanded")
+        if len(members) > MAX_MEMBERS or sum(m.file_size for m in members.values()) > MAX_UNZIPPED:
+            raise SheetError(f"the .xlsx archive has more than {MAX_MEMBERS} members or expands beyond {MAX_UNZIPPED}")
+        for m in members.values():
+            if m.compress_size and m.file_size > MIB and m.file_size / m.compress_size > MAX_RATIO:
+                raise SheetError(f"member {m.filename!r} compresses {m.file_size // m.compress_size}:1 (a zip bomb?)")
 
         def xml(name: str) -> ET.Element | None:
             if name not in members:
@@ -4031,37 +4758,127 @@ def xlsx_table(data: bytes) -> list[tuple[int, list[tuple[str, str]]]]:
         raise SheetError(f"the .xlsx file cannot be read ({type(exc).__name__})") from exc
 
 
-def sheet_rows(data: bytes) -> list[dict[str, str]]:
-    """The association rows of a signed CPL spreadsheet (.csv or .xlsx), normalised for comparison."""
-    if data.startswith(b"PK"):
-        # a formula cell is never a logged value: it matches no row
-        table = [[t if k != CELL_FORMULA else "\x00formula" for k, t in cells] for _, cells in xlsx_table(data)]
-    else:
-        try:
-            text = data.decode("utf-8-sig")
-            table = [list(r) for r in csv.reader(io.StringIO(text, newline=""))]
-        except (UnicodeDecodeError, csv.Error) as exc:
-            raise SheetError(f"the .csv file cannot be read ({exc})") from exc
+def _csv_table(data: bytes) -> list[tuple[int, list[tuple[str, str]]]]:
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SheetError("the .csv file is not UTF-8") from exc
+    if "\x00" in text:
+        raise SheetError("the .csv file contains NUL bytes; is it really CSV?")
+    try:
+        return [
+            (number, [(CELL_TEXT, v) for v in fields])
+            for number, fields in enumerate(csv.reader(io.StringIO(text, newline="")), start=1)
+        ]
+    except csv.Error as exc:
+        raise SheetError(f"the .csv file is malformed: {exc}") from exc
+
+
+def _cell_text(kind: str, value: str, column: str, row: int) -> tuple[str, RuleFinding | None]:
+    """A cell's text as logged (the stored text, cleaned), or why the cell cannot be used."""
+    if kind == CELL_FORMULA:
+        return "", RuleFinding(R_ROW_VALUES.id, f"{column} is a formula; submit values only", row)
+    if kind in (CELL_BOOL, CELL_ERROR):
+        return "", RuleFinding(R_ROW_VALUES.id, f"{column} is a {kind} cell; format the column as text", row)
+    if kind == CELL_NUMBER and not _PLAIN_INTEGER.fullmatch(value):
+        # 1.50 shows as typed but is stored as 1.5, and 0001 as 1: only a plain integer reads the same
+        return "", RuleFinding(R_ROW_VALUES.id, f"{column} is the number {value}; format the column as text", row)
+    return clean_cell(value), None
+
+
+def read_sheet(data: bytes, filename: str | None = None) -> tuple[list[SheetRow], list[RuleFinding]]:
+    """The one spreadsheet reader (intake, ``audit`` and ``check-submission`` all use it): the good rows and
+    every Z4.2-row-values finding; a spreadsheet unusable as a whole raises ``SheetError``.
+
+    The format follows the bytes (an .xlsx is a zip); ``filename``, where known, must agree with them.
+    """
+    if len(data) > MAX_SHEET_BYTES:
+        raise SheetError(f"the spreadsheet is {len(data)} bytes; the limit is {MAX_SHEET_BYTES}", R_FOLDER)
+    is_xlsx = data.startswith(b"PK")
+    if filename is not None:
+        lower = filename.lower()
+        if not lower.endswith((".xlsx", ".csv")):
+            raise SheetError(f"{filename}: the spreadsheet must be .xlsx or .csv")
+        if lower.endswith(".xlsx") != is_xlsx:
+            kind = "a zip archive" if is_xlsx else "not a zip archive"
+            raise SheetError(f"{filename} is {kind}: an .xlsx file is a zip archive, a .csv file plain text")
+    table = xlsx_table(data) if is_xlsx else _csv_table(data)
     header: dict[str, int] | None = None
-    out = []
-    for values in table:
-        if all(not v.strip() for v in values):
+    rows: list[SheetRow] = []
+    findings: list[RuleFinding] = []
+    seen: dict[tuple[str, str, str, str], int] = {}
+    data_rows = 0
+    for number, cells in table:
+        if all(not t.strip() for _, t in cells):
             continue
         if header is None:
-            keys = [header_key(v) for v in values]
+            keys = [header_key(t) for _, t in cells]
             missing = [c for c in SHEET_COLUMNS if c not in keys]
             if missing:
-                raise SheetError(f"the header lacks the columns {', '.join(missing)}")
+                raise SheetError(f"row {number} must be the header; missing columns: {', '.join(missing)}")
             header = {c: keys.index(c) for c in SHEET_COLUMNS}
             continue
-        row = {c: clean_cell(values[i]) if i < len(values) else "" for c, i in header.items()}
-        row["device_type"] = row["device_type"].upper()
-        row["smets_version"] = row["smets_version"].upper().replace(" ", "")
-        row["image_hash"] = row["image_hash"].lower()
-        out.append(row)
+        data_rows += 1
+        if data_rows > MAX_ROWS:
+            raise SheetError(f"more than {MAX_ROWS} rows")
+        fields: dict[str, str] = {}
+        problems: list[RuleFinding] = []
+        for column, i in header.items():
+            kind, value = cells[i] if i < len(cells) else (CELL_TEXT, "")
+            text, problem = _cell_text(kind, value, column, number)
+            if problem:
+                problems.append(problem)
+            limit = MAX_LENGTH.get(column, 64)
+            if len(text) > limit:
+                problems.append(RuleFinding(R_ROW_VALUES.id, f"{column} is longer than {limit} characters", number))
+            elif not text and not problem:
+                problems.append(RuleFinding(R_ROW_VALUES.id, f"{column} is empty", number))
+            fields[column] = text
+        image_hash = fields["image_hash"].lower()
+        if fields["image_hash"] and not _HASH_RE.fullmatch(image_hash):
+            problems.append(
+                RuleFinding(R_ROW_VALUES.id, f"image_hash {shown(fields['image_hash'])} is not 64 hex digits", number)
+            )
+        device_type = fields["device_type"].upper()
+        if fields["device_type"] and device_type not in DEVICE_TYPES:
+            problems.append(RuleFinding(R_ROW_VALUES.id, f"unknown device type {shown(fields['device_type'])}", number))
+        smets = fields["smets_version"].upper().replace(" ", "")
+        if fields["smets_version"] and smets not in SMETS_VERSIONS:
+            problems.append(
+                RuleFinding(R_ROW_VALUES.id, f"{shown(fields['smets_version'])} is not SMETS1 or SMETS2", number)
+            )
+        if problems:
+            findings.extend(problems)
+            continue
+        row = SheetRow(
+            number,
+            fields["manufacturer_id"],
+            fields["manufacturer_name"],
+            fields["model_id"],
+            fields["hardware_version"],
+            fields["firmware_version"],
+            device_type,
+            smets,
+            image_hash,
+        )
+        if row.device_model in seen:
+            findings.append(
+                RuleFinding(R_ROW_VALUES.id, f"repeats the device model of row {seen[row.device_model]}", number)
+            )
+            continue
+        seen[row.device_model] = number
+        rows.append(row)
     if header is None:
-        raise SheetError("the spreadsheet is empty")
-    return out
+        raise SheetError("the spreadsheet is empty (no header row)")
+    if not rows and not findings:
+        raise SheetError("the spreadsheet has a header but no rows")
+    return rows, findings
+
+
+# =====================================================================================================
+# audit: the whole log, every tile and the root recomputed, every entry's evidence re-verified, and the
+# submission rules above judged again over the whole history
+# =====================================================================================================
 
 
 @dataclass
@@ -4072,9 +4889,9 @@ class Evidence:
     signers: dict[str, CmsSigner] = field(default_factory=dict)  # certificate SHA-256 -> signer
     identities: dict[str, Identity] = field(default_factory=dict)  # certificate SHA-256 -> subject identity
     certs: list[x509.Certificate] = field(default_factory=list)
-    rows: set[tuple[str, ...]] = field(default_factory=set)  # values in SHEET_COLUMNS order
+    rows: set[SheetRow] = field(default_factory=set)  # the good rows, row numbers zeroed for comparison
     readable: bool = False
-    request: dict[str, Any] | None = None  # None: unpublished or unreadable (a problem already says so)
+    request: Request | None = None  # None: unpublished or unreadable (a problem already says so)
 
 
 _PARTY_KEYS = {"organisation", "organisation_id", "role", "certificate_sha256"}
@@ -4171,7 +4988,7 @@ class Auditor:
         self.current: dict[tuple[str, str, str, str], tuple[int, str]] = {}
         self.crl_numbers: dict[str, tuple[int, int]] = {}
         self.evidence_cache: dict[tuple[str, ...], Evidence] = {}
-        self.cert_cache: dict[tuple[str, str, str], tuple[list[str], list[tuple[x509.Certificate, str]]]] = {}
+        self.cert_cache: dict[tuple[str, str], tuple[list[str], list[tuple[x509.Certificate, str]]]] = {}
         self.warned: dict[tuple[str, str], dict[str, Any]] = {}  # (certificate SHA-256, text) -> entries
         self.crl_cache: dict[str, CrlResult | str] = {}
         self.revoked_later: set[str] = set()  # signer certificates revoked after their approvals
@@ -4204,7 +5021,7 @@ class Auditor:
         groups = list(self.warned.values())
         self.warning_count = len(groups)
         for g in groups[: self.max_shown]:
-            line = f"{g['warning']}: entries {_index_ranges(g['entries'])}"
+            line = f"{g['warning']}: entries {index_ranges(g['entries'])}"
             self.ctx.warnings.append(line)
             self.ctx.say(f"warning: {line}")
 
@@ -4384,58 +5201,23 @@ class Auditor:
         if shape:
             return
         model = _model_of(entry)
-        man, end = entry["manufacturer"], entry["endorser"]
-        image = entry["image_sha256"]
-        # 4.1 / 4.3(a): the image's creator signed; it is the manufacturer the device model names.
-        if man["organisation_id"] != model[0]:
-            self.problem(
-                index,
-                f"4.3(a): the manufacturer signer's organisation ID {man['organisation_id']} is not the device "
-                f"model's manufacturer {model[0]}",
-            )
-        if man["role"] != "Manufacturer":
-            self.problem(index, f"4.1: the image creator's signature is by a {man['role']}, not a Manufacturer")
-        # Endorsement and 4.3(c): SMETS1 device models and communications hubs by the DCC, others by a Supplier.
-        needs_dcc = entry["device_type"] in COMMS_HUB_TYPES or entry["smets_version"] == "SMETS1"
-        wanted = "DCC" if needs_dcc else "Supplier"
-        if end["role"] != wanted:
-            rule = "4.3(c)" if entry["smets_version"] == "SMETS1" else "endorsement"
-            self.problem(index, f"{rule}: endorsed by a {end['role']}, but this device model needs the {wanted}")
-        if end["organisation_id"] == man["organisation_id"]:
-            self.problem(
-                index,
-                f"endorsement: endorsed by the manufacturer's own organisation (ID {man['organisation_id']}); "
-                "the endorsement must come from another party",
-            )
-        # 4.3(b): one current hash per device model; a replacement names what it replaces.
-        rep = entry.get("replaces")
-        current = self.current.get(model)
-        if current is None:
-            if rep is not None:
-                self.problem(
-                    index, f"4.3(b): names log index {rep['index']} as replaced, but the model had no association"
-                )
-        elif current[1] == image:
-            self.problem(
-                index, f"duplicate: this hash already was the model's current association (entry {current[0]})"
-            )
-        elif rep is None:
-            self.problem(
-                index,
-                f"4.3(b): the device model already had hash {current[1][:16]}... (entry {current[0]}); this entry "
-                "replaces it silently, without naming it and an investigation",
-            )
-        elif rep["index"] != current[0]:
-            self.problem(
-                index,
-                f"4.3(b): names log index {rep['index']} as replaced, but the model's current association "
-                f"was entry {current[0]}",
-            )
-        self.current[model] = (index, image)
         approved = parse_iso(entry["approved_at"])
         if approved > self.ctx.now + CLOCK_SKEW:
             self.problem(index, f"approved_at {entry['approved_at']} is in the future")
-        self.check_evidence(index, entry, approved)
+        ev = self.evidence(entry)
+        parties = self.check_evidence(index, entry, ev, approved)
+        # The submission rules, as intake judged them: the same functions, at the approval time, with the log
+        # as it stood before this entry.
+        rep = entry.get("replaces")
+        association = Association(
+            row_of_entry(entry),
+            parties["manufacturer"],
+            parties["endorser"],
+            (rep["index"], rep["investigation_ref"]) if rep else None,
+        )
+        for finding in judge_association(association, Situation(approved, MAX_SIGNING_SKEW, self.current.get(model))):
+            self.problem(index, str(finding))
+        self.current[model] = (index, str(entry["image_sha256"]))
 
     # -- evidence ---------------------------------------------------------------------------------
     def _fetch_evidence(self, digest: str, ev: Evidence) -> bytes | None:
@@ -4462,21 +5244,18 @@ class Auditor:
         sheet = self._fetch_evidence(e["spreadsheet"], ev)
         request = self._fetch_evidence(e["request"], ev)
         if request is not None:
-            try:
-                obj = json.loads(request)
-            except (ValueError, RecursionError):
-                ev.problems.append("evidence: request.json is not valid JSON")
-            else:
-                if isinstance(obj, dict):
-                    ev.request = obj
-                else:
-                    ev.problems.append("evidence: request.json is not a JSON object")
+            ev.request, findings = parse_request(request)
+            ev.problems.extend(f"evidence: the signed request.json breaks {f}" for f in findings)
         if sheet is not None:
             try:
-                ev.rows = {tuple(r[c] for c in SHEET_COLUMNS) for r in sheet_rows(sheet)}
-                ev.readable = True
+                rows, findings = read_sheet(sheet)
             except SheetError as exc:
-                ev.problems.append(f"evidence: the signed spreadsheet cannot be read: {exc}")
+                ev.problems.append(f"evidence: the signed spreadsheet breaks {exc.rule}: {exc}")
+            else:
+                ev.rows = {dataclasses.replace(r, row=0) for r in rows}
+                ev.readable = True
+                findings += one_manufacturer(rows)
+                ev.problems.extend(f"evidence: the signed spreadsheet breaks {f}" for f in findings)
             for digest in sorted(e["signatures"]):
                 data = self._fetch_evidence(digest, ev)
                 if data is None:
@@ -4484,7 +5263,7 @@ class Auditor:
                 try:
                     signers, certs = verify_cms_detached(data, sheet, f"signature {digest[:12]}")
                 except CMSError as exc:
-                    ev.problems.append(f"evidence: {exc}")
+                    ev.problems.append(f"evidence: {exc.rule}: {exc}")
                     continue
                 ev.certs.extend(certs)
                 for s in signers:
@@ -4495,14 +5274,19 @@ class Auditor:
         self.evidence_cache[key] = ev
         return ev
 
-    def check_evidence(self, index: int, entry: dict[str, Any], approved: datetime) -> None:
-        ev = self.evidence(entry)
+    def check_evidence(
+        self, index: int, entry: dict[str, Any], ev: Evidence, approved: datetime
+    ) -> dict[str, Party | None]:
+        """The entry against its evidence: the signers and their certificates, the signed row and request.
+        Returns each party as the rules judge it (None: no valid signature by the certificate it names)."""
         for p in ev.problems:
             self.problem(index, p)
+        parties: dict[str, Party | None] = {}
         for party in ("manufacturer", "endorser"):
             p = entry[party]
             signer = ev.signers.get(p["certificate_sha256"])
             if signer is None:
+                parties[party] = None
                 if ev.signers or not ev.problems:
                     self.problem(
                         index,
@@ -4518,46 +5302,26 @@ class Auditor:
                     f"evidence: the {party}'s certificate names {who.organisation} (ID {who.organisation_id}, "
                     f"{who.role}), not {claimed[0]} (ID {claimed[1]}, {claimed[2]})",
                 )
-            if signer.signing_time is not None and signer.signing_time > approved + CLOCK_SKEW:
-                self.problem(index, f"evidence: the {party} signed after the approval time")
+            parties[party] = party_of(signer, who)
             problems, warnings = self.certificate_at(signer, p["certificate_sha256"], ev.certs, approved)
             for text in problems:
-                self.problem(index, f"{party} certificate: {text}")
+                self.problem(index, f"{R_CERTIFICATE.id}: {party} certificate: {text}")
             for concerned, text in warnings:
                 self.warning(index, concerned, text)
-        if ev.readable:
-            mid, model, hw, fw = _model_of(entry)
-            want = (
-                mid,
-                str(entry["manufacturer_name"]),
-                model,
-                hw,
-                fw,
-                str(entry["device_type"]),
-                str(entry["smets_version"]),
-                str(entry["image_sha256"]),
-            )
-            if want not in ev.rows:
-                self.problem(index, "evidence: the signed spreadsheet has no row for exactly this association")
+        if ev.readable and row_of_entry(entry) not in ev.rows:
+            self.problem(index, "evidence: the signed spreadsheet has no row for exactly this association")
         req = ev.request
         if req is not None:
-            for key in ("panel_ref", "submitter_ref"):
-                if clean_cell(str(req.get(key, ""))) != entry[key]:
-                    self.problem(index, f"evidence: {key} is not the one in the signed request")
-            # Compared, not hashed: the signed request may hold any JSON type where an index belongs.
-            replacements = req.get("replacements")
-            asked = [
-                (r.get("replaces_index"), r.get("investigation_ref"))
-                for r in (replacements if isinstance(replacements, list) else [])
-                if isinstance(r, dict) and not isinstance(r.get("replaces_index"), bool)
-            ]
+            if (req.panel_ref, req.submitter_ref) != (entry["panel_ref"], entry["submitter_ref"]):
+                self.problem(index, "evidence: panel_ref or submitter_ref is not the one in the signed request")
             rep = entry.get("replaces")
-            if rep is not None and (rep["index"], rep["investigation_ref"]) not in asked:
+            if rep is not None and req.replacements.get(rep["index"]) != rep["investigation_ref"]:
                 self.problem(
                     index,
                     f"evidence: the request does not ask to replace log index {rep['index']} under investigation "
                     f"{rep['investigation_ref']}",
                 )
+        return parties
 
     def certificate_at(
         self, signer: CmsSigner, fp: str, extra: list[x509.Certificate], at: datetime
@@ -4565,7 +5329,7 @@ class Auditor:
         """Problems, and warnings with the certificate each concerns, for a signer certificate (SHA-256 ``fp``)
         at approval time (cached)."""
         cert = signer.certificate
-        key = (fp, at.isoformat(), repr(signer.signing_time))
+        key = (fp, at.isoformat())
         cached = self.cert_cache.get(key)
         if cached is not None:
             return cached
@@ -4579,8 +5343,6 @@ class Auditor:
             return problems, warnings
         if not not_before(cert) <= at <= not_after(cert):
             problems.append(f"{describe_cert(cert)} was not valid at the approval time {_iso(at)}")
-        if signer.signing_time is not None and not not_before(cert) <= signer.signing_time <= not_after(cert):
-            problems.append(f"{describe_cert(cert)} was not valid at the signing time {_iso(signer.signing_time)}")
         chain: list[x509.Certificate] = []
         try:
             chain = build_chain(cert, _gather_intermediates(self.ctx, cert, extra), self.ctx.roots(), at)
@@ -4673,7 +5435,7 @@ class Auditor:
             self.problem(index, f"the logged fields do not match the archived CRL {name} #{number}")
 
 
-def _index_ranges(indices: Sequence[int]) -> str:
+def index_ranges(indices: Sequence[int]) -> str:
     """``0-2, 5, 9-12``: entries listed compactly (a certificate may concern thousands)."""
     runs: list[list[int]] = []
     for i in sorted(indices):
@@ -4689,6 +5451,128 @@ def cmd_audit(ctx: Context) -> int:
 
 
 # =====================================================================================================
+# check-submission: what SECAS's intake would say about a submission folder, before it is sent
+# =====================================================================================================
+
+
+def _signer_certificate_findings(
+    ctx: Context, signer: CmsSigner, extra: list[x509.Certificate], not_checked: list[str]
+) -> list[RuleFinding]:
+    """Rule Z4.3a-certificate for one signer now: with a site, as ``cert`` judges it (the site's verified,
+    fresh CRLs); without one, the chain and profile only, and revocation is named as not checked."""
+    cert = signer.certificate
+    if ctx.site is None:
+        try:
+            build_chain(cert, [*extra, *(p.cert for p in ctx.trust.crl_issuers if p.cert)], ctx.roots(), ctx.now)
+            check_end_entity(cert, ctx.trust.eku)
+        except ChainError as exc:
+            hint = " (without --site, the issuing CAs come from the file and the trust file's crl_issuers PEMs)"
+            return [RuleFinding(R_CERTIFICATE.id, f"{signer.where}: {exc}{hint}")]
+        if not not_before(cert) <= ctx.now <= not_after(cert):
+            return [RuleFinding(R_CERTIFICATE.id, f"{signer.where}: {describe_cert(cert)} is not valid now")]
+        not_checked.append(f"revocation of {describe_cert(cert)} (no --site: the CRLs were not read)")
+        return []
+    _, info = certificate_verdict(ctx, cert, extra, None)
+    if info["verdict"] == "trusted":
+        return []
+    rule = R_PUBLISHER_CRL if info["verdict"] == "crl-unavailable" else R_CERTIFICATE
+    return [RuleFinding(rule.id, f"{signer.where}: {info['message']}")]
+
+
+def _current_associations(
+    ctx: Context, not_checked: list[str]
+) -> Callable[[tuple[str, str, str, str]], tuple[int, str] | None]:
+    """Each device model's current association in the site's log, for rule 4.3(b) (none without a site)."""
+    if ctx.site is None:
+        not_checked.append("4.3(b): the device models' current associations (no --site: the log was not read)")
+        return lambda model: None
+    view = ctx.lookup_view()
+    if not view.proven:
+        not_checked.append(f"4.3(b) rests on {view.basis}")
+
+    def current_of(model: tuple[str, str, str, str]) -> tuple[int, str] | None:
+        found = None
+        for i in view.indices("model", model_lookup_key(*model)):
+            entry = view.entry(i)
+            if entry is not None and entry.get("type") == ASSOCIATION_TYPE and _model_of(entry) == model:
+                found = (i, str(entry.get("image_sha256")))
+        return found
+
+    return current_of
+
+
+def cmd_check_submission(ctx: Context) -> int:
+    """``check-submission``: the submission rules on a local folder, as intake would run them now."""
+    folder = Path(ctx.args.folder).expanduser()
+    if not folder.is_symlink() and not folder.is_dir():
+        raise UsageError(f"{folder} is not a submission folder")
+    at = ctx.now.replace(microsecond=0)
+    not_checked: list[str] = []
+    signers: list[Party] = []
+    associations: list[Association] = []
+    try:
+        files = read_submission(folder)
+    except SubmissionError as exc:
+        findings = list(exc.findings)
+    else:
+        request, rows, findings = submission_inputs(files)
+        for name, data in sorted(files.signatures.items()):
+            try:
+                verified, extra = verify_cms_detached(data, files.sheet, name)
+            except CMSError as exc:
+                findings.append(RuleFinding(exc.rule, str(exc)))
+                continue
+            for s in verified:
+                party = party_of(s, identity_of(s.certificate, ctx.trust))
+                problems = _signer_certificate_findings(ctx, s, extra, not_checked)
+                late = [] if problems else signing_time_problems(party, at, MAX_SIGNING_SKEW)
+                findings += problems + [RuleFinding(R_SIGNING_TIME.id, m) for m in late]
+                if not problems and not late and party not in signers:
+                    signers.append(party)
+        if rows:
+            current_of = _current_associations(ctx, not_checked)
+            judged, associations = judge_rows(rows, signers, request, current_of, at, MAX_SIGNING_SKEW)
+            findings += judged
+    findings = collapse_findings(findings)
+    accepted = not findings and bool(associations)
+    ctx.result.update(
+        {
+            "submission_id": folder.name,
+            "verdict": "accept" if accepted else "refuse",
+            "findings": [f.to_json() for f in findings],
+            "signers": [signer_summary(p) for p in signers],
+            "associations": [
+                {
+                    "row": a.row.row,
+                    "device_model": dict(zip(MODEL_FIELDS, a.row.device_model)),
+                    "image_sha256": a.row.image_hash,
+                    "replaces": {"index": a.replaces[0], "investigation_ref": a.replaces[1]} if a.replaces else None,
+                }
+                for a in associations
+            ],
+            "not_checked": not_checked,
+            "checked_at": _iso(at),
+        }
+    )
+    ctx.say(f"submission {folder.name}: intake at {_iso(at)} would {'ACCEPT' if accepted else 'REFUSE'} it")
+    for f in findings:
+        ctx.say(f"  REFUSED by {f}")
+    for line in signer_lines([signer_summary(p) for p in signers]):
+        ctx.say(line)
+    if associations:
+        ctx.say("would log:" if accepted else "rows:")
+    for a in associations:
+        line = f"  row {a.row.row}: {'/'.join(a.row.device_model)} ({a.row.device_type}, {a.row.smets_version}): "
+        line += a.row.image_hash
+        if a.replaces:
+            line += f", REPLACING log index {a.replaces[0]} (investigation {a.replaces[1]})"
+        ctx.say(line)
+    for what in not_checked:
+        ctx.warn(f"NOT CHECKED: {what}")
+    return EXIT_OK if accepted else EXIT_FAILED
+
+
+# =====================================================================================================
 # Command line
 # =====================================================================================================
 
@@ -4700,6 +5584,7 @@ COMMANDS: dict[str, Callable[[Context], int]] = {
     "consistency": cmd_consistency,
     "monitor": cmd_monitor,
     "audit": cmd_audit,
+    "check-submission": cmd_check_submission,
 }
 
 TRUST_HELP = """\
@@ -4835,6 +5720,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("audit", "download the whole log: recompute every tile and the root, re-verify every entry")
     p.add_argument("--structure-only", action="store_true", help="only the tiles, bundles and root")
     p.add_argument("--max-problems", type=int, default=1000, help="show at most this many problems")
+
+    p = add("check-submission", "before submitting: what SECAS's intake would say about a CPL submission folder")
+    p.add_argument("folder", help="the submission folder: spreadsheet, request.json, .p7s signatures")
     return parser
 
 

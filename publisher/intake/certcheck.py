@@ -89,9 +89,10 @@ def check_certificate(
     cert: x509.Certificate,
     extra_intermediates: list[x509.Certificate],
     ctx: TrustContext,
-    signing_time: dt.datetime | None,
 ) -> tuple[list[x509.Certificate], list[CertProblem]]:
-    """Validate a signer certificate; returns its chain (leaf first) and the problems found."""
+    """Validate a signer certificate at ``ctx.now``; returns its chain (leaf first) and the problems found.
+
+    (Its validity at the signing time is the rule Z4.3a-signing-time, judged with the other rules.)"""
     problems = []
     name = describe(cert)
     if ctx.now < cert.not_valid_before_utc:
@@ -99,10 +100,6 @@ def check_certificate(
         problems.append(CertProblem("not yet valid", f"{name} is not valid before {start:%Y-%m-%d}"))
     if ctx.now > cert.not_valid_after_utc:
         problems.append(CertProblem("expired certificate", f"{name} expired on {cert.not_valid_after_utc:%Y-%m-%d}"))
-    if signing_time is not None and not cert.not_valid_before_utc <= signing_time <= cert.not_valid_after_utc:
-        problems.append(
-            CertProblem("validity at signing time", f"{name} was not valid at the signing time {signing_time:%Y-%m-%d}")
-        )
     if problems:
         return [], problems
     key = tuple(c.fingerprint(hashes.SHA256()) for c in (cert, *extra_intermediates))

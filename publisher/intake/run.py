@@ -18,6 +18,8 @@ from pathlib import Path
 
 from cryptography import x509
 
+from verifier.cpl_verify import R_FOLDER, R_PUBLISHER_CRL, R_SPREADSHEET
+
 from .. import fsio
 from ..config import Config
 from ..pki.authority import load_certificate, now_utc
@@ -74,7 +76,7 @@ def check_folder(folder: Path, ctx: TrustContext, index: AssociationIndex, now: 
     except SubmissionError as exc:
         return Decision(folder.name, findings=list(exc.findings), inputs=folder_digests(folder))
     except Exception as exc:  # one unreadable submission must never block the rest of the inbox
-        finding = Finding("unreadable input", f"the submission could not be checked ({type(exc).__name__}: {exc})")
+        finding = Finding(R_FOLDER.id, f"the submission could not be checked ({type(exc).__name__}: {exc})")
         return Decision(folder.name, findings=[finding], inputs=folder_digests(folder))
 
 
@@ -135,7 +137,7 @@ def _rejection_json(decision: Decision, now: dt.datetime) -> bytes:
         "findings": [f.to_json() for f in decision.findings],
         "inputs": decision.inputs,
         # A stale or missing CRL is the publisher's problem: check such a submission again next run.
-        "retry": any(f.check == "revocation" for f in decision.findings),
+        "retry": any(f.rule == R_PUBLISHER_CRL.id for f in decision.findings),
     }
     return json.dumps(report, indent=1, sort_keys=True, ensure_ascii=False).encode() + b"\n"
 
@@ -164,7 +166,7 @@ def run_intake(
 
     ``index`` is ``index_of(log)`` when the caller has it already; it is updated with what is logged.
     """
-    now = now or now_utc()
+    now = (now or now_utc()).replace(microsecond=0)  # the approval time, logged to the second
     report = IntakeReport()
     inbox = config.root / INBOX
     if inbox.is_symlink():
@@ -197,7 +199,7 @@ def run_intake(
         decision = check_folder(folder, ctx, index, now)
         if not decision.accepted:
             if not decision.findings:
-                decision.findings.append(Finding("rows", "the submission holds no rows to log"))
+                decision.findings.append(Finding(R_SPREADSHEET.id, "the submission holds no rows to log"))
             _write_rejection(folder, decision, now)
             report.rejected[folder.name] = decision.findings
             continue

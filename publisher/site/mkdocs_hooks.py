@@ -24,6 +24,7 @@ from publisher.pki.crl_publish import CRL_DIR, parse_time
 from publisher.pki.registers import load_revocations
 from publisher.site import pages
 from publisher.site.export import export_tree, json_entries, open_log
+from verifier.cpl_verify import RULES
 
 _state: dict[str, Any] = {}
 VERIFIER = Path(__file__).resolve().parents[2] / "verifier" / "cpl_verify.py"
@@ -91,6 +92,8 @@ def on_files(files: Files, config: Any) -> Files:
     anchors = [described(p) for p in pub.trust_anchors]
     others = [described(i.certificate) for i in pub.issuers if i.certificate not in pub.trust_anchors]
     generated["pki.md"] = pages.pki_page(anchors, others)
+    # From the verifier's table itself, never a copy: the page cannot drift from what intake and audit run.
+    generated[pages.RULES_PAGE] = pages.rules_page(RULES)
     if VERIFIER.exists():
         digest = hashlib.sha256(VERIFIER.read_bytes()).hexdigest()
     else:

@@ -16,7 +16,8 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ..intake.spreadsheet import clean
+from verifier.cpl_verify import Rule
+from verifier.cpl_verify import clean_cell as clean
 
 ROWS_PER_PAGE = 1000
 
@@ -91,8 +92,8 @@ def home(status: dict[str, object], now: dt.datetime) -> str:
             "",
             "The public IKI certificate revocation lists (SEC modification MP168) and an append-only,",
             "verifiable log of the firmware hashes approved on the Central Products List",
-            "(SEC Appendix Z 4.1 to 4.3). Nothing here needs an account; the [verifier](verify.md)",
-            "checks everything without trusting this site.",
+            "(SEC Appendix Z 4.1 to 4.3), each checked against the [submission rules](submission-rules.md).",
+            "Nothing here needs an account; the [verifier](verify.md) checks everything without trusting this site.",
             "",
             "## Certificate revocation lists",
             table(
@@ -223,7 +224,8 @@ def firmware_pages(items: list[Association]) -> dict[str, str]:
         [
             "# Approved firmware",
             "",
-            "Every firmware hash the Panel associated with a device model, as logged.",
+            "Every firmware hash the Panel associated with a device model, as logged. Each was submitted",
+            "signed and endorsed, and passed the [submission rules](../submission-rules.md) before it was logged.",
             "Search by device model ID or by image hash (a full SHA-256 or its first 4+ hex digits):",
             "",
             '<div class="cpl-search"><input id="cpl-search" type="search" autocomplete="off" '
@@ -344,5 +346,38 @@ def pki_page(anchors: list[tuple[str, str, str]], intermediates: list[tuple[str,
             table(["Certificate", "Subject", "SHA-256"], rows(anchors)),
             "## Issuing CAs",
             table(["Certificate", "Subject", "SHA-256"], rows(intermediates)),
+        ]
+    )
+
+
+RULES_PAGE = "submission-rules.md"
+
+
+def rules_page(rules: Iterable[Rule]) -> str:
+    """The CPL submission rules (the verifier's ``RULES``, in order): stable ID, clause, what it requires."""
+    rows = [[f'<code id="{safe(r.id)}">{safe(r.id)}</code>', safe(r.clause), safe(r.statement)] for r in rules]
+    return "\n".join(
+        [
+            "# Submission rules",
+            "",
+            "The rules every CPL submission must meet: SEC Appendix Z 4.1 to 4.3, the MP168 endorsement and",
+            "input hygiene. The publisher's intake checks a submission against all of them before anything is",
+            "logged, and [`cpl-verify audit`](verify.md) checks every logged entry against the same rules, from",
+            "the same table in the [verifier](verify/download.md). Each rule keeps its ID: a rejection report",
+            "(`rejection.txt`, and `rejection.json`, whose findings name it under `rule`) and the findings of",
+            "`cpl-verify audit` quote these IDs.",
+            "",
+            table(["ID", "Clause", "What it requires"], rows, "cpl-rules"),
+            "## Check a submission before you submit it",
+            "",
+            "Manufacturers can get intake's verdict on a submission folder first, with the pinned trust file",
+            "of the [verification guide](verify.md) and this site's URL:",
+            "",
+            "```sh",
+            "cpl-verify check-submission DIR --trust trust.json --site URL",
+            "```",
+            "",
+            "(`python cpl_verify.py check-submission ...` with the downloaded file.) It applies these rules to the",
+            "folder against the log and CRLs this site publishes, and names every rule the folder breaks by its ID.",
         ]
     )
