@@ -177,7 +177,7 @@ def trust_of(config: Config) -> dict[str, object]:
             _pin(issuer.name, authority.load_certificate(config.root / "pki" / f"{issuer.name}.pem"))
             for issuer in config.issuers
             if not issuer.is_root
-        ],  # fmt: skip
+        ],
         "extended_key_usage": config.profile.extended_key_usage,
     }
 

@@ -31,7 +31,18 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
 from intake_fixtures import Party, countersign, drop_attr, edit_signed_attrs, set_attr
-from verifier_fixtures import ISSUER, ORIGIN, World, build_world, csv_bytes, image_hash, row, tamper, xlsx_bytes
+from verifier_fixtures import (
+    COLUMNS,
+    ISSUER,
+    ORIGIN,
+    World,
+    build_world,
+    csv_bytes,
+    image_hash,
+    row,
+    tamper,
+    xlsx_bytes,
+)
 
 from publisher.checkpoint import Checkpoint, parse_unverified
 from publisher.intake.associations import canonical_json
@@ -40,7 +51,7 @@ from publisher.pki import authority, keys, profile
 from publisher.pki.crl import Revocation
 from publisher.pki.policy import Kind
 from publisher.tlog import TileLog
-from verifier.cpl_verify import Lookup, describe_cert, main
+from verifier.cpl_verify import ASSOCIATION_RULES, RULES, Lookup, describe_cert, main
 
 Key = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 VERIFIER = Path(__file__).resolve().parents[1] / "verifier" / "cpl_verify.py"
@@ -424,6 +435,14 @@ def good(kit: Kit, model: str = "M1", **kw: Any) -> tuple[Submission, dict[str, 
     return sub, association(kit, sub, r, **kw)
 
 
+#: What the rules say of an entry whose evidence shows no signature by its manufacturer, or by its endorser.
+NO_CREATOR = (
+    "Z4.1-manufacturer-signature: no valid signature by a Manufacturer certificate: the image creator must sign the "
+    "spreadsheet"
+)
+NO_SUPPLIER = "MP168-supplier-endorsement: a SMETS2 device model must be endorsed by a Supplier; no endorsement found"
+
+
 # -- the checkpoint and the tiles -----------------------------------------------------------------------
 
 
@@ -657,22 +676,34 @@ for _name, _path, _value, _line in MALFORMED:
     REFUSALS.append(pytest.param(_malformed(_path, _value, _line), id=f"association-{_name}"))
 
 
-# -- SEC Appendix Z 4.1 to 4.3 and the endorsement ------------------------------------------------------
+# -- SEC Appendix Z 4.1 to 4.3 and MP168's endorsement: the rule table's association rules ----------------
+
+
+def _named(p: Party) -> str:
+    """A party as the rule messages name it (``Party.named``): organisation, ID and role."""
+    who = party(p)
+    return f"{who['organisation']} (ID {who['organisation_id']}, {who['role']})"
 
 
 @refused("4.3(a)-creator-is-another-manufacturer")
 def rule_43a(kit: Kit) -> Crafted:
     r = row("M1", image_hash("m1"))
     sub = submit(kit, [r], ["other", "supplier"])
-    line = "PROBLEM entry 0: 4.3(a): the manufacturer signer's organisation ID 1002 is not the device model's "
-    return Crafted([association(kit, sub, r, "other")], sub.files, [line + "manufacturer 1001"])
+    line = (
+        "PROBLEM entry 0: Z4.3a-image-creator: the manufacturer signature is by Other Mfr (ID 1002), not by the "
+        "manufacturer the row names (ID 1001)"
+    )
+    return Crafted([association(kit, sub, r, "other")], sub.files, [line])
 
 
 @refused("4.1-creator-is-not-a-manufacturer")
 def rule_41(kit: Kit) -> Crafted:
     r = row("M1", image_hash("m1"))
     sub = submit(kit, [r], ["acme-supplier", "supplier"])
-    line = "PROBLEM entry 0: 4.1: the image creator's signature is by a Supplier, not a Manufacturer"
+    line = (
+        "PROBLEM entry 0: Z4.1-manufacturer-signature: the image creator's signature is by Acme Meters (ID 1001, "
+        "Supplier), not by a Manufacturer certificate"
+    )
     return Crafted([association(kit, sub, r, "acme-supplier")], sub.files, [line])
 
 
@@ -681,34 +712,114 @@ def self_endorsed(kit: Kit) -> Crafted:
     r = row("M1", image_hash("m1"))
     sub = submit(kit, [r], ["acme", "acme-supplier"])  # Acme's second certificate, with the Supplier role
     line = (
-        "PROBLEM entry 0: endorsement: endorsed by the manufacturer's own organisation (ID 1001); the "
-        "endorsement must come from another party"
+        "PROBLEM entry 0: MP168-independent-endorsement: endorsed by the manufacturer's own organisation (Acme "
+        "Meters (ID 1001, Supplier)); the endorsement must come from another organisation"
     )
     return Crafted([association(kit, sub, r, endorser="acme-supplier")], sub.files, [line])
 
 
-@refused("4.3(c)-smets1-endorsed-by-a-supplier")
-def rule_43c(kit: Kit) -> Crafted:
-    r = row("L1", image_hash("l1"), smets="SMETS1")
-    sub = submit(kit, [r])
-    line = "PROBLEM entry 0: 4.3(c): endorsed by a Supplier, but this device model needs the DCC"
-    return Crafted([association(kit, sub, r)], sub.files, [line])
+def _endorsed(
+    kit: Kit, device: str, smets: str, endorser: str, signed: bool = True
+) -> tuple[Submission, dict[str, Any]]:
+    """One Acme row (``device``, ``smets``) whose entry names ``endorser``, who signed it only if ``signed``."""
+    r = row("M1", image_hash("m1"), device, smets)
+    sub = submit(kit, [r], ["acme", endorser] if signed else ["acme"])
+    return sub, association(kit, sub, r, endorser=endorser)
 
 
-@refused("endorsement-comms-hub-by-a-supplier")
-def hub_by_supplier(kit: Kit) -> Crafted:
-    r = row("C1", image_hash("c1"), "CHF")
-    sub = submit(kit, [r])
-    line = "PROBLEM entry 0: endorsement: endorsed by a Supplier, but this device model needs the DCC"
-    return Crafted([association(kit, sub, r)], sub.files, [line])
+def _endorsement_case(name: str, device: str, smets: str, endorser: str, line: str) -> None:
+    """A row endorsed by ``endorser``: refused with ``line``, or (no line) accepted."""
+
+    def build(kit: Kit) -> Crafted:
+        sub, e = _endorsed(kit, device, smets, endorser)
+        expect = [f"PROBLEM entry 0: {line.format(endorser=_named(kit[endorser]))}"] if line else []
+        return Crafted([e], sub.files, expect)
+
+    (REFUSALS if line else ACCEPTS).append(pytest.param(build, id=name))
 
 
-@refused("endorsement-meter-by-the-dcc")
-def meter_by_dcc(kit: Kit) -> Crafted:
-    r = row("E1", image_hash("e1"))
-    sub = submit(kit, [r], ["acme", "dcc"])
-    line = "PROBLEM entry 0: endorsement: endorsed by a DCC, but this device model needs the Supplier"
-    return Crafted([association(kit, sub, r, endorser="dcc")], sub.files, [line])
+BY_DCC = "must be endorsed by the DCC, not by {endorser}"
+_endorsement_case(
+    "4.3(c)-smets1-endorsed-by-a-supplier",
+    "ESME",
+    "SMETS1",
+    "supplier",
+    f"Z4.3c-dcc-endorsement: a SMETS1 device model {BY_DCC}",
+)
+# A SMETS1 communications hub is judged by 4.3(c) alone, not again by MP168's hub rule.
+_endorsement_case(
+    "4.3(c)-smets1-comms-hub-endorsed-by-a-supplier",
+    "CHF",
+    "SMETS1",
+    "supplier",
+    f"Z4.3c-dcc-endorsement: a communications hub {BY_DCC}",
+)
+_endorsement_case(
+    "endorsement-comms-hub-by-a-supplier",
+    "CHF",
+    "SMETS2",
+    "supplier",
+    f"MP168-dcc-endorsement: a communications hub {BY_DCC}",
+)
+_endorsement_case(
+    "endorsement-gas-proxy-hub-by-a-supplier",
+    "GPF",
+    "SMETS2",
+    "supplier",
+    f"MP168-dcc-endorsement: a communications hub {BY_DCC}",
+)
+_endorsement_case(
+    "endorsement-meter-by-the-dcc",
+    "ESME",
+    "SMETS2",
+    "dcc",
+    "MP168-supplier-endorsement: a SMETS2 device model must be endorsed by a Supplier, not by {endorser}",
+)
+_endorsement_case("4.3(c)-smets1-endorsed-by-the-dcc", "ESME", "SMETS1", "dcc", "")
+_endorsement_case("4.3(c)-smets1-comms-hub-endorsed-by-the-dcc", "CHF", "SMETS1", "dcc", "")
+_endorsement_case("endorsement-comms-hub-by-the-dcc", "CHF", "SMETS2", "dcc", "")
+
+
+def _unendorsed_case(name: str, device: str, smets: str, endorser: str, line: str) -> None:
+    """The entry names ``endorser``, whose signature is not in the evidence: no endorsement at all."""
+
+    def build(kit: Kit) -> Crafted:
+        sub, e = _endorsed(kit, device, smets, endorser, signed=False)
+        expect = [no_signature(party(kit[endorser])["certificate_sha256"], "endorser"), f"PROBLEM entry 0: {line}"]
+        return Crafted([e], sub.files, expect)
+
+    REFUSALS.append(pytest.param(build, id=name))
+
+
+NONE_FOUND = "must be endorsed by the DCC; no endorsement found"
+_unendorsed_case(
+    "endorser-did-not-sign",
+    "ESME",
+    "SMETS2",
+    "supplier",
+    NO_SUPPLIER,
+)
+_unendorsed_case(
+    "endorser-did-not-sign-comms-hub",
+    "CHF",
+    "SMETS2",
+    "dcc",
+    f"MP168-dcc-endorsement: a communications hub {NONE_FOUND}",
+)
+_unendorsed_case(
+    "endorser-did-not-sign-smets1",
+    "ESME",
+    "SMETS1",
+    "dcc",
+    f"Z4.3c-dcc-endorsement: a SMETS1 device model {NONE_FOUND}",
+)
+_unendorsed_case(
+    "endorser-did-not-sign-smets1-comms-hub",
+    "CHF",
+    "SMETS1",
+    "dcc",
+    f"Z4.3c-dcc-endorsement: a communications hub {NONE_FOUND}",
+)
 
 
 def _history(kit: Kit, *steps: tuple[str, int | None, int | None]) -> Crafted:
@@ -731,15 +842,41 @@ def replacement_ok(kit: Kit) -> Crafted:
     return _history(kit, ("v1", None, None), ("v2", 0, 0), ("v3", 1, 1))
 
 
-@refused("4.3(b)-replaces-a-model-without-association")
-def replaces_nothing(kit: Kit) -> Crafted:
+def unused(index: int, replaced: int = 0) -> str:
+    """The line of a signed request that asks to replace ``replaced``, judged at the submission's first entry."""
+    return (
+        f"PROBLEM entry {index}: Z4.3b-replacement-index: log index {replaced} is not the current association of any "
+        "row's device model"
+    )
+
+
+def _asks_to_replace_0(kit: Kit, replaces: bool) -> Crafted:
+    """M1's association (entry 0), then a submission of another model, M2, whose request asks to replace entry 0
+    (and whose entry names it as replaced if ``replaces``)."""
     crafted = _history(kit, ("v1", None, None))
     r = row("M2", image_hash("m2"))
     sub = submit(kit, [r], request={**REQUEST, "replacements": [{"replaces_index": 0, "investigation_ref": "INV-1"}]})
-    crafted.entries = [*crafted.entries, association(kit, sub, r, replaces={"index": 0, "investigation_ref": "INV-1"})]
+    fields = {"replaces": {"index": 0, "investigation_ref": "INV-1"}} if replaces else {}
+    crafted.entries = [*crafted.entries, association(kit, sub, r, **fields)]
     crafted.evidence = [*crafted.evidence, *sub.files]
-    line = "PROBLEM entry 1: 4.3(b): names log index 0 as replaced, but the model had no association"
-    crafted.expect = [line]
+    return crafted
+
+
+@refused("4.3(b)-replaces-a-model-without-association")
+def replaces_nothing(kit: Kit) -> Crafted:
+    crafted = _asks_to_replace_0(kit, replaces=True)
+    line = (
+        "PROBLEM entry 1: Z4.3b-replacement-index: names log index 0 as replaced, but the device model has no current "
+        "association"
+    )
+    crafted.expect = [line, unused(1)]
+    return crafted
+
+
+@refused("4.3(b)-request-asks-to-replace-another-models-association")
+def asks_for_another_model(kit: Kit) -> Crafted:
+    crafted = _asks_to_replace_0(kit, replaces=False)
+    crafted.expect = [unused(1)]
     return crafted
 
 
@@ -747,8 +884,8 @@ def replaces_nothing(kit: Kit) -> Crafted:
 def silent(kit: Kit) -> Crafted:
     crafted = _history(kit, ("v1", None, None), ("v2", None, None))
     crafted.expect = [
-        f"PROBLEM entry 1: 4.3(b): the device model already had hash {image_hash('v1')[:16]}... (entry 0); "
-        "this entry replaces it silently, without naming it and an investigation"
+        f"PROBLEM entry 1: Z4.3b-replacement-ref: the device model already has hash {image_hash('v1')[:16]}... at log "
+        "index 0; a replacement must name that index and its investigation"
     ]
     return crafted
 
@@ -756,15 +893,29 @@ def silent(kit: Kit) -> Crafted:
 @refused("4.3(b)-replaces-an-association-no-longer-current")
 def stale_replacement(kit: Kit) -> Crafted:
     crafted = _history(kit, ("v1", None, None), ("v2", 0, 0), ("v3", 0, 0))
-    line = "PROBLEM entry 2: 4.3(b): names log index 0 as replaced, but the model's current association was entry 1"
-    crafted.expect = [line]
+    line = (
+        "PROBLEM entry 2: Z4.3b-replacement-index: names log index 0 as replaced, but the device model's current "
+        "association is log index 1"
+    )
+    crafted.expect = [line, unused(2)]
     return crafted
+
+
+DUPLICATE = "Z4.3b-not-current: this hash is already the device model's current association (log index 0)"
 
 
 @refused("duplicate-of-the-current-association")
 def duplicate(kit: Kit) -> Crafted:
     crafted = _history(kit, ("v1", None, None), ("v1", None, None))
-    crafted.expect = ["PROBLEM entry 1: duplicate: this hash already was the model's current association (entry 0)"]
+    crafted.expect = [f"PROBLEM entry 1: {DUPLICATE}"]
+    return crafted
+
+
+@refused("duplicate-named-as-a-replacement")
+def duplicate_replacement(kit: Kit) -> Crafted:
+    # Nothing is replaced: the request's replacement is unused.
+    crafted = _history(kit, ("v1", None, None), ("v1", 0, 0))
+    crafted.expect = [f"PROBLEM entry 1: {DUPLICATE}", unused(1)]
     return crafted
 
 
@@ -791,8 +942,13 @@ def swapped(kit: Kit) -> Crafted:
     sub, e = good(kit)
     d = sha(sub.signatures[0])
     tamper_ = lambda site: swap(site, f"log/evidence/{d}", sub.request)  # noqa: E731
-    line = f"PROBLEM entry 0: evidence: log/evidence/{d} does not have that SHA-256: swapped or altered"
-    return Crafted([e], sub.files, [line], tamper_)
+    # The only signature file is unusable: neither party signed, as far as the evidence shows.
+    expect = [
+        f"PROBLEM entry 0: evidence: log/evidence/{d} does not have that SHA-256: swapped or altered",
+        f"PROBLEM entry 0: {NO_CREATOR}",
+        f"PROBLEM entry 0: {NO_SUPPLIER}",
+    ]
+    return Crafted([e], sub.files, expect, tamper_)
 
 
 def _request_case(name: str, request: bytes, *lines: str) -> None:
@@ -804,19 +960,51 @@ def _request_case(name: str, request: bytes, *lines: str) -> None:
     REFUSALS.append(pytest.param(build, id=name))
 
 
-PANEL = "evidence: panel_ref is not the one in the signed request"
-SUBMITTER = "evidence: submitter_ref is not the one in the signed request"
-_request_case("request-not-json", b"panel_ref = PANEL-1", "evidence: request.json is not valid JSON")
-_request_case("request-nested-5000-deep", b"[" * 5000, "evidence: request.json is not valid JSON")
-_request_case("request-a-list", b'["PANEL-1", "REF-1"]', "evidence: request.json is not a JSON object")
-_request_case("request-empty-object", b"{}", PANEL, SUBMITTER)
-_request_case("request-other-panel", b'{"panel_ref": "PANEL-2", "submitter_ref": "REF-1"}', PANEL)
-_request_case("request-other-submitter", b'{"panel_ref": "PANEL-1", "submitter_ref": "REF-9"}', SUBMITTER)
-_request_case("request-panel-a-list", b'{"panel_ref": ["PANEL-1"], "submitter_ref": "REF-1"}', PANEL)
+BREAKS = "evidence: the signed request.json breaks Z4.2-request: "
+REFS = "evidence: panel_ref or submitter_ref is not the one in the signed request"
+_request_case("request-not-json", b"panel_ref = PANEL-1", BREAKS + "request.json is not valid JSON")
+_request_case("request-nested-5000-deep", b"[" * 5000, BREAKS + "request.json is not valid JSON")
+_request_case("request-a-list", b'["PANEL-1", "REF-1"]', BREAKS + "request.json must be a JSON object")
+_request_case(
+    "request-empty-object",
+    b"{}",
+    BREAKS + "'submitter_ref' must be a non-empty string of at most 128 characters",
+    BREAKS + "'panel_ref' must be a non-empty string of at most 128 characters",
+)
+_request_case("request-other-panel", b'{"panel_ref": "PANEL-2", "submitter_ref": "REF-1"}', REFS)
+_request_case("request-other-submitter", b'{"panel_ref": "PANEL-1", "submitter_ref": "REF-9"}', REFS)
+_request_case(
+    "request-panel-a-list",
+    b'{"panel_ref": ["PANEL-1"], "submitter_ref": "REF-1"}',
+    BREAKS + "'panel_ref' must be a non-empty string of at most 128 characters",
+)
+_request_case(
+    "request-unknown-field",
+    b'{"panel_ref": "PANEL-1", "submitter_ref": "REF-1", "colour": "red"}',
+    BREAKS + "unknown fields: colour",
+)
 _request_case(
     "request-replacements-not-a-list",
-    b'{"panel_ref": ["PANEL-1"], "submitter_ref": "REF-1", "replacements": 5}',
-    PANEL,
+    b'{"panel_ref": "PANEL-1", "submitter_ref": "REF-1", "replacements": 5}',
+    BREAKS + "'replacements' must be a list",
+)
+_request_case(
+    "request-replacement-without-investigation",
+    b'{"panel_ref": "PANEL-1", "submitter_ref": "REF-1", "replacements": [{"replaces_index": 0}]}',
+    BREAKS + "each replacement needs exactly replaces_index and investigation_ref",
+)
+_request_case(
+    "request-replaces-an-index-twice",
+    json.dumps(
+        {
+            **REQUEST,
+            "replacements": [
+                {"replaces_index": 0, "investigation_ref": "INV-1"},
+                {"replaces_index": 0, "investigation_ref": "INV-2"},
+            ],
+        }
+    ).encode(),
+    BREAKS + "log index 0 is replaced twice",
 )
 
 
@@ -836,8 +1024,11 @@ def replacement_index_list(kit: Kit) -> Crafted:
     sub = submit(kit, [r], request=request)
     crafted.entries = [*crafted.entries, association(kit, sub, r, replaces={"index": 0, "investigation_ref": "INV-1"})]
     crafted.evidence = [*crafted.evidence, *sub.files]
-    crafted.expect = ["PROBLEM entry 1: evidence: the request does not ask to replace log index 0 under investigation"]
+    crafted.expect = [f"PROBLEM entry 1: {BREAKS}replaces_index must be a log index"]
     return crafted
+
+
+UNREADABLE = "evidence: the signed spreadsheet breaks Z4.2-spreadsheet: the .xlsx file cannot be read"
 
 
 @refused("spreadsheet-unreadable")
@@ -846,9 +1037,7 @@ def unreadable(kit: Kit) -> Crafted:
     sub = submit(kit, [r])
     sub.sheet = b"PK\x03\x04 not a zip archive"
     sub.signatures = [sign(sub.sheet, [kit["acme"], kit["supplier"]])]
-    line = (
-        "PROBLEM entry 0: evidence: the signed spreadsheet cannot be read: the .xlsx file cannot be read (BadZipFile)"
-    )
+    line = f"PROBLEM entry 0: {UNREADABLE} (BadZipFile)"
     return Crafted([association(kit, sub, r)], sub.files, [line])
 
 
@@ -866,7 +1055,7 @@ NOT_VERIFIED = "the signature does not verify over its signed attributes"
 
 
 def no_signature(fp: str, who: str = "manufacturer") -> str:
-    return f"PROBLEM entry 0: evidence: no valid signature over the spreadsheet by the {who}'s certificate {fp[:16]}"
+    return f"PROBLEM entry 0: evidence: no valid signature over the spreadsheet by the {who}'s certificate {fp[:16]}..."
 
 
 def _styled(kit: Kit, manufacturer: str, style: str, broken: bool) -> Crafted:
@@ -881,7 +1070,11 @@ def _styled(kit: Kit, manufacturer: str, style: str, broken: bool) -> Crafted:
         p7s = corrupt(p7s)
     sub.signatures[0] = p7s
     fp = party(creator)["certificate_sha256"]
-    expect = [f"PROBLEM entry 0: evidence: signature {sha(p7s)[:12]} signer 1: {NOT_VERIFIED}", no_signature(fp)]
+    expect = [
+        f"PROBLEM entry 0: evidence: Z4.1-signature: signature {sha(p7s)[:12]} signer 1: {NOT_VERIFIED}",
+        no_signature(fp),
+        f"PROBLEM entry 0: {NO_CREATOR}",
+    ]
     return Crafted([association(kit, sub, r, manufacturer)], sub.files, expect if broken else [])
 
 
@@ -900,8 +1093,14 @@ def _countersigned(kit: Kit, broken: bool) -> Crafted:
     if broken:
         p7s = corrupt(p7s, counter=True)
     sub.signatures = [p7s]
-    line = f"PROBLEM entry 0: evidence: signature {sha(p7s)[:12]} signer 1 countersignature 1: {NOT_VERIFIED}"
-    return Crafted([association(kit, sub, r)], sub.files, [line] if broken else [])
+    # One bad SignerInfo refuses the whole file: Acme's signature in it counts no more than the Supplier's.
+    expect = [
+        f"PROBLEM entry 0: evidence: Z4.1-signature: signature {sha(p7s)[:12]} signer 1 countersignature 1: "
+        + NOT_VERIFIED,
+        f"PROBLEM entry 0: {NO_CREATOR}",
+        f"PROBLEM entry 0: {NO_SUPPLIER}",
+    ]
+    return Crafted([association(kit, sub, r)], sub.files, expect if broken else [])
 
 
 ACCEPTS.append(pytest.param(lambda kit: _countersigned(kit, False), id="cms-countersignature"))
@@ -913,8 +1112,10 @@ def other_file(kit: Kit) -> Crafted:
     r = row("M1", image_hash("m1"))
     sub = submit(kit, [r])
     sub.signatures = [sign(sub.sheet + b"\r\n", [kit["acme"], kit["supplier"]])]
-    line = f"signature {sha(sub.signatures[0])[:12]} signer 1: messageDigest does not match the signed file"
-    return Crafted([association(kit, sub, r)], sub.files, [f"PROBLEM entry 0: evidence: {line}"])
+    line = f"Z4.1-signature: signature {sha(sub.signatures[0])[:12]} signer 1: messageDigest does not match the "
+    line += "spreadsheet"
+    expect = [f"PROBLEM entry 0: evidence: {line}", f"PROBLEM entry 0: {NO_CREATOR}", f"PROBLEM entry 0: {NO_SUPPLIER}"]
+    return Crafted([association(kit, sub, r)], sub.files, expect)
 
 
 @refused("cms-key-id-of-no-certificate-carried")
@@ -924,17 +1125,13 @@ def unknown_key_id(kit: Kit) -> Crafted:
     info = acms.ContentInfo.load(sub.signatures[0])
     info["content"]["signer_infos"][0]["sid"] = acms.SignerIdentifier({"subject_key_identifier": b"\x01" * 20})
     sub.signatures = [bytes(info.dump(force=True))]
-    line = f"signature {sha(sub.signatures[0])[:12]} signer 1: the signer's certificate is not in the SignedData"
-    return Crafted([association(kit, sub, r)], sub.files, [f"PROBLEM entry 0: evidence: {line}"])
-
-
-@refused("endorser-did-not-sign")
-def no_endorsement(kit: Kit) -> Crafted:
-    r = row("M1", image_hash("m1"))
-    sub = submit(kit, [r], ["acme"])
-    fp = party(kit["supplier"])["certificate_sha256"]
-    line = f"PROBLEM entry 0: evidence: no valid signature over the spreadsheet by the endorser's certificate {fp[:16]}"
-    return Crafted([association(kit, sub, r)], sub.files, [line])
+    line = (
+        f"Z4.2-cms-profile: signature {sha(sub.signatures[0])[:12]} signer 1: the signer's certificate is not in the "
+        "SignedData; embed it (drop `openssl cms -nocerts`): the publication checks and logs the certificate the file "
+        "was signed with, never one it would look up"
+    )
+    expect = [f"PROBLEM entry 0: evidence: {line}", f"PROBLEM entry 0: {NO_CREATOR}", f"PROBLEM entry 0: {NO_SUPPLIER}"]
+    return Crafted([association(kit, sub, r)], sub.files, expect)
 
 
 @refused("entry-claims-another-organisation")
@@ -964,26 +1161,65 @@ def _edited(
 @refused("signed-after-the-approval")
 def signed_late(kit: Kit) -> Crafted:
     approved = authority.now_utc()
-    later = acms.Time({"utc_time": approved + dt.timedelta(minutes=30)})
+    later = approved + dt.timedelta(minutes=30)
+    sub, e = _edited(kit, set_attr("signing_time", acms.Time({"utc_time": later})))
+    e["approved_at"] = iso(approved)
+    line = (
+        f"PROBLEM entry 0: Z4.3a-signing-time: signature {sha(sub.signatures[0])[:12]} signer 1: signed at "
+        f"{iso(later)}, later than the approval time {iso(approved)} (at most 300 s of clock skew is allowed): "
+        "correct the signer's clock and sign again"
+    )
+    return Crafted([e], sub.files, [line])
+
+
+@accepted("signed-within-the-clock-skew-of-the-approval")
+def signed_within_skew(kit: Kit) -> Crafted:
+    approved = authority.now_utc()
+    later = acms.Time({"utc_time": approved + dt.timedelta(minutes=4)})
     sub, e = _edited(kit, set_attr("signing_time", later))
     e["approved_at"] = iso(approved)
-    return Crafted([e], sub.files, ["PROBLEM entry 0: evidence: the manufacturer signed after the approval time"])
+    return Crafted([e], sub.files)
+
+
+def _validity(cert: x509.Certificate) -> str:
+    return f"(valid {iso(cert.not_valid_before_utc)} to {iso(cert.not_valid_after_utc)})"
 
 
 @refused("certificate-not-valid-at-the-signing-time")
 def signed_before_validity(kit: Kit) -> Crafted:
     early = acms.Time({"utc_time": dt.datetime(2020, 1, 1, tzinfo=dt.UTC)})
     sub, e = _edited(kit, set_attr("signing_time", early))
-    cert = describe_cert(kit["acme"].cert)
-    line = f"PROBLEM entry 0: manufacturer certificate: {cert} was not valid at the signing time 2020-01-01T00:00:00Z"
+    line = (
+        f"PROBLEM entry 0: Z4.3a-signing-time: signature {sha(sub.signatures[0])[:12]} signer 1: the certificate was "
+        f"not valid at the signing time 2020-01-01T00:00:00Z {_validity(kit['acme'].cert)}"
+    )
     return Crafted([e], sub.files, [line])
+
+
+@refused("endorser-certificate-not-valid-at-the-signing-time")
+def endorser_signed_before_validity(kit: Kit) -> Crafted:
+    # The Supplier's signature is dated a day before its certificate was issued.
+    early = acms.Time({"utc_time": kit["supplier"].cert.not_valid_before_utc - dt.timedelta(days=1)})
+    sub, e = _edited(kit, set_attr("signing_time", early), edited="supplier")
+    when = iso(kit["supplier"].cert.not_valid_before_utc - dt.timedelta(days=1))
+    line = (
+        f"PROBLEM entry 0: Z4.3a-signing-time: signature {sha(sub.signatures[1])[:12]} signer 1: the certificate was "
+        f"not valid at the signing time {when} {_validity(kit['supplier'].cert)}"
+    )
+    return Crafted([e], sub.files, [line])
+
+
+#: The start of a problem line about an entry's endorser's certificate: a rule it breaks, and (P-current-crl) its
+#: revocation that the site's CRLs cannot tell.
+ENDORSER_CERT = "PROBLEM entry 0: Z4.3a-certificate: endorser certificate:"
+UNKNOWN_REVOCATION = "PROBLEM entry 0: P-current-crl: endorser certificate:"
 
 
 @refused("certificate-not-valid-at-the-approval")
 def expired(kit: Kit) -> Crafted:
     sub, e = _edited(kit, drop_attr("signing_time"), "triage-expired", "triage-expired", "CHF")
     cert = describe_cert(kit["triage-expired"].cert)
-    line = f"PROBLEM entry 0: endorser certificate: {cert} was not valid at the approval time {e['approved_at']}"
+    line = f"{ENDORSER_CERT} {cert} was not valid at the approval time {e['approved_at']}"
     return Crafted([e], sub.files, [line])
 
 
@@ -1000,7 +1236,8 @@ def _dcc_endorsed(kit: Kit, endorser: str, extra: Sequence[x509.Certificate] = (
 def self_signed(kit: Kit) -> Crafted:
     sub, e = _dcc_endorsed(kit, "dcc-self-signed")
     cert = describe_cert(kit["dcc-self-signed"].cert)
-    line = f"PROBLEM entry 0: endorser certificate: {cert} does not chain to a pinned IKI root: {cert} is self-signed"
+    line = f"{ENDORSER_CERT} {cert} does not chain to a pinned IKI root: {cert} is self-signed and not a pinned IKI "
+    line += "root"
     return Crafted([e], sub.files, [line])
 
 
@@ -1008,7 +1245,7 @@ def self_signed(kit: Kit) -> Crafted:
 def no_eku(kit: Kit) -> Crafted:
     sub, e = _dcc_endorsed(kit, "dcc-no-eku")
     cert = describe_cert(kit["dcc-no-eku"].cert)
-    line = f"PROBLEM entry 0: endorser certificate: {cert} lacks the IKI extended key usage 1.3.6.1.4.1.55555.1.1"
+    line = f"{ENDORSER_CERT} {cert} lacks the IKI extended key usage 1.3.6.1.4.1.55555.1.1"
     return Crafted([e], sub.files, [line])
 
 
@@ -1016,7 +1253,7 @@ def no_eku(kit: Kit) -> Crafted:
 def no_crl(kit: Kit) -> Crafted:
     sub, e = _dcc_endorsed(kit, "dcc-unlisted-ca", [kit.unpublished_ca])
     cert = describe_cert(kit["dcc-unlisted-ca"].cert)
-    line = f"PROBLEM entry 0: endorser certificate: {cert} names no CRL on this site; revocation cannot be checked"
+    line = f"{UNKNOWN_REVOCATION} {cert} names no CRL on this site; revocation cannot be checked"
     return Crafted([e], sub.files, [line])
 
 
@@ -1024,7 +1261,8 @@ def no_crl(kit: Kit) -> Crafted:
 def crl_elsewhere(kit: Kit) -> Crafted:
     sub, e = _dcc_endorsed(kit, "dcc-crl-elsewhere")
     cert = describe_cert(kit["dcc-crl-elsewhere"].cert)
-    line = f"PROBLEM entry 0: endorser certificate: revocation of {cert} cannot be checked: the CRL of nosuch is"
+    line = f"{UNKNOWN_REVOCATION} revocation of {cert} cannot be checked: the CRL of nosuch is unavailable: CRL of "
+    line += "nosuch: … /crl/nosuch.crl does not exist"
     return Crafted([e], sub.files, [line])
 
 
@@ -1033,7 +1271,11 @@ def crl_stale(kit: Kit) -> Crafted:
     sub, e = _dcc_endorsed(kit, "dcc")
     past = authority.now_utc() - dt.timedelta(days=30)
     stale = kit.world.crl(7, past, past + dt.timedelta(days=7))
-    line = "PROBLEM entry 0: {} certificate: revocation of {} cannot be checked: the CRL of ica is stale"
+    line = (
+        "PROBLEM entry 0: P-current-crl: {} certificate: revocation of {} cannot be checked: the CRL of ica is "
+        f"stale: it expired 23 days ago (nextUpdate {iso(past + dt.timedelta(days=7))}); do not rely on it. "
+        "Revocations made since may be missing."
+    )
     expect = [
         line.format(who, describe_cert(kit[label].cert))
         for who, label in [("manufacturer", "acme"), ("endorser", "dcc")]
@@ -1050,8 +1292,8 @@ def revoked(kit: Kit) -> Crafted:
     sub, e = _dcc_endorsed(kit, "triage-revoked")
     e["approved_at"] = iso(entry.revocation_date_utc + dt.timedelta(minutes=1))
     line = (
-        f"PROBLEM entry 0: endorser certificate: the certificate of Smart DCC Ltd (serial {cert.serial_number:x}) was "
-        f"revoked on {iso(entry.revocation_date_utc)} (keyCompromise), before this approval at {e['approved_at']}"
+        f"{ENDORSER_CERT} the certificate of Smart DCC Ltd (serial {cert.serial_number:x}) was revoked on "
+        f"{iso(entry.revocation_date_utc)} (keyCompromise), before this approval at {e['approved_at']}"
     )
     return Crafted([e], sub.files, [line])
 
@@ -1086,9 +1328,10 @@ def unknown_key(kit: Kit) -> Crafted:
     odd = x509.load_der_x509_certificate(a.dump(force=True))
     sub.signatures[0] = carried(sub.signatures[0], kit["acme"].cert, odd)
     expect = [
-        f"PROBLEM entry 0: evidence: signature {sha(sub.signatures[0])[:12]} signer 1: the signer's public key "
-        "cannot be used (",
+        f"PROBLEM entry 0: evidence: Z4.2-cms-profile: signature {sha(sub.signatures[0])[:12]} signer 1: the signer's "
+        "public key cannot be used (",
         no_signature(party(kit["acme"])["certificate_sha256"]),
+        f"PROBLEM entry 0: {NO_CREATOR}",
     ]
     return Crafted([association(kit, sub, r)], sub.files, expect)
 
@@ -1103,7 +1346,7 @@ def signer_duplicated_extensions(kit: Kit) -> Crafted:
     sub = Submission(sheet, json.dumps(REQUEST).encode(), [sign(sheet, [kit["acme"]]), endorsement])
     e = association(kit, sub, r, endorser="dcc")
     e["endorser"]["certificate_sha256"] = odd.fingerprint(hashes.SHA256()).hex()
-    line = f"PROBLEM entry 0: endorser certificate: {describe_cert(odd)} has malformed extensions ("
+    line = f"{ENDORSER_CERT} {describe_cert(odd)} has malformed extensions ("
     return Crafted([e], sub.files, [line])
 
 
@@ -1113,7 +1356,7 @@ def intermediate_duplicated_extensions(kit: Kit) -> Crafted:
     odd = duplicated_extensions(kit.unpublished_ca)
     sub, e = _dcc_endorsed(kit, "dcc-unlisted-ca", [odd])
     sub2, e2 = good(kit, "M2")
-    line = f"PROBLEM entry 0: endorser certificate: {describe_cert(odd)} has malformed extensions (Duplicate"
+    line = f"{ENDORSER_CERT} {describe_cert(odd)} has malformed extensions (Duplicate"
     return Crafted([e, e2], [*sub.files, *sub2.files], [line])
 
 
@@ -1122,9 +1365,7 @@ def _xlsx_case(name: str, edit: Callable[[bytes], bytes], error: str) -> None:
         r = row("M1", image_hash("m1"))
         sheet = edit(xlsx_bytes([r]))
         sub = Submission(sheet, json.dumps(REQUEST).encode(), [sign(sheet, [kit["acme"], kit["supplier"]])])
-        line = (
-            f"PROBLEM entry 0: evidence: the signed spreadsheet cannot be read: the .xlsx file cannot be read ({error})"
-        )
+        line = f"PROBLEM entry 0: {UNREADABLE} ({error})"
         return Crafted([association(kit, sub, r)], sub.files, [line])
 
     REFUSALS.append(pytest.param(build, id=name))
@@ -1162,6 +1403,171 @@ def _unknown_method(data: bytes) -> bytes:
 _xlsx_case("xlsx-malformed-xml", lambda d: _rewritten(d, b"<worksheet><sheetData><row>"), "ParseError")
 _xlsx_case("xlsx-bad-deflate-stream", _bad_deflate, "error")
 _xlsx_case("xlsx-unknown-compression-method", _unknown_method, "NotImplementedError")
+
+
+# -- the signed spreadsheet, read again by the intake's reader (Z4.2-spreadsheet, -row-values, Z4.1) ---------
+
+
+def _workbook(rows: Sequence[Sequence[Any]]) -> bytes:
+    """An .xlsx file of ``rows`` as openpyxl types them: text, numbers, booleans, errors ("#N/A"), formulas ("=")."""
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    sheet = book.active
+    for values in rows:
+        sheet.append(list(values))
+    out = io.BytesIO()
+    book.save(out)
+    return out.getvalue()
+
+
+def _zip_edit(data: bytes, drop: Sequence[str] = (), add: dict[str, bytes] | None = None) -> bytes:
+    """The .xlsx archive without the members ``drop``, with the members ``add`` (deflated)."""
+    src = zipfile.ZipFile(io.BytesIO(data))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            if info.filename not in drop:
+                dst.writestr(info.filename, src.read(info))
+        for name, payload in (add or {}).items():
+            dst.writestr(name, payload)
+    return out.getvalue()
+
+
+def _sheet_case(name: str, sheet: Callable[[dict[str, str]], bytes], *breaks: str) -> None:
+    """The entry is row M1 (``r``) of a spreadsheet ``sheet(r)``, signed by both parties, that breaks a rule
+    as ``breaks`` says. A spreadsheet that breaks a rule as a whole shows no rows (and no "no row" line);
+    one whose other row breaks it still shows row M1."""
+
+    def build(kit: Kit) -> Crafted:
+        r = row("M1", image_hash("m1"))
+        data = sheet(r)
+        sub = Submission(data, json.dumps(REQUEST).encode(), [sign(data, [kit["acme"], kit["supplier"]])])
+        expect = [f"PROBLEM entry 0: evidence: the signed spreadsheet breaks {b}" for b in breaks]
+        return Crafted([association(kit, sub, r)], sub.files, expect)
+
+    REFUSALS.append(pytest.param(build, id=name))
+
+
+def _values(r: dict[str, str], **change: Any) -> list[Any]:
+    return [change.get(c, r[c]) for c in COLUMNS]
+
+
+def _bad_row(**change: Any) -> Callable[[dict[str, str]], bytes]:
+    """A CSV spreadsheet: row 2 the entry's, row 3 model M2 with ``change``."""
+    return lambda r: csv_bytes([r, {**r, "model_id": "M2", "image_hash": image_hash("m2"), **change}])
+
+
+def _bad_cell(value: Any) -> Callable[[dict[str, str]], bytes]:
+    """An .xlsx spreadsheet: row 2 the entry's, row 3 model M2 whose firmware_version cell is ``value``."""
+    return lambda r: _workbook(
+        [COLUMNS, _values(r), _values(r, model_id="M2", image_hash=image_hash("m2"), firmware_version=value)]
+    )
+
+
+ROW = "Z4.2-row-values (row 3): "
+SPREADSHEET = "Z4.2-spreadsheet: "
+# Z4.2-folder: the size limit is the folder's (a logged spreadsheet over it is refused like one in the inbox).
+_sheet_case(
+    "spreadsheet-over-5-mib",
+    lambda r: csv_bytes([r]) + b"\r\n" * (5 * 1024 * 1024 // 2),
+    f"Z4.2-folder: the spreadsheet is {len(csv_bytes([row('M1', image_hash('m1'))])) + 5 * 1024 * 1024} bytes; "
+    "the limit is 5242880",
+)
+_sheet_case("spreadsheet-empty", lambda r: b"\r\n,,\r\n", SPREADSHEET + "the spreadsheet is empty (no header row)")
+_sheet_case(
+    "spreadsheet-header-only", lambda r: csv_bytes([]), SPREADSHEET + "the spreadsheet has a header but no rows"
+)
+_sheet_case(
+    "spreadsheet-header-missing-a-column",
+    lambda r: csv_bytes([r]).replace(b"image_hash", b"image", 1),
+    SPREADSHEET + "row 1 must be the header; missing columns: image_hash",
+)
+_sheet_case(
+    "spreadsheet-over-1000-rows",
+    lambda r: csv_bytes([{**r, "model_id": f"M{i}"} for i in range(1, 1002)]),
+    SPREADSHEET + "more than 1000 rows",
+)
+_sheet_case(
+    "csv-not-utf8",
+    lambda r: csv_bytes([r, {**r, "model_id": "M2", "manufacturer_name": "Acme Meters GmbH"}]).replace(
+        b"GmbH", b"G\xe9"
+    ),
+    SPREADSHEET + "the .csv file is not UTF-8",
+)
+_sheet_case(
+    "csv-nul-byte",
+    lambda r: csv_bytes([r]) + b"\x00\r\n",
+    SPREADSHEET + "the .csv file contains NUL bytes; is it really CSV?",
+)
+_sheet_case(
+    "csv-field-over-the-csv-limit",
+    lambda r: csv_bytes([r, {**r, "model_id": "M2", "manufacturer_name": "x" * 200_000}]),
+    SPREADSHEET + "the .csv file is malformed: field larger than field limit (131072)",
+)
+_sheet_case(
+    "xlsx-declares-a-dtd",
+    lambda r: _rewritten(xlsx_bytes([r]), b'<!DOCTYPE worksheet [<!ENTITY e "M1">]><worksheet/>'),
+    SPREADSHEET + "xl/worksheets/sheet1.xml declares a DTD or entities",
+)
+_sheet_case(
+    "xlsx-without-a-worksheet",
+    lambda r: _zip_edit(xlsx_bytes([r]), drop=[SHEET]),
+    SPREADSHEET + "the .xlsx file has no first worksheet",
+)
+_sheet_case(
+    "xlsx-over-200-members",
+    lambda r: _zip_edit(xlsx_bytes([r]), add={f"xl/media/{i}.txt": b"x" for i in range(200)}),
+    SPREADSHEET + "the .xlsx archive has more than 200 members or expands beyond 52428800",
+)
+
+
+def _zip_bomb(r: dict[str, str]) -> bytes:
+    return _zip_edit(xlsx_bytes([r]), add={"xl/media/zeros.bin": bytes(2 * 1024 * 1024)})
+
+
+def _bomb_ratio() -> int:
+    info = zipfile.ZipFile(io.BytesIO(_zip_bomb(row("M1", image_hash("m1"))))).getinfo("xl/media/zeros.bin")
+    return info.file_size // info.compress_size
+
+
+_sheet_case(
+    "xlsx-zip-bomb", _zip_bomb, SPREADSHEET + f"member 'xl/media/zeros.bin' compresses {_bomb_ratio()}:1 (a zip bomb?)"
+)
+_sheet_case(
+    "spreadsheet-rows-of-two-manufacturers",
+    _bad_row(manufacturer_id="1002", manufacturer_name="Other Mfr"),
+    "Z4.1-one-manufacturer: the rows name 2 manufacturers (1001, 1002); submit one manufacturer's images",
+)
+_sheet_case(
+    "row-value-too-long",
+    _bad_row(manufacturer_name="x" * 129),
+    ROW + "manufacturer_name is longer than 128 characters",
+)
+_sheet_case("row-value-empty", _bad_row(hardware_version=" "), ROW + "hardware_version is empty")
+_sheet_case(
+    "row-image-hash-not-hex", _bad_row(image_hash="z" * 64), ROW + f"image_hash '{'z' * 64}' is not 64 hex digits"
+)
+_sheet_case("row-device-type-unknown", _bad_row(device_type="KETTLE"), ROW + "unknown device type 'KETTLE'")
+_sheet_case("row-smets-version-unknown", _bad_row(smets_version="SMETS3"), ROW + "'SMETS3' is not SMETS1 or SMETS2")
+_sheet_case(
+    "row-repeats-a-device-model",
+    lambda r: csv_bytes([r, {**r, "image_hash": image_hash("m1-again")}]),
+    ROW + "repeats the device model of row 2",
+)
+_sheet_case("xlsx-formula-cell", _bad_cell("=1+1"), ROW + "firmware_version is a formula; submit values only")
+_sheet_case("xlsx-boolean-cell", _bad_cell(True), ROW + "firmware_version is a bool cell; format the column as text")
+_sheet_case("xlsx-error-cell", _bad_cell("#N/A"), ROW + "firmware_version is a error cell; format the column as text")
+_sheet_case("xlsx-number-cell", _bad_cell(1.5), ROW + "firmware_version is the number 1.5; format the column as text")
+
+
+@accepted("xlsx-integer-cell")
+def integer_cell(kit: Kit) -> Crafted:
+    # A plain integer reads the same as typed: the row is FW 7's.
+    r = row("M1", image_hash("m1"), firmware_version="7")
+    sheet = _workbook([COLUMNS, _values(r, firmware_version=7)])
+    sub = Submission(sheet, json.dumps(REQUEST).encode(), [sign(sheet, [kit["acme"], kit["supplier"]])])
+    return Crafted([association(kit, sub, r)], sub.files)
 
 
 @refused("evidence-file-over-8-mib")
@@ -1330,42 +1736,132 @@ def test_audit_passes_the_good_variant(
     assert f"audit of {site / 'log'} at size {len(crafted.entries)}" in r.out
 
 
-def fixed_text(node: ast.expr) -> list[str]:
-    """The literal parts of a message expression (not the expressions inside its placeholders)."""
+def _single_assignments(func: ast.FunctionDef) -> dict[str, ast.expr]:
+    """The local names ``func`` assigns exactly once, by a plain ``name = value``: their values."""
+    stores: dict[str, int] = {}
+    for node in ast.walk(func):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            stores[node.id] = stores.get(node.id, 0) + 1
+    return {
+        node.targets[0].id: node.value
+        for node in ast.walk(func)
+        if isinstance(node, ast.Assign)
+        and len(node.targets) == 1
+        and isinstance(node.targets[0], ast.Name)
+        and stores[node.targets[0].id] == 1
+    }
+
+
+def message_parts(node: ast.expr, names: dict[str, ast.expr]) -> tuple[list[str], list[list[str]]]:
+    """The literal parts of a message expression (not the expressions inside its placeholders), and the
+    alternatives of its conditional parts (``a if c else b``, in place or through a local name assigned
+    once): each alternative the literal parts of one branch."""
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
-        return [node.value]
-    if isinstance(node, ast.JoinedStr):
-        return [v.value for v in node.values if isinstance(v, ast.Constant)]
-    if isinstance(node, ast.BinOp):
-        return fixed_text(node.left) + fixed_text(node.right)
+        return [node.value], []
+    if isinstance(node, ast.Name) and node.id in names:
+        return message_parts(names[node.id], names)
+    if isinstance(node, ast.JoinedStr | ast.BinOp):
+        pieces = node.values if isinstance(node, ast.JoinedStr) else [node.left, node.right]
+        fixed: list[str] = []
+        alternatives: list[list[str]] = []
+        for piece in pieces:
+            f, a = message_parts(piece.value if isinstance(piece, ast.FormattedValue) else piece, names)
+            fixed += f
+            alternatives += a
+        return fixed, alternatives
     if isinstance(node, ast.IfExp):
-        return fixed_text(node.body) + fixed_text(node.orelse)
-    return []
+        return [], [v for branch in (node.body, node.orelse) for v in message_variants(branch, names)]
+    return [], []
+
+
+def message_variants(node: ast.expr, names: dict[str, ast.expr]) -> list[list[str]]:
+    """What the expected lines must show of a message: its literal parts, with each alternative once."""
+    fixed, alternatives = message_parts(node, names)
+    return [fixed + a for a in alternatives] or [fixed]
+
+
+def messages(func: ast.FunctionDef) -> list[list[str]]:
+    """Every message ``func`` reports, as ``message_variants``: the text of ``self.problem``, ``RuleFinding``,
+    ``VerifyFailed``, ``SheetError`` and ``bad`` (``parse_request``'s), of what it adds to its ``problems``,
+    ``findings`` or ``out``, and of the lists of messages it returns (the association rules')."""
+    names = _single_assignments(func)
+    found: list[ast.expr] = []
+    for node in ast.walk(func):
+        if isinstance(node, ast.Return) and isinstance(node.value, ast.List):
+            found += node.value.elts
+        if not isinstance(node, ast.Call) or not node.args:
+            continue
+        call = ast.unparse(node.func)
+        receiver, _, method = call.rpartition(".")
+        if call in ("self.problem", "RuleFinding") and len(node.args) > 1:
+            found.append(node.args[1])
+        elif call in ("VerifyFailed", "SheetError", "bad"):
+            found.append(node.args[0])
+        elif method in ("append", "extend") and receiver.rpartition(".")[2] in ("problems", "findings", "out"):
+            arg = node.args[0]
+            found.append(arg.elt if isinstance(arg, ast.GeneratorExp | ast.ListComp) else arg)
+    out = []
+    for message in found:
+        for variant in message_variants(message, names):
+            parts = [p.strip() for p in variant if len(p.strip()) >= 4]
+            if parts:
+                out.append(parts)
+    return out
+
+
+#: The rule check functions the audit runs besides ``ASSOCIATION_RULES``' (each with what it calls).
+RULE_FUNCTIONS = ("signing_time_problems", "one_manufacturer", "parse_request", "read_sheet")
+#: Messages of those that no audit can report, and why.
+NOT_BY_THE_AUDIT = {
+    # read_sheet checks a file name where there is one (intake, check-submission); logged evidence has none.
+    "the spreadsheet must be .xlsx or .csv": "no file name",
+    "an .xlsx file is a zip archive, a .csv file plain text": "no file name",
+}
+#: Rules only intake can find broken: the audit reads no inbox.
+INTAKE_ONLY_RULES = {"Z4.2-no-links"}
+
+
+def _rule_functions(tree: ast.Module) -> list[ast.FunctionDef]:
+    """The association rules' check functions and ``RULE_FUNCTIONS``, with every module function they call."""
+    functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+    todo = [check.__name__ for _, check in ASSOCIATION_RULES] + list(RULE_FUNCTIONS)
+    seen: dict[str, ast.FunctionDef] = {}
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen[name] = functions[name]
+        todo += [
+            n.func.id
+            for n in ast.walk(functions[name])
+            if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in functions
+        ]
+    return list(seen.values())
 
 
 def test_every_problem_the_audit_reports_has_a_case(kit: Kit) -> None:
     """The matrix grows with the audit: the fixed text of every problem ``Auditor`` (and the
-    ``association_shape`` it calls) can report, and of every audit failure, is in an expected line."""
+    ``association_shape`` it calls) can report, and of every audit failure, is in an expected line; so is
+    every message of the submission rules the audit judges again (each branch of a conditional part in some
+    line), and the ID of every rule but the intake's own."""
     tree = ast.parse(VERIFIER.read_text())
     scopes = [n for n in tree.body if getattr(n, "name", None) in ("Auditor", "association_shape")]
-    messages: list[list[str]] = []
-    for node in (n for scope in scopes for n in ast.walk(scope)):
-        if not isinstance(node, ast.Call) or not node.args:
-            continue
-        func = ast.unparse(node.func)
-        if func == "self.problem":
-            arg = node.args[1]
-        elif func.endswith("problems.append") or func == "VerifyFailed":
-            arg = node.args[0]
-        else:
-            continue
-        parts = [p.strip() for p in fixed_text(arg)]
-        if any(len(p) >= 4 for p in parts):
-            messages.append([p for p in parts if len(p) >= 4])
-    assert len(messages) >= 45
+    audit = [m for scope in scopes for f in ast.walk(scope) if isinstance(f, ast.FunctionDef) for m in messages(f)]
+    assert len(audit) >= 45
+    rules = [m for f in _rule_functions(tree) for m in messages(f)]
+    assert len(rules) >= 50
+    exempt = [m for m in rules if any(text in part for text in NOT_BY_THE_AUDIT for part in m)]
+    assert {text for text in NOT_BY_THE_AUDIT if any(text in part for m in exempt for part in m)} == set(
+        NOT_BY_THE_AUDIT
+    ), "an exemption no longer names a message"
     expected = [line for case in REFUSALS for line in case.values[0](kit).expect]
-    missing = [parts for parts in messages if not any(all(p in line for p in parts) for line in expected)]
+    wanted = audit + [m for m in rules if m not in exempt]
+    missing = [parts for parts in wanted if not any(all(p in line for p in parts) for line in expected)]
     assert not missing, f"no matrix case reports {missing}"
+    ids = {rule.id for rule in RULES}
+    assert ids >= INTAKE_ONLY_RULES, "an intake-only rule is no rule"
+    unreported = sorted(i for i in ids - INTAKE_ONLY_RULES if not any(f" {i}: " in line for line in expected))
+    assert not unreported, f"no matrix case reports a problem of rule {unreported}"
 
 
 def test_warnings_about_one_certificate_are_one_line(

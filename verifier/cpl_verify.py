@@ -4470,6 +4470,35 @@ def submission_inputs(files: SubmissionFiles) -> tuple[Request | None, list[Shee
     return request, rows, findings + problems
 
 
+def submission_signers(
+    files: SubmissionFiles,
+    identify: Callable[[x509.Certificate], Identity],
+    certificate_findings: Callable[[CmsSigner, list[x509.Certificate]], list[RuleFinding]],
+) -> tuple[list[Party], list[RuleFinding]]:
+    """Every signer whose signature verifies over the spreadsheet (Z4.2-cms-profile, Z4.1-signature), and the
+    findings, with ``certificate_findings`` judging each certificate (Z4.3a-certificate, P-current-crl).
+
+    Signers whose certificates pass come first, so the rules choose them; one whose certificate fails still
+    counts as a party (it signed), and the submission is refused by its certificate's finding."""
+    good: dict[str, Party] = {}
+    flawed: dict[str, Party] = {}
+    findings: list[RuleFinding] = []
+    for name, data in sorted(files.signatures.items()):
+        try:
+            verified, extra = verify_cms_detached(data, files.sheet, name)
+        except CMSError as exc:
+            findings.append(RuleFinding(exc.rule, str(exc)))
+            continue
+        for s in verified:
+            party = party_of(s, identify(s.certificate))
+            if party.certificate_sha256 in good or party.certificate_sha256 in flawed:
+                continue
+            problems = certificate_findings(s, extra)
+            findings.extend(problems)
+            (flawed if problems else good)[party.certificate_sha256] = party
+    return [*good.values(), *flawed.values()], findings
+
+
 def judge_rows(
     rows: Sequence[SheetRow],
     signers: Sequence[Party],
@@ -4892,6 +4921,7 @@ class Evidence:
     rows: set[SheetRow] = field(default_factory=set)  # the good rows, row numbers zeroed for comparison
     readable: bool = False
     request: Request | None = None  # None: unpublished or unreadable (a problem already says so)
+    replacements_judged: bool = False  # the request's replacements were judged at the submission's first entry
 
 
 _PARTY_KEYS = {"organisation", "organisation_id", "role", "certificate_sha256"}
@@ -4988,7 +5018,7 @@ class Auditor:
         self.current: dict[tuple[str, str, str, str], tuple[int, str]] = {}
         self.crl_numbers: dict[str, tuple[int, int]] = {}
         self.evidence_cache: dict[tuple[str, ...], Evidence] = {}
-        self.cert_cache: dict[tuple[str, str], tuple[list[str], list[tuple[x509.Certificate, str]]]] = {}
+        self.cert_cache: dict[tuple[str, str], tuple[list[RuleFinding], list[tuple[x509.Certificate, str]]]] = {}
         self.warned: dict[tuple[str, str], dict[str, Any]] = {}  # (certificate SHA-256, text) -> entries
         self.crl_cache: dict[str, CrlResult | str] = {}
         self.revoked_later: set[str] = set()  # signer certificates revoked after their approvals
@@ -5206,6 +5236,14 @@ class Auditor:
             self.problem(index, f"approved_at {entry['approved_at']} is in the future")
         ev = self.evidence(entry)
         parties = self.check_evidence(index, entry, ev, approved)
+        if ev.request is not None and ev.readable and not ev.replacements_judged:
+            # At the submission's first entry the log is as intake saw it: every replacement the signed request
+            # asks for must be the current association of one of the spreadsheet's device models.
+            ev.replacements_judged = True
+            held = {m: self.current.get(m) for m in {r.device_model for r in ev.rows}}
+            used = {c[0] for r in ev.rows if (c := held[r.device_model]) is not None and c[1] != r.image_hash}
+            for finding in unused_replacements(ev.request.replacements, used):
+                self.problem(index, str(finding))
         # The submission rules, as intake judged them: the same functions, at the approval time, with the log
         # as it stood before this entry.
         rep = entry.get("replaces")
@@ -5255,7 +5293,10 @@ class Auditor:
                 ev.rows = {dataclasses.replace(r, row=0) for r in rows}
                 ev.readable = True
                 findings += one_manufacturer(rows)
-                ev.problems.extend(f"evidence: the signed spreadsheet breaks {f}" for f in findings)
+                ev.problems.extend(
+                    f"evidence: the signed spreadsheet breaks {f.rule}{f' (row {f.row})' if f.row else ''}: {f.message}"
+                    for f in findings
+                )
             for digest in sorted(e["signatures"]):
                 data = self._fetch_evidence(digest, ev)
                 if data is None:
@@ -5304,8 +5345,8 @@ class Auditor:
                 )
             parties[party] = party_of(signer, who)
             problems, warnings = self.certificate_at(signer, p["certificate_sha256"], ev.certs, approved)
-            for text in problems:
-                self.problem(index, f"{R_CERTIFICATE.id}: {party} certificate: {text}")
+            for f in problems:
+                self.problem(index, f"{f.rule}: {party} certificate: {f.message}")
             for concerned, text in warnings:
                 self.warning(index, concerned, text)
         if ev.readable and row_of_entry(entry) not in ev.rows:
@@ -5325,7 +5366,7 @@ class Auditor:
 
     def certificate_at(
         self, signer: CmsSigner, fp: str, extra: list[x509.Certificate], at: datetime
-    ) -> tuple[list[str], list[tuple[x509.Certificate, str]]]:
+    ) -> tuple[list[RuleFinding], list[tuple[x509.Certificate, str]]]:
         """Problems, and warnings with the certificate each concerns, for a signer certificate (SHA-256 ``fp``)
         at approval time (cached)."""
         cert = signer.certificate
@@ -5333,26 +5374,33 @@ class Auditor:
         cached = self.cert_cache.get(key)
         if cached is not None:
             return cached
-        problems: list[str] = []
+        problems: list[RuleFinding] = []
         warnings: list[tuple[x509.Certificate, str]] = []
         try:
             cert.extensions  # noqa: B018 - parsed lazily; the chain and CRL checks below read them
         except (ValueError, x509.DuplicateExtension) as exc:
-            problems.append(f"{describe_cert(cert)} has malformed extensions ({exc})")
+            problems.append(RuleFinding(R_CERTIFICATE.id, f"{describe_cert(cert)} has malformed extensions ({exc})"))
             self.cert_cache[key] = (problems, warnings)
             return problems, warnings
         if not not_before(cert) <= at <= not_after(cert):
-            problems.append(f"{describe_cert(cert)} was not valid at the approval time {_iso(at)}")
+            problems.append(
+                RuleFinding(R_CERTIFICATE.id, f"{describe_cert(cert)} was not valid at the approval time {_iso(at)}")
+            )
         chain: list[x509.Certificate] = []
         try:
             chain = build_chain(cert, _gather_intermediates(self.ctx, cert, extra), self.ctx.roots(), at)
             check_end_entity(cert, self.ctx.trust.eku)
         except ChainError as exc:
-            problems.append(str(exc))
+            problems.append(RuleFinding(R_CERTIFICATE.id, str(exc)))
         for child, issuer in zip(chain, chain[1:]):
             names = crl_names_of(child) or [n for n in [self.ctx.name_of(issuer)] if n]
             if not names:
-                problems.append(f"{describe_cert(child)} names no CRL on this site; revocation cannot be checked")
+                problems.append(
+                    RuleFinding(
+                        R_PUBLISHER_CRL.id,
+                        f"{describe_cert(child)} names no CRL on this site; revocation cannot be checked",
+                    )
+                )
                 continue
             res = self.crl_cache.get(names[0])
             if res is None:
@@ -5362,7 +5410,9 @@ class Auditor:
                     res = str(exc)
                 self.crl_cache[names[0]] = res
             if isinstance(res, str):
-                problems.append(f"revocation of {describe_cert(child)} cannot be checked: {res}")
+                problems.append(
+                    RuleFinding(R_PUBLISHER_CRL.id, f"revocation of {describe_cert(child)} cannot be checked: {res}")
+                )
                 continue
             rev = revoked_entry(res.crl, child.serial_number)
             if rev is None:
@@ -5371,7 +5421,7 @@ class Auditor:
             text = f"the certificate of {who} (serial {child.serial_number:x}) was revoked on {_iso(rev.date)}"
             text += f" ({rev.reason})"
             if rev.date < at:
-                problems.append(f"{text}, before this approval at {_iso(at)}")
+                problems.append(RuleFinding(R_CERTIFICATE.id, f"{text}, before this approval at {_iso(at)}"))
             elif rev.invalidity is not None and rev.invalidity <= at:
                 since = _iso(rev.invalidity)
                 # Worded for every entry the certificate approved: warnings are grouped by certificate.
@@ -5516,19 +5566,12 @@ def cmd_check_submission(ctx: Context) -> int:
         findings = list(exc.findings)
     else:
         request, rows, findings = submission_inputs(files)
-        for name, data in sorted(files.signatures.items()):
-            try:
-                verified, extra = verify_cms_detached(data, files.sheet, name)
-            except CMSError as exc:
-                findings.append(RuleFinding(exc.rule, str(exc)))
-                continue
-            for s in verified:
-                party = party_of(s, identity_of(s.certificate, ctx.trust))
-                problems = _signer_certificate_findings(ctx, s, extra, not_checked)
-                late = [] if problems else signing_time_problems(party, at, MAX_SIGNING_SKEW)
-                findings += problems + [RuleFinding(R_SIGNING_TIME.id, m) for m in late]
-                if not problems and not late and party not in signers:
-                    signers.append(party)
+        signers, signer_findings = submission_signers(
+            files,
+            lambda cert: identity_of(cert, ctx.trust),
+            lambda signer, extra: _signer_certificate_findings(ctx, signer, extra, not_checked),
+        )
+        findings += signer_findings
         if rows:
             current_of = _current_associations(ctx, not_checked)
             judged, associations = judge_rows(rows, signers, request, current_of, at, MAX_SIGNING_SKEW)

@@ -14,28 +14,26 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cryptography import x509
+
 from verifier.cpl_verify import (
     R_CERTIFICATE,
     R_PUBLISHER_CRL,
-    R_SIGNING_TIME,
     REPORT_FILES,
     Association,
-    CMSError,
+    CmsSigner,
     Identity,
-    Party,
     Request,
     SubmissionError,
     SubmissionFiles,
     collapse_findings,
     judge_rows,
-    party_of,
     read_submission,
     signer_lines,
     signer_summary,
-    signing_time_problems,
     submission_inputs,
+    submission_signers,
     symlink_finding,
-    verify_cms_detached,
 )
 from verifier.cpl_verify import RuleFinding as Finding
 
@@ -93,26 +91,16 @@ class Decision:
         return not self.findings and bool(self.entries)
 
 
-def _signers(files: SubmissionFiles, ctx: TrustContext, at: dt.datetime, findings: list[Finding]) -> list[Party]:
-    """Every signer whose signature (Z4.1-signature, Z4.2-cms-profile), signing time and certificate pass."""
-    valid: dict[str, Party] = {}
-    for name, data in sorted(files.signatures.items()):
-        try:
-            signers, extra = verify_cms_detached(data, files.sheet, name)
-        except CMSError as exc:
-            findings.append(Finding(exc.rule, str(exc)))
-            continue
-        for s in signers:
-            who = identity(s.certificate, ctx.profile)
-            party = party_of(s, Identity(who.organisation, who.organisation_id, who.role))
-            problems = check_certificate(s.certificate, extra, ctx)[1]
-            rule = {"revocation": R_PUBLISHER_CRL.id}
-            findings.extend(Finding(rule.get(p.check, R_CERTIFICATE.id), f"{s.where}: {p.message}") for p in problems)
-            late = [] if problems else signing_time_problems(party, at, ctx.signing_skew)
-            findings.extend(Finding(R_SIGNING_TIME.id, m) for m in late)
-            if not late and not problems:
-                valid.setdefault(party.certificate_sha256, party)
-    return list(valid.values())
+def _certificate_findings(ctx: TrustContext, signer: CmsSigner, extra: list[x509.Certificate]) -> list[Finding]:
+    """Rule Z4.3a-certificate against the publication's anchors and its own CRLs (P-current-crl if stale)."""
+    problems = check_certificate(signer.certificate, extra, ctx)[1]
+    rule = {"revocation": R_PUBLISHER_CRL.id}
+    return [Finding(rule.get(p.check, R_CERTIFICATE.id), f"{signer.where}: {p.message}") for p in problems]
+
+
+def _identify(ctx: TrustContext, cert: x509.Certificate) -> Identity:
+    who = identity(cert, ctx.profile)
+    return Identity(who.organisation, who.organisation_id, who.role)
 
 
 def association_entry(
@@ -155,7 +143,10 @@ def evaluate(files: SubmissionFiles, ctx: TrustContext, index: AssociationIndex,
     at = approved_at.replace(microsecond=0)  # as logged: audit judges the entry at exactly this time
     decision = Decision(files.submission_id, inputs=files.digests())
     request, rows, findings = submission_inputs(files)
-    signers = _signers(files, ctx, at, findings)
+    signers, signer_findings = submission_signers(
+        files, lambda cert: _identify(ctx, cert), lambda signer, extra: _certificate_findings(ctx, signer, extra)
+    )
+    findings += signer_findings
     decision.signers = [signer_summary(p) for p in signers]
 
     def current_of(model: tuple[str, str, str, str]) -> tuple[int, str] | None:
