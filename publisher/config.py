@@ -11,6 +11,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from verifier.cpl_verify import MAX_SIGNING_SKEW
+
 from .pki.policy import PolicyRules
 
 CONFIG_NAME = "publisher.toml"
@@ -244,8 +246,11 @@ def parse(text: str, root: Path) -> Config:
     if not isinstance(intake, dict):
         raise ConfigError("[intake] must be a table")
     skew = _number(intake, "signing_time_skew_seconds", "[intake]", DEFAULT_SIGNING_SKEW_SECONDS)
-    if not 0 <= skew <= 86400:
-        raise ConfigError("[intake]: 'signing_time_skew_seconds' must be between 0 and 86400")
+    if not 0 <= skew <= MAX_SIGNING_SKEW.total_seconds():
+        raise ConfigError(
+            f"[intake]: 'signing_time_skew_seconds' must be between 0 and {MAX_SIGNING_SKEW.total_seconds():.0f} "
+            "(the rules' largest clock skew: audit judges every entry by it)"
+        )
     return Config(
         root=root,
         origin=origin,

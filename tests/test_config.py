@@ -354,7 +354,11 @@ BAD = {
     "intake-not-table": ('intake = "x"\n' + doc(), "[intake] must be a table"),
     "skew-negative": (
         doc(extra="[intake]\nsigning_time_skew_seconds = -1\n"),
-        "'signing_time_skew_seconds' must be between 0 and 86400",
+        "'signing_time_skew_seconds' must be between 0 and 300",
+    ),
+    "skew-above-the-rules": (
+        doc(extra="[intake]\nsigning_time_skew_seconds = 301\n"),
+        "'signing_time_skew_seconds' must be between 0 and 300 (the rules' largest clock skew",
     ),
     "skew-text": (doc(extra='[intake]\nsigning_time_skew_seconds = "5m"\n'), "'signing_time_skew_seconds' must be"),
 }
