@@ -57,7 +57,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import asn1crypto
 import cryptography
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -65,11 +64,12 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 
 from publisher import fsio
 from publisher.config import Config, load
-from publisher.intake import certcheck, cms, run, spreadsheet, submission
+from publisher.intake import certcheck, run, submission
 from publisher.log_key import load_log_signer
 from publisher.pki import authority, crl_publish, keys, profile
 from publisher.pki.policy import Kind
 from publisher.tlog import TileLog
+from verifier import cpl_verify
 
 SITE_URL = "http://127.0.0.1:8000"
 ORIGIN = "bench.example/log"
@@ -96,8 +96,8 @@ HUB_TYPES = ("CHF", "GPF")
 PARTS: tuple[tuple[str, tuple[tuple[object, str], ...]], ...] = (
     ("trust context + log index", ((run, "trust_context"), (run, "index_of"))),
     ("read submission files", ((run, "read_submission"),)),
-    ("spreadsheet parsing", ((submission, "read_rows"),)),
-    ("CMS verification", ((submission, "verify_detached"),)),
+    ("spreadsheet parsing", ((cpl_verify, "read_sheet"),)),
+    ("CMS verification", ((cpl_verify, "verify_cms_detached"),)),
     ("certificate path validation", ((submission, "check_certificate"),)),
     ("evidence writing", ((fsio, "write_files"),)),
     ("log append", ((TileLog, "append"),)),
@@ -105,8 +105,8 @@ PARTS: tuple[tuple[str, tuple[tuple[object, str], ...]], ...] = (
 )
 # Parts of the parts, timed inclusively wherever they are called from.
 SUBPARTS: tuple[tuple[str, str, tuple[tuple[object, str], ...]], ...] = (
-    ("CMS verification", "ASN.1 parse (load_signed_data, x2 per .p7s)", ((cms, "load_signed_data"),)),
-    ("CMS verification", "digest + signature (_verify_signer_info)", ((cms, "_verify_signer_info"),)),
+    ("CMS verification", "DER parse (cms_certificates)", ((cpl_verify, "cms_certificates"),)),
+    ("CMS verification", "digest + signature (_verify_signer_info)", ((cpl_verify, "_verify_signer_info"),)),
     ("certificate path validation", "CRL checks (_revocation)", ((certcheck, "_revocation"),)),
 )
 OTHER = "other (request, identities, entries, index, ...)"
@@ -233,7 +233,7 @@ def make_setup(base: Path) -> Setup:
 
 def make_sheet(n: int, rows: int, manufacturer: Org, hubs: bool, tag: str) -> bytes:
     """Rows for submission ``n``: new device models, new image hashes."""
-    lines = [",".join(spreadsheet.COLUMNS)]
+    lines = [",".join(cpl_verify.SHEET_COLUMNS)]
     types = HUB_TYPES if hubs else METER_TYPES
     for r in range(rows):
         image = hashlib.sha256(f"bench image {tag}{n} {r}".encode()).hexdigest()
@@ -463,7 +463,6 @@ def bench(args: argparse.Namespace, base: Path) -> dict[str, Any]:
         "repeats": args.repeats,
         "python": platform.python_version(),
         "cryptography": cryptography.__version__,
-        "asn1crypto": asn1crypto.__version__,
         "openssl": openssl_version(),
         "cpus": os.cpu_count(),
         "p7s_bytes_mean": statistics.fmean(sig_sizes),
@@ -496,7 +495,7 @@ def render(r: dict[str, Any]) -> str:
     lines = [
         f"Intake benchmark: {n:,} signed submissions x {rows} rows ({r['dcc_endorsed']} endorsed by the DCC, "
         f"the rest by a supplier), {r['repeats']} timed runs",
-        f"Python {r['python']}, cryptography {r['cryptography']}, asn1crypto {r['asn1crypto']}, {r['openssl']}, "
+        f"Python {r['python']}, cryptography {r['cryptography']}, {r['openssl']}, "
         f"{r['cpus']} CPUs, load average {r['load_average'][0]:.2f} at the end",
         f".p7s {r['p7s_bytes_mean']:,.0f} B (DER; 2 SignerInfos, 2 certificates, P-256), "
         f".csv {r['sheet_bytes_mean']:,.0f} B; wall time from TileLog.open to its close",
@@ -645,8 +644,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.submissions < 1:
         parser.error("--submissions must be at least 1")
-    if not 1 <= args.rows <= spreadsheet.MAX_ROWS:
-        parser.error(f"--rows must be between 1 and {spreadsheet.MAX_ROWS}")
+    if not 1 <= args.rows <= cpl_verify.MAX_ROWS:
+        parser.error(f"--rows must be between 1 and {cpl_verify.MAX_ROWS}")
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
     if args.openssl_signed < 0 or args.sample < 0 or args.profile < 0:

@@ -757,7 +757,10 @@ def rogue_site(world: World, tmp_path_factory: pytest.TempPathFactory) -> tuple[
     entries = [json.loads(e) for e in world.entries()]
     e2, l1, e3, c1 = (entries[world.indices[k]] for k in ("e2", "l1", "e3", "c1"))
     silent = dict(e2, image_sha256=image_hash("e2-silent"))
-    smets1 = dict(l1, device_model=dict(l1["device_model"], model_id="L9"), endorser=e2["endorser"])
+    # A SMETS1 model, with evidence that the Supplier (not the DCC) endorsed: E2's spreadsheet and signatures.
+    smets1 = dict(
+        l1, device_model=dict(l1["device_model"], model_id="L9"), endorser=e2["endorser"], evidence=e2["evidence"]
+    )
     duplicate = dict(e3)
     wrong_sig = dict(c1, evidence=dict(c1["evidence"], signatures=e2["evidence"]["signatures"]))
     crafted = {"silent": silent, "smets1": smets1, "duplicate": duplicate, "wrong_sig": wrong_sig}
@@ -775,11 +778,15 @@ def test_attack_audit_finds_broken_rules(
     site, at = rogue_site
     r = cli("--site", site, "audit")
     assert r.code == 1
-    assert f"PROBLEM entry {at['silent']}: 4.3(b): the device model already had hash" in r.out
-    assert "replaces it silently" in r.out
-    assert f"PROBLEM entry {at['smets1']}: 4.3(c): endorsed by a Supplier, but this device model needs the DCC" in r.out
-    assert f"PROBLEM entry {at['duplicate']}: duplicate: this hash already was the model's current" in r.out
-    assert f"PROBLEM entry {at['wrong_sig']}: evidence: signature" in r.out and "messageDigest does not match" in r.out
+    silent = f"PROBLEM entry {at['silent']}: Z4.3b-replacement-ref: the device model already has hash"
+    assert silent in r.out
+    assert "; a replacement must name that index and its investigation" in r.out
+    smets1 = f"PROBLEM entry {at['smets1']}: Z4.3c-dcc-endorsement: a SMETS1 device model must be endorsed by the DCC"
+    assert f"{smets1}, not by Bright Energy Supply (ID 2001, Supplier)" in r.out
+    duplicate = f"PROBLEM entry {at['duplicate']}: Z4.3b-not-current: this hash is already the device model's current"
+    assert duplicate in r.out
+    wrong_sig = f"PROBLEM entry {at['wrong_sig']}: evidence: Z4.1-signature: signature"
+    assert wrong_sig in r.out and "messageDigest does not match the spreadsheet" in r.out
     assert f"PROBLEM entry {at['silent']}: evidence: the signed spreadsheet has no row" in r.out
     assert "AUDIT FAILED" in r.out
 
