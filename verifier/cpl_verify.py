@@ -14,6 +14,7 @@ site serves is checked against them.
     python cpl_verify.py --trust trust.json inclusion --file firmware.bin
     python cpl_verify.py --trust trust.json --state ~/.cpl consistency
     python cpl_verify.py --trust trust.json audit                # the whole log, every entry's evidence
+    python cpl_verify.py --trust trust.json check-submission DIR # a manufacturer's pre-check: intake's verdict
 
 Exit codes: 0 yes, 1 verification failed, 2 usage, network or I/O error, 3 verified but no (see --help).
 Fetching: --timeout bounds each request as a whole, --deadline the whole command
@@ -43,6 +44,9 @@ What is checked, and against what:
                verified by cryptography), signer certificates at approval time, the signed spreadsheet
                row and request, SEC Appendix Z 4.1/4.3(a)-(c) over the whole history, crl/v1 entries
                against the archived CRLs, every lookup/v1 commitment recomputed from the entries before it
+  check-submission  a submission folder, before it is sent: every submission rule, as intake runs it, with
+               the site's CRLs and log (without a site: the chains to the pinned roots, and "NOT CHECKED"
+               for revocation and 4.3(b)); exit 0 intake would accept it, 1 it would refuse it (by rule ID)
 """
 
 from __future__ import annotations
