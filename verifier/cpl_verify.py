@@ -4052,8 +4052,8 @@ R_REPLACEMENT_INDEX = Rule(
 R_PUBLISHER_CRL = Rule(
     "P-current-crl",
     "Publisher state (not the submitter's)",
-    "The publisher holds a current, verifying CRL of every CA in a signer's chain; if not, the submission is "
-    "checked again on the next run.",
+    "The publisher holds (and its site serves) a current, verifying CRL of every CA in a signer's chain; "
+    "intake checks a submission refused for want of one again on its next run.",
 )
 RULES: tuple[Rule, ...] = (
     R_FOLDER,
@@ -4238,16 +4238,17 @@ def signing_time_problems(party: Party, at: datetime, skew: timedelta) -> list[s
     when = party.signing_time
     if when is None:
         return []
+    who = f"{party.where} ({party.named()})" if party.where else party.named()
     out = []
     if when > at + min(skew, MAX_SIGNING_SKEW):
         allowed = min(skew, MAX_SIGNING_SKEW).total_seconds()
         out.append(
-            f"{party.where or party.named()}: signed at {_iso_z(when)}, later than the approval time {_iso_z(at)} "
+            f"{who}: signed at {_iso_z(when)}, later than the approval time {_iso_z(at)} "
             f"(at most {allowed:.0f} s of clock skew is allowed): correct the signer's clock and sign again"
         )
     if party.valid_from is not None and party.valid_to is not None and not party.valid_from <= when <= party.valid_to:
         out.append(
-            f"{party.where or party.named()}: the certificate was not valid at the signing time {_iso_z(when)} "
+            f"{who}: the certificate was not valid at the signing time {_iso_z(when)} "
             f"(valid {_iso_z(party.valid_from)} to {_iso_z(party.valid_to)})"
         )
     return out
@@ -4322,25 +4323,14 @@ def _not_current(a: Association, s: Situation) -> list[str]:
 
 
 def _replacement_ref(a: Association, s: Situation) -> list[str]:
-    if s.current is None or s.current[1] == a.row.image_hash or a.replaces is not None:
+    if s.current is None or s.current[1] == a.row.image_hash:
+        return []
+    if a.replaces is not None and a.replaces[0] == s.current[0]:
         return []
     return [
         f"the device model already has hash {s.current[1][:16]}... at log index {s.current[0]}; a replacement must "
         "name that index and its investigation"
     ]
-
-
-def _replacement_index(a: Association, s: Situation) -> list[str]:
-    if a.replaces is None or (s.current is not None and s.current[1] == a.row.image_hash):
-        return []
-    if s.current is None:
-        return [f"names log index {a.replaces[0]} as replaced, but the device model has no current association"]
-    if a.replaces[0] != s.current[0]:
-        return [
-            f"names log index {a.replaces[0]} as replaced, but the device model's current association is log index "
-            f"{s.current[0]}"
-        ]
-    return []
 
 
 #: The rules judged on each association, in the order findings are reported. Intake runs them on every row
@@ -4355,7 +4345,6 @@ ASSOCIATION_RULES: tuple[tuple[Rule, Callable[[Association, Situation], list[str
     (R_INDEPENDENT, _independent),
     (R_NOT_CURRENT, _not_current),
     (R_REPLACEMENT_REF, _replacement_ref),
-    (R_REPLACEMENT_INDEX, _replacement_index),
 )
 
 
@@ -4812,7 +4801,8 @@ def _cell_text(kind: str, value: str, column: str, row: int) -> tuple[str, RuleF
     if kind == CELL_FORMULA:
         return "", RuleFinding(R_ROW_VALUES.id, f"{column} is a formula; submit values only", row)
     if kind in (CELL_BOOL, CELL_ERROR):
-        return "", RuleFinding(R_ROW_VALUES.id, f"{column} is a {kind} cell; format the column as text", row)
+        what = "a boolean" if kind == CELL_BOOL else "an error"
+        return "", RuleFinding(R_ROW_VALUES.id, f"{column} is {what} cell; format the column as text", row)
     if kind == CELL_NUMBER and not _PLAIN_INTEGER.fullmatch(value):
         # 1.50 shows as typed but is stored as 1.5, and 0001 as 1: only a plain integer reads the same
         return "", RuleFinding(R_ROW_VALUES.id, f"{column} is the number {value}; format the column as text", row)
@@ -5319,19 +5309,19 @@ class Auditor:
         self.evidence_cache[key] = ev
         return ev
 
-    def check_evidence(
-        self, index: int, entry: dict[str, Any], ev: Evidence, approved: datetime
-    ) -> dict[str, Party | None]:
+    def check_evidence(self, index: int, entry: dict[str, Any], ev: Evidence, approved: datetime) -> dict[str, Party]:
         """The entry against its evidence: the signers and their certificates, the signed row and request.
-        Returns each party as the rules judge it (None: no valid signature by the certificate it names)."""
+        Returns each party as the rules judge it (as the entry claims it, where its signature is missing)."""
         for p in ev.problems:
             self.problem(index, p)
-        parties: dict[str, Party | None] = {}
+        parties: dict[str, Party] = {}
         for party in ("manufacturer", "endorser"):
             p = entry[party]
             signer = ev.signers.get(p["certificate_sha256"])
             if signer is None:
-                parties[party] = None
+                # The rules still judge what the entry claims; the missing signature is this problem (or the
+                # evidence problems above), once.
+                parties[party] = Party(p["organisation"], p["organisation_id"], p["role"], p["certificate_sha256"])
                 if ev.signers or not ev.problems:
                     self.problem(
                         index,
