@@ -1171,17 +1171,20 @@ def endorser_signed_before_validity(kit: Kit) -> Crafted:
     return Crafted([e], sub.files, [line])
 
 
-#: The start of a problem line about an entry's endorser's certificate: a rule it breaks, and (P-current-crl) its
-#: revocation that the site's CRLs cannot tell.
-ENDORSER_CERT = "PROBLEM entry 0: Z4.3a-certificate: endorser certificate:"
-UNKNOWN_REVOCATION = "PROBLEM entry 0: P-current-crl: endorser certificate:"
+DCC = "Smart DCC Ltd (ID 9001, DCC)"
+
+
+def signer_cert(sub: Submission, rule: str = "Z4.3a-certificate", n: int = -1, who: str = DCC) -> str:
+    """The start of a problem line about the certificate of the signer of ``sub``'s signature file ``n`` (by
+    default the endorser's, the last): the rule it breaks (P-current-crl: revocation the site's CRLs cannot tell)."""
+    return f"PROBLEM entry 0: {rule}: signature {sha(sub.signatures[n])[:12]} signer 1 ({who}):"
 
 
 @refused("certificate-not-valid-at-the-approval")
 def expired(kit: Kit) -> Crafted:
     sub, e = _edited(kit, drop_attr("signing_time"), "triage-expired", "triage-expired", "CHF")
     cert = describe_cert(kit["triage-expired"].cert)
-    line = f"{ENDORSER_CERT} {cert} was not valid at the approval time {e['approved_at']}"
+    line = f"{signer_cert(sub)} {cert} was not valid at the approval time {e['approved_at']}"
     return Crafted([e], sub.files, [line])
 
 
@@ -1198,7 +1201,7 @@ def _dcc_endorsed(kit: Kit, endorser: str, extra: Sequence[x509.Certificate] = (
 def self_signed(kit: Kit) -> Crafted:
     sub, e = _dcc_endorsed(kit, "dcc-self-signed")
     cert = describe_cert(kit["dcc-self-signed"].cert)
-    line = f"{ENDORSER_CERT} {cert} does not chain to a pinned IKI root: {cert} is self-signed and not a pinned IKI "
+    line = f"{signer_cert(sub)} {cert} does not chain to a pinned IKI root: {cert} is self-signed and not a pinned IKI "
     line += "root"
     return Crafted([e], sub.files, [line])
 
@@ -1207,7 +1210,7 @@ def self_signed(kit: Kit) -> Crafted:
 def no_eku(kit: Kit) -> Crafted:
     sub, e = _dcc_endorsed(kit, "dcc-no-eku")
     cert = describe_cert(kit["dcc-no-eku"].cert)
-    line = f"{ENDORSER_CERT} {cert} lacks the IKI extended key usage 1.3.6.1.4.1.55555.1.1"
+    line = f"{signer_cert(sub)} {cert} lacks the IKI extended key usage 1.3.6.1.4.1.55555.1.1"
     return Crafted([e], sub.files, [line])
 
 
@@ -1215,7 +1218,7 @@ def no_eku(kit: Kit) -> Crafted:
 def no_crl(kit: Kit) -> Crafted:
     sub, e = _dcc_endorsed(kit, "dcc-unlisted-ca", [kit.unpublished_ca])
     cert = describe_cert(kit["dcc-unlisted-ca"].cert)
-    line = f"{UNKNOWN_REVOCATION} {cert} names no CRL on this site; revocation cannot be checked"
+    line = f"{signer_cert(sub, 'P-current-crl')} {cert} names no CRL on this site; revocation cannot be checked"
     return Crafted([e], sub.files, [line])
 
 
@@ -1223,7 +1226,8 @@ def no_crl(kit: Kit) -> Crafted:
 def crl_elsewhere(kit: Kit) -> Crafted:
     sub, e = _dcc_endorsed(kit, "dcc-crl-elsewhere")
     cert = describe_cert(kit["dcc-crl-elsewhere"].cert)
-    line = f"{UNKNOWN_REVOCATION} revocation of {cert} cannot be checked: the CRL of nosuch is unavailable: CRL of "
+    line = f"{signer_cert(sub, 'P-current-crl')} revocation of {cert} cannot be checked: the CRL of nosuch is "
+    line += "unavailable: CRL of "
     line += "nosuch: … /crl/nosuch.crl does not exist"
     return Crafted([e], sub.files, [line])
 
@@ -1234,13 +1238,13 @@ def crl_stale(kit: Kit) -> Crafted:
     past = authority.now_utc() - dt.timedelta(days=30)
     stale = kit.world.crl(7, past, past + dt.timedelta(days=7))
     line = (
-        "PROBLEM entry 0: P-current-crl: {} certificate: revocation of {} cannot be checked: the CRL of ica is "
+        "{} revocation of {} cannot be checked: the CRL of ica is "
         f"stale: it expired 23 days ago (nextUpdate {iso(past + dt.timedelta(days=7))}); do not rely on it. "
         "Revocations made since may be missing."
     )
     expect = [
-        line.format(who, describe_cert(kit[label].cert))
-        for who, label in [("manufacturer", "acme"), ("endorser", "dcc")]
+        line.format(signer_cert(sub, "P-current-crl", n, who), describe_cert(kit[label].cert))
+        for n, who, label in [(0, ACME, "acme"), (1, DCC, "dcc")]
     ]
     return Crafted([e], sub.files, expect, tamper=lambda site: swap(site, "crl/ica.crl", stale))
 
@@ -1254,7 +1258,7 @@ def revoked(kit: Kit) -> Crafted:
     sub, e = _dcc_endorsed(kit, "triage-revoked")
     e["approved_at"] = iso(entry.revocation_date_utc + dt.timedelta(minutes=1))
     line = (
-        f"{ENDORSER_CERT} the certificate of Smart DCC Ltd (serial {cert.serial_number:x}) was revoked on "
+        f"{signer_cert(sub)} the certificate of Smart DCC Ltd (serial {cert.serial_number:x}) was revoked on "
         f"{iso(entry.revocation_date_utc)} (keyCompromise), before this approval at {e['approved_at']}"
     )
     return Crafted([e], sub.files, [line])
@@ -1307,7 +1311,7 @@ def signer_duplicated_extensions(kit: Kit) -> Crafted:
     sub = Submission(sheet, json.dumps(REQUEST).encode(), [sign(sheet, [kit["acme"]]), endorsement])
     e = association(kit, sub, r, endorser="dcc")
     e["endorser"]["certificate_sha256"] = odd.fingerprint(hashes.SHA256()).hex()
-    line = f"{ENDORSER_CERT} {describe_cert(odd)} has malformed extensions ("
+    line = f"{signer_cert(sub)} {describe_cert(odd)} has malformed extensions ("
     return Crafted([e], sub.files, [line])
 
 
@@ -1317,7 +1321,7 @@ def intermediate_duplicated_extensions(kit: Kit) -> Crafted:
     odd = duplicated_extensions(kit.unpublished_ca)
     sub, e = _dcc_endorsed(kit, "dcc-unlisted-ca", [odd])
     sub2, e2 = good(kit, "M2")
-    line = f"{ENDORSER_CERT} {describe_cert(odd)} has malformed extensions (Duplicate"
+    line = f"{signer_cert(sub)} {describe_cert(odd)} has malformed extensions (Duplicate"
     return Crafted([e, e2], [*sub.files, *sub2.files], [line])
 
 

@@ -54,7 +54,7 @@ from publisher.demo import trust_of
 from publisher.intake.associations import AssociationIndex, canonical_json
 from publisher.intake.submission import association_entry
 from publisher.log_key import load_log_signer
-from publisher.pki import authority, crl_publish
+from publisher.pki import authority, crl_publish, revocation
 from publisher.pki.profile import identity
 from publisher.site.export import export_tree
 from publisher.tlog import TileLog
@@ -1323,7 +1323,7 @@ def force_log(pub: Pub, folder: Path, now: dt.datetime) -> bool:
         who = identity(cert, pub.config.profile)
         return VIdentity(who.organisation, who.organisation_id, who.role)
 
-    signers, _ = submission_signers(files, identify, lambda signer, extra: [])
+    signers, _ = submission_signers(files, identify, lambda signer, extra: [], now, MAX_SIGNING_SKEW)
     index = AssociationIndex.from_entries(pub.raw_entries())
 
     def current_of(model: tuple[str, str, str, str]) -> tuple[int, str] | None:
@@ -1410,8 +1410,8 @@ def test_the_pre_check_without_a_site_says_what_it_did_not_check(
     capsys.readouterr()
     code = verify_main(["check-submission", str(folder), "--trust", str(trust)])
     text = capsys.readouterr().out
-    assert code == 0, text
-    assert "intake at " in text and "would ACCEPT it" in text
+    assert code == 3, text  # nothing refused, but not a yes: some rules could not be judged
+    assert "intake at " in text and "would ACCEPT it, IF the checks not run pass" in text
     assert "NOT CHECKED: revocation of" in text
     assert "NOT CHECKED: 4.3(b): the device models' current associations (no --site" in text
     assert "  Manufacturer: Acme Meters (ID 1001)" in text
@@ -1642,3 +1642,109 @@ def test_a_rejection_report_says_who_signed_in_which_role(pub: Pub, world: World
         "MP168-independent-endorsement: endorsed by the manufacturer's own organisation (Acme Meters (ID 1001, "
         "Supplier))" in text
     )
+
+
+# -- found in review: intake and audit must not disagree, and the inbox must not be able to stall intake ------
+
+
+def audit_of(pub: Pub, now: dt.datetime, tmp: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    site, trust = tmp / "site", tmp / "trust.json"
+    shutil.rmtree(site, ignore_errors=True)
+    export_tree(pub.config, site, stamp)
+    trust.write_text(json.dumps(trust_of(pub.config)))
+    capsys.readouterr()
+    code = verify_main(["audit", "--trust", str(trust), "--site", str(site), "--now", stamp])
+    return code, capsys.readouterr().out
+
+
+def test_a_registered_revocation_counts_before_any_crl_carries_it(pub: Pub) -> None:
+    """``cpl-publisher intake`` between ``revoke`` and the next CRL: the approval would fail every later audit."""
+    revocation.revoke(pub.config, "ica", pub.world["acme"].cert.serial_number, "keyCompromise")
+    folder = pub.submit("rv", [row("RV-1")])
+    report = pub.run()
+    assert report.accepted == {}
+    assert "Z4.3a-certificate" in checks_of(folder)
+    assert "was revoked on" in (folder / "rejection.txt").read_text()
+
+
+def test_every_signerinfo_signing_time_is_judged_whichever_file_comes_first(
+    pub: Pub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One certificate signs twice, once dated two days ahead: intake, the pre-check and audit all refuse."""
+    folder = pub.folder("dup")
+    sheet = folder / "sheet.csv"
+    sheet.write_bytes(csv_bytes([row("DUP-1")]))
+    maker, supplier = pub.world["acme"], pub.world["supplier"]
+    first = tmp_path / "m.p7s"
+    cms_sign(sheet, maker, first)
+    cms_resign(first, sheet, supplier, folder / "a.p7s")
+    ahead = authority.now_utc().replace(microsecond=0) + dt.timedelta(days=2)
+    later = edit_signed_attrs(first.read_bytes(), maker, set_attr("signing_time", acms.Time({"utc_time": ahead})))
+    (folder / "z.p7s").write_bytes(later)
+    write_request(folder, GOOD_REQUEST)
+    now = authority.now_utc().replace(microsecond=0)
+    pre = pre_check(pub, folder, now, tmp_path, capsys)
+    report = pub.run(now=now)
+    assert report.accepted == {}
+    assert {f.rule for f in report.rejected["dup"]} == {"Z4.3a-signing-time"}
+    assert {f["rule"] for f in pre["result"]["findings"]} == {"Z4.3a-signing-time"}
+    assert force_log(pub, folder, now)
+    code, out = audit_of(pub, now, tmp_path, capsys)
+    assert code == 1 and "Z4.3a-signing-time: signature" in out and "later than the approval time" in out
+
+
+def test_audit_judges_every_signer_not_only_the_two_logged(
+    pub: Pub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A third signature, by a revoked certificate: intake refuses, and so does the audit of a log holding it."""
+    folder = pub.submit("xr", [row("XR-1")])
+    cms_sign(folder / "sheet.csv", pub.world["supplier-revoked"], folder / "zz-extra.p7s")
+    now = authority.now_utc().replace(microsecond=0) + dt.timedelta(seconds=2)  # after the revocation's second
+    assert "Z4.3a-certificate" in {f.rule for f in pub.run(now=now).rejected["xr"]}
+    assert force_log(pub, folder, now)
+    code, out = audit_of(pub, now, tmp_path, capsys)
+    assert code == 1 and "PROBLEM entry 0: Z4.3a-certificate: signature" in out and "was revoked on" in out, out
+
+
+@pytest.mark.parametrize("kind", ["link", "folder", "fifo"])
+def test_a_report_name_that_is_not_a_regular_file_is_refused_without_stalling_intake(
+    pub: Pub, tmp_path: Path, kind: str
+) -> None:
+    folder = pub.submit("rp", [row("RP-1")])
+    outside = tmp_path / "outside.json"
+    outside.write_text(json.dumps({"inputs": None}))
+    report_path = folder / "rejection.json"
+    if kind == "link":
+        report_path.symlink_to(outside)
+    elif kind == "folder":
+        report_path.mkdir()
+    else:
+        os.mkfifo(report_path)
+    report = pub.run()  # returns: a FIFO is never opened for a blocking read
+    assert report.accepted == {}
+    rules = {f.rule for f in report.rejected["rp"]}
+    assert rules >= ({"Z4.2-no-links"} if kind == "link" else {"Z4.2-folder"})
+    assert outside.read_text() == json.dumps({"inputs": None})  # nothing written through the link
+
+
+def test_a_reused_submission_id_with_new_evidence_is_judged_not_taken_as_logged(pub: Pub) -> None:
+    pub.submit("S", [row("RU-1")])
+    assert pub.run().accepted == {"S": [0]}
+    replaced = {**GOOD_REQUEST, "replacements": [{"replaces_index": 0, "investigation_ref": "INV-1"}]}
+    pub.submit("T", [row("RU-1", image_hash=image_hash("RU-1 v2"))], request=replaced)
+    assert pub.run().accepted == {"T": [1]}
+    again = {**GOOD_REQUEST, "replacements": [{"replaces_index": 1, "investigation_ref": "INV-2"}]}
+    pub.submit("S", [row("RU-1")], request=again)  # the same spreadsheet as S, a new request
+    report = pub.run()
+    assert report.completed == [] and report.accepted == {"S": [2]}
+    assert pub.entries()[2]["replaces"] == {"index": 1, "investigation_ref": "INV-2"}
+
+
+def test_the_pre_check_names_the_folder_it_was_given_as_dot(
+    pub: Pub, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = pub.submit("S7", [row("DOT-1")])
+    monkeypatch.chdir(folder)
+    out = pre_check(pub, Path("."), authority.now_utc().replace(microsecond=0), tmp_path, capsys)
+    assert out["result"]["submission_id"] == "S7" and out["result"]["verdict"] == "accept", out["result"]

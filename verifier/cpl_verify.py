@@ -46,7 +46,8 @@ What is checked, and against what:
                against the archived CRLs, every lookup/v1 commitment recomputed from the entries before it
   check-submission  a submission folder, before it is sent: every submission rule, as intake runs it, with
                the site's CRLs and log (without a site: the chains to the pinned roots, and "NOT CHECKED"
-               for revocation and 4.3(b)); exit 0 intake would accept it, 1 it would refuse it (by rule ID)
+               for revocation and 4.3(b)); exit 0 intake would accept it, 1 it would refuse it (by rule ID),
+               3 nothing is refused but some rule could not be judged (each named NOT CHECKED)
 """
 
 from __future__ import annotations
@@ -1956,6 +1957,20 @@ def _check_critical(cert: x509.Certificate) -> None:
             raise ChainError(f"{describe_cert(cert)} has an unrecognised critical extension {ext.oid.dotted_string}")
 
 
+MIN_RSA_BITS = 2048
+
+
+def _check_algorithms(cert: x509.Certificate) -> None:
+    """No RSA key under 2048 bits (the Web PKI's floor, which IKI keys clear). (A SHA-1 or MD5 signature
+    never verifies: ``cryptography`` refuses those algorithms.)"""
+    try:
+        key = cert.public_key()
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise ChainError(f"{describe_cert(cert)} has a public key that cannot be used ({exc})") from exc
+    if isinstance(key, rsa.RSAPublicKey) and key.key_size < MIN_RSA_BITS:
+        raise ChainError(f"{describe_cert(cert)} has a {key.key_size}-bit RSA key; at least {MIN_RSA_BITS} is required")
+
+
 def build_chain(
     cert: x509.Certificate,
     candidates: Sequence[x509.Certificate],
@@ -1992,9 +2007,12 @@ def build_chain(
             if bc is None or not bc.ca:
                 reasons.append(f"{describe_cert(issuer)} is not a CA certificate")
                 continue
+            if not issuer.extensions.get_extension_for_class(x509.BasicConstraints).critical:
+                reasons.append(f"{describe_cert(issuer)} has a non-critical basicConstraints (RFC 5280 4.2.1.9)")
+                continue
             ku = _ext(issuer, x509.KeyUsage)
-            if ku is not None and not ku.key_cert_sign:
-                reasons.append(f"{describe_cert(issuer)} may not sign certificates (keyUsage)")
+            if ku is None or not ku.key_cert_sign:
+                reasons.append(f"{describe_cert(issuer)} may not sign certificates (keyUsage keyCertSign)")
                 continue
             below = sum(1 for c in chain[1:] if c.subject != c.issuer)  # CA certificates below the issuer
             if bc.path_length is not None and below > bc.path_length:
@@ -2009,12 +2027,14 @@ def build_chain(
         return None
 
     _check_critical(cert)
+    _check_algorithms(cert)
     chain = extend([cert])
     if chain is None:
         detail = "; ".join(dict.fromkeys(reasons)) or "no path"
         raise ChainError(f"{describe_cert(cert)} does not chain to a pinned IKI root: {detail}")
     for c in chain[1:]:
         _check_critical(c)
+        _check_algorithms(c)
     return chain
 
 
@@ -4265,7 +4285,7 @@ def _creator_signature(a: Association, s: Situation) -> list[str]:
 
 def _image_creator(a: Association, s: Situation) -> list[str]:
     m = a.manufacturer
-    if m is None or m.organisation_id == a.row.manufacturer_id:
+    if m is None or organisation_key(m.organisation_id) == organisation_key(a.row.manufacturer_id):
         return []
     return [
         f"the manufacturer signature is by {m.organisation} (ID {m.organisation_id}), not by the manufacturer the "
@@ -4299,20 +4319,11 @@ def _smets1_dcc(a: Association, s: Situation) -> list[str]:
 
 def _independent(a: Association, s: Situation) -> list[str]:
     m, e = a.manufacturer, a.endorser
-    if m is None or e is None or m.organisation_id != e.organisation_id:
+    if m is None or e is None or organisation_key(m.organisation_id) != organisation_key(e.organisation_id):
         return []
     return [
         f"endorsed by the manufacturer's own organisation ({e.named()}); the endorsement must come from another "
         "organisation"
-    ]
-
-
-def _signing_times(a: Association, s: Situation) -> list[str]:
-    return [
-        p
-        for party in (a.manufacturer, a.endorser)
-        if party is not None
-        for p in signing_time_problems(party, s.at, s.skew)
     ]
 
 
@@ -4338,7 +4349,6 @@ def _replacement_ref(a: Association, s: Situation) -> list[str]:
 ASSOCIATION_RULES: tuple[tuple[Rule, Callable[[Association, Situation], list[str]]], ...] = (
     (R_CREATOR_SIGNATURE, _creator_signature),
     (R_IMAGE_CREATOR, _image_creator),
-    (R_SIGNING_TIME, _signing_times),
     (R_SUPPLIER_ENDORSEMENT, _supplier_endorsement),
     (R_HUB_ENDORSEMENT, _hub_endorsement),
     (R_SMETS1_DCC, _smets1_dcc),
@@ -4381,15 +4391,17 @@ def choose_parties(rows: Sequence[SheetRow], signers: Sequence[Party]) -> tuple[
     so the rules can say whose it is, else none). A row's endorser is a signer of the role it needs
     from another organisation, else the nearest candidate (for the rules to name), else none.
     """
-    named = {r.manufacturer_id for r in rows}
+    named = {organisation_key(r.manufacturer_id) for r in rows}
     makers = [p for p in signers if p.role == MANUFACTURER]
-    creator = next((p for p in makers if p.organisation_id in named), makers[0] if makers else None)
+    creator = next((p for p in makers if organisation_key(p.organisation_id) in named), makers[0] if makers else None)
     others = [p for p in signers if p is not creator]
-    own = creator.organisation_id if creator is not None else None
+    own = organisation_key(creator.organisation_id) if creator is not None else None
     endorsers: dict[int, Party | None] = {}
     for r in rows:
         wanted = DCC if r.needs_dcc else SUPPLIER
-        ranked = sorted(others, key=lambda p: (p.role != wanted, p.organisation_id == own, p.role == MANUFACTURER))
+        ranked = sorted(
+            others, key=lambda p: (p.role != wanted, organisation_key(p.organisation_id) == own, p.role == MANUFACTURER)
+        )
         endorsers[r.row] = ranked[0] if ranked else None
     return creator, endorsers
 
@@ -4467,9 +4479,12 @@ def submission_signers(
     files: SubmissionFiles,
     identify: Callable[[x509.Certificate], Identity],
     certificate_findings: Callable[[CmsSigner, list[x509.Certificate]], list[RuleFinding]],
+    at: datetime,
+    skew: timedelta,
 ) -> tuple[list[Party], list[RuleFinding]]:
     """Every signer whose signature verifies over the spreadsheet (Z4.2-cms-profile, Z4.1-signature), and the
-    findings, with ``certificate_findings`` judging each certificate (Z4.3a-certificate, P-current-crl).
+    findings: every SignerInfo's signing time at ``at`` (Z4.3a-signing-time), and ``certificate_findings`` on
+    each certificate once (Z4.3a-certificate, P-current-crl).
 
     Signers whose certificates pass come first, so the rules choose them; one whose certificate fails still
     counts as a party (it signed), and the submission is refused by its certificate's finding."""
@@ -4484,6 +4499,7 @@ def submission_signers(
             continue
         for s in verified:
             party = party_of(s, identify(s.certificate))
+            findings += [RuleFinding(R_SIGNING_TIME.id, m) for m in signing_time_problems(party, at, skew)]
             if party.certificate_sha256 in good or party.certificate_sha256 in flawed:
                 continue
             problems = certificate_findings(s, extra)
@@ -4568,70 +4584,134 @@ class SubmissionFiles:
         files = {self.sheet_name: self.sheet, "request.json": self.request, **self.signatures}
         return {name: hashlib.sha256(data).hexdigest() for name, data in sorted(files.items())}
 
+    def evidence_key(self) -> tuple[str, ...]:
+        """The SHA-256 of the spreadsheet, the request and (sorted) each signature: as a log entry's evidence."""
+        sha = [hashlib.sha256(d).hexdigest() for d in (self.sheet, self.request)]
+        return (*sha, *sorted(hashlib.sha256(d).hexdigest() for d in self.signatures.values()))
+
 
 def symlink_finding(path: Path) -> RuleFinding:
     """Rule Z4.2-no-links: the refusal of a symbolic link (a submission folder, or a file in one)."""
     return RuleFinding(R_NO_LINKS.id, f"{path.name} is a symbolic link; {_LINK_RULE}")
 
 
-def _read_no_follow(path: Path) -> bytes:
-    # O_NOFOLLOW: a file swapped for a link after it was checked is refused, not followed.
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    with os.fdopen(fd, "rb") as f:
-        return f.read()
+_DIR_FD = os.open in os.supports_dir_fd and hasattr(os, "O_DIRECTORY") and hasattr(os, "O_NOFOLLOW")
+
+
+class SafeFolder:
+    """A folder read without following links. Opened once, by descriptor where the platform can (every name is
+    then resolved in that folder, so swapping the folder for a link after it was opened changes nothing);
+    every file is opened without following a link or blocking on a FIFO, must be the regular file its
+    ``lstat`` showed, and is read up to a limit."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.stat = os.lstat(path)
+        if stat.S_ISLNK(self.stat.st_mode):
+            raise SubmissionError([symlink_finding(path)])
+        if not stat.S_ISDIR(self.stat.st_mode):
+            raise SubmissionError([RuleFinding(R_FOLDER.id, f"{path.name} is not a folder")])
+        self.fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW) if _DIR_FD else None
+
+    def __enter__(self) -> SafeFolder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def names(self) -> list[str]:
+        return sorted(os.listdir(self.fd if self.fd is not None else self.path))
+
+    def lstat(self, name: str) -> os.stat_result:
+        if self.fd is not None:
+            return os.stat(name, dir_fd=self.fd, follow_symlinks=False)
+        return os.lstat(self.path / name)
+
+    def read(self, name: str, limit: int) -> bytes:
+        """At most ``limit + 1`` bytes of the regular file ``name`` (so a caller sees that it is too big)."""
+        before = self.lstat(name)
+        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+        fd = os.open(name, flags, dir_fd=self.fd) if self.fd is not None else os.open(self.path / name, flags)
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (before.st_dev, before.st_ino):
+                raise OSError(f"{name} is not the regular file it was a moment ago")
+            return f.read(limit + 1)
+
+    def unchanged(self) -> bool:
+        """Whether the folder's path still names the folder opened (no link or other folder swapped in)."""
+        try:
+            now = os.lstat(self.path)
+        except OSError:
+            return False
+        return stat.S_ISDIR(now.st_mode) and (now.st_dev, now.st_ino) == (self.stat.st_dev, self.stat.st_ino)
 
 
 def read_submission(folder: Path) -> SubmissionFiles:
-    """Rules Z4.2-folder and Z4.2-no-links: read a submission folder (its reports aside), enforcing the
-    expected set of files and their size limits. Raises ``SubmissionError`` with every finding."""
+    """Rules Z4.2-folder and Z4.2-no-links: read a submission folder (see ``SafeFolder``), enforcing the
+    expected set of files and their size limits; its reports (``REPORT_FILES``) must be regular files too.
+    Raises ``SubmissionError`` with every finding."""
+    with SafeFolder(folder) as d:
+        return _read_submission(folder.absolute().name, d)
+
+
+def _read_submission(name: str, d: SafeFolder) -> SubmissionFiles:
     findings = []
-    if folder.is_symlink():
-        raise SubmissionError([symlink_finding(folder)])
-    if not _SUBMISSION_ID_RE.fullmatch(folder.name):
-        findings.append(RuleFinding(R_FOLDER.id, f"folder name {folder.name!r} is not a valid submission id"))
-    entries = sorted(p for p in folder.iterdir() if p.name not in REPORT_FILES)
-    if len(entries) > MAX_SUBMISSION_FILES:
+    if not _SUBMISSION_ID_RE.fullmatch(name):
+        findings.append(RuleFinding(R_FOLDER.id, f"folder name {name!r} is not a valid submission id"))
+    names = d.names()
+    if len([n for n in names if n not in REPORT_FILES]) > MAX_SUBMISSION_FILES:
         raise SubmissionError(
-            [RuleFinding(R_FOLDER.id, f"{len(entries)} files; at most {MAX_SUBMISSION_FILES} are expected")]
+            [RuleFinding(R_FOLDER.id, f"{len(names)} files; at most {MAX_SUBMISSION_FILES} are expected")]
         )
     sheets, sigs, request = [], {}, None
-    for p in entries:
-        if p.is_symlink():
-            findings.append(symlink_finding(p))
+    refused = set()  # files refused already: not also reported missing
+    for n in names:
+        st = d.lstat(n)
+        if stat.S_ISLNK(st.st_mode):
+            findings.append(symlink_finding(Path(n)))
+            refused.add(n)
             continue
-        if not p.is_file():
-            findings.append(RuleFinding(R_FOLDER.id, f"{p.name} is not a regular file"))
+        if not stat.S_ISREG(st.st_mode):
+            findings.append(RuleFinding(R_FOLDER.id, f"{n} is not a regular file"))
+            refused.add(n)
             continue
-        size = p.stat().st_size
-        lower = p.name.lower()
+        if n in REPORT_FILES:
+            continue
+        lower = n.lower()
         if lower.endswith((".xlsx", ".csv")):
             limit = MAX_SHEET_BYTES
         elif lower.endswith(".p7s"):
             limit = MAX_P7S_BYTES
-        elif p.name == "request.json":
+        elif n == "request.json":
             limit = MAX_REQUEST_BYTES
         else:
-            findings.append(RuleFinding(R_FOLDER.id, f"unexpected file {p.name!r}"))
+            findings.append(RuleFinding(R_FOLDER.id, f"unexpected file {n!r}"))
             continue
-        if size > limit:
-            findings.append(RuleFinding(R_FOLDER.id, f"{p.name} is {size} bytes; the limit is {limit}"))
+        data = d.read(n, limit)
+        if len(data) > limit:
+            findings.append(RuleFinding(R_FOLDER.id, f"{n} is more than {limit} bytes, the limit"))
+            refused.add(n)
             continue
-        data = _read_no_follow(p)
         if lower.endswith((".xlsx", ".csv")):
-            sheets.append((p.name, data))
+            sheets.append((n, data))
         elif lower.endswith(".p7s"):
-            sigs[p.name] = data
+            sigs[n] = data
         else:
             request = data
-    if len(sheets) != 1:
+    if len(sheets) != 1 and not (not sheets and any(n.lower().endswith((".xlsx", ".csv")) for n in refused)):
         findings.append(RuleFinding(R_FOLDER.id, f"expected one spreadsheet (.xlsx or .csv), found {len(sheets)}"))
-    if not sigs:
+    if not sigs and not any(n.lower().endswith(".p7s") for n in refused):
         findings.append(RuleFinding(R_FOLDER.id, "no signature (.p7s) file"))
-    if request is None:
+    if request is None and "request.json" not in refused:
         findings.append(RuleFinding(R_FOLDER.id, "request.json is missing"))
+    if not d.unchanged():
+        findings.append(RuleFinding(R_NO_LINKS.id, f"{name} was replaced while it was read"))
     if findings or request is None:
         raise SubmissionError(findings)
-    return SubmissionFiles(folder.name, sheets[0][0], sheets[0][1], sigs, request)
+    return SubmissionFiles(name, sheets[0][0], sheets[0][1], sigs, request)
 
 
 class SheetError(RuleError):
@@ -4662,6 +4742,12 @@ def clean_cell(value: str) -> str:
     if value.isascii() and value.isprintable():
         return value.strip()
     return "".join(c for c in value if unicodedata.category(c) not in ("Cc", "Cf")).strip()
+
+
+def organisation_key(organisation_id: str) -> str:
+    """An organisation ID as compared: cleaned, NFKC-normalised and case-folded, so ``1001``, ``1001 `` and a
+    fullwidth or zero-width-spaced ``1001`` are one organisation (never two that could endorse each other)."""
+    return unicodedata.normalize("NFKC", clean_cell(organisation_id)).casefold()
 
 
 def header_key(value: str) -> str:
@@ -4909,13 +4995,13 @@ class Evidence:
     """One submission's evidence, fetched and checked once for all its entries."""
 
     problems: list[str] = field(default_factory=list)
-    signers: dict[str, CmsSigner] = field(default_factory=dict)  # certificate SHA-256 -> signer
+    signers: dict[str, CmsSigner] = field(default_factory=dict)  # certificate SHA-256 -> its first SignerInfo
+    every: list[CmsSigner] = field(default_factory=list)  # every SignerInfo (one certificate may sign twice)
     identities: dict[str, Identity] = field(default_factory=dict)  # certificate SHA-256 -> subject identity
     certs: list[x509.Certificate] = field(default_factory=list)
     rows: set[SheetRow] = field(default_factory=set)  # the good rows, row numbers zeroed for comparison
     readable: bool = False
     request: Request | None = None  # None: unpublished or unreadable (a problem already says so)
-    replacements_judged: bool = False  # the request's replacements were judged at the submission's first entry
 
 
 _PARTY_KEYS = {"organisation", "organisation_id", "role", "certificate_sha256"}
@@ -5018,6 +5104,7 @@ class Auditor:
         self.revoked_later: set[str] = set()  # signer certificates revoked after their approvals
         self.counts = {"associations": 0, "crls": 0, "commitments": 0, "other": 0}
         self.lookup = Lookup()  # rebuilt from every entry: each lookup/v1 entry must commit to exactly it
+        self.submission: tuple[str, ...] = ()  # the submission (id and evidence) of the previous association
         self.structure_only = bool(getattr(ctx.args, "structure_only", False))
         self.max_shown = int(getattr(ctx.args, "max_problems", 1000))
 
@@ -5230,10 +5317,13 @@ class Auditor:
             self.problem(index, f"approved_at {entry['approved_at']} is in the future")
         ev = self.evidence(entry)
         parties = self.check_evidence(index, entry, ev, approved)
-        if ev.request is not None and ev.readable and not ev.replacements_judged:
-            # At the submission's first entry the log is as intake saw it: every replacement the signed request
+        e = entry["evidence"]
+        submission = (entry["submission_id"], e["spreadsheet"], e["request"], *sorted(e["signatures"]))
+        first = submission != self.submission
+        self.submission = submission
+        if ev.request is not None and ev.readable and first:
+            # At a submission's first entry the log is as intake saw it: every replacement the signed request
             # asks for must be the current association of one of the spreadsheet's device models.
-            ev.replacements_judged = True
             held = {m: self.current.get(m) for m in {r.device_model for r in ev.rows}}
             used = {c[0] for r in ev.rows if (c := held[r.device_model]) is not None and c[1] != r.image_hash}
             for finding in unused_replacements(ev.request.replacements, used):
@@ -5301,6 +5391,7 @@ class Auditor:
                     ev.problems.append(f"evidence: {exc.rule}: {exc}")
                     continue
                 ev.certs.extend(certs)
+                ev.every.extend(signers)
                 for s in signers:
                     fp = cert_sha256(s.certificate)
                     if fp not in ev.signers:
@@ -5338,11 +5429,7 @@ class Auditor:
                     f"{who.role}), not {claimed[0]} (ID {claimed[1]}, {claimed[2]})",
                 )
             parties[party] = party_of(signer, who)
-            problems, warnings = self.certificate_at(signer, p["certificate_sha256"], ev.certs, approved)
-            for f in problems:
-                self.problem(index, f"{f.rule}: {party} certificate: {f.message}")
-            for concerned, text in warnings:
-                self.warning(index, concerned, text)
+        self.check_signers(index, ev, approved)
         if ev.readable and row_of_entry(entry) not in ev.rows:
             self.problem(index, "evidence: the signed spreadsheet has no row for exactly this association")
         req = ev.request
@@ -5357,6 +5444,21 @@ class Auditor:
                     f"{rep['investigation_ref']}",
                 )
         return parties
+
+    def check_signers(self, index: int, ev: Evidence, approved: datetime) -> None:
+        """Rules Z4.3a-certificate and Z4.3a-signing-time on every signer of the evidence, as intake judges
+        them: each SignerInfo's signing time, each certificate at the approval time."""
+        for s in ev.every:
+            party = party_of(s, ev.identities[cert_sha256(s.certificate)])
+            for text in signing_time_problems(party, approved, MAX_SIGNING_SKEW):
+                self.problem(index, f"{R_SIGNING_TIME.id}: {text}")
+        for fp, s in ev.signers.items():
+            problems, warnings = self.certificate_at(s, fp, ev.certs, approved)
+            who = f"{s.where} ({party_of(s, ev.identities[fp]).named()})"
+            for f in problems:
+                self.problem(index, f"{f.rule}: {who}: {f.message}")
+            for concerned, text in warnings:
+                self.warning(index, concerned, text)
 
     def certificate_at(
         self, signer: CmsSigner, fp: str, extra: list[x509.Certificate], at: datetime
@@ -5564,6 +5666,8 @@ def cmd_check_submission(ctx: Context) -> int:
             files,
             lambda cert: identity_of(cert, ctx.trust),
             lambda signer, extra: _signer_certificate_findings(ctx, signer, extra, not_checked),
+            at,
+            MAX_SIGNING_SKEW,
         )
         findings += signer_findings
         if rows:
@@ -5572,10 +5676,13 @@ def cmd_check_submission(ctx: Context) -> int:
             findings += judged
     findings = collapse_findings(findings)
     accepted = not findings and bool(associations)
+    # Nothing refused, but a rule could not be judged (no site, an unproven lookup): not a yes.
+    verdict = "refuse" if not accepted else "accept-unchecked" if not_checked else "accept"
+    name = folder.absolute().name
     ctx.result.update(
         {
-            "submission_id": folder.name,
-            "verdict": "accept" if accepted else "refuse",
+            "submission_id": name,
+            "verdict": verdict,
             "findings": [f.to_json() for f in findings],
             "signers": [signer_summary(p) for p in signers],
             "associations": [
@@ -5591,7 +5698,8 @@ def cmd_check_submission(ctx: Context) -> int:
             "checked_at": _iso(at),
         }
     )
-    ctx.say(f"submission {folder.name}: intake at {_iso(at)} would {'ACCEPT' if accepted else 'REFUSE'} it")
+    said = {"accept": "ACCEPT it", "refuse": "REFUSE it", "accept-unchecked": "ACCEPT it, IF the checks not run pass"}
+    ctx.say(f"submission {name}: intake at {_iso(at)} would {said[verdict]}")
     for f in findings:
         ctx.say(f"  REFUSED by {f}")
     for line in signer_lines([signer_summary(p) for p in signers]):
@@ -5606,7 +5714,7 @@ def cmd_check_submission(ctx: Context) -> int:
         ctx.say(line)
     for what in not_checked:
         ctx.warn(f"NOT CHECKED: {what}")
-    return EXIT_OK if accepted else EXIT_FAILED
+    return {"accept": EXIT_OK, "refuse": EXIT_FAILED}.get(verdict, EXIT_NOT_APPROVED)
 
 
 # =====================================================================================================

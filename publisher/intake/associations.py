@@ -47,7 +47,8 @@ class AssociationIndex:
     """Which hash is current for each device model, and which submissions are already logged."""
 
     current: dict[ModelKey, Current] = field(default_factory=dict)
-    submissions: dict[str, str] = field(default_factory=dict)  # submission id -> spreadsheet sha256
+    # submission id -> the evidence of each logged submission of that id (spreadsheet, request, signatures)
+    submissions: dict[str, set[tuple[str, ...]]] = field(default_factory=dict)
     crls: dict[tuple[str, int], str] = field(default_factory=dict)  # (issuer, CRL number) -> sha256 of the DER
     lookup: Lookup = field(default_factory=Lookup)  # what the next lookup/v1 entry commits to
     size: int = 0
@@ -68,7 +69,9 @@ class AssociationIndex:
         self.current[model_key(entry)] = Current(index, str(entry["image_sha256"]))
         evidence = entry.get("evidence")
         if isinstance(evidence, dict):
-            self.submissions[str(entry.get("submission_id"))] = str(evidence.get("spreadsheet"))
+            signatures = evidence.get("signatures")
+            key = (str(evidence.get("spreadsheet")), str(evidence.get("request")), *sorted(map(str, signatures or [])))
+            self.submissions.setdefault(str(entry.get("submission_id")), set()).add(key)
 
     def add_raw(self, first: int, entries: Iterable[bytes]) -> None:
         """Account for raw log entries ``first``, ``first + 1``, ...; entries that are not JSON objects only count."""

@@ -1,5 +1,7 @@
-"""Checking a signer's certificate: chain to a configured IKI trust anchor, validity, key usage,
-extended key usage, and revocation on the publisher's own current CRLs. Pure: everything is passed in.
+"""Checking a signer's certificate against the publication's own trust material: the verifier's chain
+and profile checks (the same ``build_chain`` and ``check_end_entity`` that ``audit`` and ``cpl-verify``
+run) to a configured IKI trust anchor, then revocation on the publisher's own current CRLs and on the
+revocations it has registered but not yet published. Pure: everything is passed in.
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ from dataclasses import dataclass, field
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.x509 import verification as xv
-from cryptography.x509.oid import ObjectIdentifier
+
+from verifier.cpl_verify import ChainError, build_chain, check_end_entity
+from verifier.cpl_verify import describe_cert as describe
 
 from ..config import Profile
 
@@ -26,8 +29,9 @@ class CertProblem:
 class TrustContext:
     """What certificates are checked against.
 
-    ``chains`` caches path validation and revocation per certificate for one
-    intake run (the same few signer certificates sign most submissions).
+    ``registered`` holds the revocations in the registers, by issuer subject (DER) and serial: a revocation
+    counts from the moment it is registered, before a CRL carries it. ``chains`` caches path validation and
+    revocation per certificate for one intake run (the same few signer certificates sign most submissions).
     """
 
     anchors: tuple[x509.Certificate, ...]
@@ -36,35 +40,16 @@ class TrustContext:
     profile: Profile
     now: dt.datetime
     signing_skew: dt.timedelta = dt.timedelta(minutes=5)  # how far a signingTime may be ahead of ``now``
+    registered: dict[tuple[bytes, int], tuple[dt.datetime, str]] = field(default_factory=dict)
     chains: dict[tuple[bytes, ...], tuple[list[x509.Certificate], list[CertProblem]]] = field(
         default_factory=dict, compare=False, repr=False
     )
 
 
-def describe(cert: x509.Certificate) -> str:
-    """How messages name a certificate: subject and serial."""
-    return f"'{cert.subject.rfc4514_string()}' (serial {cert.serial_number:x})"
-
-
-def _ee_policy(profile: Profile) -> xv.ExtensionPolicy:
-    eku = ObjectIdentifier(profile.extended_key_usage)
-
-    def check_ku(policy: object, cert: x509.Certificate, ext: x509.KeyUsage | None) -> None:
-        if ext is None or not ext.digital_signature:
-            raise ValueError("keyUsage lacks digitalSignature")
-
-    def check_eku(policy: object, cert: x509.Certificate, ext: x509.ExtendedKeyUsage | None) -> None:
-        if ext is None or eku not in ext:
-            raise ValueError(f"extendedKeyUsage lacks {profile.extended_key_usage}")
-
-    return (
-        xv.ExtensionPolicy.permit_all()
-        .require_present(x509.KeyUsage, xv.Criticality.AGNOSTIC, check_ku)
-        .require_present(x509.ExtendedKeyUsage, xv.Criticality.AGNOSTIC, check_eku)
-    )
-
-
 def _revocation(cert: x509.Certificate, issuer: x509.Certificate, ctx: TrustContext) -> CertProblem | None:
+    held = ctx.registered.get((issuer.subject.public_bytes(), cert.serial_number))
+    if held is not None:
+        return CertProblem("revoked certificate", f"{describe(cert)} was revoked on {held[0]:%Y-%m-%d} ({held[1]})")
     crl = next((c for c in ctx.crls if c.issuer == issuer.subject), None)
     if crl is None:
         return CertProblem("revocation", f"no CRL of {describe(issuer)} is available to check {describe(cert)}")
@@ -111,20 +96,10 @@ def check_certificate(
 def _chain_and_revocation(
     cert: x509.Certificate, extra_intermediates: list[x509.Certificate], ctx: TrustContext
 ) -> tuple[list[x509.Certificate], list[CertProblem]]:
-    name = describe(cert)
-    problems: list[CertProblem] = []
-    builder = (
-        xv.PolicyBuilder()
-        .store(xv.Store(list(ctx.anchors)))
-        .time(ctx.now)
-        .extension_policies(ca_policy=xv.ExtensionPolicy.webpki_defaults_ca(), ee_policy=_ee_policy(ctx.profile))
-    )
     try:
-        chain = builder.build_client_verifier().verify(cert, [*ctx.intermediates, *extra_intermediates]).chain
-    except xv.VerificationError as exc:
-        return [], [CertProblem("certificate chain", f"{name} does not chain to a configured IKI trust anchor: {exc}")]
-    for child, issuer in itertools.pairwise(chain):
-        problem = _revocation(child, issuer, ctx)
-        if problem:
-            problems.append(problem)
+        chain = build_chain(cert, [*ctx.intermediates, *extra_intermediates], ctx.anchors, ctx.now)
+        check_end_entity(cert, ctx.profile.extended_key_usage)
+    except ChainError as exc:
+        return [], [CertProblem("certificate chain", f"{exc} (configured IKI trust anchors)")]
+    problems = [p for child, issuer in itertools.pairwise(chain) if (p := _revocation(child, issuer, ctx))]
     return list(chain), problems

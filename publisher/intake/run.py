@@ -18,12 +18,13 @@ from pathlib import Path
 
 from cryptography import x509
 
-from verifier.cpl_verify import R_FOLDER, R_PUBLISHER_CRL, R_SPREADSHEET
+from verifier.cpl_verify import R_FOLDER, R_PUBLISHER_CRL, R_SPREADSHEET, parse_iso
 
 from .. import fsio
 from ..config import Config
 from ..pki.authority import load_certificate, now_utc
 from ..pki.crl_publish import CRL_DIR
+from ..pki.registers import load_revocations
 from ..progress import Progress
 from ..tlog import LogReader, TileLog
 from ..transaction import OperationRefused
@@ -34,8 +35,10 @@ from .submission import (
     Decision,
     Finding,
     SubmissionError,
+    SubmissionFiles,
     evaluate,
     folder_digests,
+    previous_report,
     read_submission,
     report_text,
     symlink_finding,
@@ -54,11 +57,23 @@ def trust_context(config: Config, now: dt.datetime) -> TrustContext:
     )
     crls = []
     crl_dir = config.root / CRL_DIR
+    subjects = {}
     for issuer in config.issuers:
         path = crl_dir / f"{issuer.name}.crl"
         if path.exists():
             crls.append(x509.load_der_x509_crl(path.read_bytes()))
-    return TrustContext(anchors, intermediates, tuple(crls), config.profile, now, config.signing_skew)
+        if issuer.certificate.exists():
+            subjects[issuer.name] = load_certificate(issuer.certificate).subject.public_bytes()
+    # A registered revocation counts at once: intake never approves with a certificate the publisher has
+    # revoked but not yet put on a CRL (audit, reading the later CRL, would refuse that approval forever).
+    registered = {
+        (subjects[r.issuer], int(r.serial, 16)): (parse_iso(r.revoked_at), r.reason)
+        for r in load_revocations(config.root)
+        if r.issuer in subjects
+    }
+    return TrustContext(
+        anchors, intermediates, tuple(crls), config.profile, now, config.signing_skew, registered=registered
+    )
 
 
 def index_of(log: LogReader) -> AssociationIndex:
@@ -72,12 +87,17 @@ def check_folder(folder: Path, ctx: TrustContext, index: AssociationIndex, now: 
     """Every check on one submission folder (changes nothing)."""
     try:
         files = read_submission(folder)
-        return evaluate(files, ctx, index, now)
     except SubmissionError as exc:
         return Decision(folder.name, findings=list(exc.findings), inputs=folder_digests(folder))
+    return _evaluate(files, ctx, index, now)
+
+
+def _evaluate(files: SubmissionFiles, ctx: TrustContext, index: AssociationIndex, now: dt.datetime) -> Decision:
+    try:
+        return evaluate(files, ctx, index, now)
     except Exception as exc:  # one unreadable submission must never block the rest of the inbox
         finding = Finding(R_FOLDER.id, f"the submission could not be checked ({type(exc).__name__}: {exc})")
-        return Decision(folder.name, findings=[finding], inputs=folder_digests(folder))
+        return Decision(files.submission_id, findings=[finding], inputs=files.digests())
 
 
 @dataclass
@@ -100,17 +120,11 @@ class IntakeReport:
         }
 
 
-def _unchanged_since_rejection(folder: Path) -> bool:
-    report = folder / "rejection.json"
-    if not report.exists():
+def _unchanged_since_rejection(folder: Path, inputs: dict[str, str]) -> bool:
+    previous = previous_report(folder)
+    if previous is None or previous.get("retry"):  # retry: refused for the publisher's own state (its CRLs)
         return False
-    try:
-        previous = json.loads(report.read_text())
-    except (ValueError, OSError):
-        return False
-    if previous.get("retry"):  # refused for the publisher's own state (its CRLs), not the input
-        return False
-    return bool(previous.get("inputs") == folder_digests(folder))
+    return bool(previous.get("inputs") == inputs)
 
 
 def _move(root: Path, folders: list[Path]) -> None:
@@ -185,22 +199,28 @@ def run_intake(
     for n, folder in enumerate(folders, 1):
         progress.update(n, len(folders))
         try:
-            sheet_digest = read_submission(folder).digests()
-        except SubmissionError:
-            sheet_digest = {}
-        logged = index.submissions.get(folder.name)
-        if logged is not None and logged in sheet_digest.values():
-            _move(config.root, [folder])  # an earlier run logged it and stopped before moving it
+            files: SubmissionFiles | None = read_submission(folder)  # read once, for every step below
+        except SubmissionError as exc:
+            files, refused = None, list(exc.findings)
+        inputs = files.digests() if files is not None else folder_digests(folder)
+        if files is not None and files.evidence_key() in index.submissions.get(folder.name, set()):
+            _move(config.root, [folder])  # an earlier run logged exactly this and stopped before moving it
             report.completed.append(folder.name)
             continue
-        if _unchanged_since_rejection(folder):
+        if _unchanged_since_rejection(folder, inputs):
             report.skipped.append(folder.name)
             continue
-        decision = check_folder(folder, ctx, index, now)
+        if files is None:
+            decision = Decision(folder.name, findings=refused, inputs=inputs)
+        else:
+            decision = _evaluate(files, ctx, index, now)
         if not decision.accepted:
             if not decision.findings:
                 decision.findings.append(Finding(R_SPREADSHEET.id, "the submission holds no rows to log"))
-            _write_rejection(folder, decision, now)
+            try:
+                _write_rejection(folder, decision, now)
+            except OSError as exc:  # e.g. a folder where the report goes: the refusal stands, unreported there
+                decision.findings.append(Finding(R_FOLDER.id, f"its rejection report cannot be written ({exc})"))
             report.rejected[folder.name] = decision.findings
             continue
         first = index.size

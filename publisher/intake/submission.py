@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
 
 from verifier.cpl_verify import (
+    MAX_SHEET_BYTES,
     R_CERTIFICATE,
     R_PUBLISHER_CRL,
     REPORT_FILES,
@@ -24,6 +27,7 @@ from verifier.cpl_verify import (
     CmsSigner,
     Identity,
     Request,
+    SafeFolder,
     SubmissionError,
     SubmissionFiles,
     collapse_findings,
@@ -51,6 +55,7 @@ __all__ = [
     "entry_lines",
     "evaluate",
     "folder_digests",
+    "previous_report",
     "read_submission",
     "report_text",
     "signer_lines",
@@ -58,21 +63,38 @@ __all__ = [
 ]
 
 
+REPORT_BYTES = 1 << 20  # a report intake wrote is far smaller; a bigger file is not one of its reports
+
+
 def folder_digests(folder: Path) -> dict[str, str]:
-    """SHA-256 of every file a submission folder holds (its reports aside), by name."""
+    """SHA-256 of every file a submission folder holds (its reports aside), by name, read as
+    ``read_submission`` reads them (never through a link; a file over its limit counts by its first bytes)."""
     out = {}
-    for p in sorted(folder.iterdir()):
-        if p.name in REPORT_FILES:
-            continue
-        if p.is_symlink() or not p.is_file():  # recorded too, so removing one is a change
-            out[p.name] = "symlink" if p.is_symlink() else "not a regular file"
-            continue
-        digest = hashlib.sha256()
-        with p.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        out[p.name] = digest.hexdigest()
+    try:
+        with SafeFolder(folder) as d:
+            for name in d.names():
+                if name in REPORT_FILES:
+                    continue
+                mode = d.lstat(name).st_mode
+                if not stat.S_ISREG(mode):  # recorded too, so removing one is a change
+                    out[name] = "symlink" if stat.S_ISLNK(mode) else "not a regular file"
+                    continue
+                out[name] = hashlib.sha256(d.read(name, MAX_SHEET_BYTES)).hexdigest()
+    except (SubmissionError, OSError):
+        return {folder.name: "unreadable"}
     return out
+
+
+def previous_report(folder: Path) -> dict[str, object] | None:
+    """The rejection.json intake wrote into ``folder`` last time, if it is one (a regular file, not a link)."""
+    try:
+        with SafeFolder(folder) as d:
+            if not stat.S_ISREG(d.lstat(REPORT_FILES[0]).st_mode):
+                return None
+            report = json.loads(d.read(REPORT_FILES[0], REPORT_BYTES))
+    except (SubmissionError, OSError, ValueError):
+        return None
+    return report if isinstance(report, dict) else None
 
 
 @dataclass
@@ -144,7 +166,11 @@ def evaluate(files: SubmissionFiles, ctx: TrustContext, index: AssociationIndex,
     decision = Decision(files.submission_id, inputs=files.digests())
     request, rows, findings = submission_inputs(files)
     signers, signer_findings = submission_signers(
-        files, lambda cert: _identify(ctx, cert), lambda signer, extra: _certificate_findings(ctx, signer, extra)
+        files,
+        lambda cert: _identify(ctx, cert),
+        lambda signer, extra: _certificate_findings(ctx, signer, extra),
+        at,
+        ctx.signing_skew,
     )
     findings += signer_findings
     decision.signers = [signer_summary(p) for p in signers]

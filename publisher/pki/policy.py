@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from verifier.cpl_verify import organisation_key
+
 
 class Kind(StrEnum):
     """Certificate kinds the SEC rules distinguish."""
@@ -189,10 +191,11 @@ def check_one_role(
     ``existing`` holds (organisation ID, role, serial) of the IKI certificates issued so far; an
     organisation listed in ``rules.multi_role_organisations`` may hold several roles.
     """
-    if not organisation_id or organisation_id in rules.multi_role_organisations:
+    key = organisation_key(organisation_id)
+    if not key or key in {organisation_key(o) for o in rules.multi_role_organisations}:
         return []
     for other_id, other_role, serial in existing:
-        if other_id == organisation_id and other_role != role:
+        if organisation_key(other_id) == key and other_role != role:
             return [
                 Refusal(
                     "IKI roles",
