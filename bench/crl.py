@@ -46,9 +46,9 @@ from typing import Any
 
 import cryptography
 
-from publisher import fsio
+from publisher import fsio, keys, publication
 from publisher.config import Config, IssuerConfig, load
-from publisher.pki import crl_publish, der, keys, registers
+from publisher.pki import crl_publish, der, registers
 from publisher.pki.authority import init_publication, now_utc
 from publisher.pki.registers import RevocationRecord
 
@@ -423,14 +423,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             res["ratio"] = res["ours"]["total"]["median"] / res["openssl"]["median"]
 
             # Checks and sizes, not timed.
-            ours_der_path = pub / crl_publish.CRL_DIR / f"{ISSUER}.crl"
+            ours_der_path = pub / publication.CRL_DIR / f"{ISSUER}.crl"
             ours_der = ours_der_path.read_bytes()
             peer_der = pem_to_der(openssl_out, ossl / f"crl-{n}.der")
             ok_ours, msg_ours = verify_with_openssl(ours_der_path, "DER", chain)
             ok_peer, msg_peer = verify_with_openssl(openssl_out, "PEM", chain)
             ours_revoked, peer_revoked = revoked_field(ours_der), revoked_field(peer_der)
             res["ours_der_bytes"] = len(ours_der)
-            res["ours_pem_bytes"] = (pub / crl_publish.CRL_DIR / f"{ISSUER}.pem").stat().st_size
+            res["ours_pem_bytes"] = (pub / publication.CRL_DIR / f"{ISSUER}.pem").stat().st_size
             res["openssl_der_bytes"] = len(peer_der)
             res["openssl_pem_bytes"] = openssl_out.stat().st_size
             res["ours_verifies"] = {"ok": ok_ours, "openssl_says": msg_ours}

@@ -62,13 +62,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 
-from publisher import fsio
+from publisher import fsio, keys, publication, scaffold
 from publisher.config import Config, load
 from publisher.intake import certcheck, run, submission
-from publisher.log_key import load_log_signer
-from publisher.pki import authority, crl_publish, keys, profile
+from publisher.pki import crl_publish, profile
 from publisher.pki.policy import Kind
+from publisher.publish import operations
 from publisher.tlog import TileLog
+from publisher.tlog.signer import load_log_signer
 from verifier import cpl_verify
 
 SITE_URL = "http://127.0.0.1:8000"
@@ -193,7 +194,7 @@ def issue_org(config: Config, org_dir: Path, org_id: str, name: str, role: str, 
         now + dt.timedelta(days=365),
         config.crl_url(ISSUER),
     )
-    cert = authority.issue(config, ISSUER, request, role=role, approval_ref="BENCH").certificate
+    cert = operations.issue(config, ISSUER, request, role=role, approval_ref="BENCH").certificate
     stem = f"{org_id}-{role.lower()}"
     cert_file, key_file = org_dir / f"{stem}.pem", org_dir / f"{stem}.key"
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
@@ -214,10 +215,10 @@ class Setup:
 
 def make_setup(base: Path) -> Setup:
     pub, keys_dir, org_dir = base / "publication", base / "keys", base / "orgs"
-    hierarchy = authority.init_publication(pub, keys_dir, SITE_URL, ORIGIN)
+    hierarchy = scaffold.init_publication(pub, keys_dir, SITE_URL, ORIGIN)
     config = load(pub)
     org_dir.mkdir()
-    now = authority.now_utc()
+    now = publication.now_utc()
     manufacturers = tuple(issue_org(config, org_dir, i, n, "Manufacturer", now) for i, n in MANUFACTURERS)
     supplier = issue_org(config, org_dir, *SUPPLIER, "Supplier", now)
     dcc = issue_org(config, org_dir, *DCC, "DCC", now)
@@ -225,7 +226,7 @@ def make_setup(base: Path) -> Setup:
     chain = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (hierarchy.root_cert, hierarchy.issuing_cert))
     chain_file = base / "chain.pem"
     chain_file.write_bytes(chain)
-    crls = b"".join((pub / crl_publish.CRL_DIR / f"{i.name}.pem").read_bytes() for i in config.issuers)
+    crls = b"".join((pub / publication.CRL_DIR / f"{i.name}.pem").read_bytes() for i in config.issuers)
     chain_crl_file = base / "chain-crls.pem"
     chain_crl_file.write_bytes(chain + crls)
     return Setup(config, manufacturers, supplier, dcc, chain_file, chain_crl_file)

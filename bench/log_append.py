@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from publisher.note import Signer
 from publisher.tlog import TileLog
+from publisher.tlog.note import Signer
 
 ORIGIN = "bench.example/log"
 ENTRY_SIZE = 200
@@ -385,7 +385,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _root_of_prefix(entries: list[bytes]) -> bytes:
-    from publisher.merkle import leaf_hash, root_of
+    from publisher.tlog.merkle import leaf_hash, root_of
 
     return root_of([leaf_hash(e) for e in entries])
 

@@ -39,13 +39,13 @@ from publication_fixtures import new_publication
 from site_fixtures import write_submission
 
 from publisher import demo
-from publisher.history import verify_history
 from publisher.intake.associations import AssociationIndex, canonical_json
 from publisher.intake.run import index_of
-from publisher.log_key import load_log_signer
+from publisher.publication import open_log
 from publisher.publish import check_head, committed_checkpoint, publish
-from publisher.site.export import open_log
+from publisher.publish.history import verify_history
 from publisher.tlog import TileLog
+from publisher.tlog.signer import load_log_signer
 
 BATCH = 65_536
 

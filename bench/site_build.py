@@ -23,9 +23,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from publisher import demo  # noqa: E402
+from publisher import (  # noqa: E402
+    demo,
+    publication,
+    scaffold,
+)
 from publisher.config import load as load_config  # noqa: E402
-from publisher.pki import authority  # noqa: E402
 from publisher.publish import init_repository, publish  # noqa: E402
 
 MAKERS = 10
@@ -38,10 +41,10 @@ def log(msg: str) -> None:
 
 def make_publication(out: Path, entries: int, per_sub: int) -> dict[str, float]:
     pub = out / "publication"
-    authority.init_publication(pub, out / "keys", "http://127.0.0.1:8000", "bench.example/log")
+    scaffold.init_publication(pub, out / "keys", "http://127.0.0.1:8000", "bench.example/log")
     init_repository(pub)
     config = load_config(pub)
-    now = authority.now_utc()
+    now = publication.now_utc()
     makers = [
         demo._issue(config, out / "certs", f"{1001 + k}", f"Maker {k}", "Manufacturer", now) for k in range(MAKERS)
     ]

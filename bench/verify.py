@@ -46,14 +46,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import pkcs7
 
+from publisher import keys, publication, scaffold
 from publisher.config import Config, load
 from publisher.intake.associations import CRL_TYPE, AssociationIndex, canonical_json
-from publisher.log_key import load_log_signer
-from publisher.pki import authority, crl_publish, keys, profile
+from publisher.pki import crl_publish, profile
 from publisher.pki.crl import CRLSpec, Revocation, check_crl, sign_crl, to_pem
 from publisher.pki.policy import Kind
+from publisher.publish import operations
 from publisher.site.export import export_tree
 from publisher.tlog import LogReader, TileLog
+from publisher.tlog.signer import load_log_signer
 from verifier.cpl_verify import SHEET_COLUMNS as COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,13 +91,13 @@ def _party(config: Config, name: str, org_id: str, role: str, now: dt.datetime) 
         now + dt.timedelta(days=365),
         config.crl_url("ica"),
     )
-    return authority.issue(config, "ica", request, now=now).certificate, key
+    return operations.issue(config, "ica", request, now=now).certificate, key
 
 
 def build(base: Path, entries: int, crl_entries: int) -> dict[str, Any]:
-    now = authority.now_utc()
+    now = publication.now_utc()
     pub = base / "publication"
-    authority.init_publication(pub, base / "keys", SITE_URL, ORIGIN)
+    scaffold.init_publication(pub, base / "keys", SITE_URL, ORIGIN)
     config = load(pub)
     acme = _party(config, "Acme Meters", "1001", "Manufacturer", now)
     supplier = _party(config, "Bright Energy Supply", "2001", "Supplier", now)
@@ -171,7 +173,7 @@ def build(base: Path, entries: int, crl_entries: int) -> dict[str, Any]:
                 log(f"log: {tlog.size:,} entries ({time.monotonic() - started:.0f} s)")
         # The big CRL: crl_entries revoked serials (none of them the parties'), logged as crl/v1.
         ica_cfg = config.issuer("ica")
-        ica_cert = authority.load_certificate(ica_cfg.certificate)
+        ica_cert = publication.load_certificate(ica_cfg.certificate)
         ica_key = keys.load_private_key(ica_cfg.key, pub)
         rng = random.Random(1)
         revoked = [
@@ -208,7 +210,7 @@ def build(base: Path, entries: int, crl_entries: int) -> dict[str, Any]:
     t0 = time.monotonic()
     export_tree(config, site, now.strftime("%Y-%m-%dT%H:%M:%SZ"), proofs=False)
     log(f"site exported (lookup shards) in {time.monotonic() - t0:.0f} s")
-    root = authority.load_certificate(pub / "pki" / "iki-root.pem")
+    root = publication.load_certificate(pub / "pki" / "iki-root.pem")
     trust = {
         "site": "",
         "log": {"origin": ORIGIN, "vkey": signer.verifier.vkey},

@@ -11,9 +11,9 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from publisher.errors import UsageError
+from publisher.pki.policy import PolicyRules
 from verifier.cpl_verify import MAX_SIGNING_SKEW
-
-from .pki.policy import PolicyRules
 
 CONFIG_NAME = "publisher.toml"
 DEFAULT_ROLES = {"Manufacturer": "Manufacturer", "Supplier": "Supplier", "DCC": "DCC"}
@@ -24,7 +24,7 @@ _NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 _OID_RE = re.compile(r"[0-2](\.(0|[1-9][0-9]*))+")
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError, ValueError):
     """The configuration is missing, malformed or inconsistent."""
 
 

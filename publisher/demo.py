@@ -21,15 +21,17 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 
-from . import gitstate
-from .config import Config
-from .config import load as load_config
-from .log_key import load_log_signer
-from .pki import authority, keys, profile, revocation
-from .pki.keys import PrivateKey
-from .pki.policy import Kind
-from .publish import init_repository, publish
-from .site.lookup import model_lookup_key
+from publisher import keys, publication, scaffold
+from publisher.config import Config
+from publisher.config import load as load_config
+from publisher.errors import UsageError
+from publisher.keys import PrivateKey
+from publisher.pki import profile
+from publisher.pki.policy import Kind
+from publisher.publish import gitstate, operations
+from publisher.publish.job import init_repository, publish
+from publisher.site.lookup import model_lookup_key
+from publisher.tlog.signer import load_log_signer
 
 DEMO_ORIGIN = "demo.cpl-transparency.example/log"
 DEMO_SITE = "http://127.0.0.1:8000"
@@ -101,7 +103,7 @@ def _fresh_dir(out: Path) -> None:
     (out / MARKER).write_text("built by cpl-publisher demo; safe to delete\n")
 
 
-class DemoRefused(FileExistsError):
+class DemoRefused(UsageError, FileExistsError):
     """The demo would overwrite work it did not make."""
 
 
@@ -116,7 +118,7 @@ def _issue(config: Config, org_dir: Path, org_id: str, name: str, role: str, now
         now + dt.timedelta(days=730),
         config.crl_url("ica"),
     )
-    cert = authority.issue(config, "ica", request, role=role).certificate
+    cert = operations.issue(config, "ica", request, role=role).certificate
     stem = f"{org_id}-{role.lower()}"
     keys.write_private_key(org_dir / f"{stem}.key", key)
     (org_dir / f"{stem}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
@@ -166,7 +168,7 @@ def _pin(name: str, cert: x509.Certificate) -> dict[str, str]:
 def trust_of(config: Config) -> dict[str, object]:
     """The trust file a consumer pins for this publication (``cpl-verify --trust``)."""
     signer = load_log_signer(config.log_key, config.root)
-    root_cert = authority.load_certificate(config.root / "pki" / "iki-root.pem")
+    root_cert = publication.load_certificate(config.root / "pki" / "iki-root.pem")
     return {
         "site": DEMO_SITE,
         "log": {"origin": config.origin, "vkey": signer.verifier.vkey},
@@ -174,7 +176,7 @@ def trust_of(config: Config) -> dict[str, object]:
         # The issuing CAs whose CRLs a consumer must check (the roots' own ARLs are checked too).
         # Each with its PEM too, so a manufacturer's check-submission can build chains without the site.
         "crl_issuers": [
-            _pin(issuer.name, authority.load_certificate(config.root / "pki" / f"{issuer.name}.pem"))
+            _pin(issuer.name, publication.load_certificate(config.root / "pki" / f"{issuer.name}.pem"))
             for issuer in config.issuers
             if not issuer.is_root
         ],
@@ -190,10 +192,10 @@ def build(out: Path) -> dict[str, object]:
     """
     _fresh_dir(out)
     pub, keys_dir, org_dir = out / "publication", private_dir(out) / "keys", private_dir(out) / "certs"
-    authority.init_publication(pub, keys_dir, DEMO_SITE, DEMO_ORIGIN)
+    scaffold.init_publication(pub, keys_dir, DEMO_SITE, DEMO_ORIGIN)
     init_repository(pub)
     config = load_config(pub)
-    now = authority.now_utc()
+    now = publication.now_utc()
     orgs = {o[0]: _issue(config, org_dir, *o, now) for o in _ORGANISATIONS}
     acme, bright, cobalt = orgs["1001"], orgs["1002"], orgs["1003"]
     north, south, dcc = orgs["2001"], orgs["2002"], orgs["9001"]
@@ -224,8 +226,8 @@ def build(out: Path) -> dict[str, object]:
     first = publish(config, now)
 
     # Two revocations: a superseded supplier certificate and a compromised manufacturer key.
-    revocation.revoke(config, "ica", south.cert.serial_number, "superseded", ref="DEMO-REV-1")
-    revocation.revoke(
+    operations.revoke(config, "ica", south.cert.serial_number, "superseded", ref="DEMO-REV-1")
+    operations.revoke(
         config, "ica", cobalt.cert.serial_number, "keyCompromise", now - dt.timedelta(days=1), "DEMO-REV-2"
     )
 

@@ -7,13 +7,15 @@ import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+from publisher.errors import UsageError
+
 TEMP_MARK = ".tmp-"
 # fsync releases the GIL; on ext4 parallel fsyncs share journal commits, so a
 # small pool makes bulk appends several times faster than one fsync at a time.
 _FSYNC_THREADS = 8
 
 
-class LockHeld(RuntimeError):
+class LockHeld(UsageError):
     """Another process holds the writer lock."""
 
 

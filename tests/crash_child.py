@@ -99,8 +99,8 @@ def main(argv: list[str]) -> int:
     root, generation, seed, kill_after = Path(argv[0]), int(argv[1]), int(argv[2]), int(argv[3])
     if kill_after > 0:
         install_kill_switch(kill_after)
-    from publisher.note import Signer
     from publisher.tlog import TileLog
+    from publisher.tlog.note import Signer
 
     signer = Signer.from_skey(os.environ["CRASH_LOG_SKEY"])
     rng = random.Random(seed)

@@ -32,13 +32,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
 
+from publisher import publication, scaffold
 from publisher.config import Config, load
 from publisher.intake.associations import ASSOCIATION_TYPE
 from publisher.intake.run import IntakeReport, run_intake
-from publisher.log_key import load_log_signer
-from publisher.pki import authority, crl_publish, profile, revocation
+from publisher.pki import crl_publish, profile
 from publisher.pki.policy import Kind
+from publisher.publish import operations
 from publisher.tlog import LogReader, TileLog, read_vkey
+from publisher.tlog.signer import load_log_signer
 from verifier.cpl_verify import SHEET_COLUMNS as COLUMNS
 
 OPENSSL = "/usr/bin/openssl"
@@ -115,7 +117,7 @@ def issue_party(
         start + dt.timedelta(days=days),
         config.crl_url(ISSUER),
     )
-    issued = authority.issue(config, ISSUER, request, now=now)
+    issued = operations.issue(config, ISSUER, request, now=now)
     return _write_party(folder, label, issued.certificate, key)
 
 
@@ -139,9 +141,9 @@ class World:
 
 def build_world(base: Path) -> World:
     """The template publication, and certificates for the good parties and for every bad variant."""
-    now = authority.now_utc()
+    now = publication.now_utc()
     template = base / "template"
-    authority.init_publication(template, base / "keys", SITE_URL, ORIGIN)
+    scaffold.init_publication(template, base / "keys", SITE_URL, ORIGIN)
     # Acme also holds a Supplier certificate (to show it cannot endorse its own images): a second role
     # for one organisation is allowed only where the configuration says so.
     config = load(template)
@@ -163,13 +165,13 @@ def build_world(base: Path) -> World:
     revoked = set()
     for org in ("acme", "supplier", "dcc"):
         serial = parties[f"{org}-revoked"].cert.serial_number
-        revocation.revoke(config, ISSUER, serial, "keyCompromise", ref="TEST-REVOKE")
+        operations.revoke(config, ISSUER, serial, "keyCompromise", ref="TEST-REVOKE")
         revoked.add(serial)
     crl_publish.refresh(config, force=True)
     crl_publish.refresh(config)
     # An untrusted CA: a second, separate publication with the same organisation names and IDs.
     stranger = base / "stranger"
-    authority.init_publication(stranger, base / "stranger-keys", SITE_URL, "stranger.example/log")
+    scaffold.init_publication(stranger, base / "stranger-keys", SITE_URL, "stranger.example/log")
     sconfig = load(stranger)
     for org in ("acme", "supplier", "dcc"):
         parties[f"{org}-untrusted"] = issue_party(sconfig, folder, f"{org}-untrusted", org, now)

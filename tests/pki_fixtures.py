@@ -14,9 +14,11 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from publisher import keys, publication, scaffold
 from publisher.config import CONFIG_NAME, Config, load
-from publisher.pki import authority, keys, profile
+from publisher.pki import authority, profile
 from publisher.pki.policy import Kind
+from publisher.publish import operations
 
 SITE_URL = "https://crl.example.test/cpl"
 ORIGIN = "example.test/cpl/log"
@@ -28,7 +30,7 @@ class Publication:
 
     config: Config
     keys_dir: Path
-    hierarchy: authority.Hierarchy
+    hierarchy: scaffold.Hierarchy
     root_name: str = "iki-root"
     issuer_name: str = "ica"
 
@@ -61,7 +63,7 @@ def make_publication(
     base: Path, algorithm: str = keys.DEFAULT_ALGORITHM, now: dt.datetime | None = None
 ) -> Publication:
     """A new publication in ``base/publication`` with its keys in ``base/keys``."""
-    hierarchy = authority.init_publication(
+    hierarchy = scaffold.init_publication(
         base / "publication", base / "keys", SITE_URL, ORIGIN, algorithm=algorithm, now=now
     )
     return Publication(load(base / "publication"), (base / "keys").resolve(), hierarchy)
@@ -83,7 +85,7 @@ def ee_request(
     serial: int | None = None,
 ) -> profile.IssueRequest:
     """A request for an end-entity IKI certificate with a fresh P-256 key."""
-    now = now or authority.now_utc()
+    now = now or publication.now_utc()
     issuer = issuer or pub.issuer_name
     return profile.IssueRequest(
         Kind.IKI,
@@ -106,4 +108,4 @@ def issue_ee(
     """Issue (policy-checked, recorded in the register) an end-entity IKI certificate."""
     issuer = issuer or pub.issuer_name
     request = ee_request(pub, issuer, role=role, now=now, **kw)  # type: ignore[arg-type]
-    return authority.issue(pub.config, issuer, request, role=role, now=now)
+    return operations.issue(pub.config, issuer, request, role=role, now=now)

@@ -7,10 +7,9 @@ import datetime as dt
 import subprocess
 from pathlib import Path
 
-from publisher import demo
+from publisher import demo, publication, scaffold
 from publisher.config import Config
 from publisher.config import load as load_config
-from publisher.pki import authority
 from publisher.publish import init_repository, publish
 
 
@@ -39,10 +38,10 @@ def git(cwd: Path, *args: str) -> str:
 def new_publication(tmp: Path, origin: str) -> Pub:
     """``tmp/publication`` with its keys in ``tmp/keys`` and ``tmp/certs``, after its first publish."""
     root = tmp / "publication"
-    authority.init_publication(root, tmp / "keys", "http://127.0.0.1:8000", origin)
+    scaffold.init_publication(root, tmp / "keys", "http://127.0.0.1:8000", origin)
     init_repository(root)
     config = load_config(root)
-    now = authority.now_utc()
+    now = publication.now_utc()
     maker = demo._issue(config, tmp / "certs", "1001", "Acme Meters Ltd", "Manufacturer", now)
     supplier = demo._issue(config, tmp / "certs", "2001", "Northern Power Supply", "Supplier", now)
     publish(config, now)

@@ -26,9 +26,8 @@ from typing import Any
 
 import pytest
 
-from publisher import demo
+from publisher import demo, publication, scaffold
 from publisher.config import load as load_config
-from publisher.pki import authority
 from publisher.publish import init_repository, publish
 from verifier.cpl_verify import clean_cell as clean
 
@@ -180,10 +179,10 @@ def hostile_rows(makers: list[demo.Org]) -> dict[str, list[tuple[str, ...]]]:
 def make_hostile_publication(out: Path) -> dict[str, Any]:
     """A small publication whose manufacturer names and model IDs are hostile strings."""
     pub, keys_dir, org_dir = out / "publication", out / "keys", out / "certs"
-    authority.init_publication(pub, keys_dir, "http://127.0.0.1:8000", "hostile.example/log")
+    scaffold.init_publication(pub, keys_dir, "http://127.0.0.1:8000", "hostile.example/log")
     init_repository(pub)
     config = load_config(pub)
-    now = authority.now_utc()
+    now = publication.now_utc()
     makers = [
         demo._issue(config, org_dir, f"{1001 + k}", name, "Manufacturer", now)  # the certificate names it
         for k, name in enumerate(HOSTILE_MAKERS)

@@ -45,13 +45,15 @@ from verifier_fixtures import (
     xlsx_bytes,
 )
 
-from publisher.checkpoint import Checkpoint, parse_unverified
+from publisher import keys, publication
 from publisher.intake.associations import canonical_json
-from publisher.note import Signer, sign_note
-from publisher.pki import authority, keys, profile
+from publisher.pki import profile
 from publisher.pki.crl import Revocation
 from publisher.pki.policy import Kind
+from publisher.publish import operations
 from publisher.tlog import TileLog
+from publisher.tlog.checkpoint import Checkpoint, parse_unverified
+from publisher.tlog.note import Signer, sign_note
 from verifier.cpl_verify import ASSOCIATION_RULES, RULES, Lookup, describe_cert, main
 
 Key = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
@@ -97,7 +99,7 @@ def _store(folder: Path, label: str, cert: x509.Certificate, key: Key) -> Party:
 def _issue(world: World, label: str, org: tuple[str, str, str], rsa_bits: int = 0) -> Party:
     """An IKI certificate issued by the world's CA (policy-checked, registered). Its organisations may
     hold several roles (configured so): the audit is under test here, not the CA."""
-    now = authority.now_utc()
+    now = publication.now_utc()
     key: Key = rsa.generate_private_key(65537, rsa_bits) if rsa_bits else ec.generate_private_key(ec.SECP256R1())
     request = profile.IssueRequest(
         Kind.IKI,
@@ -109,7 +111,7 @@ def _issue(world: World, label: str, org: tuple[str, str, str], rsa_bits: int = 
         world.config.crl_url(ISSUER),
     )
     rules = dataclasses.replace(world.config.rules, multi_role_organisations=frozenset({org[1]}))
-    cert = authority.issue(dataclasses.replace(world.config, rules=rules), ISSUER, request, now=now).certificate
+    cert = operations.issue(dataclasses.replace(world.config, rules=rules), ISSUER, request, now=now).certificate
     return _store(world.base / "matrix-parties", label, cert, key)
 
 
@@ -320,7 +322,7 @@ def association(
         "image_sha256": r["image_hash"],
         "manufacturer": party(kit[manufacturer]),
         "endorser": party(kit[endorser]),
-        "approved_at": iso(approved or authority.now_utc()),
+        "approved_at": iso(approved or publication.now_utc()),
         "panel_ref": REQUEST["panel_ref"],
         "submitter_ref": REQUEST["submitter_ref"],
         "submission_id": "S1",
@@ -509,7 +511,7 @@ def big_log(kit: Kit) -> Crafted:
     """300 associations of 300 models from one submission."""
     rows = [row(f"B{i}", image_hash(f"b{i}")) for i in range(BIG)]
     sub = submit(kit, rows)
-    approved = authority.now_utc()
+    approved = publication.now_utc()
     return Crafted([association(kit, sub, r, approved=approved) for r in rows], sub.files)
 
 
@@ -885,7 +887,7 @@ def duplicate_replacement(kit: Kit) -> Crafted:
 
 @refused("approved-in-the-future")
 def future(kit: Kit) -> Crafted:
-    when = authority.now_utc() + dt.timedelta(days=1)
+    when = publication.now_utc() + dt.timedelta(days=1)
     sub, e = good(kit, approved=when)
     return Crafted([e], sub.files, [f"PROBLEM entry 0: approved_at {iso(when)} is in the future"])
 
@@ -1122,7 +1124,7 @@ ACME, SUPPLIER = "Acme Meters (ID 1001, Manufacturer)", "Bright Energy Supply (I
 
 @refused("signed-after-the-approval")
 def signed_late(kit: Kit) -> Crafted:
-    approved = authority.now_utc()
+    approved = publication.now_utc()
     later = approved + dt.timedelta(minutes=30)
     sub, e = _edited(kit, set_attr("signing_time", acms.Time({"utc_time": later})))
     e["approved_at"] = iso(approved)
@@ -1136,7 +1138,7 @@ def signed_late(kit: Kit) -> Crafted:
 
 @accepted("signed-within-the-clock-skew-of-the-approval")
 def signed_within_skew(kit: Kit) -> Crafted:
-    approved = authority.now_utc()
+    approved = publication.now_utc()
     later = acms.Time({"utc_time": approved + dt.timedelta(minutes=4)})
     sub, e = _edited(kit, set_attr("signing_time", later))
     e["approved_at"] = iso(approved)
@@ -1235,7 +1237,7 @@ def crl_elsewhere(kit: Kit) -> Crafted:
 @refused("certificate-crl-stale")
 def crl_stale(kit: Kit) -> Crafted:
     sub, e = _dcc_endorsed(kit, "dcc")
-    past = authority.now_utc() - dt.timedelta(days=30)
+    past = publication.now_utc() - dt.timedelta(days=30)
     stale = kit.world.crl(7, past, past + dt.timedelta(days=7))
     line = (
         "{} revocation of {} cannot be checked: the CRL of ica is "
@@ -1618,7 +1620,7 @@ _crl_case(
 
 @refused("crl-archived-by-another-ca")
 def crl_forged(kit: Kit) -> Crafted:
-    now = authority.now_utc()
+    now = publication.now_utc()
     forged = kit.world.crl(5, now, now + dt.timedelta(days=7), stranger=True)
     entry = _crl(
         kit, 1, number=5, sha256=sha(forged), this_update=iso(now), next_update=iso(now + dt.timedelta(days=7))
@@ -1849,7 +1851,7 @@ def test_warnings_about_one_certificate_are_one_line(
 ) -> None:
     """A certificate revoked after the approvals it signed, its key declared invalid from before them:
     one warning naming it and listing its entries (not one per entry), and a list in --json."""
-    t = authority.now_utc()
+    t = publication.now_utc()
     approved, revoked_at = t + dt.timedelta(hours=1), t + dt.timedelta(days=1)
     rows = [row(f"W{i}", image_hash(f"w{i}")) for i in range(3)]
     sub = submit(kit, rows, ["acme", "supplier-2"])

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from publisher.cli import main
-from publisher.note import Signer
+from publisher.tlog.note import Signer
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

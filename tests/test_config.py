@@ -1,4 +1,4 @@
-"""``publisher.toml`` parsing and the key-custody rules of ``publisher.pki.keys``.
+"""``publisher.toml`` parsing and the key-custody rules of ``publisher.keys``.
 
 Every configuration error is a ``ConfigError`` whose message says which table
 and key is wrong; a key is loaded only from outside the publication's git tree.
@@ -14,9 +14,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
+from publisher import keys, publication, scaffold
 from publisher.config import CONFIG_NAME, DEFAULT_EKU, DEFAULT_ROLES, ConfigError, KeySource, Profile, load, parse
-from publisher.pki import authority, keys
-from publisher.pki.keys import KeyUnusable, load_private_key
+from publisher.keys import KeyUnusable, load_private_key
 from publisher.pki.policy import PolicyRules
 
 ROOT = Path("/srv/publication")
@@ -494,11 +494,11 @@ def test_key_outside_the_publication_is_accepted(tmp_path: Path, key: ec.Ellipti
 
 
 def test_keys_of_an_initialised_publication_load(tmp_path: Path) -> None:
-    authority.init_publication(tmp_path / "pub", tmp_path / "keys", "https://dcc.example/cpl", "dcc.example/cpl/log")
+    scaffold.init_publication(tmp_path / "pub", tmp_path / "keys", "https://dcc.example/cpl", "dcc.example/cpl/log")
     config = load(tmp_path / "pub")
     for issuer in config.issuers:
         loaded = load_private_key(issuer.key, config.root)
-        cert = authority.load_certificate(issuer.certificate)
+        cert = publication.load_certificate(issuer.certificate)
         assert loaded.public_key() == cert.public_key()
 
 

@@ -23,11 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from publisher import merkle
 from publisher.fsio import TEMP_MARK
-from publisher.note import Signer
-from publisher.tiles import TILE_HEIGHT, TILE_WIDTH, parse_path
-from publisher.tlog import PENDING_FILE, LogReader, TileLog
+from publisher.tlog import PENDING_FILE, LogReader, TileLog, merkle
+from publisher.tlog.note import Signer
+from publisher.tlog.tiles import TILE_HEIGHT, TILE_WIDTH, parse_path
 
 ORIGIN = "crash.example/log"
 SIGNER = Signer.generate(ORIGIN)

@@ -24,11 +24,11 @@ from cryptography.hazmat.primitives import serialization
 from publication_fixtures import git, new_publication
 from site_fixtures import write_submission
 
-from publisher import demo
+from publisher import demo, keys, publication, scaffold
 from publisher.config import load as load_config
-from publisher.pki import authority, keys
+from publisher.publication import open_log
 from publisher.publish import init_repository, publish
-from publisher.site.export import export_tree, json_entries, open_log
+from publisher.site.export import export_tree, json_entries
 from verifier.cpl_verify import SHEET_COLUMNS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -197,20 +197,20 @@ def test_the_readme_manufacturer_flow_runs_verbatim(tmp_path: Path) -> None:
     row = (p.maker.org_id, "Acme", "ESME-RM", "1.0", "1.0", "ESME", "SMETS2", demo.image_hash("readme"))
     (tmp_path / "sheet.csv").write_text(",".join(SHEET_COLUMNS) + "\r\n" + ",".join(row) + "\r\n")
     (tmp_path / "request.json").write_text(json.dumps({"submitter_ref": "ACME-9", "panel_ref": "PANEL-9"}))
-    export_tree(p.config, tmp_path / "site", authority.now_utc().strftime("%Y-%m-%dT%H:%M:%SZ"))
+    export_tree(p.config, tmp_path / "site", publication.now_utc().strftime("%Y-%m-%dT%H:%M:%SZ"))
     env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "SITE": str(tmp_path / "site")}
     for line in readme_block("manufacturer-flow"):
         done = subprocess.run(["bash", "-e", "-c", line], cwd=tmp_path, env=env, capture_output=True, text=True)
         assert done.returncode == 0, f"{line}\n{done.stdout}{done.stderr}"
     assert "would ACCEPT it" in done.stdout and "Supplier: Northern Power Supply (ID 2001)" in done.stdout
     shutil.copytree(tmp_path / "S100", p.root / "inbox" / "S100")
-    report = publish(p.config, authority.now_utc())
+    report = publish(p.config, publication.now_utc())
     assert list(report.intake.accepted) == ["S100"], report.intake.rejected
 
 
 def test_keys_are_never_written_into_a_git_work_tree_or_the_publication(tmp_path: Path) -> None:
     pub = tmp_path / "publication"
-    authority.init_publication(pub, tmp_path / "keys", "http://127.0.0.1:8000", "keys.example/log")
+    scaffold.init_publication(pub, tmp_path / "keys", "http://127.0.0.1:8000", "keys.example/log")
     init_repository(pub)
     project = tmp_path / "project"
     git(tmp_path, "init", "-q", str(project))

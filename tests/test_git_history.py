@@ -14,13 +14,13 @@ from publication_fixtures import Pub, git, new_publication
 from site_fixtures import write_submission
 
 from publisher import demo
-from publisher.checkpoint import Checkpoint
 from publisher.cli import main
-from publisher.log_key import load_log_signer
-from publisher.note import Signer, sign_note
+from publisher.publication import open_log
 from publisher.publish import publish
-from publisher.site.export import open_log
 from publisher.tlog import TileLog
+from publisher.tlog.checkpoint import Checkpoint
+from publisher.tlog.note import Signer, sign_note
+from publisher.tlog.signer import load_log_signer
 
 
 def head(pub: Path) -> str:

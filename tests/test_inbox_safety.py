@@ -14,8 +14,9 @@ from site_fixtures import write_submission
 
 from publisher import demo
 from publisher.cli import main as publisher_main
+from publisher.publication import open_log
 from publisher.publish import publish
-from publisher.site.export import json_entries, open_log
+from publisher.site.export import json_entries
 
 
 @pytest.fixture()

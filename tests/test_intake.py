@@ -49,15 +49,17 @@ from intake_fixtures import (
     xlsx_bytes,
 )
 
+from publisher import publication
 from publisher.cli import main
 from publisher.demo import trust_of
 from publisher.intake.associations import AssociationIndex, canonical_json
 from publisher.intake.submission import association_entry
-from publisher.log_key import load_log_signer
-from publisher.pki import authority, crl_publish, revocation
+from publisher.pki import crl_publish
 from publisher.pki.profile import identity
+from publisher.publish import operations
 from publisher.site.export import export_tree
 from publisher.tlog import TileLog
+from publisher.tlog.signer import load_log_signer
 from verifier.cpl_verify import (
     ASSOCIATION_RULES,
     MAX_SIGNING_SKEW,
@@ -151,7 +153,7 @@ def party(world: World, label: str) -> dict[str, object]:
 
 
 def test_openssl_sign_and_resign_is_logged_with_evidence(pub: Pub, world: World) -> None:
-    now = authority.now_utc()
+    now = publication.now_utc()
     rows = [row("R-100"), row("R-200", device_type="GSME", hardware_version="HW2", firmware_version="FW9")]
     folder = pub.submit("sub-2024-001", rows, style="resign")
     files = {p.name: p.read_bytes() for p in folder.iterdir()}
@@ -467,7 +469,7 @@ def test_unchanged_rejection_is_skipped_then_rechecked_after_a_fix(pub: Pub, bre
     report_json, report_txt = (folder / "rejection.json").read_bytes(), (folder / "rejection.txt").read_bytes()
     stamps = (folder / "rejection.json").stat().st_mtime_ns, (folder / "rejection.txt").stat().st_mtime_ns
 
-    later = authority.now_utc() + dt.timedelta(hours=1)
+    later = publication.now_utc() + dt.timedelta(hours=1)
     again = pub.run(now=later)
     assert again.skipped == ["skip"]
     assert again.rejected == {}
@@ -504,7 +506,7 @@ def test_removing_an_unexpected_entry_is_rechecked(pub: Pub, extra: str) -> None
 
 
 def test_refusal_for_a_stale_crl_is_rechecked_after_the_crls_are_refreshed(pub: Pub) -> None:
-    later = authority.now_utc() + dt.timedelta(days=8)  # the issuing ICA's 7-day CRL has expired
+    later = publication.now_utc() + dt.timedelta(days=8)  # the issuing ICA's 7-day CRL has expired
     folder = pub.submit("stale", [row("ST-1")])
     assert set(pub.run(now=later).rejected) == {"stale"}
     assert "P-current-crl" in checks_of(folder)
@@ -685,7 +687,7 @@ def esme_dcc(pub: Pub) -> Path:
 def future_signing_time(pub: Pub) -> Path:
     folder = pub.submit("s", three(row("FT-1")), style="separate")
     f = p7s(folder, "manufacturer.p7s")
-    ahead = acms.Time({"utc_time": authority.now_utc() + dt.timedelta(days=60)})
+    ahead = acms.Time({"utc_time": publication.now_utc() + dt.timedelta(days=60)})
     f.write_bytes(edit_signed_attrs(f.read_bytes(), pub.world["acme"], set_attr("signing_time", ahead)))
     return folder
 
@@ -693,7 +695,7 @@ def future_signing_time(pub: Pub) -> Path:
 def test_a_signing_time_within_the_configured_skew_is_accepted(pub: Pub) -> None:
     folder = pub.submit("skew", [row("FT-2")], style="separate")
     f = p7s(folder, "manufacturer.p7s")
-    ahead = acms.Time({"utc_time": authority.now_utc() + dt.timedelta(minutes=2)})  # default skew: 300 s
+    ahead = acms.Time({"utc_time": publication.now_utc() + dt.timedelta(minutes=2)})  # default skew: 300 s
     f.write_bytes(edit_signed_attrs(f.read_bytes(), pub.world["acme"], set_attr("signing_time", ahead)))
     assert pub.run().accepted == {"skew": [0]}
 
@@ -1240,7 +1242,7 @@ def missing_crl(pub: Pub) -> Path:
 
 def run_time(build: Build) -> dt.datetime | None:
     """The intake time for a case (the stale CRL case runs after the issuing ICA's CRL expired)."""
-    return authority.now_utc() + dt.timedelta(days=8) if build is stale_crl else None
+    return publication.now_utc() + dt.timedelta(days=8) if build is stale_crl else None
 
 
 @pytest.mark.parametrize(("build", "expected", "absent"), CASES)
@@ -1296,7 +1298,7 @@ def test_the_manufacturers_pre_check_refuses_by_the_same_rules_as_intake(
     """The verifier's ``check-submission`` (the site's CRLs and log, the verifier's own CMS and chain code)
     and intake (the publisher's CRLs and log) refuse every bad submission by exactly the same rules."""
     folder = build(pub)
-    now = run_time(build) or authority.now_utc().replace(microsecond=0)
+    now = run_time(build) or publication.now_utc().replace(microsecond=0)
     out = pre_check(pub, folder, now, tmp_path, capsys)
     pre = {f["rule"] for f in out["result"]["findings"]}
     report = pub.run(now=now)
@@ -1352,7 +1354,7 @@ def test_audit_refuses_by_the_same_rules_what_intake_refused(
     """Intake and ``audit`` disagree on no fixture: every refused submission, logged anyway (as a careless or
     dishonest publisher would), fails the audit, by the same rules where they concern the logged entries."""
     folder = build(pub)
-    now = run_time(build) or authority.now_utc().replace(microsecond=0)
+    now = run_time(build) or publication.now_utc().replace(microsecond=0)
     intake = {f.rule for f in pub.run(now=now).rejected[folder.name]}
     if not force_log(pub, folder, now):
         # Nothing an entry could record (no readable row or request, or nobody to vouch): intake must say why.
@@ -1386,7 +1388,7 @@ def test_the_manufacturers_pre_check_accepts_what_intake_logs(
         request={"submitter_ref": "S", "panel_ref": "P", "replacements": [{"replaces_index": 0,
                  "investigation_ref": "INV-1"}]},
     )  # fmt: skip
-    now = authority.now_utc().replace(microsecond=0)
+    now = publication.now_utc().replace(microsecond=0)
     out = pre_check(pub, replacement, now, tmp_path, capsys)
     assert out["exit_code"] == 0 and out["result"]["verdict"] == "accept", out["result"]
     assert out["result"]["not_checked"] == []
@@ -1660,7 +1662,7 @@ def audit_of(pub: Pub, now: dt.datetime, tmp: Path, capsys: pytest.CaptureFixtur
 
 def test_a_registered_revocation_counts_before_any_crl_carries_it(pub: Pub) -> None:
     """``cpl-publisher intake`` between ``revoke`` and the next CRL: the approval would fail every later audit."""
-    revocation.revoke(pub.config, "ica", pub.world["acme"].cert.serial_number, "keyCompromise")
+    operations.revoke(pub.config, "ica", pub.world["acme"].cert.serial_number, "keyCompromise")
     folder = pub.submit("rv", [row("RV-1")])
     report = pub.run()
     assert report.accepted == {}
@@ -1679,11 +1681,11 @@ def test_every_signerinfo_signing_time_is_judged_whichever_file_comes_first(
     first = tmp_path / "m.p7s"
     cms_sign(sheet, maker, first)
     cms_resign(first, sheet, supplier, folder / "a.p7s")
-    ahead = authority.now_utc().replace(microsecond=0) + dt.timedelta(days=2)
+    ahead = publication.now_utc().replace(microsecond=0) + dt.timedelta(days=2)
     later = edit_signed_attrs(first.read_bytes(), maker, set_attr("signing_time", acms.Time({"utc_time": ahead})))
     (folder / "z.p7s").write_bytes(later)
     write_request(folder, GOOD_REQUEST)
-    now = authority.now_utc().replace(microsecond=0)
+    now = publication.now_utc().replace(microsecond=0)
     pre = pre_check(pub, folder, now, tmp_path, capsys)
     report = pub.run(now=now)
     assert report.accepted == {}
@@ -1700,7 +1702,7 @@ def test_audit_judges_every_signer_not_only_the_two_logged(
     """A third signature, by a revoked certificate: intake refuses, and so does the audit of a log holding it."""
     folder = pub.submit("xr", [row("XR-1")])
     cms_sign(folder / "sheet.csv", pub.world["supplier-revoked"], folder / "zz-extra.p7s")
-    now = authority.now_utc().replace(microsecond=0) + dt.timedelta(seconds=2)  # after the revocation's second
+    now = publication.now_utc().replace(microsecond=0) + dt.timedelta(seconds=2)  # after the revocation's second
     assert "Z4.3a-certificate" in {f.rule for f in pub.run(now=now).rejected["xr"]}
     assert force_log(pub, folder, now)
     code, out = audit_of(pub, now, tmp_path, capsys)
@@ -1746,5 +1748,5 @@ def test_the_pre_check_names_the_folder_it_was_given_as_dot(
 ) -> None:
     folder = pub.submit("S7", [row("DOT-1")])
     monkeypatch.chdir(folder)
-    out = pre_check(pub, Path("."), authority.now_utc().replace(microsecond=0), tmp_path, capsys)
+    out = pre_check(pub, Path("."), publication.now_utc().replace(microsecond=0), tmp_path, capsys)
     assert out["result"]["submission_id"] == "S7" and out["result"]["verdict"] == "accept", out["result"]

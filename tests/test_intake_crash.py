@@ -89,7 +89,7 @@ TileLog.append = append
 
 from publisher.config import load
 from publisher.intake.run import run_intake
-from publisher.log_key import load_log_signer
+from publisher.tlog.signer import load_log_signer
 
 config = load(root)
 signer = load_log_signer(config.log_key, config.root)

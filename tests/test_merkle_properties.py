@@ -19,10 +19,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from publisher import merkle
-from publisher.note import Signer
-from publisher.tiles import TILE_WIDTH, Tile, right_edge
-from publisher.tlog import LogReader, TileLog
+from publisher.tlog import LogReader, TileLog, merkle
+from publisher.tlog.note import Signer
+from publisher.tlog.tiles import TILE_WIDTH, Tile, right_edge
 
 ORIGIN = "test.example/log"
 SIGNER = Signer.generate(ORIGIN)

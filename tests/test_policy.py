@@ -18,9 +18,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID, ObjectIdentifier
 
+from publisher import publication, scaffold
 from publisher.cli import main
 from publisher.config import CONFIG_NAME, DEFAULT_EKU, Config, ConfigError, load, parse
-from publisher.pki import authority, profile, registers
+from publisher.pki import profile, registers
 from publisher.pki.authority import PolicyRefused
 from publisher.pki.policy import (
     SHARED_KEY_ROLES,
@@ -34,6 +35,7 @@ from publisher.pki.policy import (
     check_key_reuse,
     check_validity,
 )
+from publisher.publish import operations
 
 UTC = dt.UTC
 T0 = dt.datetime(2025, 3, 1, 9, 30, tzinfo=UTC)
@@ -358,12 +360,12 @@ def test_issuer_key_is_not_used_after_its_certificate_expires() -> None:
 @pytest.fixture()
 def pub(tmp_path: Path) -> Path:
     root = tmp_path / "pub"
-    authority.init_publication(root, tmp_path / "keys", "https://dcc.example/cpl/", "dcc.example/cpl/log")
+    scaffold.init_publication(root, tmp_path / "keys", "https://dcc.example/cpl/", "dcc.example/cpl/log")
     return root
 
 
 def _iki_request(config: Config, public_key: object, days: int = 365, org_id: str = "00AB12") -> profile.IssueRequest:
-    now = authority.now_utc()
+    now = publication.now_utc()
     return profile.IssueRequest(
         Kind.IKI,
         profile.ee_subject(config.profile, "Acme Meters Ltd", org_id, "Manufacturer"),
@@ -377,19 +379,19 @@ def _iki_request(config: Config, public_key: object, days: int = 365, org_id: st
 
 def _state(root: Path) -> tuple[bytes, list[str]]:
     """The issued register and the list of published certificate files."""
-    certs = sorted(str(p.relative_to(root)) for p in (root / authority.CERTS_DIR).rglob("*") if p.is_file())
+    certs = sorted(str(p.relative_to(root)) for p in (root / publication.CERTS_DIR).rglob("*") if p.is_file())
     return (root / registers.ISSUED).read_bytes(), certs
 
 
 def test_issue_refuses_an_iki_certificate_reusing_an_existing_key(pub: Path) -> None:
     config = load(pub)
     key = ec.generate_private_key(ec.SECP256R1())
-    first = authority.issue(config, "ica", _iki_request(config, key.public_key()))
+    first = operations.issue(config, "ica", _iki_request(config, key.public_key()))
     assert first.path.is_file()
     before = _state(pub)
     assert len(before[1]) == 1
     with pytest.raises(PolicyRefused) as exc:
-        authority.issue(config, "ica", _iki_request(config, first.certificate.public_key(), org_id="00CD34"))
+        operations.issue(config, "ica", _iki_request(config, first.certificate.public_key(), org_id="00CD34"))
     assert [r.rule for r in exc.value.refusals] == ["SEC L11.4(c)"]
     assert f"already in iki certificate {first.certificate.serial_number:x}" in str(exc.value)
     assert _state(pub) == before
@@ -397,12 +399,12 @@ def test_issue_refuses_an_iki_certificate_reusing_an_existing_key(pub: Path) -> 
 
 def test_issue_refuses_an_iki_certificate_with_the_issuing_ica_key(pub: Path) -> None:
     config = load(pub)
-    ica = authority.load_certificate(config.issuer("ica").certificate)
+    ica = publication.load_certificate(config.issuer("ica").certificate)
     with pytest.raises(PolicyRefused) as exc:
-        authority.issue(config, "ica", _iki_request(config, ica.public_key()))
+        operations.issue(config, "ica", _iki_request(config, ica.public_key()))
     assert exc.value.refusals[0].rule == "SEC L11.4(c)"
     assert "already in ica-issuing certificate" in exc.value.refusals[0].message
-    assert not (pub / authority.CERTS_DIR).exists()
+    assert not (pub / publication.CERTS_DIR).exists()
     assert len(registers.load_issued(pub)) == 2  # only the two ICA certificates
 
 
@@ -414,14 +416,14 @@ def test_issue_refuses_an_iki_certificate_longer_than_configured(pub: Path, limi
     assert config.rules.iki_max_days == limit
     register_before = (pub / registers.ISSUED).read_bytes()
     with pytest.raises(PolicyRefused) as exc:
-        authority.issue(
+        operations.issue(
             config, "ica", _iki_request(config, ec.generate_private_key(ec.SECP256R1()).public_key(), limit + 1)
         )
     assert [r.rule for r in exc.value.refusals] == [IKI_RULE]
     assert f"at most {limit} days" in str(exc.value)
     assert (pub / registers.ISSUED).read_bytes() == register_before
-    assert not (pub / authority.CERTS_DIR).exists()
-    issued = authority.issue(
+    assert not (pub / publication.CERTS_DIR).exists()
+    issued = operations.issue(
         config, "ica", _iki_request(config, ec.generate_private_key(ec.SECP256R1()).public_key(), limit)
     )
     assert issued.certificate.not_valid_after_utc - issued.certificate.not_valid_before_utc == dt.timedelta(days=limit)
@@ -429,15 +431,15 @@ def test_issue_refuses_an_iki_certificate_longer_than_configured(pub: Path, limi
 
 def test_issue_refuses_when_the_issuer_certificate_has_expired(pub: Path) -> None:
     config = load(pub)
-    ica = authority.load_certificate(config.issuer("ica").certificate)
+    ica = publication.load_certificate(config.issuer("ica").certificate)
     later = ica.not_valid_after_utc + dt.timedelta(days=1)
     with pytest.raises(PolicyRefused) as exc:
-        authority.issue(
+        operations.issue(
             config, "ica", _iki_request(config, ec.generate_private_key(ec.SECP256R1()).public_key()), now=later
         )
     assert exc.value.refusals[0].rule == "SEC Appendix B (key usage period)"
     assert "the issuer certificate expired on" in str(exc.value)
-    assert not (pub / authority.CERTS_DIR).exists()
+    assert not (pub / publication.CERTS_DIR).exists()
 
 
 # --- cpl-publisher policy check ----------------------------------------------------------------
@@ -507,15 +509,17 @@ def test_policy_check_against_a_publication_accepts_its_own_certificates(
     pub: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = load(pub)
-    authority.issue(config, "ica", _iki_request(config, ec.generate_private_key(ec.SECP256R1()).public_key()))
-    code, out, err = run(capsys, "policy", "check", "--dir", str(pub), str(pub / "pki"), str(pub / authority.CERTS_DIR))
+    operations.issue(config, "ica", _iki_request(config, ec.generate_private_key(ec.SECP256R1()).public_key()))
+    code, out, err = run(
+        capsys, "policy", "check", "--dir", str(pub), str(pub / "pki"), str(pub / publication.CERTS_DIR)
+    )
     assert code == 0, out + err
     kinds = sorted(line.rsplit(", ", 1)[1] for line in out.splitlines())
     assert kinds == ["ica-issuing)", "ica-root)", "iki)"]
 
 
 def test_policy_check_refuses_a_key_already_in_the_register(pub: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    ica = authority.load_certificate(load(pub).issuer("ica").certificate)
+    ica = publication.load_certificate(load(pub).issuer("ica").certificate)
     key = ec.generate_private_key(ec.SECP256R1())
     cert = make_cert(key, START, START + dt.timedelta(days=30), eku=DEFAULT_EKU)
     # Same key as the issuing ICA: rebuild the certificate around the ICA's public key.
@@ -674,7 +678,7 @@ def test_policy_check_missing_file_and_empty_folder_exit_2(tmp_path: Path, capsy
 
 
 def _role_request(config: Config, org_id: str, role: str) -> profile.IssueRequest:
-    now = authority.now_utc()
+    now = publication.now_utc()
     return profile.IssueRequest(
         Kind.IKI,
         profile.ee_subject(config.profile, "Acme Meters Ltd", org_id, role),
@@ -689,18 +693,18 @@ def _role_request(config: Config, org_id: str, role: str) -> profile.IssueReques
 def test_issue_refuses_a_second_role_for_one_organisation(pub: Path) -> None:
     # A manufacturer given a Supplier certificate could endorse its own images (SEC Appendix Z).
     config = load(pub)
-    first = authority.issue(config, "ica", _role_request(config, "1001", "Manufacturer"))
-    authority.issue(config, "ica", _role_request(config, "1001", "Manufacturer"))  # the same role again: fine
+    first = operations.issue(config, "ica", _role_request(config, "1001", "Manufacturer"))
+    operations.issue(config, "ica", _role_request(config, "1001", "Manufacturer"))  # the same role again: fine
     before = _state(pub)
     with pytest.raises(PolicyRefused) as exc:
-        authority.issue(config, "ica", _role_request(config, "1001", "Supplier"))
+        operations.issue(config, "ica", _role_request(config, "1001", "Supplier"))
     assert [r.rule for r in exc.value.refusals] == ["IKI roles"]
     assert (
         f"organisation ID 1001 already holds a Manufacturer IKI certificate ({first.certificate.serial_number:x})"
         in (str(exc.value))
     )
     assert _state(pub) == before
-    authority.issue(config, "ica", _role_request(config, "2001", "Supplier"))  # another organisation: fine
+    operations.issue(config, "ica", _role_request(config, "2001", "Supplier"))  # another organisation: fine
 
 
 def test_a_second_role_is_allowed_where_the_configuration_names_the_organisation(pub: Path) -> None:
@@ -708,11 +712,11 @@ def test_a_second_role_is_allowed_where_the_configuration_names_the_organisation
         f.write('\n[policy]\nmulti_role_organisations = ["9001"]\n')
     config = load(pub)
     assert config.rules.multi_role_organisations == frozenset({"9001"})
-    authority.issue(config, "ica", _role_request(config, "9001", "DCC"))
-    authority.issue(config, "ica", _role_request(config, "9001", "Supplier"))
-    authority.issue(config, "ica", _role_request(config, "1001", "Manufacturer"))
+    operations.issue(config, "ica", _role_request(config, "9001", "DCC"))
+    operations.issue(config, "ica", _role_request(config, "9001", "Supplier"))
+    operations.issue(config, "ica", _role_request(config, "1001", "Manufacturer"))
     with pytest.raises(PolicyRefused):  # the configuration names 9001 only
-        authority.issue(config, "ica", _role_request(config, "1001", "DCC"))
+        operations.issue(config, "ica", _role_request(config, "1001", "DCC"))
 
 
 @pytest.mark.parametrize("value", ['"9001"', "[9001]", '[""]'])

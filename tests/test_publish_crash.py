@@ -44,12 +44,12 @@ from site_fixtures import write_submission
 from publisher import demo, fsio
 from publisher.config import Config
 from publisher.config import load as load_config
-from publisher.history import verify_history
 from publisher.intake.associations import AssociationIndex
-from publisher.log_key import load_log_signer
-from publisher.pki import crl_publish, revocation
-from publisher.publish import publish
+from publisher.pki import crl_publish
+from publisher.publish import operations, publish
+from publisher.publish.history import verify_history
 from publisher.tlog import LogReader
+from publisher.tlog.signer import load_log_signer
 from verifier.cpl_verify import main as verify_main
 
 STRIDE = 37  # coprime with any span we see, so the kill points walk over the whole publish
@@ -88,9 +88,9 @@ def arrive(w: World, trial: int) -> None:
     w.bad.add(bad)
     if trial % 3 == 0:
         w.serial += 1
-        revocation.revoke(w.config, "ica", w.serial, "superseded", unknown_serial=True)
+        operations.revoke(w.config, "ica", w.serial, "superseded", unknown_serial=True)
     elif trial % 3 == 1:
-        crl_publish.refresh_and_commit(w.config, force=True)
+        operations.refresh_crls(w.config, force=True)
 
 
 def wait_group_gone(pgid: int) -> None:

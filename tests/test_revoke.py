@@ -18,12 +18,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
+from publisher import publication, scaffold
 from publisher.cli import main
 from publisher.config import CONFIG_NAME, Config, ConfigError, Profile, load
-from publisher.pki import authority, profile, registers
+from publisher.pki import profile, registers
 from publisher.pki.crl import FORBIDDEN_REASONS
 from publisher.pki.policy import Kind
-from publisher.pki.revocation import RevocationRefused, parse_serial, revoke
+from publisher.pki.revocation import RevocationRefused, parse_serial
+from publisher.publish import operations
+from publisher.publish.operations import revoke
 
 SITE = "https://dcc.example/cpl/"
 EKU = "1.3.6.1.4.1.55555.1.1"
@@ -33,12 +36,12 @@ ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 @pytest.fixture()
 def pub(tmp_path: Path) -> Path:
     root = tmp_path / "pub"
-    authority.init_publication(root, tmp_path / "keys", SITE, "dcc.example/cpl/log")
+    scaffold.init_publication(root, tmp_path / "keys", SITE, "dcc.example/cpl/log")
     return root
 
 
 def issue_iki(config: Config, org_id: str = "00AB12") -> x509.Certificate:
-    now = authority.now_utc()
+    now = publication.now_utc()
     request = profile.IssueRequest(
         Kind.IKI,
         profile.ee_subject(config.profile, "Acme Meters Ltd", org_id, "Manufacturer"),
@@ -48,7 +51,7 @@ def issue_iki(config: Config, org_id: str = "00AB12") -> x509.Certificate:
         now + dt.timedelta(days=365),
         config.crl_url("ica"),
     )
-    return authority.issue(config, "ica", request).certificate
+    return operations.issue(config, "ica", request).certificate
 
 
 @pytest.fixture()
@@ -147,7 +150,7 @@ def test_revoke_api_uses_the_given_time(issued: tuple[Path, int]) -> None:
 
 
 def test_revoking_an_ica_certificate_under_the_root(pub: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    ica = authority.load_certificate(load(pub).issuer("ica").certificate)
+    ica = publication.load_certificate(load(pub).issuer("ica").certificate)
     code, _, err = cli_revoke(
         capsys, pub, "--issuer", "iki-root", "--serial", f"{ica.serial_number:x}", "--reason", "cACompromise"
     )
@@ -246,7 +249,7 @@ def test_unknown_reason_is_refused(issued: tuple[Path, int], capsys: pytest.Capt
 
 def test_invalidity_date_in_the_future_is_refused(issued: tuple[Path, int], capsys: pytest.CaptureFixture[str]) -> None:
     pub, serial = issued
-    future = (authority.now_utc() + dt.timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    future = (publication.now_utc() + dt.timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
     code, _, err = cli_revoke(
         capsys,
         pub,
@@ -485,7 +488,7 @@ def test_ca_issue_follows_the_profile(pub: Path, tmp_path: Path, capsys: pytest.
     [dp] = ext.get_extension_for_class(x509.CRLDistributionPoints).value
     assert [n.value for n in dp.full_name or []] == ["https://dcc.example/cpl/crl/ica.crl"]
 
-    ica = authority.load_certificate(pub / "pki" / "ica.pem")
+    ica = publication.load_certificate(pub / "pki" / "ica.pem")
     ica_ski = ica.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     aki = ext.get_extension_for_class(x509.AuthorityKeyIdentifier).value
     assert aki.key_identifier == ica_ski.digest

@@ -28,12 +28,12 @@ from site_fixtures import (
     shown,
 )
 
-from publisher.checkpoint import open_checkpoint, parse_tlog_proof, verify_tlog_proof
 from publisher.config import load as load_config
-from publisher.merkle import leaf_hash
-from publisher.note import Verifier, b64encode
-from publisher.site.export import open_log
+from publisher.publication import open_log
 from publisher.site.lookup import model_lookup_key, shard_path
+from publisher.tlog.checkpoint import open_checkpoint, parse_tlog_proof, verify_tlog_proof
+from publisher.tlog.merkle import leaf_hash
+from publisher.tlog.note import Verifier, b64encode
 from verifier.cpl_verify import RULES
 
 __all__ = ["demo_site", "hostile_site"]  # session fixtures shared with test_browser.py

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from publisher import merkle
 from publisher.cli import main
-from publisher.note import Signer
-from publisher.tlog import CorruptLog, LogReader, TileLog
+from publisher.tlog import CorruptLog, LogReader, TileLog, merkle
+from publisher.tlog.note import Signer
 
 ORIGIN = "test.example/log"
 SIGNER = Signer.generate(ORIGIN)

@@ -11,12 +11,20 @@ from pathlib import Path
 
 import pytest
 
-from publisher import fsio, merkle
-from publisher.checkpoint import CheckpointError, parse_tlog_proof, verify_tlog_proof
+from publisher import fsio
 from publisher.fsio import LockHeld
-from publisher.note import Signer, b64encode
-from publisher.tiles import TILE_WIDTH, EntryTooLarge, Tile, parse_path, right_edge, root_from_right_edge, split_hashes
-from publisher.tlog import PENDING_FILE, STATE_FILE, CorruptLog, LogError, LogReader, TileLog
+from publisher.tlog import PENDING_FILE, STATE_FILE, CorruptLog, LogError, LogReader, TileLog, merkle
+from publisher.tlog.checkpoint import CheckpointError, parse_tlog_proof, verify_tlog_proof
+from publisher.tlog.note import Signer, b64encode
+from publisher.tlog.tiles import (
+    TILE_WIDTH,
+    EntryTooLarge,
+    Tile,
+    parse_path,
+    right_edge,
+    root_from_right_edge,
+    split_hashes,
+)
 
 ORIGIN = "test.example/log"
 SIGNER = Signer.generate(ORIGIN)
@@ -184,7 +192,7 @@ def test_second_writer_in_the_same_process_gets_lock_held(tmp_path: Path) -> Non
 CHILD_OPEN = """
 import os, sys
 from publisher.fsio import LockHeld
-from publisher.note import Signer
+from publisher.tlog.note import Signer
 from publisher.tlog import TileLog
 signer = Signer.from_skey(os.environ["TEST_LOG_SKEY"])
 try:
@@ -237,7 +245,7 @@ def test_lock_is_released_when_the_holder_dies(tmp_path: Path) -> None:
             sys.executable,
             "-c",
             "import os,sys,time\n"
-            "from publisher.note import Signer\nfrom publisher.tlog import TileLog\n"
+            "from publisher.tlog.note import Signer\nfrom publisher.tlog import TileLog\n"
             "log = TileLog.open(sys.argv[1], Signer.from_skey(os.environ['TEST_LOG_SKEY']))\n"
             "print('holding', flush=True)\ntime.sleep(60)\n",
             str(root),

@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 
-from publisher.checkpoint import (
+from publisher.tlog import CorruptLog, LogReader
+from publisher.tlog.checkpoint import (
     CheckpointError,
     SignedCheckpoint,
     open_checkpoint,
@@ -28,7 +29,7 @@ from publisher.checkpoint import (
     parse_tlog_proof,
     verify_tlog_proof,
 )
-from publisher.merkle import (
+from publisher.tlog.merkle import (
     EMPTY_ROOT,
     ProofError,
     consistency_proof,
@@ -39,17 +40,8 @@ from publisher.merkle import (
     verify_consistency,
     verify_inclusion,
 )
-from publisher.note import (
-    EM_DASH,
-    NoteError,
-    Signer,
-    Verifier,
-    key_id,
-    open_note,
-    parse_note,
-    sign_note,
-)
-from publisher.tiles import (
+from publisher.tlog.note import EM_DASH, NoteError, Signer, Verifier, key_id, open_note, parse_note, sign_note
+from publisher.tlog.tiles import (
     TILE_WIDTH,
     Tile,
     TileError,
@@ -60,7 +52,6 @@ from publisher.tiles import (
     right_edge,
     tiles_for_size,
 )
-from publisher.tlog import CorruptLog, LogReader
 
 # -- locating the vectors ------------------------------------------------------
 

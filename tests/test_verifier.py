@@ -32,17 +32,18 @@ from verifier_fixtures import (
     tamper,
 )
 
-from publisher import checkpoint as pub_checkpoint
-from publisher import merkle as pub_merkle
-from publisher import note as pub_note
-from publisher import tiles as pub_tiles
-from publisher.checkpoint import Checkpoint
 from publisher.intake.associations import canonical_json
-from publisher.log_key import load_log_signer
-from publisher.note import Signer, sign_note
-from publisher.pki.authority import now_utc
+from publisher.publication import now_utc
+from publisher.publish import operations
 from publisher.site.export import export_tree
 from publisher.tlog import TileLog
+from publisher.tlog import checkpoint as pub_checkpoint
+from publisher.tlog import merkle as pub_merkle
+from publisher.tlog import note as pub_note
+from publisher.tlog import tiles as pub_tiles
+from publisher.tlog.checkpoint import Checkpoint
+from publisher.tlog.note import Signer, sign_note
+from publisher.tlog.signer import load_log_signer
 from verifier import cpl_verify
 from verifier.cpl_verify import main
 
@@ -1034,7 +1035,7 @@ def test_signer_key_compromised_before_the_approval(world: World, tmp_path: Path
 
     from publisher.config import load
     from publisher.intake.associations import AssociationIndex
-    from publisher.pki import crl_publish, revocation
+    from publisher.pki import crl_publish
     from publisher.publish import crl_entries
 
     pub = tmp_path / "publication"
@@ -1044,7 +1045,7 @@ def test_signer_key_compromised_before_the_approval(world: World, tmp_path: Path
     approved = cpl_verify.parse_iso(e2["approved_at"])
     supplier = world.party("supplier").cert
     assert e2["endorser"]["certificate_sha256"] == world.party("supplier").fingerprint
-    revocation.revoke(
+    operations.revoke(
         config, "ica", supplier.serial_number, "keyCompromise", invalidity_date=approved - dt.timedelta(minutes=1)
     )
     refreshed = crl_publish.refresh(config, force=True)

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from verifier_fixtures import tamper
 
-from publisher.note import Signer
 from publisher.tlog import TileLog
+from publisher.tlog.note import Signer
 from verifier.cpl_verify import main
 
 VECTORS = Path(__file__).resolve().parent / "vectors"

@@ -36,17 +36,18 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import pkcs7
 
+from publisher import keys, publication, scaffold
 from publisher.config import Config, load
 from publisher.intake.associations import AssociationIndex
 from publisher.intake.run import run_intake
-from publisher.log_key import load_log_signer
-from publisher.note import Signer
-from publisher.pki import authority, crl_publish, keys, profile, revocation
+from publisher.pki import crl_publish, profile
 from publisher.pki.crl import CRLSpec, Revocation, sign_crl
 from publisher.pki.policy import Kind
-from publisher.publish import crl_entries
+from publisher.publish import crl_entries, operations
 from publisher.site.export import export_tree
 from publisher.tlog import TileLog
+from publisher.tlog.note import Signer
+from publisher.tlog.signer import load_log_signer
 from verifier.cpl_verify import SHEET_COLUMNS as COLUMNS
 
 SITE_URL = "https://cpl.example.test"  # only the CRL distribution point names come from it
@@ -100,7 +101,7 @@ def _issue(
         start + dt.timedelta(days=days),
         config.crl_url(ISSUER),
     )
-    cert = authority.issue(config, ISSUER, request, now=now).certificate
+    cert = operations.issue(config, ISSUER, request, now=now).certificate
     folder.mkdir(parents=True, exist_ok=True)
     cert_path, key_path = folder / f"{label}.pem", folder / f"{label}.key"
     ica = (config.root / "pki" / f"{ISSUER}.pem").read_bytes()
@@ -252,9 +253,9 @@ def _publish_step(config: Config, signer: Signer, now: dt.datetime, world: World
 
 def build_world(base: Path) -> World:
     """The publication (two publishes and a revocation), exported to ``base/site``."""
-    now = authority.now_utc()
+    now = publication.now_utc()
     pub = base / "publication"
-    authority.init_publication(pub, base / "keys", SITE_URL, ORIGIN)
+    scaffold.init_publication(pub, base / "keys", SITE_URL, ORIGIN)
     config = load(pub)
     folder = base / "parties"
     parties = {label: _issue(config, folder, label, label, now) for label in ("acme", "supplier", "dcc", "triage")}
@@ -262,7 +263,7 @@ def build_world(base: Path) -> World:
     parties["triage-expired"] = _issue(config, folder, "triage-expired", "triage", now, now - dt.timedelta(days=800))
     signer = load_log_signer(config.log_key, pub)
     stranger = base / "stranger"
-    authority.init_publication(stranger, base / "stranger-keys", SITE_URL, "stranger.example/log")
+    scaffold.init_publication(stranger, base / "stranger-keys", SITE_URL, "stranger.example/log")
     sconfig = load(stranger)
     world = World(
         base,
@@ -271,10 +272,10 @@ def build_world(base: Path) -> World:
         signer,
         parties,
         keys.load_private_key(config.issuer(ISSUER).key, pub),
-        authority.load_certificate(pub / "pki" / f"{ISSUER}.pem"),
-        authority.load_certificate(pub / "pki" / "iki-root.pem"),
+        publication.load_certificate(pub / "pki" / f"{ISSUER}.pem"),
+        publication.load_certificate(pub / "pki" / "iki-root.pem"),
         keys.load_private_key(sconfig.issuer(ISSUER).key, stranger),
-        authority.load_certificate(stranger / "pki" / f"{ISSUER}.pem"),
+        publication.load_certificate(stranger / "pki" / f"{ISSUER}.pem"),
     )
     acme, supplier, dcc = parties["acme"], parties["supplier"], parties["dcc"]
 
@@ -290,7 +291,7 @@ def build_world(base: Path) -> World:
             world.indices[label] = index
 
     # Round 2: a replacement after an investigation; a revocation (a new CRL and its crl/v1 entry).
-    revocation.revoke(config, ISSUER, parties["triage-revoked"].cert.serial_number, "keyCompromise", ref="T-1")
+    operations.revoke(config, ISSUER, parties["triage-revoked"].cert.serial_number, "keyCompromise", ref="T-1")
     request = {
         "submitter_ref": "REF-S6",
         "panel_ref": "PANEL-S6",
@@ -508,7 +509,7 @@ def tamper(data: bytes, offset: int) -> bytes:
 
 
 def fresh_crl_times(now: dt.datetime | None = None) -> tuple[dt.datetime, dt.datetime]:
-    now = now or authority.now_utc()
+    now = now or publication.now_utc()
     return now - dt.timedelta(minutes=1), now + dt.timedelta(days=7)
 
 

@@ -13,10 +13,9 @@ from dataclasses import dataclass, field
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
+from publisher.config import Profile
 from verifier.cpl_verify import ChainError, build_chain, check_end_entity
 from verifier.cpl_verify import describe_cert as describe
-
-from ..config import Profile
 
 
 @dataclass(frozen=True)

@@ -18,19 +18,12 @@ from pathlib import Path
 
 from cryptography import x509
 
-from verifier.cpl_verify import R_FOLDER, R_PUBLISHER_CRL, R_SPREADSHEET, parse_iso
-
-from .. import fsio
-from ..config import Config
-from ..pki.authority import load_certificate, now_utc
-from ..pki.crl_publish import CRL_DIR
-from ..pki.registers import load_revocations
-from ..progress import Progress
-from ..tlog import LogReader, TileLog
-from ..transaction import OperationRefused
-from .associations import AssociationIndex, canonical_json
-from .certcheck import TrustContext
-from .submission import (
+from publisher import fsio
+from publisher.config import Config
+from publisher.errors import OperationRefused
+from publisher.intake.associations import AssociationIndex, canonical_json
+from publisher.intake.certcheck import TrustContext
+from publisher.intake.submission import (
     REPORT_FILES,
     Decision,
     Finding,
@@ -43,10 +36,11 @@ from .submission import (
     report_text,
     symlink_finding,
 )
-
-INBOX = "inbox"
-PROCESSED = "processed"
-EVIDENCE = "evidence"
+from publisher.pki.registers import load_revocations
+from publisher.progress import Progress
+from publisher.publication import CRL_DIR, EVIDENCE_DIR, INBOX, PROCESSED, load_certificate, now_utc
+from publisher.tlog.engine import LogReader, TileLog
+from verifier.cpl_verify import R_FOLDER, R_PUBLISHER_CRL, R_SPREADSHEET, parse_iso
 
 
 def trust_context(config: Config, now: dt.datetime) -> TrustContext:
@@ -231,7 +225,7 @@ def run_intake(
         report.signers[folder.name] = decision.signers
     progress.done()
     if approved:
-        evidence = {f"{EVIDENCE}/{h}": data for _, d in approved for h, data in d.evidence.items()}
+        evidence = {f"{EVIDENCE_DIR}/{h}": data for _, d in approved for h, data in d.evidence.items()}
         fresh = {p: data for p, data in evidence.items() if not (log.root / p).exists()}
         fsio.write_files(log.root, fresh)
         log.append([canonical_json(e) for _, d in approved for e in d.entries])

@@ -18,6 +18,9 @@ from pathlib import Path
 
 from cryptography import x509
 
+from publisher.intake.associations import ASSOCIATION_TYPE, AssociationIndex
+from publisher.intake.certcheck import TrustContext, check_certificate
+from publisher.pki.profile import identity
 from verifier.cpl_verify import (
     MAX_SHEET_BYTES,
     R_CERTIFICATE,
@@ -40,10 +43,6 @@ from verifier.cpl_verify import (
     symlink_finding,
 )
 from verifier.cpl_verify import RuleFinding as Finding
-
-from ..pki.profile import identity
-from .associations import ASSOCIATION_TYPE, AssociationIndex
-from .certcheck import TrustContext, check_certificate
 
 __all__ = [
     "REPORT_FILES",

@@ -24,9 +24,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import ExtensionOID
 
+from publisher.errors import Refused
+from publisher.pki import der
 from verifier.cpl_verify import VerifyFailed, verify_crl_signature
-
-from . import der
 
 # RFC 5280 5.3.1 reason codes; certificateHold (6) and removeFromCRL (8) are not
 # allowed: revocation is final in this profile.
@@ -53,7 +53,7 @@ _REASON_EXTENSIONS = {
 }
 
 
-class CRLError(ValueError):
+class CRLError(Refused, ValueError):
     """A CRL failed a check; the message names the check."""
 
 

@@ -20,11 +20,11 @@ from pathlib import Path
 
 from cryptography import x509
 
-from .. import fsio, transaction
-from ..config import Config, IssuerConfig
-from . import keys, registers
-from .authority import load_certificate, now_utc
-from .crl import (
+from publisher import fsio, keys
+from publisher.config import Config, IssuerConfig
+from publisher.errors import Refused
+from publisher.pki import registers
+from publisher.pki.crl import (
     CRLError,
     CRLInfo,
     CRLSpec,
@@ -40,16 +40,16 @@ from .crl import (
     to_pem,
     verify_signature,
 )
-from .der import parse_time as parse_time  # re-exported: the site reads CRL descriptions with it
-from .policy import check_key_in_use
-from .registers import Prefix, Snapshot
+from publisher.pki.der import parse_time
+from publisher.pki.policy import check_key_in_use
+from publisher.pki.registers import Prefix, Snapshot
+from publisher.publication import CRL_DIR, load_certificate, now_utc
 
-CRL_DIR = "crl"
 # check_crl's "thisUpdate not in the future" does not apply to a CRL signed earlier.
 _FAR_FUTURE = dt.datetime(9000, 1, 1, tzinfo=dt.UTC)
 
 
-class CRLRefused(RuntimeError):
+class CRLRefused(Refused):
     """A CRL could not be issued; nothing was published."""
 
 
@@ -144,19 +144,6 @@ def due(
     if now >= this_update + (next_update - this_update) * issuer.refresh_fraction:
         return f"{issuer.refresh_fraction:.0%} of the CRL's lifetime has passed"
     return None
-
-
-def refresh_and_commit(config: Config, force: bool = False) -> list[Refreshed]:
-    """``crl refresh``: refresh (see ``refresh``) as a resumable operation, and commit the new CRLs.
-
-    The next ``publish`` logs them (it logs every archived CRL the log lacks).
-    """
-    with transaction.session(config.root, "crl-refresh") as session:
-        session.begin()
-        done = refresh(config, force=force)
-        numbers = ", ".join(f"{d.issuer} #{d.info.number}" for d in done)
-        session.commit([CRL_DIR, registers.CRL_NUMBERS], f"crl refresh: {numbers or 'finished an interrupted refresh'}")
-        return done
 
 
 def refresh(config: Config, now: dt.datetime | None = None, force: bool = False) -> list[Refreshed]:

@@ -22,14 +22,15 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID, ObjectIdentifier
 
-from ..config import Profile
-from .keys import PrivateKey, PublicKey, spki_sha256
-from .policy import CertFacts, Kind
+from publisher.config import Profile
+from publisher.errors import UsageError
+from publisher.keys import PrivateKey, PublicKey, spki_sha256
+from publisher.pki.policy import CertFacts, Kind
 
 MAX_NAME = 128
 
 
-class ProfileError(ValueError):
+class ProfileError(UsageError, ValueError):
     """A certificate or request does not fit the profile."""
 
 

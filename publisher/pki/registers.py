@@ -18,14 +18,15 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .. import fsio
+from publisher import fsio
+from publisher.errors import UsageError
 
 ISSUED = "registers/issued.jsonl"
 REVOCATIONS = "registers/revocations.jsonl"
 CRL_NUMBERS = "registers/crl-numbers.json"
 
 
-class RegisterError(ValueError):
+class RegisterError(UsageError, ValueError):
     """A register file is malformed."""
 
 

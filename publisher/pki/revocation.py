@@ -5,15 +5,15 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-from .. import transaction
-from ..config import Config
-from . import registers
-from .authority import now_utc
-from .crl import FORBIDDEN_REASONS, REASONS
-from .registers import RevocationRecord
+from publisher.config import Config
+from publisher.errors import Refused
+from publisher.pki import registers
+from publisher.pki.crl import FORBIDDEN_REASONS, REASONS
+from publisher.pki.registers import RevocationRecord
+from publisher.publication import Change, Operation, now_utc
 
 
-class RevocationRefused(ValueError):
+class RevocationRefused(Refused, ValueError):
     """The revocation request breaks a rule; nothing was recorded."""
 
 
@@ -35,6 +35,7 @@ def parse_serial(text: str) -> int:
 
 
 def revoke(
+    op: Operation,
     config: Config,
     issuer: str,
     serial: int,
@@ -44,7 +45,8 @@ def revoke(
     unknown_serial: bool = False,
     now: dt.datetime | None = None,
 ) -> RevocationRecord:
-    """Record a revocation after checking it; the next CRL refresh publishes it."""
+    """Record a revocation after checking it, as one ``Change`` that ``op`` (the publication's writer:
+    ``publisher.publish.operations.revoke``) applies; the next CRL refresh publishes it."""
     now = now or now_utc()
     config.issuer(issuer)  # unknown issuer -> ConfigError naming the configured ones
     if reason in FORBIDDEN_REASONS:
@@ -56,21 +58,6 @@ def revoke(
             invalidity_date = invalidity_date.replace(tzinfo=dt.UTC)
         if invalidity_date > now:
             raise RevocationRefused(f"invalidity date {_iso(invalidity_date)} is in the future")
-    with transaction.session(config.root, "revoke") as session:
-        return _revoke_locked(session, config, issuer, serial, reason, invalidity_date, ref, unknown_serial, now)
-
-
-def _revoke_locked(
-    session: transaction.Session,
-    config: Config,
-    issuer: str,
-    serial: int,
-    reason: str,
-    invalidity_date: dt.datetime | None,
-    ref: str | None,
-    unknown_serial: bool,
-    now: dt.datetime,
-) -> RevocationRecord:
     hex_serial = f"{serial:x}"
     issued = {(r.issuer, r.serial) for r in registers.load_issued(config.root)}
     if (issuer, hex_serial) not in issued and not unknown_serial:
@@ -93,10 +80,10 @@ def _revoke_locked(
         ref=ref,
         unknown_serial=unknown_serial and (issuer, hex_serial) not in issued,
     )
-    change = transaction.Change(
+    change = Change(
         "revoke",
         f"revoke {issuer} serial {hex_serial} ({reason})",
         appends={registers.REVOCATIONS: registers.line_of(record)},
     )
-    session.apply(change)
+    op.apply(change)
     return record

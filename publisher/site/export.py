@@ -15,20 +15,16 @@ the publication, not copied; generated files (proofs, lookup shards,
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..config import Config
-from ..note import Verifier, b64encode
-from ..pki.crl_publish import CRL_DIR
-from ..tlog import LogReader
-from .lookup import lookup_files
-
-LOG_DIR = "log"
+from publisher.config import Config
+from publisher.publication import CRL_DIR, LOG_DIR, PKI_DIR, STATUS_FILE, open_log, status
+from publisher.site.lookup import lookup_files
+from publisher.tlog.engine import LogReader
 
 
 def _link(src: Path, dst: Path) -> None:
@@ -59,13 +55,6 @@ def link_tree(src: Path, dst: Path) -> int:
     return count
 
 
-def open_log(config: Config) -> LogReader:
-    """The publication's log, read at its checkpoint with its own published key."""
-    log_dir = config.root / LOG_DIR
-    vkey = Verifier.from_vkey((log_dir / "vkey").read_text())
-    return LogReader(log_dir, config.origin, [vkey])
-
-
 def json_entries(log: LogReader) -> list[tuple[int, dict[str, object]]]:
     """The log's entries that are JSON objects, with their indices."""
     out = []
@@ -79,30 +68,11 @@ def json_entries(log: LogReader) -> list[tuple[int, dict[str, object]]]:
     return out
 
 
-def status(config: Config, log: LogReader, generated_at: str) -> dict[str, object]:
-    """``status.json``: the CRLs' state and the log's size, root and checkpoint."""
-    crls: dict[str, object] = {}
-    for issuer in config.issuers:
-        meta_path = config.root / CRL_DIR / f"{issuer.name}.json"
-        if meta_path.exists():
-            crls[issuer.name] = json.loads(meta_path.read_text())
-    return {
-        "generated_at": generated_at,
-        "log": {
-            "origin": config.origin,
-            "size": log.size,
-            "root": b64encode(log.root_hash),
-            "checkpoint_sha256": hashlib.sha256(log.signed.raw.encode()).hexdigest(),
-        },
-        "crls": crls,
-    }
-
-
 def export_tree(config: Config, out: Path, generated_at: str, proofs: bool = True) -> dict[str, object]:
     """Write the machine-readable site tree into ``out``; return ``status.json``'s content."""
     log = open_log(config)
     linked = 0
-    for sub in (CRL_DIR, "pki"):
+    for sub in (CRL_DIR, PKI_DIR):
         if (config.root / sub).is_dir():
             linked += link_tree(config.root / sub, out / sub)
     for name in ("checkpoint", "vkey"):
@@ -123,5 +93,5 @@ def export_tree(config: Config, out: Path, generated_at: str, proofs: bool = Tru
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
     state = status(config, log, generated_at)
-    (out / "status.json").write_text(json.dumps(state, indent=1, sort_keys=True) + "\n")
+    (out / STATUS_FILE).write_text(json.dumps(state, indent=1, sort_keys=True) + "\n")
     return state

@@ -19,11 +19,11 @@ from mkdocs.structure.files import File, Files
 
 from publisher.config import Config
 from publisher.config import load as load_config
-from publisher.pki.authority import load_certificate
-from publisher.pki.crl_publish import CRL_DIR, parse_time
+from publisher.pki.der import parse_time
 from publisher.pki.registers import load_revocations
+from publisher.publication import CRL_DIR, load_certificate, open_log
 from publisher.site import pages
-from publisher.site.export import export_tree, json_entries, open_log
+from publisher.site.export import export_tree, json_entries
 from verifier.cpl_verify import RULES
 
 _state: dict[str, Any] = {}

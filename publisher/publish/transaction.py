@@ -26,17 +26,18 @@ numbers and logged entries, which recovery keeps.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import git
 
-from . import fsio, gitstate
-from .pki import registers
+from publisher import fsio
+from publisher.errors import OperationRefused
+from publisher.pki import registers
+from publisher.publication import Change
+from publisher.publish import gitstate
 
 PRIVATE_DIR = ".publisher"
 LOCK_FILE = f"{PRIVATE_DIR}/lock"
@@ -47,47 +48,9 @@ PRIVATE_PATHS = (f"/{PRIVATE_DIR}/", "/log/.state/")  # never committed (git exc
 _GIT_LOCKS = ("index.lock", "HEAD.lock")
 
 
-class OperationRefused(RuntimeError):
-    """The publication cannot take this operation now (another one must be finished first)."""
-
-
-@dataclass(frozen=True)
-class Change:
-    """An operator's change, known in full before anything is written, so that a crash can be redone."""
-
-    op: str
-    message: str
-    writes: dict[str, bytes] = field(default_factory=dict)  # publication-relative path -> whole file
-    appends: dict[str, bytes] = field(default_factory=dict)  # register path -> one complete line
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "kind": "change",
-            "op": self.op,
-            "message": self.message,
-            "writes": {k: base64.b64encode(v).decode() for k, v in self.writes.items()},
-            "appends": {k: v.decode() for k, v in self.appends.items()},
-        }
-
-    @classmethod
-    def from_json(cls, obj: dict[str, object]) -> Change:
-        writes, appends = obj.get("writes"), obj.get("appends")
-        if not isinstance(writes, dict) or not isinstance(appends, dict):
-            raise OperationRefused(f"{JOURNAL_FILE}: a change without its writes and appends")
-        return cls(
-            str(obj.get("op")),
-            str(obj.get("message")),
-            {str(k): base64.b64decode(str(v)) for k, v in writes.items()},
-            {str(k): str(v).encode() for k, v in appends.items()},
-        )
-
-    @property
-    def paths(self) -> list[str]:
-        return sorted({*self.writes, *self.appends})
-
-
 class Session:
-    """The single writer of a publication, between ``session()``'s entry and exit."""
+    """The single writer of a publication, between ``session()``'s entry and exit: a
+    ``publisher.publication.Operation``."""
 
     def __init__(self, root: Path, op: str) -> None:
         self.root = root
@@ -179,7 +142,11 @@ def _recover(session: Session) -> None:
         return
     op = str(obj.get("op"))
     if obj.get("kind") == "change":
-        _redo(session.root, Change.from_json(obj))
+        try:
+            change = Change.from_json(obj)
+        except ValueError as exc:
+            raise OperationRefused(f"{path}: {exc}") from exc
+        _redo(session.root, change)
         return
     if op not in RESUMABLE:
         raise OperationRefused(f"{path}: unknown interrupted operation {op!r}")

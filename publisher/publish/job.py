@@ -25,28 +25,27 @@ from pathlib import Path
 
 import git
 
-from . import fsio, gitstate, transaction
-from .checkpoint import CheckpointError, SignedCheckpoint, open_checkpoint
-from .config import Config
-from .intake.associations import CRL_TYPE, AssociationIndex, canonical_json
-from .intake.run import INBOX, IntakeReport, run_intake
-from .log_key import load_log_signer
-from .merkle import ProofError
-from .note import Verifier, b64encode
-from .pki import crl_publish
-from .pki.authority import now_utc
-from .pki.crl import CRLInfo
-from .site.export import status
-from .tlog import CorruptLog, LogError, LogReader, TileLog
+from publisher import fsio
+from publisher.config import Config
+from publisher.errors import Refused
+from publisher.intake.associations import CRL_TYPE, AssociationIndex, canonical_json
+from publisher.intake.run import IntakeReport, run_intake
+from publisher.pki import crl_publish
+from publisher.pki.crl import CRLInfo
+from publisher.publication import CONFIG_NAME, INBOX, LOG_DIR, STATE_PATHS, STATUS_FILE, now_utc, status
+from publisher.publish import gitstate, transaction
+from publisher.tlog.checkpoint import CheckpointError, SignedCheckpoint, open_checkpoint
+from publisher.tlog.engine import CorruptLog, LogError, LogReader, TileLog
+from publisher.tlog.merkle import ProofError
+from publisher.tlog.note import Verifier, b64encode
+from publisher.tlog.signer import load_log_signer
 
-STATE_PATHS = ("log", "crl", "registers", "pki", "certs", "processed", "status.json")
-STATUS_FILE = "status.json"
 # What a publish commits: the state, the inbox (moves and rejection reports), and the configuration
 # that produced them (edits to it are not "dirty state").
-COMMITTED = [*STATE_PATHS, INBOX, "publisher.toml", ".gitignore"]
+COMMITTED = [*STATE_PATHS, INBOX, CONFIG_NAME, ".gitignore"]
 
 
-class PublishRefused(RuntimeError):
+class PublishRefused(Refused):
     """The publication is not in a state that may be published from."""
 
 
@@ -175,7 +174,7 @@ def check_head(
         raise PublishRefused(f"log/checkpoint committed in HEAD: {exc}") from exc
     try:
         sink = index.add_raw if index is not None else None
-        LogReader(config.root / "log", config.origin, [verifier], head).verify_all(entries=sink)
+        LogReader(config.root / LOG_DIR, config.origin, [verifier], head).verify_all(entries=sink)
     except CorruptLog as exc:
         raise PublishRefused(
             f"the log committed in HEAD does not hash to its signed checkpoint (size {head.checkpoint.size}): {exc}"
@@ -206,7 +205,7 @@ def _publish(
     index = AssociationIndex()
     head = check_head(config, signer.verifier, head_note, index)
     session.begin()
-    with TileLog.open(config.root / "log", signer) as log:
+    with TileLog.open(config.root / LOG_DIR, signer) as log:
         if head is not None and session.interrupted is None and log.signed.raw != head.raw:
             raise PublishRefused("log/checkpoint differs from the one committed in HEAD")
         refreshed = crl_publish.refresh(config, now)

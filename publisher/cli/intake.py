@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .cli_common import EXIT_FAILED, EXIT_OK, emit
-from .config import load as load_config
-from .intake.run import check_folder, index_of, run_intake, trust_context
-from .intake.submission import entry_lines, signer_lines
-from .log_key import load_log_signer
-from .note import Verifier
-from .pki.authority import now_utc
-from .tlog import LogReader, TileLog
+from publisher.cli.common import EXIT_FAILED, EXIT_OK, emit
+from publisher.config import load as load_config
+from publisher.intake.run import check_folder, index_of, run_intake, trust_context
+from publisher.intake.submission import entry_lines, signer_lines
+from publisher.publication import now_utc
+from publisher.tlog.engine import LogReader, TileLog
+from publisher.tlog.note import Verifier
+from publisher.tlog.signer import load_log_signer
 
 
 def cmd_intake(args: argparse.Namespace) -> int:

@@ -24,9 +24,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import fsio
-from .checkpoint import Checkpoint, CheckpointError, SignedCheckpoint, TlogProof, open_checkpoint
-from .merkle import (
+from publisher import fsio
+from publisher.errors import UsageError, VerificationFailed
+from publisher.tlog.checkpoint import Checkpoint, CheckpointError, SignedCheckpoint, TlogProof, open_checkpoint
+from publisher.tlog.merkle import (
     EMPTY_ROOT,
     HashRange,
     ProofError,
@@ -36,8 +37,8 @@ from .merkle import (
     root_of,
     verify_consistency,
 )
-from .note import Signer, Verifier, b64encode, sign_note
-from .tiles import (
+from publisher.tlog.note import Signer, Verifier, b64encode, sign_note
+from publisher.tlog.tiles import (
     MAX_ENTRY_SIZE,
     TILE_WIDTH,
     EntryTooLarge,
@@ -65,11 +66,11 @@ _TILE_CACHE_SIZE = 1024  # tiles (8 KB each at most)
 _RANGE_CACHE_SIZE = 1 << 20  # subtree hashes
 
 
-class LogError(RuntimeError):
+class LogError(UsageError, RuntimeError):
     """The log cannot be opened or appended to; the message says why and which file."""
 
 
-class CorruptLog(LogError):
+class CorruptLog(VerificationFailed, LogError):
     """Stored data disagrees with the signed checkpoint (tampering or disk corruption)."""
 
 

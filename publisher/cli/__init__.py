@@ -10,28 +10,18 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import __version__, cli_intake, cli_log, cli_pki, cli_publish
-from .checkpoint import CheckpointError
-from .cli_common import EXIT_FAILED, EXIT_USAGE, UsageError
-from .config import ConfigError
-from .fsio import LockHeld
-from .history import HistoryBroken
-from .merkle import ProofError
-from .note import NoteError
-from .pki.authority import PolicyRefused
-from .pki.crl import CRLError
-from .pki.crl_publish import CRLRefused
-from .pki.profile import ProfileError
-from .pki.registers import RegisterError
-from .pki.revocation import RevocationRefused
-from .publish import PublishRefused
-from .tiles import TileError
-from .tlog import CorruptLog, LogError
-from .transaction import OperationRefused
+from publisher import __version__
+from publisher.cli import intake as cli_intake
+from publisher.cli import log as cli_log
+from publisher.cli import pki as cli_pki
+from publisher.cli import publish as cli_publish
+from publisher.cli.common import EXIT_FAILED, EXIT_USAGE
+from publisher.errors import Refused, UsageError, VerificationFailed
+from verifier.cpl_verify import CheckpointError, NoteError, ProofError, TileError
 
-FAILED = (CorruptLog, ProofError, CheckpointError, HistoryBroken)
-REFUSED = (PolicyRefused, RevocationRefused, CRLRefused, CRLError, PublishRefused, OperationRefused)
-USAGE = (UsageError, ConfigError, RegisterError, ProfileError, LogError, LockHeld, TileError, NoteError, OSError)
+# The families (publisher.errors), and the verifier's errors as the publisher meets them.
+FAILED = (VerificationFailed, ProofError, CheckpointError)
+USAGE = (UsageError, TileError, NoteError, OSError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FAILED as exc:
         print(f"cpl-publisher: VERIFICATION FAILED: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    except REFUSED as exc:
+    except Refused as exc:
         print(f"cpl-publisher: refused: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except USAGE as exc:

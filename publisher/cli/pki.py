@@ -9,12 +9,14 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from .cli_common import EXIT_FAILED, EXIT_OK, UsageError, emit
-from .config import Config, Profile
-from .config import load as load_config
-from .pki import authority, crl_publish, keys, profile, revocation
-from .pki.crl import REASONS
-from .pki.policy import CertFacts, Kind, PolicyRules, check
+from publisher import keys, publication, scaffold
+from publisher.cli.common import EXIT_FAILED, EXIT_OK, UsageError, emit
+from publisher.config import Config, Profile
+from publisher.config import load as load_config
+from publisher.pki import authority, profile, revocation
+from publisher.pki.crl import REASONS
+from publisher.pki.policy import CertFacts, Kind, PolicyRules, check
+from publisher.publish import operations
 
 
 def _publication(args: argparse.Namespace) -> Config:
@@ -30,7 +32,7 @@ def _parse_when(text: str, what: str) -> dt.datetime:
 
 
 def cmd_ca_init(args: argparse.Namespace) -> int:
-    h = authority.init_publication(
+    h = scaffold.init_publication(
         Path(args.dir),
         Path(args.keys_dir),
         args.site_url,
@@ -81,7 +83,7 @@ def cmd_ca_issue(args: argparse.Namespace) -> int:
         keys.check_key_destination(out, config.root)
         private = keys.generate(args.algorithm)
         public = private.public_key()
-    not_before = _parse_when(args.not_before, "--not-before") if args.not_before else authority.now_utc()
+    not_before = _parse_when(args.not_before, "--not-before") if args.not_before else publication.now_utc()
     request = profile.IssueRequest(
         Kind.IKI,
         profile.ee_subject(config.profile, args.org, args.org_id, args.role),
@@ -91,7 +93,7 @@ def cmd_ca_issue(args: argparse.Namespace) -> int:
         not_before + dt.timedelta(days=args.days),
         config.crl_url(args.issuer),
     )
-    issued = authority.issue(config, args.issuer, request, role=args.role, approval_ref=args.approval_ref)
+    issued = operations.issue(config, args.issuer, request, role=args.role, approval_ref=args.approval_ref)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{args.org_id}-{args.role.lower()}-{issued.certificate.serial_number:x}"
     cert_file = out / f"{stem}.pem"
@@ -174,7 +176,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
         serial = revocation.parse_serial(args.serial)
     except revocation.RevocationRefused as exc:
         raise UsageError(f"--serial: {exc}") from exc
-    record = revocation.revoke(
+    record = operations.revoke(
         config,
         args.issuer,
         serial,
@@ -190,7 +192,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 
 def cmd_crl_refresh(args: argparse.Namespace) -> int:
     config = _publication(args)
-    done = crl_publish.refresh_and_commit(config, force=args.force)
+    done = operations.refresh_crls(config, force=args.force)
     summary = [{"issuer": d.issuer, "why": d.reason, **d.info.to_json()} for d in done]
     lines = [
         f"{d.issuer}: CRL {d.info.number}, {d.info.entries} entries, next update "

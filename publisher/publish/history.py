@@ -24,11 +24,21 @@ from pathlib import Path
 
 import git
 
-from .checkpoint import CheckpointError, SignedCheckpoint, open_checkpoint
-from .merkle import ProofError, leaf_hash, root_of
-from .note import Verifier
-from .tiles import TILE_WIDTH, Tile, TileError, decode_bundle, level_width, parse_path, split_hashes, tile_for
-from .tlog import LogError, LogReader
+from publisher.errors import VerificationFailed
+from publisher.tlog.checkpoint import CheckpointError, SignedCheckpoint, open_checkpoint
+from publisher.tlog.engine import LogError, LogReader
+from publisher.tlog.merkle import ProofError, leaf_hash, root_of
+from publisher.tlog.note import Verifier
+from publisher.tlog.tiles import (
+    TILE_WIDTH,
+    Tile,
+    TileError,
+    decode_bundle,
+    level_width,
+    parse_path,
+    split_hashes,
+    tile_for,
+)
 
 LOG = "log"
 CHECKPOINT = f"{LOG}/checkpoint"
@@ -38,7 +48,7 @@ IMMUTABLE = (TILES, f"{LOG}/evidence/", f"{LOG}/vkey", "crl/archive/", "certs/")
 APPEND_ONLY = ("registers/issued.jsonl", "registers/revocations.jsonl")
 
 
-class HistoryBroken(RuntimeError):
+class HistoryBroken(VerificationFailed):
     """The history is not append-only; the message names the first bad commit and file."""
 
 

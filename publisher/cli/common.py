@@ -6,11 +6,11 @@ import argparse
 import json
 from collections.abc import Mapping
 
+from publisher.errors import UsageError
+
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "UsageError", "emit"]
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-class UsageError(Exception):
-    """Bad arguments or configuration (exit 2)."""
 
 
 def emit(args: argparse.Namespace, summary: Mapping[str, object], text: str) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .config import ConfigError, KeySource
-from .note import NoteError, Signer
-from .pki.keys import read_key_material
+from publisher.config import ConfigError, KeySource
+from publisher.keys import read_key_material
+from publisher.tlog.note import NoteError, Signer
 
 
 def load_log_signer(source: KeySource, publication: Path | None = None) -> Signer:

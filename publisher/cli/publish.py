@@ -7,11 +7,11 @@ from pathlib import Path
 
 import git
 
-from .cli_common import EXIT_OK, UsageError, emit
-from .config import load as load_config
-from .history import verify_history
-from .note import NoteError, Verifier
-from .publish import publish
+from publisher.cli.common import EXIT_OK, UsageError, emit
+from publisher.config import load as load_config
+from publisher.publish.history import verify_history
+from publisher.publish.job import publish
+from publisher.tlog.note import NoteError, Verifier
 
 
 def cmd_publish(args: argparse.Namespace) -> int:

@@ -7,15 +7,15 @@ import os
 import sys
 from pathlib import Path
 
-from . import demo
-from .checkpoint import parse_tlog_proof, verify_tlog_proof
-from .cli_common import EXIT_OK, UsageError, emit
-from .config import ConfigError, KeySource
-from .log_key import load_log_signer
-from .merkle import leaf_hash
-from .note import NoteError, Signer, Verifier, b64encode
-from .progress import Progress
-from .tlog import LogReader, TileLog, read_vkey
+from publisher import demo
+from publisher.cli.common import EXIT_OK, UsageError, emit
+from publisher.config import ConfigError, KeySource
+from publisher.progress import Progress
+from publisher.tlog.checkpoint import parse_tlog_proof, verify_tlog_proof
+from publisher.tlog.engine import LogReader, TileLog, read_vkey
+from publisher.tlog.merkle import leaf_hash
+from publisher.tlog.note import NoteError, Signer, Verifier, b64encode
+from publisher.tlog.signer import load_log_signer
 
 
 def load_signer(args: argparse.Namespace) -> Signer:

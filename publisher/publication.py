@@ -1,0 +1,157 @@
+"""The publication folder: its layout, its clock, its certificates, its log and ``status.json``; and the
+shape of an operator's change (``Change``), which whoever holds the publication applies (``Operation``).
+
+Every path of the publication is named here and nowhere else. The log opened here is read at its
+signed checkpoint with the publication's own published key, or, for writing, with the configured log key.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from cryptography import x509
+
+from publisher.config import CONFIG_NAME, Config, ConfigError
+from publisher.tlog.engine import LogReader, TileLog
+from publisher.tlog.note import Verifier, b64encode
+from publisher.tlog.signer import load_log_signer
+
+__all__ = [
+    "CERTS_DIR",
+    "CONFIG_NAME",
+    "CRL_DIR",
+    "EVIDENCE_DIR",
+    "INBOX",
+    "LOG_DIR",
+    "PKI_DIR",
+    "PROCESSED",
+    "REGISTERS_DIR",
+    "STATE_PATHS",
+    "STATUS_FILE",
+    "Change",
+    "Operation",
+    "load_certificate",
+    "now_utc",
+    "open_log",
+    "open_log_for_writing",
+    "status",
+]
+
+PKI_DIR = "pki"  # CA certificates, public
+CERTS_DIR = "certs"  # every issued certificate, by issuer and serial
+CRL_DIR = "crl"  # current CRLs and their archive
+REGISTERS_DIR = "registers"  # append-only issued and revoked registers
+LOG_DIR = "log"  # the transparency log (C2SP tlog-tiles)
+EVIDENCE_DIR = "evidence"  # under LOG_DIR: every approved submission's files, by SHA-256
+INBOX = "inbox"  # submissions waiting for intake
+PROCESSED = "processed"  # approved submissions, moved out of the inbox
+STATUS_FILE = "status.json"
+# Everything a publish commits (the publication's whole public state).
+STATE_PATHS = (LOG_DIR, CRL_DIR, REGISTERS_DIR, PKI_DIR, CERTS_DIR, PROCESSED, STATUS_FILE)
+
+
+def now_utc() -> dt.datetime:
+    """The current time, to the second (certificates, CRLs and approvals carry seconds)."""
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+def load_certificate(path: Path) -> x509.Certificate:
+    """A PEM or DER certificate file."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read certificate {path}: {exc.strerror or exc}") from exc
+    try:
+        if b"-----BEGIN" in data:
+            return x509.load_pem_x509_certificate(data)
+        return x509.load_der_x509_certificate(data)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: not a PEM or DER certificate") from exc
+
+
+def open_log(config: Config) -> LogReader:
+    """The publication's log, read at its checkpoint with its own published key."""
+    log_dir = config.root / LOG_DIR
+    vkey = Verifier.from_vkey((log_dir / "vkey").read_text())
+    return LogReader(log_dir, config.origin, [vkey])
+
+
+def open_log_for_writing(config: Config) -> TileLog:
+    """The publication's log with its configured signing key (a context manager: its writer's lock)."""
+    return TileLog.open(config.root / LOG_DIR, load_log_signer(config.log_key, config.root))
+
+
+def status(config: Config, log: LogReader, generated_at: str) -> dict[str, object]:
+    """``status.json``: the CRLs' state and the log's size, root and checkpoint."""
+    crls: dict[str, object] = {}
+    for issuer in config.issuers:
+        meta_path = config.root / CRL_DIR / f"{issuer.name}.json"
+        if meta_path.exists():
+            crls[issuer.name] = json.loads(meta_path.read_text())
+    return {
+        "generated_at": generated_at,
+        "log": {
+            "origin": config.origin,
+            "size": log.size,
+            "root": b64encode(log.root_hash),
+            "checkpoint_sha256": hashlib.sha256(log.signed.raw.encode()).hexdigest(),
+        },
+        "crls": crls,
+    }
+
+
+@dataclass(frozen=True)
+class Change:
+    """An operator's change, known in full before anything is written, so that a crash can be redone."""
+
+    op: str
+    message: str
+    writes: dict[str, bytes] = field(default_factory=dict)  # publication-relative path -> whole file
+    appends: dict[str, bytes] = field(default_factory=dict)  # register path -> one complete line
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "kind": "change",
+            "op": self.op,
+            "message": self.message,
+            "writes": {k: base64.b64encode(v).decode() for k, v in self.writes.items()},
+            "appends": {k: v.decode() for k, v in self.appends.items()},
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict[str, object]) -> Change:
+        """The change a journal holds (``ValueError`` if it is not one)."""
+        writes, appends = obj.get("writes"), obj.get("appends")
+        if not isinstance(writes, dict) or not isinstance(appends, dict):
+            raise ValueError("a change without its writes and appends")
+        return cls(
+            str(obj.get("op")),
+            str(obj.get("message")),
+            {str(k): base64.b64decode(str(v)) for k, v in writes.items()},
+            {str(k): str(v).encode() for k, v in appends.items()},
+        )
+
+    @property
+    def paths(self) -> list[str]:
+        return sorted({*self.writes, *self.appends})
+
+
+class Operation(Protocol):
+    """The single writer of a publication for one operation (``publisher.publish.transaction.session``).
+
+    ``apply`` makes a ``Change`` durable and committed, or, after a crash anywhere, redone by the next
+    operation: it is never half there. ``begin`` marks a resumable operation under way; ``commit``
+    commits its paths once all its idempotent steps are done.
+    """
+
+    def apply(self, change: Change) -> str | None: ...
+
+    def begin(self) -> None: ...
+
+    def commit(self, paths: list[str], message: str, first: bool = False) -> str | None: ...

@@ -1,0 +1,145 @@
+"""``ca init``: a new publication, with a demo IKI hierarchy (root ICA and issuing ICA) and a log key.
+
+The keys go to a folder outside the publication (``keys.check_key_destination``); the publication gets
+``publisher.toml``, the CA certificates under ``pki/``, the issued register and an empty log.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from publisher import fsio, keys
+from publisher.config import CONFIG_NAME, ConfigError, load
+from publisher.pki import profile, registers
+from publisher.pki.authority import PolicyRefused, existing_facts, record_line
+from publisher.pki.policy import Kind, check
+from publisher.publication import LOG_DIR, PKI_DIR, now_utc
+from publisher.tlog.engine import TileLog
+from publisher.tlog.note import Signer
+
+
+def _toml_str(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@dataclass(frozen=True)
+class Hierarchy:
+    """What ``init_publication`` created."""
+
+    root_cert: x509.Certificate
+    issuing_cert: x509.Certificate
+    log_key_file: Path
+
+
+def init_publication(
+    publication: Path,
+    keys_dir: Path,
+    site_url: str,
+    origin: str,
+    algorithm: str = keys.DEFAULT_ALGORITHM,
+    root_name: str = "iki-root",
+    issuer_name: str = "ica",
+    now: dt.datetime | None = None,
+) -> Hierarchy:
+    """Create a publication with a demo IKI hierarchy (root ICA + issuing ICA) and a log key.
+
+    The keys go to ``keys_dir``, which must lie outside the publication.
+    """
+    now = now or now_utc()
+    publication = publication.resolve()
+    keys_dir = keys_dir.resolve()
+    keys.check_key_destination(keys_dir, publication)
+    if publication.exists() and any(publication.iterdir()):
+        raise ConfigError(f"{publication} is not empty")
+    for name in (root_name, issuer_name):
+        if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,31}", name):
+            raise ConfigError(f"issuer name {name!r} must be lowercase letters, digits and '-'")
+    publication.mkdir(parents=True, exist_ok=True)
+    keys_dir.mkdir(parents=True, exist_ok=True)
+    root_key, ica_key = keys.generate(algorithm), keys.generate(algorithm)
+    root_key_file, ica_key_file = keys_dir / f"{root_name}.key", keys_dir / f"{issuer_name}.key"
+    keys.write_private_key(root_key_file, root_key)
+    keys.write_private_key(ica_key_file, ica_key)
+    log_signer = Signer.generate(origin)
+    log_key_file = keys_dir / "log.key"
+    log_key_file.write_text(log_signer.skey + "\n")
+    log_key_file.chmod(0o600)
+    site = site_url.rstrip("/")
+    text = f"""# Publication configuration (see the README, "Configuration").
+[publication]
+origin = {_toml_str(origin)}
+site_url = {_toml_str(site)}
+
+[log]
+key_file = {_toml_str(str(log_key_file))}
+
+[[issuers]]
+name = {_toml_str(root_name)}
+root = true
+certificate = "{PKI_DIR}/{root_name}.pem"
+key_file = {_toml_str(str(root_key_file))}
+crl_lifetime_days = 365
+refresh_fraction = 0.5
+
+[[issuers]]
+name = {_toml_str(issuer_name)}
+certificate = "{PKI_DIR}/{issuer_name}.pem"
+key_file = {_toml_str(str(ica_key_file))}
+crl_lifetime_days = 7
+refresh_fraction = 0.5
+
+[trust]
+anchors = ["{PKI_DIR}/{root_name}.pem"]
+
+[profile]
+extended_key_usage = "1.3.6.1.4.1.55555.1.1"
+organisation_id_attribute = "organizationIdentifier"
+
+[profile.roles]
+Manufacturer = "Manufacturer"
+Supplier = "Supplier"
+DCC = "DCC"
+"""
+    (publication / CONFIG_NAME).write_text(text)
+    config = load(publication)
+    rules = config.rules
+    root_req = profile.IssueRequest(
+        Kind.ICA_ROOT,
+        profile.ca_subject("IKI Root ICA (demo)"),
+        root_key.public_key(),
+        x509.random_serial_number(),
+        now,
+        now + dt.timedelta(days=rules.ica_root_max_days),
+        # The root names its own ARL too, so that the ARL's distribution point covers it
+        # (OpenSSL's -crl_check_all checks the root against the ARL's scope).
+        config.crl_url(root_name),
+    )
+    refusals = check(profile.facts_of_request(root_req), existing_facts(config), rules)
+    if refusals:
+        raise PolicyRefused(refusals)
+    root_cert = profile.build_certificate(root_req, config.profile, root_key, None)
+    ica_req = profile.IssueRequest(
+        Kind.ICA_ISSUING,
+        profile.ca_subject("IKI Issuing ICA (demo)"),
+        ica_key.public_key(),
+        x509.random_serial_number(),
+        now,
+        now + dt.timedelta(days=rules.ica_issuing_max_days),
+        config.crl_url(root_name),
+    )
+    refusals = check(profile.facts_of_request(ica_req), [profile.facts(root_cert, Kind.ICA_ROOT)], rules)
+    if refusals:
+        raise PolicyRefused(refusals)
+    ica_cert = profile.build_certificate(ica_req, config.profile, root_key, root_cert)
+    for name, cert in ((root_name, root_cert), (issuer_name, ica_cert)):
+        fsio.write_file(publication / PKI_DIR / f"{name}.pem", cert.public_bytes(serialization.Encoding.PEM))
+    registers.append_line(publication, registers.ISSUED, record_line("", root_cert, Kind.ICA_ROOT, None, None))
+    registers.append_line(publication, registers.ISSUED, record_line(root_name, ica_cert, Kind.ICA_ISSUING, None, None))
+    TileLog.create(publication / LOG_DIR, log_signer).close()
+    return Hierarchy(root_cert, ica_cert, log_key_file)
