@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from publisher.errors import UsageError
-from publisher.pki.policy import PolicyRules
 from verifier.cpl_verify import MAX_SIGNING_SKEW
 
 CONFIG_NAME = "publisher.toml"
@@ -26,6 +25,21 @@ _OID_RE = re.compile(r"[0-2](\.(0|[1-9][0-9]*))+")
 
 class ConfigError(UsageError, ValueError):
     """The configuration is missing, malformed or inconsistent."""
+
+
+@dataclass(frozen=True)
+class PolicyRules:
+    """Validity rules. SEC fixes the Organisation/OCA periods; IKI/ICA ones are configuration."""
+
+    organisation_years: int = 10
+    oca_issuing_years: int = 25
+    oca_root_years: int = 50
+    iki_max_days: int = 3 * 365 + 1
+    ica_issuing_max_days: int = 10 * 365 + 3
+    ica_root_max_days: int = 25 * 365 + 7
+    tolerance: dt.timedelta = dt.timedelta(days=1)
+    # Organisation IDs allowed IKI certificates in more than one role (configuration, e.g. the DCC's).
+    multi_role_organisations: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from publisher import __version__
+from publisher.cli import demo as cli_demo
 from publisher.cli import intake as cli_intake
 from publisher.cli import log as cli_log
 from publisher.cli import pki as cli_pki
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_pki.register(sub, common)
     cli_intake.register(sub, common)
     cli_publish.register(sub, common)
+    cli_demo.register(sub, common)
     return parser
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from publisher.cli.common import EXIT_FAILED, EXIT_OK, emit
+from publisher.cli.common import EXIT_FAILED, EXIT_OK, PUBLICATION, emit
 from publisher.config import load as load_config
 from publisher.intake.run import check_folder, index_of, run_intake, trust_context
 from publisher.intake.submission import entry_lines, signer_lines
@@ -52,12 +52,13 @@ def cmd_check_submission(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     """Add the ``intake`` and ``check-submission`` commands."""
-    pub = argparse.ArgumentParser(add_help=False)
-    pub.add_argument("--dir", default=".", help="the publication folder holding publisher.toml (default: .)")
+    pub = PUBLICATION
     p = sub.add_parser("intake", parents=[common, pub], help="check the inbox and log the approved submissions")
     p.set_defaults(func=cmd_intake)
     p = sub.add_parser(
-        "check-submission", parents=[common, pub], help="run every intake check on one submission, changing nothing"
+        "check-submission",
+        parents=[common, pub],
+        help="run every intake check on one submission, changing nothing",
     )
     p.add_argument("submission", help="the submission folder")
     p.set_defaults(func=cmd_check_submission)

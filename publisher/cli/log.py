@@ -1,4 +1,4 @@
-"""Command line: ``cpl-publisher log ...`` (the transparency log) and ``demo``."""
+"""Command line: ``cpl-publisher log ...`` (the transparency log)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from publisher import demo
-from publisher.cli.common import EXIT_OK, UsageError, emit
+from publisher.cli.common import EXIT_OK, UsageError, emit, pinned_verifier, vkey_option
 from publisher.config import ConfigError, KeySource
 from publisher.progress import Progress
 from publisher.tlog.checkpoint import parse_tlog_proof, verify_tlog_proof
@@ -32,11 +31,7 @@ def load_signer(args: argparse.Namespace) -> Signer:
 def load_verifier(args: argparse.Namespace, log_dir: Path | None) -> tuple[Verifier, str]:
     """The pinned verifier key (``--vkey``), or the log's own ``vkey`` file (said so in the output)."""
     if args.vkey:
-        text = Path(args.vkey).read_text() if Path(args.vkey).is_file() else args.vkey
-        try:
-            return Verifier.from_vkey(text), "pinned with --vkey"
-        except NoteError as exc:
-            raise UsageError(f"--vkey: {exc}") from exc
+        return pinned_verifier(args.vkey), "pinned with --vkey"
     if log_dir is None:
         raise UsageError("--vkey is required")
     return read_vkey(log_dir), f"read from {log_dir / 'vkey'} (not pinned; pass --vkey to pin it)"
@@ -133,19 +128,13 @@ def cmd_log_check_proof(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    info = demo.build(Path(args.out))
-    emit(args, info, demo.describe(info))
-    return EXIT_OK
-
-
 def _key_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--key-file", help="file holding the log signing key (keep it outside the repository)")
     p.add_argument("--key-env", help="environment variable holding the log signing key (for CI secrets)")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
-    """Add the ``log`` and ``demo`` commands."""
+    """Add the ``log`` commands."""
     log = sub.add_parser("log", parents=[common], help="the transparency log (C2SP tlog-tiles)").add_subparsers(
         dest="log_command", required=True
     )
@@ -168,7 +157,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
 
     p = log.add_parser("verify", parents=[common], help="recompute every tile and bundle against the signed checkpoint")
     p.add_argument("log", help="log folder")
-    p.add_argument("--vkey", help="pinned verifier key string (or a file holding it)")
+    vkey_option(p, default="the log's own vkey file, not pinned")
     p.set_defaults(func=cmd_log_verify)
 
     p = log.add_parser("proof", parents=[common], help="write a c2sp.org/tlog-proof@v1 file for one entry")
@@ -180,9 +169,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     p = log.add_parser("check-proof", parents=[common], help="verify a .tlog-proof file offline for an entry")
     p.add_argument("proof", help=".tlog-proof file")
     p.add_argument("--entry", required=True, help="file holding the exact entry bytes")
-    p.add_argument("--vkey", required=True, help="pinned verifier key string (or a file holding it)")
+    vkey_option(p, required=True)
     p.set_defaults(func=cmd_log_check_proof)
-
-    p = sub.add_parser("demo", parents=[common], help="build the demo publication from built-in sample data")
-    p.add_argument("--out", default="build/demo", help="output folder (default: build/demo)")
-    p.set_defaults(func=cmd_demo)

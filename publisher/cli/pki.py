@@ -10,12 +10,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from publisher import keys, publication, scaffold
-from publisher.cli.common import EXIT_FAILED, EXIT_OK, UsageError, emit
-from publisher.config import Config, Profile
+from publisher.cli.common import EXIT_FAILED, EXIT_OK, PUBLICATION, UsageError, emit
+from publisher.config import Config, PolicyRules, Profile
 from publisher.config import load as load_config
 from publisher.pki import authority, profile, revocation
 from publisher.pki.crl import REASONS
-from publisher.pki.policy import CertFacts, Kind, PolicyRules, check
+from publisher.pki.policy import CertFacts, Kind, check
 from publisher.publish import operations
 
 
@@ -205,8 +205,7 @@ def cmd_crl_refresh(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     """Add the ``ca``, ``policy``, ``revoke`` and ``crl`` commands."""
-    pub = argparse.ArgumentParser(add_help=False)
-    pub.add_argument("--dir", default=".", help="the publication folder holding publisher.toml (default: .)")
+    pub = PUBLICATION
 
     ca = sub.add_parser("ca", parents=[common], help="the demo IKI certification authority").add_subparsers(
         dest="ca_command", required=True

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import git
 
-from publisher.cli.common import EXIT_OK, UsageError, emit
+from publisher.cli.common import EXIT_OK, PUBLICATION, UsageError, emit, pinned_verifier, vkey_option
 from publisher.config import load as load_config
 from publisher.publish.history import verify_history
 from publisher.publish.job import publish
-from publisher.tlog.note import NoteError, Verifier
+from publisher.tlog.note import Verifier
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
@@ -32,10 +32,7 @@ def cmd_history_verify(args: argparse.Namespace) -> int:
     except (git.InvalidGitRepositoryError, git.NoSuchPathError) as exc:
         raise UsageError(f"{config.root} is not a git repository") from exc
     if args.vkey:
-        try:
-            verifier = Verifier.from_vkey(args.vkey)
-        except NoteError as exc:
-            raise UsageError(f"--vkey: {exc}") from exc
+        verifier = pinned_verifier(args.vkey)
         how = "pinned with --vkey"
     else:
         verifier = Verifier.from_vkey(repo.head.commit.tree["log/vkey"].data_stream.read().decode())
@@ -59,13 +56,12 @@ def cmd_history_verify(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     """Add the ``publish`` and ``history`` commands."""
-    pub = argparse.ArgumentParser(add_help=False)
-    pub.add_argument("--dir", default=".", help="the publication folder holding publisher.toml (default: .)")
+    pub = PUBLICATION
     p = sub.add_parser("publish", parents=[common, pub], help="refresh CRLs, take in submissions, log, commit")
     p.set_defaults(func=cmd_publish)
     hist = sub.add_parser("history", parents=[common], help="the publication's git history").add_subparsers(
         dest="history_command", required=True
     )
     p = hist.add_parser("verify", parents=[common, pub], help="prove every committed checkpoint append-only")
-    p.add_argument("--vkey", help="pinned log verifier key (default: log/vkey in HEAD)")
+    vkey_option(p, default="log/vkey in HEAD, not pinned")
     p.set_defaults(func=cmd_history_verify)

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from publisher.config import PolicyRules
 from verifier.cpl_verify import organisation_key
 
 
@@ -59,21 +60,6 @@ class CertFacts:
     cert_sha256: str
     role: str | None = None  # Remote Party Role code (Organisation certificates)
     approval_ref: str | None = None  # SMKI PMA approval reference, if any
-
-
-@dataclass(frozen=True)
-class PolicyRules:
-    """Validity rules. SEC fixes the Organisation/OCA periods; IKI/ICA ones are configuration."""
-
-    organisation_years: int = 10
-    oca_issuing_years: int = 25
-    oca_root_years: int = 50
-    iki_max_days: int = 3 * 365 + 1
-    ica_issuing_max_days: int = 10 * 365 + 3
-    ica_root_max_days: int = 25 * 365 + 7
-    tolerance: dt.timedelta = dt.timedelta(days=1)
-    # Organisation IDs allowed IKI certificates in more than one role (configuration, e.g. the DCC's).
-    multi_role_organisations: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,11 @@ import struct
 from collections.abc import Iterator
 
 from verifier.cpl_verify import (
-    _U16,
     MAX_ENTRY_SIZE,
     MAX_LEVEL,
     TILE_HEIGHT,
     TILE_WIDTH,
+    U16,
     Tile,
     TileError,
     TileReader,
@@ -92,7 +92,7 @@ def new_tiles(old_size: int, new_size: int) -> Iterator[Tile]:
 def encode_bundle(entries: list[bytes]) -> bytes:
     """Entry bundle bytes: each entry as big-endian uint16 length || bytes."""
     try:
-        return b"".join(_U16.pack(len(e)) + e for e in entries)
+        return b"".join(U16.pack(len(e)) + e for e in entries)
     except struct.error:
         i, size = next((i, len(e)) for i, e in enumerate(entries) if len(e) > MAX_ENTRY_SIZE)
         limit = MAX_ENTRY_SIZE

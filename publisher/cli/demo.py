@@ -1,0 +1,22 @@
+"""Command line: ``cpl-publisher demo`` (the demo publication from built-in sample data)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from publisher import demo
+from publisher.cli.common import EXIT_OK, emit
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    info = demo.build(Path(args.out))
+    emit(args, info, demo.describe(info))
+    return EXIT_OK
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
+    """Add the ``demo`` command."""
+    p = sub.add_parser("demo", parents=[common], help="build the demo publication from built-in sample data")
+    p.add_argument("--out", default="build/demo", help="output folder (default: build/demo)")
+    p.set_defaults(func=cmd_demo)
