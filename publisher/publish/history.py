@@ -20,7 +20,6 @@ rewritten entry is named with the first commit that holds it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import git
 
@@ -70,15 +69,17 @@ class _Diff:
     new_blob: str
 
 
-class CommitLog(LogReader):
-    """The log as committed in one commit, read from git objects (at a given, already verified checkpoint)."""
+class CommitTree:
+    """A ``TileSource``: the log as committed in one commit, read from git objects."""
 
-    def __init__(self, commit: git.Commit, origin: str, verifiers: list[Verifier], signed: SignedCheckpoint) -> None:
+    def __init__(self, commit: git.Commit) -> None:
         self.commit = commit
         self._dirs: dict[str, dict[str, bytes]] = {}  # folder -> file name -> blob id (a tile folder is parsed once)
-        super().__init__(Path(LOG), origin, verifiers, signed)
 
-    def _load(self, rel: str) -> bytes | None:
+    def __str__(self) -> str:
+        return LOG  # messages name the commit themselves
+
+    def read(self, rel: str) -> bytes | None:
         folder, _, name = f"{LOG}/{rel}".rpartition("/")
         listing = self._dirs.get(folder)
         if listing is None:
@@ -129,7 +130,7 @@ def _check_append_only(repo: git.Repo, sha: str, changes: list[_Diff]) -> None:
             raise HistoryBroken(f"{where}: deleted {CHECKPOINT}")
 
 
-def _check_added_file(log: CommitLog, rel: str) -> None:
+def _check_added_file(log: LogReader, rel: str) -> None:
     """An added tile or bundle must be (a prefix of) what the signed tree authenticates at its position."""
     size = log.size
     try:
@@ -195,7 +196,7 @@ def _check_commit(repo: git.Repo, walk: _Walk, sha: str, origin: str, verifiers:
     if all(b is not None and b.raw == signed.raw for b in befores) and not added_tiles:
         return
     walk.moved += 1
-    log = CommitLog(commit, origin, verifiers, signed)
+    log = LogReader(CommitTree(commit), origin, verifiers, signed)
     where = f"commit {sha[:12]}"
     try:
         log.check_right_edge()

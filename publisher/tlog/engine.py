@@ -23,6 +23,7 @@ import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from publisher import fsio
 from publisher.errors import UsageError, VerificationFailed
@@ -97,14 +98,47 @@ class AppendResult:
     files_written: int
 
 
+class TileSource(Protocol):
+    """Where a log is read from, as Go's ``tlog.TileReader``: ``read(path)`` returns the bytes of the log
+    file at ``path`` (``checkpoint``, ``tile/...``, relative to the log), or None when there is none; it
+    never returns part of a file. ``str()`` names the source in messages."""
+
+    def read(self, path: str) -> bytes | None: ...
+
+
+@dataclass(frozen=True)
+class FolderSource:
+    """A log folder on the local filesystem."""
+
+    root: Path
+
+    def read(self, path: str) -> bytes | None:
+        try:
+            return (self.root / path).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def __str__(self) -> str:
+        return str(self.root)
+
+
 class LogReader:
-    """Read access to a log folder at its signed checkpoint: entries, tiles, proofs, checks."""
+    """Read access to a log at its signed checkpoint: entries, tiles, proofs, checks. The log is read from
+    a ``TileSource`` (a folder, given as its path, or e.g. a git commit's tree)."""
 
     def __init__(
-        self, root: Path, origin: str, verifiers: Sequence[Verifier], signed: SignedCheckpoint | None = None
+        self,
+        source: Path | str | TileSource,
+        origin: str,
+        verifiers: Sequence[Verifier],
+        signed: SignedCheckpoint | None = None,
     ) -> None:
-        """Read the log in ``root`` at its public checkpoint, or at ``signed`` when given (already verified)."""
-        self.root = Path(root)
+        """Read the log at its public checkpoint, or at ``signed`` when given (already verified)."""
+        if isinstance(source, (str, Path)):
+            source = FolderSource(Path(source))
+        self.source: TileSource = source
+        # The folder, when the log is one: stale partial tiles are looked for only there.
+        self.folder = source.root if isinstance(source, FolderSource) else None
         self.origin = origin
         self.verifiers = list(verifiers)
         self._tile_cache: dict[Tile, list[bytes]] = {}
@@ -114,11 +148,10 @@ class LogReader:
 
     # -- loading -------------------------------------------------------------
     def _load_checkpoint(self) -> SignedCheckpoint:
-        path = self.root / "checkpoint"
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError as exc:
-            raise LogError(f"{path}: no checkpoint; is this a log folder?") from exc
+        path = self.where("checkpoint")
+        data = self.source.read("checkpoint")
+        if data is None:
+            raise LogError(f"{path}: no checkpoint; is this a log folder?")
         try:
             return open_checkpoint(data, self.origin, self.verifiers)
         except CheckpointError as exc:
@@ -133,18 +166,19 @@ class LogReader:
         return self.signed.checkpoint.root
 
     # -- tiles ---------------------------------------------------------------
+    def where(self, rel: str) -> str:
+        """How messages name the log file ``rel``."""
+        return f"{self.source}/{rel}"
+
     def _load(self, rel: str) -> bytes | None:
         """The bytes of the log file ``rel``, or None if it is absent (the one place files are read)."""
-        try:
-            return (self.root / rel).read_bytes()
-        except FileNotFoundError:
-            return None
+        return self.source.read(rel)
 
     def read_file(self, rel: str) -> bytes:
         """The bytes of the log file ``rel``; ``MissingData`` if it is absent."""
         data = self._load(rel)
         if data is None:
-            raise MissingData(f"{self.root / rel}: missing, but the checkpoint needs it")
+            raise MissingData(f"{self.where(rel)}: missing, but the checkpoint needs it")
         return data
 
     def _read_tile_bytes(self, tile: Tile) -> bytes:
@@ -156,7 +190,7 @@ class LogReader:
         if full is not None:
             if tile.level >= 0:
                 return full[: tile.width * 32]
-            return encode_bundle(decode_bundle(full, name=str(self.root / tile.as_full().path))[: tile.width])
+            return encode_bundle(decode_bundle(full, name=self.where(tile.as_full().path))[: tile.width])
         return self.read_file(tile.path)
 
     def read_tile(self, tile: Tile) -> list[bytes]:
@@ -171,7 +205,7 @@ class LogReader:
         try:
             hashes = split_hashes(self._read_tile_bytes(tile), tile)
         except TileError as exc:
-            raise CorruptLog(f"{self.root / tile.path}: {exc}") from exc
+            raise CorruptLog(f"{self.where(tile.path)}: {exc}") from exc
         if len(self._tile_cache) >= _TILE_CACHE_SIZE:
             self._tile_cache.clear()
         self._tile_cache[tile] = hashes
@@ -180,7 +214,7 @@ class LogReader:
     def read_bundle(self, tile: Tile) -> list[bytes]:
         """The entries of an entry bundle, checked for count."""
         try:
-            return decode_bundle(self._read_tile_bytes(tile), tile.width, str(self.root / tile.path))
+            return decode_bundle(self._read_tile_bytes(tile), tile.width, self.where(tile.path))
         except TileError as exc:
             raise CorruptLog(str(exc)) from exc
 
@@ -262,7 +296,7 @@ class LogReader:
             bundle = tile_for(-1, size // TILE_WIDTH, size)
             tail = self.read_bundle(bundle)
             if [leaf_hash(e) for e in tail] != edge[0] and root_from_right_edge(size, edge) == root:
-                raise CorruptLog(f"{self.root / bundle.path}: entries do not match tile/0 hashes")
+                raise CorruptLog(f"{self.where(bundle.path)}: entries do not match tile/0 hashes")
         if root_from_right_edge(size, edge) != root:
             raise CorruptLog(self._blame_edge(size, edge, tail))
         return edge, tail
@@ -278,8 +312,8 @@ class LogReader:
                     root_of(self.read_tile(tile_for(tile.level - 1, first + i, size))) for i in range(tile.width)
                 ]
             if children != edge[tile.level]:
-                return f"{self.root / tile.path}: does not match the data below it or the checkpoint root"
-        return f"{self.root / 'checkpoint'}: root hash does not match the stored tiles"
+                return f"{self.where(tile.path)}: does not match the data below it or the checkpoint root"
+        return f"{self.where('checkpoint')}: root hash does not match the stored tiles"
 
     def verify_all(self, progress: Progress = _no_progress, entries: EntrySink | None = None) -> int:
         """Recompute every tile and bundle from the signed root downwards; return entries checked.
@@ -304,7 +338,7 @@ class LogReader:
                 tile = Tile(level, index, TILE_WIDTH)
                 hashes = self.read_tile(tile)
                 if root_of(hashes) != parent[index]:
-                    raise CorruptLog(f"{self.root / tile.path}: does not match its hash in the level above")
+                    raise CorruptLog(f"{self.where(tile.path)}: does not match its hash in the level above")
                 if level == 0:
                     sink(index * TILE_WIDTH, self._check_bundle(tile, hashes))
                     progress((index + 1) * TILE_WIDTH, size)
@@ -322,14 +356,14 @@ class LogReader:
         bundle = Tile(-1, tile.index, tile.width)
         raw = self._read_tile_bytes(bundle)
         try:
-            entries = decode_bundle(raw, bundle.width, str(self.root / bundle.path))
+            entries = decode_bundle(raw, bundle.width, self.where(bundle.path))
             leaves = [leaf_hash(e) for e in entries]
         except TileError as exc:
             raise CorruptLog(str(exc)) from exc
         if leaves != hashes:
             i = next(i for i, (a, b) in enumerate(zip(leaves, hashes, strict=True)) if a != b)
             where = tile.index * TILE_WIDTH + i
-            raise CorruptLog(f"{self.root / bundle.path}: entry {where} does not match its leaf hash")
+            raise CorruptLog(f"{self.where(bundle.path)}: entry {where} does not match its leaf hash")
         self._check_stale_partials(bundle, hashes, raw)
         return entries
 
@@ -341,7 +375,9 @@ class LogReader:
         """
         authenticated = raw if raw is not None else b"".join(hashes)
 
-        pdir = self.root / (tile.as_full().path + ".p")
+        if self.folder is None:
+            return  # partial files left behind are a folder's matter (a git tree holds only what was committed)
+        pdir = self.folder / (tile.as_full().path + ".p")
         if not pdir.is_dir():
             return
         for f in pdir.iterdir():
@@ -371,7 +407,8 @@ class TileLog(LogReader):
     def __init__(self, root: Path, signer: Signer, lock: fsio.WriterLock) -> None:
         self.signer = signer
         self._lock = lock
-        super().__init__(root, signer.name, [signer.verifier])
+        self.root = Path(root)
+        super().__init__(self.root, signer.name, [signer.verifier])
         self._edge_hashes, self._tail = self.check_right_edge()
 
     # -- creation and opening --------------------------------------------------
