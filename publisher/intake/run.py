@@ -226,8 +226,8 @@ def run_intake(
     progress.done()
     if approved:
         evidence = {f"{EVIDENCE_DIR}/{h}": data for _, d in approved for h, data in d.evidence.items()}
-        fresh = {p: data for p, data in evidence.items() if not (log.root / p).exists()}
-        fsio.write_files(log.root, fresh)
+        fresh = {p: data for p, data in evidence.items() if log.storage.read(p) is None}
+        log.storage.write(fresh, immutable=True)  # content-addressed: written once, never changed
         log.append([canonical_json(e) for _, d in approved for e in d.entries])
         _move(config.root, [folder for folder, _ in approved])
     return report

@@ -27,6 +27,7 @@ from typing import Protocol
 
 from publisher import fsio
 from publisher.errors import UsageError, VerificationFailed
+from publisher.storage import ImmutableObjectChanged, LocalStorage
 from publisher.tlog.checkpoint import Checkpoint, CheckpointError, SignedCheckpoint, TlogProof, open_checkpoint
 from publisher.tlog.merkle import (
     EMPTY_ROOT,
@@ -106,22 +107,6 @@ class TileSource(Protocol):
     def read(self, path: str) -> bytes | None: ...
 
 
-@dataclass(frozen=True)
-class FolderSource:
-    """A log folder on the local filesystem."""
-
-    root: Path
-
-    def read(self, path: str) -> bytes | None:
-        try:
-            return (self.root / path).read_bytes()
-        except FileNotFoundError:
-            return None
-
-    def __str__(self) -> str:
-        return str(self.root)
-
-
 class LogReader:
     """Read access to a log at its signed checkpoint: entries, tiles, proofs, checks. The log is read from
     a ``TileSource`` (a folder, given as its path, or e.g. a git commit's tree)."""
@@ -135,10 +120,10 @@ class LogReader:
     ) -> None:
         """Read the log at its public checkpoint, or at ``signed`` when given (already verified)."""
         if isinstance(source, (str, Path)):
-            source = FolderSource(Path(source))
+            source = LocalStorage(Path(source))
         self.source: TileSource = source
         # The folder, when the log is one: stale partial tiles are looked for only there.
-        self.folder = source.root if isinstance(source, FolderSource) else None
+        self.folder = source.root if isinstance(source, LocalStorage) else None
         self.origin = origin
         self.verifiers = list(verifiers)
         self._tile_cache: dict[Tile, list[bytes]] = {}
@@ -408,7 +393,8 @@ class TileLog(LogReader):
         self.signer = signer
         self._lock = lock
         self.root = Path(root)
-        super().__init__(self.root, signer.name, [signer.verifier])
+        self.storage = LocalStorage(self.root)  # the public files; private state stays in self.root
+        super().__init__(self.storage, signer.name, [signer.verifier])
         self._edge_hashes, self._tail = self.check_right_edge()
 
     # -- creation and opening --------------------------------------------------
@@ -421,9 +407,10 @@ class TileLog(LogReader):
         lock = fsio.WriterLock(root / LOCK_FILE, f"log {root}")
         try:
             note = sign_note(Checkpoint(signer.name, 0, EMPTY_ROOT).body(), [signer])
-            fsio.write_file(root / "vkey", (signer.verifier.vkey + "\n").encode())
+            public = LocalStorage(root)
+            public.write({"vkey": (signer.verifier.vkey + "\n").encode()})
             _commit(root, 0, EMPTY_ROOT, note)
-            fsio.write_file(root / "checkpoint", note.encode())
+            public.write({"checkpoint": note.encode()})
             return cls(root, signer, lock)
         except BaseException:
             lock.close()
@@ -489,7 +476,7 @@ class TileLog(LogReader):
 
         # 3. the commit point, 4. the public checkpoint, then the journal goes.
         _commit(self.root, new_size, new_root, note)
-        fsio.write_file(self.root / "checkpoint", note.encode())
+        self.storage.write({"checkpoint": note.encode()})
         fsio.remove_files(self.root, [PENDING_FILE])
 
         self.signed = open_checkpoint(note, self.origin, self.verifiers)
@@ -506,11 +493,13 @@ class TileLog(LogReader):
         # 2. tiles and bundles, written (in background threads) as they are computed.
         written: list[str] = []
         new_edge: dict[int, list[bytes]] = {}
-        with fsio.FileBatch(self.root) as batch:
+        with self.storage.writer(immutable=True) as batch:
 
             def put(tile: Tile, data: bytes) -> None:
-                self._guard_existing(tile.path, data)
-                batch.add(tile.path, data)
+                try:
+                    batch.add(tile.path, data)
+                except ImmutableObjectChanged as exc:
+                    raise CorruptLog(str(exc)) from exc
                 written.append(tile.path)
 
             # Entry bundles: the partial bundle's entries plus the batch, cut at 256.
@@ -548,12 +537,6 @@ class TileLog(LogReader):
             note = sign_note(Checkpoint(self.origin, new_size, new_root).body(), [self.signer])
             batch.commit()
         return new_root, note, new_edge, new_tail, len(written)
-
-    def _guard_existing(self, rel: str, data: bytes) -> None:
-        """Append-only guard: never overwrite an existing tile or bundle with different bytes."""
-        path = self.root / rel
-        if path.exists() and path.read_bytes() != data:
-            raise CorruptLog(f"{path}: already exists with different contents; refusing to rewrite it")
 
 
 def _json(obj: object) -> bytes:
@@ -650,7 +633,7 @@ def _recover(root: Path, signer: Signer) -> None:
     if cache is None or cache.raw != target.raw:
         _commit(root, target.checkpoint.size, target.checkpoint.root, target.raw)
     if public is None or public.raw != target.raw:
-        fsio.write_file(public_path, target.raw.encode())
+        LocalStorage(root).write({"checkpoint": target.raw.encode()})
 
 
 def _choose(
