@@ -58,16 +58,12 @@ from pathlib import Path
 from typing import Any
 
 import cryptography
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.serialization import pkcs7
+from cryptography.hazmat.primitives import serialization
 
-from publisher import fsio, keys, publication, scaffold
+from publisher import fsio, parties, publication, scaffold
 from publisher.config import Config, load
 from publisher.intake import certcheck, run, submission
-from publisher.pki import crl_publish, profile
-from publisher.pki.policy import Kind
-from publisher.publish import operations
+from publisher.pki import crl_publish
 from publisher.tlog import TileLog
 from publisher.tlog.signer import load_log_signer
 from verifier import cpl_verify
@@ -172,35 +168,14 @@ class PartTimer:
 
 
 # -- setup -------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Org:
-    org_id: str
-    name: str
-    role: str
-    cert: x509.Certificate
-    key: keys.PrivateKey
-    cert_file: Path
-    key_file: Path
+Org = parties.Party
 
 
 def issue_org(config: Config, org_dir: Path, org_id: str, name: str, role: str, now: dt.datetime) -> Org:
-    key = keys.generate("ec-p256")
-    request = profile.IssueRequest(
-        Kind.IKI,
-        profile.ee_subject(config.profile, name, org_id, role),
-        key.public_key(),
-        x509.random_serial_number(),
-        now - dt.timedelta(minutes=5),
-        now + dt.timedelta(days=365),
-        config.crl_url(ISSUER),
-    )
-    cert = operations.issue(config, ISSUER, request, role=role, approval_ref="BENCH").certificate
-    stem = f"{org_id}-{role.lower()}"
-    cert_file, key_file = org_dir / f"{stem}.pem", org_dir / f"{stem}.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(keys.to_pem(key))
-    key_file.chmod(0o600)
-    return Org(org_id, name, role, cert, key, cert_file, key_file)
+    return parties.issue_party(
+        config, name, org_id, role, now, issuer=ISSUER, not_before=now - dt.timedelta(minutes=5), days=365,
+        approval_ref="BENCH", folder=org_dir,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -246,17 +221,13 @@ def make_sheet(n: int, rows: int, manufacturer: Org, hubs: bool, tag: str) -> by
 
 
 def builder_sign(sheet: bytes, signers: Sequence[Org]) -> bytes:
-    builder = pkcs7.PKCS7SignatureBuilder().set_data(sheet)
-    for org in signers:
-        builder = builder.add_signer(org.cert, org.key, hashes.SHA256())
-    options = [pkcs7.PKCS7Options.DetachedSignature, pkcs7.PKCS7Options.Binary]
-    return builder.sign(serialization.Encoding.DER, options)
+    return parties.sign_detached(sheet, signers)
 
 
 def openssl_sign(sheet_file: Path, signers: Sequence[Org], out: Path) -> None:
     cmd = ["openssl", "cms", "-sign", "-binary", "-md", "sha256", "-outform", "DER"]
     for org in signers:
-        cmd += ["-signer", str(org.cert_file), "-inkey", str(org.key_file)]
+        cmd += ["-signer", str(org.cert_path), "-inkey", str(org.key_path)]
     cmd += ["-in", str(sheet_file), "-out", str(out)]
     subprocess.run(cmd, capture_output=True, check=True)
 

@@ -43,16 +43,13 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import pkcs7
 
-from publisher import keys, publication, scaffold
+from publisher import keys, parties, publication, scaffold
 from publisher.config import Config, load
 from publisher.intake.associations import CRL_TYPE, AssociationIndex, canonical_json
-from publisher.pki import crl_publish, profile
+from publisher.pki import crl_publish
 from publisher.pki.crl import CRLSpec, Revocation, check_crl, sign_crl, to_pem
-from publisher.pki.policy import Kind
-from publisher.publish import operations
 from publisher.site.export import export_tree
 from publisher.tlog import LogReader, TileLog
 from publisher.tlog.signer import load_log_signer
@@ -81,17 +78,8 @@ def log(msg: str) -> None:
 
 
 def _party(config: Config, name: str, org_id: str, role: str, now: dt.datetime) -> tuple[Any, Any]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    request = profile.IssueRequest(
-        Kind.IKI,
-        profile.ee_subject(config.profile, name, org_id, role),
-        key.public_key(),
-        x509.random_serial_number(),
-        now,
-        now + dt.timedelta(days=365),
-        config.crl_url("ica"),
-    )
-    return operations.issue(config, "ica", request, now=now).certificate, key
+    issued = parties.issue_party(config, name, org_id, role, now, days=365)
+    return issued.cert, issued.key
 
 
 def build(base: Path, entries: int, crl_entries: int) -> dict[str, Any]:

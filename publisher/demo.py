@@ -9,7 +9,6 @@ by the real commands in three publishes (three git commits).
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -19,15 +18,12 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.serialization import pkcs7
 
-from publisher import keys, publication, scaffold
+from publisher import publication, scaffold
 from publisher.config import Config
 from publisher.config import load as load_config
 from publisher.errors import UsageError
-from publisher.keys import PrivateKey
-from publisher.pki import profile
-from publisher.pki.policy import Kind
+from publisher.parties import Party, issue_party, sign_detached
 from publisher.publish import gitstate, operations
 from publisher.publish.job import init_repository, publish
 from publisher.site.lookup import model_lookup_key
@@ -47,15 +43,6 @@ _ORGANISATIONS = [
     ("2002", "Southern Gas & Electric", "Supplier"),
     ("9001", "Smart DCC Ltd", "DCC"),
 ]
-
-
-@dataclasses.dataclass(frozen=True)
-class Org:
-    org_id: str
-    name: str
-    role: str
-    cert: x509.Certificate
-    key: PrivateKey
 
 
 def image_hash(label: str) -> str:
@@ -107,38 +94,11 @@ class DemoRefused(UsageError, FileExistsError):
     """The demo would overwrite work it did not make."""
 
 
-def _issue(config: Config, org_dir: Path, org_id: str, name: str, role: str, now: dt.datetime) -> Org:
-    key = keys.generate()
-    request = profile.IssueRequest(
-        Kind.IKI,
-        profile.ee_subject(config.profile, name, org_id, role),
-        key.public_key(),
-        x509.random_serial_number(),
-        now,
-        now + dt.timedelta(days=730),
-        config.crl_url("ica"),
-    )
-    cert = operations.issue(config, "ica", request, role=role).certificate
-    stem = f"{org_id}-{role.lower()}"
-    keys.write_private_key(org_dir / f"{stem}.key", key)
-    (org_dir / f"{stem}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return Org(org_id, name, role, cert, key)
-
-
-def sign_detached(data: bytes, signers: list[Org]) -> bytes:
-    """A detached CMS SignedData over ``data`` with one SignerInfo per signer (DER)."""
-    builder = pkcs7.PKCS7SignatureBuilder().set_data(data)
-    for org in signers:
-        builder = builder.add_signer(org.cert, org.key, hashes.SHA256())
-    options = [pkcs7.PKCS7Options.DetachedSignature, pkcs7.PKCS7Options.Binary]
-    return builder.sign(serialization.Encoding.DER, options)
-
-
 def submit(
     pub: Path,
     sub_id: str,
     rows: list[tuple[str, ...]],
-    signers: list[Org],
+    signers: list[Party],
     request: dict[str, object] | None = None,
     tamper: bool = False,
 ) -> Path:
@@ -153,7 +113,7 @@ def submit(
     return folder
 
 
-def _row(org: Org, model: str, hw: str, fw: str, device: str, smets: str, label: str) -> tuple[str, ...]:
+def _row(org: Party, model: str, hw: str, fw: str, device: str, smets: str, label: str) -> tuple[str, ...]:
     return (org.org_id, org.name.replace("&", "and"), model, hw, fw, device, smets, image_hash(label))
 
 
@@ -196,7 +156,7 @@ def build(out: Path) -> dict[str, object]:
     init_repository(pub)
     config = load_config(pub)
     now = publication.now_utc()
-    orgs = {o[0]: _issue(config, org_dir, *o, now) for o in _ORGANISATIONS}
+    orgs = {o[0]: issue_party(config, o[1], o[0], o[2], now, folder=org_dir) for o in _ORGANISATIONS}
     acme, bright, cobalt = orgs["1001"], orgs["1002"], orgs["1003"]
     north, south, dcc = orgs["2001"], orgs["2002"], orgs["9001"]
     publish(config, now)  # first commit: CRLs, logged as crl/v1 entries

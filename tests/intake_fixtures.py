@@ -30,14 +30,12 @@ from asn1crypto import x509 as ax509
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.serialization import pkcs7
 
-from publisher import publication, scaffold
+from publisher import parties, publication, scaffold
 from publisher.config import Config, load
 from publisher.intake.associations import ASSOCIATION_TYPE
 from publisher.intake.run import IntakeReport, run_intake
-from publisher.pki import crl_publish, profile
-from publisher.pki.policy import Kind
+from publisher.pki import crl_publish
 from publisher.publish import operations
 from publisher.tlog import LogReader, TileLog, read_vkey
 from publisher.tlog.signer import load_log_signer
@@ -107,18 +105,10 @@ def issue_party(
     name, org_id, role = ORGS[org]
     key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
     key = rsa.generate_private_key(65537, rsa_bits) if rsa_bits else ec.generate_private_key(ec.SECP256R1())
-    start = not_before or now
-    request = profile.IssueRequest(
-        Kind.IKI,
-        profile.ee_subject(config.profile, name, org_id, role),
-        key.public_key(),
-        x509.random_serial_number(),
-        start,
-        start + dt.timedelta(days=days),
-        config.crl_url(ISSUER),
+    issued = parties.issue_party(
+        config, name, org_id, role, now, issuer=ISSUER, key=key, not_before=not_before or now, days=days
     )
-    issued = operations.issue(config, ISSUER, request, now=now)
-    return _write_party(folder, label, issued.certificate, key)
+    return _write_party(folder, label, issued.cert, key)
 
 
 @dataclass
@@ -265,11 +255,7 @@ def cms_resign(p7s: Path, sheet: Path, signer: Party, out: Path) -> Path:
 
 def pkcs7_sign(sheet: bytes, signers: Sequence[Party]) -> bytes:
     """cryptography's PKCS7SignatureBuilder: detached, binary, DER, one SignerInfo per signer."""
-    builder = pkcs7.PKCS7SignatureBuilder().set_data(sheet)
-    for s in signers:
-        builder = builder.add_signer(s.cert, s.key, hashes.SHA256())
-    options = [pkcs7.PKCS7Options.DetachedSignature, pkcs7.PKCS7Options.Binary]
-    return builder.sign(serialization.Encoding.DER, options)
+    return parties.sign_detached(sheet, [parties.Party("", s.label, "", s.cert, s.key) for s in signers])
 
 
 def ecdsa_sign(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey, data: bytes) -> bytes:

@@ -7,7 +7,7 @@ import datetime as dt
 import subprocess
 from pathlib import Path
 
-from publisher import demo, publication, scaffold
+from publisher import parties, publication, scaffold
 from publisher.config import Config
 from publisher.config import load as load_config
 from publisher.publish import init_repository, publish
@@ -19,8 +19,8 @@ class Pub:
 
     root: Path
     config: Config
-    maker: demo.Org
-    supplier: demo.Org
+    maker: parties.Party
+    supplier: parties.Party
     now: dt.datetime
 
 
@@ -42,7 +42,7 @@ def new_publication(tmp: Path, origin: str) -> Pub:
     init_repository(root)
     config = load_config(root)
     now = publication.now_utc()
-    maker = demo._issue(config, tmp / "certs", "1001", "Acme Meters Ltd", "Manufacturer", now)
-    supplier = demo._issue(config, tmp / "certs", "2001", "Northern Power Supply", "Supplier", now)
+    maker = parties.issue_party(config, "Acme Meters Ltd", "1001", "Manufacturer", now, folder=tmp / "certs")
+    supplier = parties.issue_party(config, "Northern Power Supply", "2001", "Supplier", now, folder=tmp / "certs")
     publish(config, now)
     return Pub(root, config, maker, supplier, now)

@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from publisher import demo, publication, scaffold
+from publisher import demo, parties, publication, scaffold
 from publisher.config import load as load_config
 from publisher.publish import init_repository, publish
 from verifier.cpl_verify import clean_cell as clean
@@ -145,7 +145,7 @@ def demo_build(factory: pytest.TempPathFactory) -> SiteBuild:
     return _CACHE["demo"]
 
 
-def write_submission(pub: Path, sub_id: str, rows: Sequence[Sequence[str]], signers: list[demo.Org]) -> Path:
+def write_submission(pub: Path, sub_id: str, rows: Sequence[Sequence[str]], signers: list[parties.Party]) -> Path:
     """Like ``demo.submit`` but writes the CSV with proper quoting, so any text survives."""
     folder = pub / "inbox" / sub_id
     folder.mkdir(parents=True)
@@ -155,12 +155,12 @@ def write_submission(pub: Path, sub_id: str, rows: Sequence[Sequence[str]], sign
     writer.writerows(rows)
     sheet = buf.getvalue().encode()
     (folder / "submission.csv").write_bytes(sheet)
-    (folder / "signatures.p7s").write_bytes(demo.sign_detached(sheet, signers))
+    (folder / "signatures.p7s").write_bytes(parties.sign_detached(sheet, signers))
     (folder / "request.json").write_text(json.dumps({"submitter_ref": f"REF-{sub_id}", "panel_ref": "P"}))
     return folder
 
 
-def hostile_rows(makers: list[demo.Org]) -> dict[str, list[tuple[str, ...]]]:
+def hostile_rows(makers: list[parties.Party]) -> dict[str, list[tuple[str, ...]]]:
     """One submission per manufacturer; every hostile string is a model ID (and a version)."""
     subs: dict[str, list[tuple[str, ...]]] = {m.org_id: [] for m in makers}
     for i, text in enumerate(HOSTILE):
@@ -184,10 +184,12 @@ def make_hostile_publication(out: Path) -> dict[str, Any]:
     config = load_config(pub)
     now = publication.now_utc()
     makers = [
-        demo._issue(config, org_dir, f"{1001 + k}", name, "Manufacturer", now)  # the certificate names it
+        parties.issue_party(
+            config, name, f"{1001 + k}", "Manufacturer", now, folder=org_dir
+        )  # the certificate names it
         for k, name in enumerate(HOSTILE_MAKERS)
     ]
-    supplier = demo._issue(config, org_dir, "2001", "Northern Power Supply", "Supplier", now)
+    supplier = parties.issue_party(config, "Northern Power Supply", "2001", "Supplier", now, folder=org_dir)
     publish(config, now)
     rows = hostile_rows(makers)
     for maker in makers:

@@ -45,12 +45,9 @@ from verifier_fixtures import (
     xlsx_bytes,
 )
 
-from publisher import keys, publication
+from publisher import keys, parties, publication
 from publisher.intake.associations import canonical_json
-from publisher.pki import profile
 from publisher.pki.crl import Revocation
-from publisher.pki.policy import Kind
-from publisher.publish import operations
 from publisher.tlog import TileLog
 from publisher.tlog.checkpoint import Checkpoint, parse_unverified
 from publisher.tlog.note import Signer, sign_note
@@ -101,18 +98,10 @@ def _issue(world: World, label: str, org: tuple[str, str, str], rsa_bits: int = 
     hold several roles (configured so): the audit is under test here, not the CA."""
     now = publication.now_utc()
     key: Key = rsa.generate_private_key(65537, rsa_bits) if rsa_bits else ec.generate_private_key(ec.SECP256R1())
-    request = profile.IssueRequest(
-        Kind.IKI,
-        profile.ee_subject(world.config.profile, *org),
-        key.public_key(),
-        x509.random_serial_number(),
-        now,
-        now + dt.timedelta(days=365),
-        world.config.crl_url(ISSUER),
-    )
     rules = dataclasses.replace(world.config.rules, multi_role_organisations=frozenset({org[1]}))
-    cert = operations.issue(dataclasses.replace(world.config, rules=rules), ISSUER, request, now=now).certificate
-    return _store(world.base / "matrix-parties", label, cert, key)
+    config = dataclasses.replace(world.config, rules=rules)
+    issued = parties.issue_party(config, *org, now, issuer=ISSUER, key=key, days=365)
+    return _store(world.base / "matrix-parties", label, issued.cert, key)
 
 
 def _mint(

@@ -15,9 +15,18 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from publisher import keys, publication, scaffold
-from publisher.config import CONFIG_NAME, DEFAULT_EKU, DEFAULT_ROLES, ConfigError, KeySource, Profile, load, parse
+from publisher.config import (
+    CONFIG_NAME,
+    DEFAULT_EKU,
+    DEFAULT_ROLES,
+    ConfigError,
+    KeySource,
+    PolicyRules,
+    Profile,
+    load,
+    parse,
+)
 from publisher.keys import KeyUnusable, load_private_key
-from publisher.pki.policy import PolicyRules
 
 ROOT = Path("/srv/publication")
 

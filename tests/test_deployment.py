@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from publication_fixtures import git, new_publication
 from site_fixtures import write_submission
 
-from publisher import demo, keys, publication, scaffold
+from publisher import demo, keys, parties, publication, scaffold
 from publisher.config import load as load_config
 from publisher.publication import open_log
 from publisher.publish import init_repository, publish
@@ -41,8 +41,8 @@ KEY_ENVS = {"log": "CPL_LOG_KEY", "iki-root": "CPL_ROOT_KEY", "ica": "CPL_ICA_KE
 class Deployment:
     remote: Path
     keys: dict[str, str]  # environment variable -> PEM / skey, as the workflow's secrets
-    maker: demo.Org
-    supplier: demo.Org
+    maker: parties.Party
+    supplier: parties.Party
     tmp: Path
     clones: int = 0
 

@@ -41,7 +41,7 @@ from crash_child import install_kill_switch
 from publication_fixtures import new_publication
 from site_fixtures import write_submission
 
-from publisher import demo, fsio
+from publisher import demo, fsio, parties
 from publisher.config import Config
 from publisher.config import load as load_config
 from publisher.intake.associations import AssociationIndex
@@ -62,8 +62,8 @@ GIT_COMMANDS = [(git.cmd, "Popen")]  # every git command GitPython starts is a k
 class World:
     root: Path
     config: Config
-    maker: demo.Org
-    supplier: demo.Org
+    maker: parties.Party
+    supplier: parties.Party
     trust: Path
     good: set[str] = dataclasses.field(default_factory=set)
     bad: set[str] = dataclasses.field(default_factory=set)

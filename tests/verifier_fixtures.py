@@ -36,13 +36,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import pkcs7
 
-from publisher import keys, publication, scaffold
+from publisher import keys, parties, publication, scaffold
 from publisher.config import Config, load
 from publisher.intake.associations import AssociationIndex
 from publisher.intake.run import run_intake
-from publisher.pki import crl_publish, profile
+from publisher.pki import crl_publish
 from publisher.pki.crl import CRLSpec, Revocation, sign_crl
-from publisher.pki.policy import Kind
 from publisher.publish import crl_entries, operations
 from publisher.site.export import export_tree
 from publisher.tlog import TileLog
@@ -91,17 +90,10 @@ def _issue(
 ) -> Party:
     name, org_id, role = ORGS[org]
     key = ec.generate_private_key(ec.SECP256R1())
-    start = start or now
-    request = profile.IssueRequest(
-        Kind.IKI,
-        profile.ee_subject(config.profile, name, org_id, role),
-        key.public_key(),
-        x509.random_serial_number(),
-        start,
-        start + dt.timedelta(days=days),
-        config.crl_url(ISSUER),
+    issued = parties.issue_party(
+        config, name, org_id, role, now, issuer=ISSUER, key=key, not_before=start or now, days=days
     )
-    cert = operations.issue(config, ISSUER, request, now=now).certificate
+    cert = issued.cert
     folder.mkdir(parents=True, exist_ok=True)
     cert_path, key_path = folder / f"{label}.pem", folder / f"{label}.key"
     ica = (config.root / "pki" / f"{ISSUER}.pem").read_bytes()
