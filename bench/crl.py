@@ -45,12 +45,14 @@ from pathlib import Path
 from typing import Any
 
 import cryptography
+from options import add_run_options
 
 from publisher import fsio, keys, publication
 from publisher.config import Config, IssuerConfig, load
 from publisher.pki import crl_publish, der, registers
-from publisher.pki.authority import init_publication, now_utc
 from publisher.pki.registers import RevocationRecord
+from publisher.publication import now_utc
+from publisher.scaffold import init_publication
 
 SITE_URL = "http://127.0.0.1:8000"
 ORIGIN = "bench.example/log"
@@ -556,16 +558,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=keys.DEFAULT_ALGORITHM,
         help="issuer key algorithm (default %(default)s)",
     )
-    parser.add_argument(
-        "--profile",
-        type=int,
-        default=0,
-        metavar="LINES",
-        help="after the timings, cProfile one more of our runs at the largest size and print LINES rows",
-    )
-    parser.add_argument("--dir", type=Path, default=None, help="parent of the temporary folder (default: system temp)")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
-    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    add_run_options(parser, "after the timings, cProfile one more of our runs at the largest size and print LINES rows")
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")

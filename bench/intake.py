@@ -59,6 +59,7 @@ from typing import Any
 
 import cryptography
 from cryptography.hazmat.primitives import serialization
+from options import add_run_options
 
 from publisher import fsio, parties, publication, scaffold
 from publisher.config import Config, load
@@ -603,16 +604,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=50,
         help="submissions verified by `openssl cms -verify` for the reference (0: skip; default %(default)s)",
     )
-    parser.add_argument(
-        "--profile",
-        type=int,
-        default=0,
-        metavar="LINES",
-        help="after the timings, cProfile one more intake run and print LINES rows (cumulative, then tottime)",
+    add_run_options(
+        parser, "after the timings, cProfile one more intake run and print LINES rows (cumulative, then tottime)"
     )
-    parser.add_argument("--dir", type=Path, default=None, help="parent of the temporary folder (default: system temp)")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
-    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     args = parser.parse_args(argv)
     if args.submissions < 1:
         parser.error("--submissions must be at least 1")

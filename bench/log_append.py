@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from options import add_run_options
+
 from publisher.tlog import TileLog
 from publisher.tlog.note import Signer
 
@@ -540,12 +542,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=PEER_BUDGET_S,
         help=f"measure pymerkle on the first {PEER_PREFIX:,} entries if all would take longer (s, default %(default)s)",
     )
-    parser.add_argument(
-        "--dir", type=Path, default=None, help="parent of the temporary log folder (default: system temp)"
-    )
-    parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+    add_run_options(parser)
     parser.add_argument("--json-out", type=Path, default=None, help="also write the JSON results to this file")
-    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     args = parser.parse_args(argv)
     if args.entries < 1 or args.repeats < 1 or args.bulk_repeats < 1 or args.peer_repeats < 1:
         parser.error("--entries and the repeat counts must be at least 1")

@@ -5,41 +5,35 @@ the publish job commit them."""
 
 from __future__ import annotations
 
-import datetime as dt
+from collections.abc import Callable
+from typing import Concatenate, ParamSpec, TypeVar
 
 from publisher.config import Config
-from publisher.pki import authority, crl_publish, profile, registers, revocation
-from publisher.pki.registers import RevocationRecord
-from publisher.publication import CRL_DIR
+from publisher.pki import authority, crl_publish, registers, revocation
+from publisher.publication import CRL_DIR, Operation
 from publisher.publish import transaction
 
-
-def issue(
-    config: Config,
-    issuer_name: str,
-    request: profile.IssueRequest,
-    role: str | None = None,
-    approval_ref: str | None = None,
-    now: dt.datetime | None = None,
-) -> authority.Issued:
-    """``ca issue``: check the policy, sign, record, store and commit one certificate."""
-    with transaction.session(config.root, "issue") as session:
-        return authority.issue(session, config, issuer_name, request, role, approval_ref, now)
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
-def revoke(
-    config: Config,
-    issuer: str,
-    serial: int,
-    reason: str,
-    invalidity_date: dt.datetime | None = None,
-    ref: str | None = None,
-    unknown_serial: bool = False,
-    now: dt.datetime | None = None,
-) -> RevocationRecord:
-    """``revoke``: check and record one revocation, and commit it (the next CRL refresh publishes it)."""
-    with transaction.session(config.root, "revoke") as session:
-        return revocation.revoke(session, config, issuer, serial, reason, invalidity_date, ref, unknown_serial, now)
+def _in_session(
+    name: str, change: Callable[Concatenate[Operation, Config, P], R]
+) -> Callable[Concatenate[Config, P], R]:
+    """``change`` (which takes the publication's writer first) run as operation ``name`` on a publication."""
+
+    def run(config: Config, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        with transaction.session(config.root, name) as session:
+            return change(session, config, *args, **kwargs)
+
+    run.__doc__ = f"``{name}``, committed: {change.__doc__}"
+    return run
+
+
+#: ``ca issue``: check the policy, sign, record, store and commit one certificate (``pki.authority.issue``).
+issue = _in_session("issue", authority.issue)
+#: ``revoke``: check, record and commit one revocation (``pki.revocation.revoke``); the next CRL refresh publishes it.
+revoke = _in_session("revoke", revocation.revoke)
 
 
 def refresh_crls(config: Config, force: bool = False) -> list[crl_publish.Refreshed]:
