@@ -23,8 +23,8 @@ regular files inside it (no FIFOs, devices or symbolic links out of it).
 
 Standards: RFC 9162 Merkle trees, C2SP tlog-tiles, tlog-checkpoint,
 signed-note and tlog-proof; RFC 5280 certificates and CRLs; RFC 5652 CMS.
-The publisher (``cpl-publisher``) imports the log primitives below, so the
-site is checked by the same code that its users run.
+The publisher (``cpl-publisher``) imports the library half of this file (its
+``__all__``), so the site is checked by the same code that its users run.
 
 What is checked, and against what:
   crl          every pinned issuer's CRL (trust file 'crl_issuers' and roots): the signature by that
@@ -48,6 +48,39 @@ What is checked, and against what:
                the site's CRLs and log (without a site: the chains to the pinned roots, and "NOT CHECKED"
                for revocation and 4.3(b)); exit 0 intake would accept it, 1 it would refuse it (by rule ID),
                3 nothing is refused but some rule could not be judged (each named NOT CHECKED)
+
+Layout: the sections of this file, in order, and what each owns.
+  The library (``__all__``; imported by the publisher; never uses a name of the tool below it):
+    Merkle trees         RFC 9162 leaf and node hashes, roots, inclusion and consistency proofs (pure)
+    signed notes         C2SP signed-note: parsing, key IDs, Ed25519 signatures and cosignatures
+    checkpoints          C2SP tlog-checkpoint bodies and signatures, c2sp.org/tlog-proof@v1 files
+    tiles                C2SP tlog-tiles: paths, tile arithmetic, entry bundles, proofs from tiles, and
+                         TreeCheck, the one tree check (a tree recomputed from its entries, tile by tile)
+    errors               the exception families (VerifyFailed, UsageError, FetchError) and exit codes
+    fetching             Source: a site by URL or folder, size caps, time limits, same-site redirects
+    a log on a site      fetch_tile, the one partial-tile reader; TileFetcher (tiles and bundles fetched
+                         once, which file is wrong when a proof fails); prove_leaf
+    trust and state      the trust file (Trust, parse_trust) and the --state folder (State)
+    DER and CMS          a minimal DER reader; CMS SignedData parsed here, verified by cryptography
+    certificates         chains to a pinned root, the IKI end-entity profile, CRL signatures, revocations
+    log entries          entry types, parse_entry, canonical JSON, the cpl-association/v1 format
+    the signed lookup    Lookup (shards and the lookup/v1 commitment); parsing commitments and shards
+    submission rules     RULES with stable IDs and the functions judging them (intake, audit, pre-check)
+    submission folders   read_submission: a folder read once, by descriptor, never through a link
+    spreadsheets         read_sheet, the one .xlsx and .csv reader
+  ---- LIBRARY ABOVE, TOOL BELOW ----
+  The tool (the cpl-verify command line):
+    run context          Context: one run's arguments, site, log and state; Output (what it says) and
+                         PkiMaterial (the pinned roots, CRL issuers and the site's CA certificates)
+    the log              checkpoints against the pinned key and --state, forks, rollbacks, proved entries
+    the lookup           LookupView: answers proved against the log's commitment, or every entry read
+    crl                  the CRLs: signed up to a pinned root, fresh, never rolled back, logged
+    cert / link          one end-entity certificate (a file, or a TLS endpoint's): the verdict
+    inclusion            a firmware hash or device model: its approvals, replacements and signers
+    consistency/monitor  the newest checkpoint against the remembered one, once or repeatedly
+    audit                Auditor: the whole log (its parts: Report, Tree, Signatures, Entries)
+    check-submission     a submission folder judged as intake would
+    command line         argparse, trust and --tofu, build_context, main
 """
 
 from __future__ import annotations
@@ -78,8 +111,73 @@ import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, List, Sequence
+from typing import Any, Callable, Iterable, Iterator, List, Sequence
 from urllib.parse import urljoin, urlsplit
+
+#: The library half's public API, by section (the section map in the docstring): what the publisher may
+#: import. Every public name above the line between the library and the tool is here, and nothing below
+#: it (tests/test_verifier_surface.py).
+# fmt: off
+__all__ = [  # noqa: RUF022 - grouped by section, in the order the module defines them
+    # the module: the dependency it needs, the one time zone
+    "CRYPTOGRAPHY_MIN", "cryptography_problem", "UTC",
+    # Merkle trees (RFC 9162): hashes, roots, inclusion and consistency proofs
+    "HASH_SIZE", "EMPTY_ROOT", "HashRange", "ProofError", "leaf_hash", "node_hash", "split_point", "root_of",
+    "list_hash_range", "inclusion_proof", "consistency_proof", "root_from_inclusion_proof", "verify_inclusion",
+    "verify_consistency",
+    # signed notes (C2SP signed-note)
+    "SIG_ED25519", "SIG_COSIGNATURE_ED25519", "EM_DASH", "MAX_SIGNATURES", "NoteError", "b64decode_strict",
+    "b64encode", "check_key_name", "key_id", "Verifier", "Signature", "Note", "check_note_chars", "parse_note",
+    "open_note",
+    # checkpoints and proof files (C2SP tlog-checkpoint, tlog-proof)
+    "PROOF_HEADER", "CheckpointError", "Checkpoint", "parse_body", "SignedCheckpoint", "open_checkpoint",
+    "parse_unverified", "TlogProof", "parse_tlog_proof", "verify_tlog_proof",
+    # tiles (C2SP tlog-tiles): paths, arithmetic, bundles, proofs from tiles, the one tree check
+    "TILE_HEIGHT", "TILE_WIDTH", "MAX_ENTRY_SIZE", "MAX_LEVEL", "U16", "TileError", "Tile", "encode_index",
+    "parse_path", "level_width", "tile_for", "right_edge", "split_hashes", "decode_bundle", "TileReader",
+    "tile_hash_range", "root_from_right_edge", "TreeCheck",
+    # errors and exit codes
+    "EXIT_OK", "EXIT_FAILED", "EXIT_ERROR", "EXIT_NOT_APPROVED", "VerifyFailed", "SiteError", "NotServed",
+    "UsageError", "FetchError", "NotFound",
+    # fetching: a site by URL or folder, size caps, time limits
+    "KIB", "MIB", "CAP_CHECKPOINT", "CAP_SMALL", "CAP_LOOKUP", "CAP_BUNDLE", "CAP_EVIDENCE", "CAP_CRL",
+    "MAX_REDIRECTS", "RETRIES", "USER_AGENT", "DEFAULT_TIMEOUT", "FetchStats", "Deadline", "Source",
+    # a log on a site: the one partial-tile reader, tiles fetched once, proofs
+    "fetch_tile", "TileFetcher", "prove_leaf",
+    # trust: the pinned keys and certificates, and --state
+    "DEFAULT_EKU", "DEFAULT_ROLES", "CertPin", "Trust", "cert_sha256", "load_certificates", "parse_trust",
+    "STATE_FILE", "State",
+    # DER and CMS (RFC 5652)
+    "DERError", "DER", "der_read", "der_oid", "der_int", "der_time", "OID_DATA", "OID_SIGNED_DATA",
+    "OID_CONTENT_TYPE", "OID_MESSAGE_DIGEST", "OID_SIGNING_TIME", "OID_COUNTER_SIGNATURE", "MAX_P7S_BYTES",
+    "CMSError", "CmsSigner", "cms_certificates", "verify_cms_detached",
+    # certificates and CRLs (RFC 5280)
+    "CLOCK_SKEW", "not_before", "not_after", "describe_cert", "ChainError", "MIN_RSA_BITS", "build_chain",
+    "check_end_entity", "subject_attr", "Identity", "identity_of", "crl_names_of", "verify_crl_signature",
+    "parse_iso", "Revoked", "revoked_entry",
+    # log entries: types, parsing, the cpl-association/v1 format
+    "ASSOCIATION_TYPE", "CRL_TYPE", "LOOKUP_TYPE", "parse_entry", "association_shape",
+    # the signed lookup (lookup/v1)
+    "LOOKUP_KINDS", "SHARD_HEX", "SHARDS", "LOOKUP_LEAVES", "LOOKUP_TILES", "LOOKUP_COMMITMENT", "model_lookup_key",
+    "shard_path", "lookup_tile_path", "lookup_keys", "Lookup", "Commitment", "parse_commitment", "parse_shard",
+    # submission rules (SEC Appendix Z 4.1 to 4.3, MP168)
+    "DEVICE_TYPES", "COMMS_HUB_TYPES", "Rule", "R_FOLDER", "R_NO_LINKS", "R_REQUEST", "R_SPREADSHEET", "R_ROW_VALUES",
+    "R_CMS_PROFILE", "R_SIGNATURE", "R_CERTIFICATE", "R_SIGNING_TIME", "R_CREATOR_SIGNATURE", "R_ONE_MANUFACTURER",
+    "R_IMAGE_CREATOR", "R_SUPPLIER_ENDORSEMENT", "R_HUB_ENDORSEMENT", "R_SMETS1_DCC", "R_INDEPENDENT",
+    "R_NOT_CURRENT", "R_REPLACEMENT_REF", "R_REPLACEMENT_INDEX", "R_PUBLISHER_CRL", "RULES", "MAX_SIGNING_SKEW",
+    "MANUFACTURER", "SUPPLIER", "DCC", "RuleFinding", "RuleError", "SheetRow", "MODEL_FIELDS", "row_of_entry",
+    "Party", "signer_summary", "signer_lines", "party_of", "Association", "Situation", "signing_time_problems",
+    "ASSOCIATION_RULES", "judge_association", "one_manufacturer", "unused_replacements", "choose_parties", "Request",
+    "parse_request", "submission_inputs", "submission_signers", "judge_rows", "collapse_findings", "index_ranges",
+    # submission folders
+    "MAX_REQUEST_BYTES", "MAX_SUBMISSION_FILES", "REPORT_FILES", "SubmissionError", "SubmissionFiles",
+    "symlink_finding", "SafeFolder", "read_submission",
+    # spreadsheets: the one .xlsx and .csv reader
+    "SHEET_COLUMNS", "MAX_UNZIPPED", "SheetError", "SMETS_VERSIONS", "MAX_SHEET_BYTES", "MAX_ROWS", "MAX_LENGTH",
+    "MAX_RATIO", "MAX_MEMBERS", "FORMULA_PREFIXES", "shown", "clean_cell", "organisation_key", "header_key",
+    "CELL_TEXT", "CELL_NUMBER", "CELL_BOOL", "CELL_ERROR", "CELL_FORMULA", "xlsx_table", "read_sheet",
+]
+# fmt: on
 
 #: The oldest ``cryptography`` that runs every command: 42.0 added the timezone-aware validity and CRL
 #: dates (``not_valid_before_utc``, ``next_update_utc``, ``revocation_date_utc``) and
@@ -683,7 +781,8 @@ TILE_HEIGHT = 8
 TILE_WIDTH = 1 << TILE_HEIGHT  # 256
 MAX_ENTRY_SIZE = 0xFFFF
 MAX_LEVEL = 63
-_U16 = struct.Struct(">H")
+#: An entry bundle's length prefix: each entry is a big-endian uint16 length, then its bytes.
+U16 = struct.Struct(">H")
 
 
 class TileError(ValueError):
@@ -788,7 +887,7 @@ def decode_bundle(data: bytes, expected: int | None = None, name: str = "entry b
     while pos < len(data):
         if pos + 2 > len(data):
             raise TileError(f"{name}: truncated length prefix at byte {pos}")
-        (n,) = _U16.unpack_from(data, pos)
+        (n,) = U16.unpack_from(data, pos)
         pos += 2
         if pos + n > len(data):
             raise TileError(f"{name}: entry {len(entries)} is truncated")
@@ -854,6 +953,44 @@ def root_from_right_edge(size: int, edge: dict[int, list[bytes]]) -> bytes:
     return acc
 
 
+class TreeCheck:
+    """The one tree check: a tree of ``size`` leaves recomputed from its entries, fed one bundle at a time in
+    order, each hash tile on the way compared with the one published (``published(tile)``: its bytes as
+    served, None if not served). Streaming: of each level only the roots of its full tiles are kept.
+    Without ``published`` only the root is recomputed (no tile is read).
+    """
+
+    def __init__(self, size: int, published: Callable[[Tile], bytes | None] | None = None) -> None:
+        self.size = size
+        self.published = published
+        self.bad: list[Tile] = []  # published hash tiles that differ from the entries, in the order checked
+        self._edge: dict[int, list[bytes]] = {}  # level -> the hashes of its partial tile
+        self._roots: list[bytes] = []  # the roots of the full level-0 tiles so far: level-1 hashes
+
+    def _tile(self, tile: Tile, hashes: list[bytes], above: list[bytes]) -> None:
+        if self.published is not None and self.published(tile) != b"".join(hashes):
+            self.bad.append(tile)
+        if tile.full:
+            above.append(root_of(hashes))
+        else:
+            self._edge[tile.level] = hashes
+
+    def add_bundle(self, index: int, leaves: list[bytes]) -> None:
+        """The leaf hashes of bundle ``index`` (bundles come in order); checks its level-0 tile."""
+        self._tile(tile_for(0, index, self.size), leaves, self._roots)
+
+    def root(self) -> bytes:
+        """The root, once every bundle is added; checks every hash tile above level 0 on the way."""
+        level, below = 1, self._roots
+        while level_width(self.size, level) > 0:
+            above: list[bytes] = []
+            for index in range((level_width(self.size, level) + TILE_WIDTH - 1) // TILE_WIDTH):
+                tile = tile_for(level, index, self.size)
+                self._tile(tile, below[index * TILE_WIDTH : index * TILE_WIDTH + tile.width], above)
+            below, level = above, level + 1
+        return root_from_right_edge(self.size, self._edge)
+
+
 # =====================================================================================================
 # Errors and exit codes
 # =====================================================================================================
@@ -908,8 +1045,6 @@ MAX_REDIRECTS = 5
 RETRIES = 3  # attempts on HTTP 5xx
 USER_AGENT = f"cpl-verify/{__version__} (+python)"
 DEFAULT_TIMEOUT = 20.0  # seconds for one request: connect, headers and body
-DEFAULT_DEADLINE = 300.0  # seconds for a whole command (for monitor: each check)
-AUDIT_DEADLINE = 3600.0  # audit downloads the whole log
 
 
 @dataclass
@@ -1326,6 +1461,150 @@ def _size(n: int) -> str:
     if n >= KIB:
         return f"{n / KIB:.1f} KiB"
     return f"{n} bytes"
+
+
+# =====================================================================================================
+# A log on a site: the one partial-tile reader, tiles and bundles fetched once each, proofs from them
+# =====================================================================================================
+
+
+def fetch_tile(log: Source, tile: Tile) -> bytes | None:
+    """A hash tile or entry bundle as the site serves it, or None if the site serves it in no usable form.
+
+    The one partial-tile reader. A partial tile the site does not serve (C2SP tlog-tiles lets a log delete
+    it once the full tile exists) is cut from the full tile: its first ``tile.width`` hashes or entries. A
+    "full" tile that is not one (not 256 hashes, not 256 entries) has nothing to cut: None.
+    """
+    bundle = tile.level < 0
+    what = f"{'entry bundle' if bundle else 'hash tile'} {tile.path}"
+    data = log.get_optional(tile.path, CAP_BUNDLE if bundle else tile.width * HASH_SIZE, what)
+    if data is not None or tile.full:
+        return data
+    full = log.get_optional(tile.as_full().path, CAP_BUNDLE if bundle else TILE_WIDTH * HASH_SIZE, what)
+    if full is None:
+        return None
+    if not bundle:
+        return full[: tile.width * HASH_SIZE] if len(full) == TILE_WIDTH * HASH_SIZE else None
+    try:
+        entries = decode_bundle(full, TILE_WIDTH, tile.path)
+    except TileError:
+        return None
+    return full[: sum(U16.size + len(e) for e in entries[: tile.width])]
+
+
+class TileFetcher:
+    """Tiles and bundles of one tree size, fetched on demand (each at most once per run)."""
+
+    def __init__(self, log: Source, size: int) -> None:
+        self.log = log
+        self.size = size
+        self.tiles: dict[tuple[int, int], list[bytes]] = {}
+        self.bundles: dict[int, list[bytes]] = {}
+        self.bundle_hashes: dict[int, list[bytes]] = {}
+        self.use_bundles = True
+
+    def published_tile(self, tile: Tile) -> list[bytes]:
+        """A hash tile as the site serves it (``fetch_tile``: a missing partial may be cut from the full tile)."""
+        key = (tile.level, tile.index)
+        cached = self.tiles.get(key)
+        if cached is not None:
+            return cached
+        data = fetch_tile(self.log, tile)
+        if data is None:
+            raise NotServed(
+                f"the site does not serve {tile.path}, which its signed checkpoint (size {self.size}) implies; "
+                "the log cannot be checked"
+            )
+        try:
+            hashes_ = split_hashes(data, tile)
+        except TileError as exc:
+            raise VerifyFailed(
+                f"the site serves a truncated or padded hash tile: {exc}; the log's data is damaged or tampered with"
+            ) from exc
+        self.tiles[key] = hashes_
+        return hashes_
+
+    def read_tile(self, tile: Tile) -> list[bytes]:
+        if self.use_bundles and tile.level == 0 and tile.index in self.bundle_hashes:
+            return self.bundle_hashes[tile.index]
+        return self.published_tile(tile)
+
+    def bundle(self, index: int) -> list[bytes]:
+        """The entries of bundle ``index`` (unauthenticated until a proof covers them)."""
+        cached = self.bundles.get(index)
+        if cached is not None:
+            return cached
+        tile = tile_for(-1, index, self.size)
+        data = fetch_tile(self.log, tile)
+        if data is None:
+            raise NotServed(f"the site does not serve the entry bundle {tile.path}, which its checkpoint implies")
+        try:
+            entries = decode_bundle(data, tile.width, tile.path)
+        except TileError as exc:
+            raise VerifyFailed(f"the site serves a malformed entry bundle: {exc}") from exc
+        self.bundles[index] = entries
+        self.bundle_hashes[index] = [leaf_hash(e) for e in entries]
+        return entries
+
+    def hash_range(self) -> HashRange:
+        return tile_hash_range(self.size, self.read_tile)
+
+    def blame(self, root: bytes) -> str:
+        """Which file disagrees with the signed root (called after a proof failed): the right edge against the
+        root, then the tiles and bundles fetched so far against the authenticated ones above them. (``TreeCheck``
+        is the other way round: a whole tree recomputed from all its entries, bottom-up.)"""
+        if self.size == 0:
+            return "the checkpoint is for an empty tree"
+        # 1. The right edge must reproduce the root.
+        try:
+            edge = {t.level: self.published_tile(t) for t in right_edge(self.size)}
+        except VerifyFailed as exc:
+            return str(exc)
+        if root_from_right_edge(self.size, edge) != root:
+            paths = ", ".join(t.path for t in right_edge(self.size))
+            return f"the right-edge hash tiles ({paths}) do not lead to the signed root: one of them was altered"
+        # 2. Full tiles fetched so far, top-down, against their authenticated parents.
+        good: dict[tuple[int, int], list[bytes]] = {(t.level, t.index): edge[t.level] for t in right_edge(self.size)}
+        for (level, index), hashes_ in sorted(self.tiles.items(), key=lambda kv: -kv[0][0]):
+            if len(hashes_) != TILE_WIDTH:
+                continue
+            parent = good.get((level + 1, index // TILE_WIDTH)) or self.tiles.get((level + 1, index // TILE_WIDTH))
+            if parent is None or index % TILE_WIDTH >= len(parent):
+                continue
+            if root_of(hashes_) != parent[index % TILE_WIDTH]:
+                return f"the hash tile {Tile(level, index, TILE_WIDTH).path} does not match its hash in the level above"
+            good[(level, index)] = hashes_
+        # 3. Bundles against their level-0 tiles.
+        for index, leaves in sorted(self.bundle_hashes.items()):
+            tile = tile_for(0, index, self.size)
+            published = self.published_tile(tile)
+            if leaves != published:
+                bad = next(i for i, (a, b) in enumerate(zip(leaves, published)) if a != b)
+                return (
+                    f"the entry bundle {tile_for(-1, index, self.size).path} does not match the log: entry "
+                    f"{index * TILE_WIDTH + bad} was altered (its leaf hash is not the one in {tile.path})"
+                )
+        return "the hash tiles served do not lead to the signed root"
+
+
+def prove_leaf(fetcher: TileFetcher, signed: SignedCheckpoint, index: int, leaf: bytes, what: str) -> None:
+    """Prove that the leaf hash leaf is at index, from hash tiles only."""
+    cp = signed.checkpoint
+    if not 0 <= index < cp.size:
+        raise VerifyFailed(f"log index {index} is outside the log (size {cp.size})")
+    fetcher.use_bundles = False
+    proof = inclusion_proof(index, cp.size, fetcher.hash_range())
+    try:
+        verify_inclusion(index, cp.size, leaf, proof, cp.root)
+    except ProofError as exc:
+        tile = tile_for(0, index // TILE_WIDTH, cp.size)
+        if (
+            fetcher.published_tile(tile)[index % TILE_WIDTH] != leaf
+            and root_from_inclusion_proof(index, cp.size, fetcher.published_tile(tile)[index % TILE_WIDTH], proof)
+            == cp.root
+        ):
+            raise VerifyFailed(f"{what} is not entry {index} of the log (its leaf hash differs)") from exc
+        raise VerifyFailed(f"entry {index} cannot be proved: {fetcher.blame(cp.root)}") from exc
 
 
 # =====================================================================================================
@@ -2178,484 +2457,121 @@ def revoked_entry(crl: x509.CertificateRevocationList, serial: int) -> Revoked |
 
 
 # =====================================================================================================
-# The run context: pinned trust, the site, the state, output
+# Log entries: their types, parsing, canonical JSON and the cpl-association/v1 format
 # =====================================================================================================
 
-
-_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-
-
-def printable(text: str) -> str:
-    """``text`` for a terminal: control and bidirectional characters (from signed but hostile data) escaped."""
-    return _CONTROL_RE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+ASSOCIATION_TYPE = "cpl-association/v1"
+CRL_TYPE = "crl/v1"
+LOOKUP_TYPE = "lookup/v1"
 
 
-class Context:
-    """Everything one command run uses."""
-
-    def __init__(
-        self,
-        args: argparse.Namespace,
-        trust: Trust,
-        state: State,
-        site: Source | None,
-        log: Source | None,
-        deadline: Deadline | None = None,
-    ) -> None:
-        self.args = args
-        self.deadline = deadline or Deadline()  # the whole command's (--deadline), shared with the sources
-        self.trust = trust
-        self.state = state
-        self.site = site
-        self.log = log
-        self.now: datetime = getattr(args, "now", None) or datetime.now(UTC).replace(microsecond=0)
-        self.json = bool(getattr(args, "json", False))
-        self.show_progress = bool(getattr(args, "progress", False)) or (sys.stderr.isatty() and not self.json)
-        self.result: dict[str, Any] = {}
-        self.warnings: list[str] = []
-        self._roots: list[x509.Certificate] | None = None
-        self._pki: dict[str, x509.Certificate | None] = {}
-        self._crls: dict[str, CrlResult] = {}
-        self._latest: tuple[SignedCheckpoint, TileFetcher] | None = None
-        self._view: LookupView | None = None
-        # CRLs older than the newest the log names are refused; the audit judges every crl/v1 entry itself
-        self.check_superseded = True
-
-    # -- output -----------------------------------------------------------------------------------
-    def say(self, text: str = "") -> None:
-        if not self.json:
-            sys.stdout.write(printable(text) + "\n")
-
-    def warn(self, text: str) -> None:
-        self.warnings.append(text)
-        if not self.json:
-            sys.stdout.write(f"warning: {printable(text)}\n")
-
-    def progress(self, text: str) -> None:
-        if self.show_progress:
-            sys.stderr.write("\r" + text + "\033[K")
-            sys.stderr.flush()
-
-    # -- requirements -----------------------------------------------------------------------------
-    def need_site(self) -> Source:
-        if self.site is None:
-            raise UsageError("no site: give --site URL_OR_FOLDER or a trust file with 'site'")
-        return self.site
-
-    def need_log(self) -> Source:
-        if self.log is None:
-            raise UsageError("no log: give --site (the log is <site>/log/) or --log URL_OR_FOLDER")
-        return self.log
-
-    @property
-    def origin(self) -> str:
-        if not self.trust.verifiers:
-            raise UsageError(
-                "no log verifier key is pinned: give --trust FILE or --vkey KEY (or --tofu to pin what the site serves)"
-            )
-        return self.trust.origin or self.trust.verifiers[0].name
-
-    def lookup_view(self) -> LookupView:
-        """The lookup of the latest checkpoint (see ``LookupView``), made once per run."""
-        if self._view is None:
-            signed, fetcher = latest_checkpoint(self)
-            self._view = LookupView(self, fetcher, signed)
-        return self._view
-
-    # -- PKI material -----------------------------------------------------------------------------
-    def roots(self) -> list[x509.Certificate]:
-        """The pinned IKI roots; a root pinned by fingerprint only is fetched from /pki/ and must match."""
-        if self._roots is not None:
-            return self._roots
-        if not self.trust.roots:
-            raise UsageError(
-                "no IKI root is pinned: give --trust FILE or --root PEM (or --tofu to pin what the site serves)"
-            )
-        out = []
-        for pin in self.trust.roots:
-            if pin.cert is None:
-                data = self.need_site().get(f"pki/{pin.name}.pem", CAP_SMALL, f"IKI root {pin.name}")
-                cert = load_certificates(data, f"pki/{pin.name}.pem")[0]
-                if cert_sha256(cert) != pin.sha256:
-                    raise VerifyFailed(
-                        f"the site's pki/{pin.name}.pem has SHA-256 {cert_sha256(cert)}, not the pinned {pin.sha256}: "
-                        "the site serves another root certificate; trust nothing it says about the IKI"
-                    )
-                pin.cert = cert
-            out.append(pin.cert)
-        self._roots = out
-        return out
-
-    def root_named(self, name: str) -> x509.Certificate | None:
-        for pin, cert in zip(self.trust.roots, self.roots()):
-            if pin.name == name:
-                return cert
+def parse_entry(raw: bytes) -> dict[str, Any] | None:
+    """A log entry as a JSON object, or None when it is not one."""
+    try:
+        obj = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested deeper than json recurses
         return None
-
-    def pki_cert(self, name: str) -> x509.Certificate | None:
-        """``/pki/<name>.pem`` from the site (unauthenticated until a chain check), or None."""
-        if name not in self._pki:
-            root = self.root_named(name)
-            pinned = next((p.cert for p in self.trust.crl_issuers if p.name == name and p.cert is not None), None)
-            if root is not None or pinned is not None:
-                self._pki[name] = root or pinned
-            else:
-                data = self.need_site().get_optional(f"pki/{name}.pem", CAP_SMALL, f"CA certificate {name}")
-                self._pki[name] = load_certificates(data, f"pki/{name}.pem")[0] if data else None
-        return self._pki[name]
-
-    def name_of(self, cert: x509.Certificate) -> str | None:
-        fp = cert_sha256(cert)
-        for pin, root in zip(self.trust.roots, self.roots()):
-            if cert_sha256(root) == fp:
-                return pin.name
-        for name, c in self._pki.items():
-            if c is not None and cert_sha256(c) == fp:
-                return name
-        return None
+    return obj if isinstance(obj, dict) else None
 
 
-# =====================================================================================================
-# The log: checkpoints against the pinned key and the state, tiles, entries, proofs
-# =====================================================================================================
+def _canonical(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-class TileFetcher:
-    """Tiles and bundles of one tree size, fetched on demand (each at most once per run)."""
-
-    def __init__(self, log: Source, size: int) -> None:
-        self.log = log
-        self.size = size
-        self.tiles: dict[tuple[int, int], list[bytes]] = {}
-        self.bundles: dict[int, list[bytes]] = {}
-        self.bundle_hashes: dict[int, list[bytes]] = {}
-        self.use_bundles = True
-
-    def published_tile(self, tile: Tile) -> list[bytes]:
-        """A hash tile as the site serves it (a missing partial may be cut from the full tile)."""
-        key = (tile.level, tile.index)
-        cached = self.tiles.get(key)
-        if cached is not None:
-            return cached
-        what = f"hash tile {tile.path}"
-        data = self.log.get_optional(tile.path, tile.width * HASH_SIZE, what)
-        if data is None and not tile.full:
-            full = self.log.get_optional(tile.as_full().path, TILE_WIDTH * HASH_SIZE, what)
-            if full is not None and len(full) == TILE_WIDTH * HASH_SIZE:
-                data = full[: tile.width * HASH_SIZE]
-        if data is None:
-            raise NotServed(
-                f"the site does not serve {tile.path}, which its signed checkpoint (size {self.size}) implies; "
-                "the log cannot be checked"
-            )
-        try:
-            hashes_ = split_hashes(data, tile)
-        except TileError as exc:
-            raise VerifyFailed(
-                f"the site serves a truncated or padded hash tile: {exc}; the log's data is damaged or tampered with"
-            ) from exc
-        self.tiles[key] = hashes_
-        return hashes_
-
-    def read_tile(self, tile: Tile) -> list[bytes]:
-        if self.use_bundles and tile.level == 0 and tile.index in self.bundle_hashes:
-            return self.bundle_hashes[tile.index]
-        return self.published_tile(tile)
-
-    def bundle(self, index: int) -> list[bytes]:
-        """The entries of bundle ``index`` (unauthenticated until a proof covers them)."""
-        cached = self.bundles.get(index)
-        if cached is not None:
-            return cached
-        tile = tile_for(-1, index, self.size)
-        data = self.log.get_optional(tile.path, CAP_BUNDLE, f"entry bundle {tile.path}")
-        if data is None and not tile.full:
-            full = self.log.get_optional(tile.as_full().path, CAP_BUNDLE, f"entry bundle {tile.path}")
-            if full is not None:
-                try:
-                    data = b"".join(
-                        _U16.pack(len(e)) + e for e in decode_bundle(full, TILE_WIDTH, tile.path)[: tile.width]
-                    )
-                except TileError:
-                    data = full
-        if data is None:
-            raise NotServed(f"the site does not serve the entry bundle {tile.path}, which its checkpoint implies")
-        try:
-            entries = decode_bundle(data, tile.width, tile.path)
-        except TileError as exc:
-            raise VerifyFailed(f"the site serves a malformed entry bundle: {exc}") from exc
-        self.bundles[index] = entries
-        self.bundle_hashes[index] = [leaf_hash(e) for e in entries]
-        return entries
-
-    def hash_range(self) -> HashRange:
-        return tile_hash_range(self.size, self.read_tile)
-
-    def blame(self, root: bytes) -> str:
-        """Which file disagrees with the signed root (called after a proof failed)."""
-        if self.size == 0:
-            return "the checkpoint is for an empty tree"
-        # 1. The right edge must reproduce the root.
-        try:
-            edge = {t.level: self.published_tile(t) for t in right_edge(self.size)}
-        except VerifyFailed as exc:
-            return str(exc)
-        if root_from_right_edge(self.size, edge) != root:
-            paths = ", ".join(t.path for t in right_edge(self.size))
-            return f"the right-edge hash tiles ({paths}) do not lead to the signed root: one of them was altered"
-        # 2. Full tiles fetched so far, top-down, against their authenticated parents.
-        good: dict[tuple[int, int], list[bytes]] = {(t.level, t.index): edge[t.level] for t in right_edge(self.size)}
-        for (level, index), hashes_ in sorted(self.tiles.items(), key=lambda kv: -kv[0][0]):
-            if len(hashes_) != TILE_WIDTH:
-                continue
-            parent = good.get((level + 1, index // TILE_WIDTH)) or self.tiles.get((level + 1, index // TILE_WIDTH))
-            if parent is None or index % TILE_WIDTH >= len(parent):
-                continue
-            if root_of(hashes_) != parent[index % TILE_WIDTH]:
-                return f"the hash tile {Tile(level, index, TILE_WIDTH).path} does not match its hash in the level above"
-            good[(level, index)] = hashes_
-        # 3. Bundles against their level-0 tiles.
-        for index, leaves in sorted(self.bundle_hashes.items()):
-            tile = tile_for(0, index, self.size)
-            published = self.published_tile(tile)
-            if leaves != published:
-                bad = next(i for i, (a, b) in enumerate(zip(leaves, published)) if a != b)
-                return (
-                    f"the entry bundle {tile_for(-1, index, self.size).path} does not match the log: entry "
-                    f"{index * TILE_WIDTH + bad} was altered (its leaf hash is not the one in {tile.path})"
-                )
-        return "the hash tiles served do not lead to the signed root"
-
-
-def _checkpoint_lines(note: str) -> str:
-    return "\n".join("    " + line for line in note.rstrip("\n").split("\n"))
-
-
-def verify_checkpoint_note(ctx: Context, data: bytes | str, where: str) -> SignedCheckpoint:
-    """A checkpoint verified with the pinned key(s), failures explained."""
-    origin = ctx.origin
-    try:
-        return open_checkpoint(data, origin, ctx.trust.verifiers)
-    except CheckpointError as exc:
-        text = str(exc)
-        if "does not verify" in text:
-            meaning = (
-                "a signature made with the pinned log key's ID does not verify: the checkpoint was forged or altered"
-            )
-        elif "not signed by any trusted key" in text:
-            meaning = "it is not signed by the pinned log key (another key signed it, or none did)"
-        elif "is for origin" in text:
-            meaning = "it is a checkpoint of another log (unknown origin)"
-        elif "carries no valid signature of the log key" in text:
-            meaning = "it lacks the pinned log key's signature"
-        else:
-            meaning = "it is malformed"
-        raise VerifyFailed(f"{where}: {text}; {meaning}. Trust nothing the site says about the log.") from exc
-
-
-def fork_evidence(
-    old: str,
-    new: str,
-    proof: Sequence[bytes] = (),
-    old_where: str = "remembered in --state",
-    new_where: str = "served now",
-) -> str:
-    lines = [
-        "SECURITY ERROR: the log has signed two checkpoints that cannot both be true.",
-        "Keep this output: it is evidence that the log (or someone holding its key) misbehaved.",
-        "",
-        f"checkpoint {old_where} (signature verifies with the pinned key):",
-        _checkpoint_lines(old),
-        "",
-        f"checkpoint {new_where} (signature verifies with the pinned key):",
-        _checkpoint_lines(new),
-    ]
-    if proof:
-        lines += ["", "consistency proof computed from the site's tiles (does not verify):"]
-        lines += ["    " + b64encode(h) for h in proof]
-    return "\n".join(lines)
-
-
-def check_consistent(
-    ctx: Context,
-    fetcher: TileFetcher,
-    old: SignedCheckpoint,
-    new: SignedCheckpoint,
-    old_where: str,
-    new_where: str = "served now",
-) -> None:
-    """Prove ``old`` is a prefix of ``new`` with the site's tiles; fork or rollback fails loudly."""
-    o, n = old.checkpoint, new.checkpoint
-    if n.size < o.size:
-        raise VerifyFailed(
-            f"rollback: the site serves a checkpoint of size {n.size}, smaller than the size {o.size} "
-            f"{old_where}; the log may never shrink. Either the site serves an old copy or the log was "
-            "rewritten; do not rely on it until this is explained.",
-            evidence=fork_evidence(old.raw, new.raw, old_where=old_where, new_where=new_where).replace(
-                "SECURITY ERROR: the log has signed two checkpoints that cannot both be true.",
-                "SECURITY ERROR: the log went backwards (rollback).",
-            ),
-        )
-    if n.size == o.size:
-        if n.root != o.root:
-            raise VerifyFailed(
-                f"fork: two different trees of the same size {n.size} are both signed by the log key",
-                evidence=fork_evidence(old.raw, new.raw, old_where=old_where, new_where=new_where),
-            )
-        return
-    if o.size == 0:
-        if o.root != EMPTY_ROOT:
-            raise VerifyFailed("the remembered size-0 checkpoint does not carry the empty root")
-        return
-    proof = consistency_proof(o.size, n.size, fetcher.hash_range())
-    try:
-        verify_consistency(o.size, n.size, o.root, n.root, proof)
-    except ProofError as exc:
-        if fetcher.hash_range()(0, n.size) != n.root:
-            raise VerifyFailed(
-                f"cannot prove consistency: {fetcher.blame(n.root)}; the site's tiles are damaged or tampered with"
-            ) from exc
-        raise VerifyFailed(
-            f"fork: the checkpoint of size {n.size} does not extend the one of size {o.size} {old_where} "
-            f"({exc}); the log rewrote its history",
-            evidence=fork_evidence(old.raw, new.raw, proof, old_where, new_where),
-        ) from exc
-
-
-def latest_checkpoint(ctx: Context) -> tuple[SignedCheckpoint, TileFetcher]:
-    """The site's newest checkpoint: signature checked, and proved consistent with the state's."""
-    if ctx._latest is not None:
-        return ctx._latest
-    log = ctx.need_log()
-    try:
-        data = log.get("checkpoint", CAP_CHECKPOINT, "the log's checkpoint")
-    except NotFound as exc:
-        raise FetchError(f"{exc}; is {log} a log?") from exc
-    signed = verify_checkpoint_note(ctx, data, f"{log.where('checkpoint')}")
-    fetcher = TileFetcher(log, signed.checkpoint.size)
-    remembered = ctx.state.checkpoint(ctx.origin)
-    if remembered is not None:
-        try:
-            old = open_checkpoint(remembered, ctx.origin, ctx.trust.verifiers)
-        except CheckpointError as exc:
-            raise UsageError(
-                f"the checkpoint in the state folder does not verify with the pinned key ({exc}); "
-                "did the pinned key change? Use another --state folder"
-            ) from exc
-        if signed.checkpoint.size < old.checkpoint.size:
-            signed, fetcher = _keep_newer(ctx, log, old, signed)
-        else:
-            check_consistent(ctx, fetcher, old, signed, "remembered in --state")
-            ctx.state.set_checkpoint(ctx.origin, signed.raw)
-    else:
-        ctx.state.set_checkpoint(ctx.origin, signed.raw)
-    ctx._latest = (signed, fetcher)
-    return ctx._latest
-
-
-def refresh_latest(ctx: Context) -> bool:
-    """Fetch the checkpoint again past any cache; True if it is newer (and then consistent) and now in use."""
-    if ctx._latest is None:
-        return False
-    old, _ = ctx._latest
-    log = ctx.need_log()
-    data = log.get("checkpoint", CAP_CHECKPOINT, "the log's checkpoint", f"fresh={time.time_ns()}")
-    new = verify_checkpoint_note(ctx, data, log.where("checkpoint"))
-    if new.checkpoint.size <= old.checkpoint.size:
-        return False
-    fetcher = TileFetcher(log, new.checkpoint.size)
-    check_consistent(ctx, fetcher, old, new, "served before")
-    ctx.warn(f"the site's lookup is newer than the checkpoint first served (a cache): using size {new.checkpoint.size}")
-    ctx.state.set_checkpoint(ctx.origin, new.raw)
-    ctx._latest, ctx._view = (new, fetcher), None
-    return True
-
-
-def _keep_newer(
-    ctx: Context, log: Source, newer: SignedCheckpoint, older: SignedCheckpoint
-) -> tuple[SignedCheckpoint, TileFetcher]:
-    """The site serves an older checkpoint than ``--state`` remembers (a cache, as sumdb clients meet):
-    prove the served one a prefix of the remembered one and carry on with the remembered one. Only an
-    inconsistency is a security error."""
-    fetcher = TileFetcher(log, newer.checkpoint.size)
-    try:
-        check_consistent(ctx, fetcher, older, newer, "served now", "remembered in --state")
-    except NotServed as exc:
-        raise FetchError(
-            f"the site serves an older checkpoint (size {older.checkpoint.size}) than the one remembered in "
-            f"--state (size {newer.checkpoint.size}) and lacks the newer tree's tiles ({exc}); this is what a "
-            "stale cache looks like: retry in a few minutes"
-        ) from exc
-    ctx.warn(
-        f"the site serves an older checkpoint (size {older.checkpoint.size}, consistent with the size "
-        f"{newer.checkpoint.size} remembered in --state: a cached copy); carrying on with size {newer.checkpoint.size}"
+def _model_of(entry: dict[str, Any]) -> tuple[str, str, str, str]:
+    m = entry.get("device_model")
+    if not isinstance(m, dict):
+        return ("", "", "", "")
+    return (
+        str(m.get("manufacturer_id", "")),
+        str(m.get("model_id", "")),
+        str(m.get("hardware_version", "")),
+        str(m.get("firmware_version", "")),
     )
-    return newer, fetcher
 
 
-def prove_entry(ctx: Context, fetcher: TileFetcher, signed: SignedCheckpoint, index: int) -> bytes:
-    """Entry ``index``, authenticated by an inclusion proof against the verified checkpoint.
-
-    Uses the site's ``proof/<index>.tlog-proof`` when it is for this very
-    checkpoint (fewest requests), else computes the proof from the tiles.
-    """
-    cp = signed.checkpoint
-    if not 0 <= index < cp.size:
-        raise VerifyFailed(f"log index {index} is outside the log (size {cp.size})")
-    bundle = index // TILE_WIDTH
-    bad_proof_file = False
-    if getattr(ctx.args, "proof_files", True) and bundle not in fetcher.bundles:
-        data = fetcher.log.get_optional(f"proof/{index}.tlog-proof", CAP_SMALL, f"proof of entry {index}")
-        if data is not None:
-            try:
-                proof = parse_tlog_proof(data)
-                same = parse_unverified(proof.checkpoint)
-            except CheckpointError:
-                proof, same = None, None  # fall back to the tiles, which are authoritative
-            if proof is not None and same is not None and proof.index == index and same.size == cp.size:
-                entry = fetcher.bundle(bundle)[index % TILE_WIDTH]
-                try:
-                    verify_inclusion(index, cp.size, leaf_hash(entry), proof.proof, cp.root)
-                    return entry
-                except ProofError:
-                    bad_proof_file = True  # diagnosed below from the tiles
-    entry = fetcher.bundle(bundle)[index % TILE_WIDTH]
-    proof_hashes = inclusion_proof(index, cp.size, fetcher.hash_range())
-    try:
-        verify_inclusion(index, cp.size, leaf_hash(entry), proof_hashes, cp.root)
-    except ProofError as exc:
-        raise VerifyFailed(
-            f"entry {index} is not proved to be in the log: {fetcher.blame(cp.root)}; "
-            "the site's data is damaged or tampered with"
-        ) from exc
-    if bad_proof_file:
-        ctx.warn(f"the site's proof file for entry {index} does not verify; the entry was proved from the tiles")
-    return entry
+_PARTY_KEYS = {"organisation", "organisation_id", "role", "certificate_sha256"}
+_ASSOCIATION_KEYS = {
+    "type",
+    "approved_at",
+    "device_model",
+    "device_type",
+    "endorser",
+    "evidence",
+    "image_sha256",
+    "manufacturer",
+    "manufacturer_name",
+    "panel_ref",
+    "smets_version",
+    "submission_id",
+    "submitter_ref",
+}
 
 
-def prove_leaf(fetcher: TileFetcher, signed: SignedCheckpoint, index: int, leaf: bytes, what: str) -> None:
-    """Prove that the leaf hash leaf is at index, from hash tiles only."""
-    cp = signed.checkpoint
-    if not 0 <= index < cp.size:
-        raise VerifyFailed(f"log index {index} is outside the log (size {cp.size})")
-    fetcher.use_bundles = False
-    proof = inclusion_proof(index, cp.size, fetcher.hash_range())
-    try:
-        verify_inclusion(index, cp.size, leaf, proof, cp.root)
-    except ProofError as exc:
-        tile = tile_for(0, index // TILE_WIDTH, cp.size)
+def association_shape(entry: dict[str, Any]) -> list[str]:
+    """Format problems of a ``cpl-association/v1`` entry (README "CPL submissions")."""
+    problems = []
+    keys = set(entry)
+    if not keys >= _ASSOCIATION_KEYS or not keys <= _ASSOCIATION_KEYS | {"replaces"}:
+        missing = sorted(_ASSOCIATION_KEYS - keys)
+        unknown = sorted(keys - _ASSOCIATION_KEYS - {"replaces"})
+        problems.append(f"format: missing fields {missing}, unknown fields {unknown}")
+        return problems
+    m = entry["device_model"]
+    if not isinstance(m, dict) or set(m) != {"manufacturer_id", "model_id", "hardware_version", "firmware_version"}:
+        problems.append("format: device_model must have manufacturer_id, model_id, hardware_version, firmware_version")
+    elif not all(isinstance(v, str) and v for v in m.values()):
+        problems.append("format: device_model fields must be non-empty text")
+    for party in ("manufacturer", "endorser"):
+        p = entry[party]
         if (
-            fetcher.published_tile(tile)[index % TILE_WIDTH] != leaf
-            and root_from_inclusion_proof(index, cp.size, fetcher.published_tile(tile)[index % TILE_WIDTH], proof)
-            == cp.root
+            not isinstance(p, dict)
+            or set(p) != _PARTY_KEYS
+            or not all(isinstance(v, str) for v in p.values())
+            or not _HEX64_RE.fullmatch(p["certificate_sha256"])
         ):
-            raise VerifyFailed(f"{what} is not entry {index} of the log (its leaf hash differs)") from exc
-        raise VerifyFailed(f"entry {index} cannot be proved: {fetcher.blame(cp.root)}") from exc
+            problems.append(f"format: {party} must have organisation, organisation_id, role, certificate_sha256")
+    if not isinstance(entry["image_sha256"], str) or not _HEX64_RE.fullmatch(entry["image_sha256"]):
+        problems.append("format: image_sha256 is not 64 lowercase hex digits")
+    # Signed entries may hold any JSON type: a list or object is not hashable, so test the type first.
+    if not isinstance(entry["device_type"], str) or entry["device_type"] not in DEVICE_TYPES:
+        problems.append(f"format: unknown device type {entry['device_type']!r}")
+    if entry["smets_version"] not in ("SMETS1", "SMETS2"):
+        problems.append(f"format: unknown SMETS version {entry['smets_version']!r}")
+    for key in ("manufacturer_name", "panel_ref", "submitter_ref", "submission_id"):
+        if not isinstance(entry[key], str) or not entry[key]:
+            problems.append(f"format: {key} must be non-empty text")
+    try:
+        parse_iso(str(entry["approved_at"]))
+    except ValueError as exc:
+        problems.append(f"format: approved_at: {exc}")
+    ev = entry["evidence"]
+    if (
+        not isinstance(ev, dict)
+        or set(ev) != {"spreadsheet", "request", "signatures"}
+        or not isinstance(ev["signatures"], list)
+        or not ev["signatures"]
+        or not all(isinstance(h, str) and _HEX64_RE.fullmatch(h) for h in [ev["spreadsheet"], ev["request"]])
+        or not all(isinstance(h, str) and _HEX64_RE.fullmatch(h) for h in ev["signatures"])
+    ):
+        problems.append("format: evidence must name the spreadsheet, request and signatures by SHA-256")
+    rep = entry.get("replaces")
+    if rep is not None and (
+        not isinstance(rep, dict)
+        or set(rep) != {"index", "investigation_ref"}
+        or not isinstance(rep["index"], int)
+        or isinstance(rep["index"], bool)
+        or not isinstance(rep["investigation_ref"], str)
+        or not rep["investigation_ref"]
+    ):
+        problems.append("format: replaces must be {index, investigation_ref}")
+    return problems
 
 
 # =====================================================================================================
 # The signed lookup: which entries hold an image hash, a device model or a CRL, committed to by the log
 # =====================================================================================================
+
 #
 # The site serves lookup shards, log/lookup/{hash,model}/<3 hex>.json, each {"<key>": [index, ...]}
 # for the keys starting with those digits (a missing shard is "{}"). Each publish ends by logging a
@@ -2665,12 +2581,8 @@ def prove_leaf(fetcher: TileFetcher, signed: SignedCheckpoint, index: int, leaf:
 # log/lookup/tile/1/000, so one shard is authenticated with three small requests and the last leaf of
 # any checkpoint proves what is current and what is absent. ``audit`` recomputes every commitment.
 
-ASSOCIATION_TYPE = "cpl-association/v1"
-CRL_TYPE = "crl/v1"
-LOOKUP_TYPE = "lookup/v1"
 LOOKUP_KINDS = ("hash", "model")
 SHARD_HEX = 3
-EXHAUSTIVE_DEFAULT_MAX = 16 * TILE_WIDTH  # without a commitment, read every entry of a log this small
 SHARDS = 16**SHARD_HEX  # per kind
 LOOKUP_LEAVES = len(LOOKUP_KINDS) * SHARDS  # a power of two: the tree is perfect
 LOOKUP_TILES = LOOKUP_LEAVES // TILE_WIDTH  # level-0 tiles; their roots fill the one level-1 tile
@@ -2854,1104 +2766,14 @@ def parse_shard(data: bytes, rel: str) -> dict[str, list[int]]:
     return table
 
 
-def latest_commitment(ctx: Context, fetcher: TileFetcher, signed: SignedCheckpoint) -> Commitment | None:
-    """The ``lookup/v1`` entry that ends the log at ``signed``, proved (None if the last entry is another)."""
-    index = signed.checkpoint.size - 1
-    if index < 0:
-        return None
-    copy = ctx.need_log().get_optional(LOOKUP_COMMITMENT, CAP_SMALL, "the lookup commitment")
-    raw = None
-    if copy is not None:
-        try:
-            prove_leaf(fetcher, signed, index, leaf_hash(copy), "the site's lookup/commitment")
-            raw = copy
-        except VerifyFailed:
-            pass  # a copy from another moment (caches); the entry's bundle settles it
-    return parse_commitment(index, raw if raw is not None else prove_entry(ctx, fetcher, signed, index))
-
-
-class LookupMismatch(SiteError):
-    """A lookup file disagrees with the signed commitment (altered, or a cache serving another version)."""
-
-
-class LookupView:
-    """Answers "which entries hold this key?" for one checkpoint, and says how far the answer is proven.
-
-    Three sources, best first: the log's own ``lookup/v1`` commitment (each
-    shard checked against its signed root: proven); ``--exhaustive`` (every
-    entry read and proved, the lookup rebuilt here: proven); otherwise the
-    site's shards as unauthenticated hints (every hit is still proved, but an
-    omission could hide an entry: not proven).
-    """
-
-    def __init__(self, ctx: Context, fetcher: TileFetcher, signed: SignedCheckpoint) -> None:
-        self.ctx, self.fetcher, self.signed = ctx, fetcher, signed
-        self.commitment: Commitment | None = None
-        self.local: Lookup | None = None
-        self._tile1: list[bytes] | None = None
-        size = signed.checkpoint.size
-        self.commitment = latest_commitment(ctx, fetcher, signed)
-        small = size <= int(getattr(ctx.args, "exhaustive_max", EXHAUSTIVE_DEFAULT_MAX))
-        if getattr(ctx.args, "exhaustive", False) or (self.commitment is None and small):
-            self.local = read_whole_log(ctx, fetcher, signed)
-            c = self.commitment  # a lookup/v1 entry changes no shard: the whole log's lookup is the one it covers
-            if c is not None and (self.local.root() != c.root or self.local.crls != c.crls):
-                raise VerifyFailed(
-                    f"the log's lookup commitment (entry {c.index}) does not match the entries before it: "
-                    "verifiers trusting it get wrong answers; run 'audit' for the details"
-                )
-
-    @property
-    def proven(self) -> bool:
-        return self.commitment is not None or self.local is not None
-
-    @property
-    def basis(self) -> str:
-        """How the answer is known, in words."""
-        if self.local is not None:
-            return f"every entry of the log, read and proved ({self.signed.checkpoint.size} entries)"
-        if self.commitment is not None:
-            return f"the log's signed lookup commitment (entry {self.commitment.index})"
-        return (
-            "the site's lookup, which is not signed (this log has no lookup commitment): an entry it omits "
-            "would not be seen; give --exhaustive to read every entry"
-        )
-
-    @property
-    def newest_crls(self) -> dict[str, dict[str, Any]] | None:
-        """The newest logged CRL of each issuer (number, sha256, index), when proven."""
-        if self.commitment is not None:
-            return self.commitment.crls
-        return self.local.crls if self.local is not None else None
-
-    @property
-    def _version(self) -> str:
-        # Lookup files change at every publish: asking for the commitment's version keeps caches in step.
-        return f"lookup={self.commitment.index}" if self.commitment is not None else ""
-
-    def _lookup_tile(self, level: int, index: int, count: int) -> list[bytes]:
-        rel = lookup_tile_path(level, index)
-        data = self.ctx.need_log().get(rel, count * HASH_SIZE, f"lookup tile {rel}", self._version)
-        if len(data) != count * HASH_SIZE:
-            raise SiteError(f"the lookup tile {rel} has {len(data)} bytes, not {count * HASH_SIZE}")
-        return [data[i : i + HASH_SIZE] for i in range(0, len(data), HASH_SIZE)]
-
-    def indices(self, kind: str, key: str) -> list[int]:
-        """The log indices holding ``key``: complete when ``proven``, else as the site lists them."""
-        if self.local is not None:
-            return self.local.indices(kind, key)
-        rel = shard_path(kind, key)
-        data = self.ctx.need_log().get_optional(rel, CAP_LOOKUP, f"lookup shard {rel}", self._version)
-        if self.commitment is not None:
-            shard = _EMPTY_SHARD if data is None else data
-            leaf = _shard_leaf(kind, key)
-            if self._tile1 is None:
-                self._tile1 = self._lookup_tile(1, 0, LOOKUP_TILES)
-            tile0 = self._lookup_tile(0, leaf // TILE_WIDTH, TILE_WIDTH)
-            if (
-                root_of(self._tile1) != self.commitment.root
-                or root_of(tile0) != self._tile1[leaf // TILE_WIDTH]
-                or tile0[leaf % TILE_WIDTH] != leaf_hash(shard)
-            ):
-                missing = " (the site does not serve it)" if data is None else ""
-                raise LookupMismatch(
-                    f"the lookup shard {rel}{missing} does not match the log's signed lookup commitment (entry "
-                    f"{self.commitment.index}): the site's lookup was altered, or it is mid-update (retry in a "
-                    "few minutes)"
-                )
-            data = shard
-        if data is None:
-            return []
-        hits = parse_shard(data, rel).get(key, [])
-        size = self.signed.checkpoint.size
-        for i in hits:
-            if not 0 <= i < size:
-                raise SiteError(f"the lookup shard {rel} lists index {i}, outside the signed log (size {size})")
-        return sorted(set(hits))
-
-    def entry(self, index: int) -> dict[str, Any] | None:
-        """Entry ``index``, proved against the checkpoint, as a JSON object (None if it is not one)."""
-        return parse_entry(prove_entry(self.ctx, self.fetcher, self.signed, index))
-
-    def report(self) -> dict[str, Any]:
-        """What ``--json`` says about the basis of the verdict."""
-        return {
-            "proven": self.proven,
-            "basis": self.basis,
-            "commitment_index": self.commitment.index if self.commitment else None,
-        }
-
-
-def read_whole_log(ctx: Context, fetcher: TileFetcher, signed: SignedCheckpoint) -> Lookup:
-    """Read every entry, check they hash to the signed root, and build the lookup from them (``--exhaustive``)."""
-    size = signed.checkpoint.size
-    lookup = Lookup()
-    leaves: list[bytes] = []
-    for bundle in range((size + TILE_WIDTH - 1) // TILE_WIDTH):
-        ctx.progress(f"reading every entry: {bundle * TILE_WIDTH:,} of {size:,}")
-        for raw in fetcher.bundle(bundle):
-            lookup.add(len(leaves), parse_entry(raw))
-            leaves.append(leaf_hash(raw))
-    ctx.progress("")
-    if root_of(leaves) != signed.checkpoint.root:
-        raise VerifyFailed(f"the log's entries do not hash to its signed root: {fetcher.blame(signed.checkpoint.root)}")
-    return lookup
-
-
-def parse_entry(raw: bytes) -> dict[str, Any] | None:
-    """A log entry as a JSON object, or None when it is not one."""
-    try:
-        obj = json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested deeper than json recurses
-        return None
-    return obj if isinstance(obj, dict) else None
-
-
-# =====================================================================================================
-# CRLs: signed up to a pinned root, fresh, never rolled back, optionally logged
-# =====================================================================================================
-
-
-@dataclass
-class CrlResult:
-    name: str
-    crl: x509.CertificateRevocationList
-    issuer: x509.Certificate
-    number: int
-    this_update: datetime
-    next_update: datetime
-    sha256: str
-    entries: int
-    logged_at: int | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "issuer": self.name,
-            "issuer_subject": self.issuer.subject.rfc4514_string(),
-            "issuer_sha256": cert_sha256(self.issuer),
-            "number": self.number,
-            "this_update": _iso(self.this_update),
-            "next_update": _iso(self.next_update),
-            "entries": self.entries,
-            "sha256": self.sha256,
-            "logged_at_index": self.logged_at,
-        }
-
-
-def crl_issuer_cert(ctx: Context, name: str) -> x509.Certificate:
-    """The certificate of the CRL issuer ``name``: a pinned root, or a pinned CRL issuer (fetched from
-    ``/pki/<name>.pem`` when pinned by fingerprint) that chains to a pinned root and is valid now.
-
-    With no ``crl_issuers`` in the trust file (older trust files), ``/pki/<name>.pem`` is taken if it
-    chains to a pinned root and is not itself a root: the site cannot pass a root's CRL off as another's.
-    """
-    root = ctx.root_named(name)
-    if root is not None:
-        return root
-    pin = next((p for p in ctx.trust.crl_issuers if p.name == name), None)
-    if pin is None and ctx.trust.crl_issuers:
-        raise VerifyFailed(f"the CRL issuer {name!r} is not pinned in the trust file ('crl_issuers')")
-    cert = ctx.pki_cert(name)
-    if cert is None:
-        raise FetchError(f"the site has no pki/{name}.pem, so the CRL of {name} cannot be checked")
-    if pin is not None and cert_sha256(cert) != pin.sha256:
-        raise VerifyFailed(
-            f"the site's pki/{name}.pem has SHA-256 {cert_sha256(cert)}, not the pinned {pin.sha256}: the site "
-            f"serves another issuer certificate; do not rely on its CRL of {name}"
-        )
-    if any(cert_sha256(r) == cert_sha256(cert) for r in ctx.roots()):
-        raise VerifyFailed(f"the site's pki/{name}.pem is a pinned root's certificate, not the issuer {name}")
-    try:
-        build_chain(cert, [], ctx.roots(), ctx.now)
-    except ChainError as exc:
-        raise VerifyFailed(f"the issuer certificate pki/{name}.pem is not trusted: {exc}") from exc
-    bc = _ext(cert, x509.BasicConstraints)
-    if bc is None or not bc.ca:
-        raise VerifyFailed(f"pki/{name}.pem is not a CA certificate")
-    if not not_before(cert) <= ctx.now <= not_after(cert):
-        raise VerifyFailed(
-            f"the issuer certificate pki/{name}.pem is not valid now ({_iso(not_before(cert))} to "
-            f"{_iso(not_after(cert))}): its key must not sign CRLs; do not rely on its CRL"
-        )
-    return cert
-
-
-def verify_crl(ctx: Context, name: str, require_logged: bool = False) -> CrlResult:
-    """Fetch ``/crl/<name>.crl`` and check it; raises ``VerifyFailed`` (or ``FetchError``) with the meaning."""
-    cached = ctx._crls.get(name)
-    if cached is not None and (cached.logged_at is not None or not require_logged):
-        return cached
-    if not _NAME_RE.fullmatch(name):
-        raise UsageError(f"{name!r} is not an issuer name")
-    site = ctx.need_site()
-    cap = int(getattr(ctx.args, "max_crl_bytes", CAP_CRL))
-    try:
-        data = site.get(f"crl/{name}.crl", cap, f"CRL of {name}")
-    except NotFound as exc:
-        raise FetchError(f"the CRL of {name} is unavailable: {exc}") from exc
-    try:
-        crl = x509.load_der_x509_crl(data)
-    except ValueError as exc:
-        raise VerifyFailed(f"crl/{name}.crl is not a DER CRL ({exc}); do not rely on it") from exc
-    issuer = crl_issuer_cert(ctx, name)
-    if crl.issuer != issuer.subject:
-        raise VerifyFailed(
-            f"crl/{name}.crl was issued by '{crl.issuer.rfc4514_string()}', not by {describe_cert(issuer)}: "
-            "it is another CA's CRL; do not use it"
-        )
-    verify_crl_signature(data, issuer)
-    ku = _ext(issuer, x509.KeyUsage)
-    if ku is not None and not ku.crl_sign:
-        raise VerifyFailed(f"{describe_cert(issuer)} may not sign CRLs (keyUsage lacks cRLSign)")
-    try:
-        aki = crl.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
-        ski = _ext(issuer, x509.SubjectKeyIdentifier)
-        if aki is not None and ski is not None and aki != ski.digest:
-            raise VerifyFailed(f"crl/{name}.crl names another issuer key (authorityKeyIdentifier mismatch)")
-    except x509.ExtensionNotFound:
-        pass
-    this_update = crl.last_update_utc
-    next_update = crl.next_update_utc
-    if this_update > ctx.now + CLOCK_SKEW:
-        raise VerifyFailed(
-            f"the CRL of {name} says it was issued at {_iso(this_update)}, in the future "
-            f"(now {_iso(ctx.now)}): the CRL or your clock is wrong; do not rely on it"
-        )
-    if next_update is None:
-        raise VerifyFailed(f"the CRL of {name} has no nextUpdate, so its freshness cannot be judged")
-    if ctx.now > next_update:
-        raise VerifyFailed(
-            f"the CRL of {name} is stale: it expired {_ago(ctx.now - next_update)} ago (nextUpdate "
-            f"{_iso(next_update)}); do not rely on it. Revocations made since may be missing."
-        )
-    try:
-        number = int(crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number)
-    except x509.ExtensionNotFound as exc:
-        raise VerifyFailed(f"the CRL of {name} has no CRL number, so a rollback could not be detected") from exc
-    sha = hashlib.sha256(data).hexdigest()
-    fp = cert_sha256(issuer)
-    seen = ctx.state.crl(fp)
-    if seen is not None:
-        last = int(seen.get("number", -1))
-        if number < last:
-            raise VerifyFailed(
-                f"rollback: the site serves CRL number {number} of {name}, but number {last} was seen on "
-                f"{seen.get('seen_at', '?')}: an old CRL is being replayed; do not rely on it "
-                "(revocations made since would be hidden)"
-            )
-        if number == last and seen.get("sha256") != sha:
-            raise VerifyFailed(
-                f"two different CRLs of {name} carry the same number {number} (seen before: SHA-256 "
-                f"{seen.get('sha256')}; now: {sha}); the CA misbehaved; do not rely on either"
-            )
-    result = CrlResult(name, crl, issuer, number, this_update, next_update, sha, len(crl))
-    if require_logged:
-        result.logged_at = find_crl_entry(ctx, result)
-    elif ctx.log is not None and ctx.check_superseded and not ctx.trust.verifiers:
-        ctx.warn(f"whether the log holds a newer CRL of {name} was not checked: no log key is pinned")
-    elif ctx.log is not None and ctx.check_superseded:
-        try:
-            signed, fetcher = latest_checkpoint(ctx)
-            commitment = latest_commitment(ctx, fetcher, signed)
-        except FetchError as exc:
-            ctx.warn(f"whether the log holds a newer CRL of {name} was not checked: {exc}")
-        else:
-            _check_not_superseded(result, commitment.crls if commitment else None)
-    if seen is None or number >= int(seen.get("number", -1)):
-        ctx.state.set_crl(
-            fp, {"issuer": name, "number": number, "sha256": sha, "seen_at": _iso(ctx.now), "issuer_sha256": fp}
-        )
-    ctx._crls[name] = result
-    return result
-
-
-def _check_not_superseded(res: CrlResult, crls: dict[str, dict[str, Any]] | None) -> None:
-    """Fail if the log's newest CRLs (its lookup commitment, or every entry read) name a newer one of this issuer."""
-    if crls is None:
-        return
-    newest = crls.get(res.name)
-    if newest is not None and int(newest["number"]) > res.number:
-        raise VerifyFailed(
-            f"superseded: the site serves CRL number {res.number} of {res.name}, but the log holds number "
-            f"{newest['number']} (crl/v1 entry {newest['index']}); revocations in the newer CRL would be hidden: "
-            "do not rely on this CRL"
-        )
-
-
-def find_crl_entry(ctx: Context, res: CrlResult) -> int:
-    """The log index of the ``crl/v1`` entry for exactly these CRL bytes, proved included, and no newer one logged.
-
-    With the log's lookup commitment, the newest logged CRL of each issuer is
-    named in the last entry: one proof settles it. Without one, the entry is
-    searched for (the site's lookup, then the newest bundles) and a newer
-    logged CRL cannot be ruled out, which is said.
-    """
-    view = ctx.lookup_view()
-    expected = {
-        "type": CRL_TYPE,
-        "issuer": res.name,
-        "number": res.number,
-        "this_update": _iso(res.this_update),
-        "next_update": _iso(res.next_update),
-        "sha256": res.sha256,
-    }
-
-    def check(index: int, entry: dict[str, Any] | None) -> bool:
-        if entry is None or entry.get("type") != CRL_TYPE or entry.get("sha256") != res.sha256:
-            return False
-        if entry != expected:
-            raise VerifyFailed(f"the log's crl/v1 entry {index} for these CRL bytes says {entry}, not {expected}")
-        return True
-
-    not_logged = (
-        f"no crl/v1 entry for exactly these bytes (SHA-256 {res.sha256}) is in the log: this CRL was not "
-        "logged, so it may have been shown to you alone"
-    )
-    if view.commitment is not None:
-        _check_not_superseded(res, view.newest_crls)
-        newest = view.commitment.crls.get(res.name)
-        if newest is None or newest.get("sha256") != res.sha256 or int(newest["number"]) != res.number:
-            raise VerifyFailed(f"{not_logged} (the log's newest CRL of {res.name}: {newest or 'none'})")
-        index = int(newest["index"])
-        if not check(index, view.entry(index)):
-            raise SiteError(f"the log's lookup commitment names entry {index}, which is not this CRL's crl/v1 entry")
-        return index
-    for index in view.indices("hash", res.sha256):
-        if check(index, view.entry(index)):
-            return _unproven_newest(ctx, res, view, index)
-    if not view.proven:  # the entry is normally among the newest: search a few bundles
-        signed, fetcher = view.signed, view.fetcher
-        size = signed.checkpoint.size
-        scan = int(getattr(ctx.args, "scan_bundles", 8))
-        last = (size - 1) // TILE_WIDTH if size else -1
-        for bundle in range(last, max(last - scan, -1), -1):
-            for offset, raw in reversed(list(enumerate(fetcher.bundle(bundle)))):
-                index = bundle * TILE_WIDTH + offset
-                if check(index, parse_entry(raw)):
-                    prove_entry(ctx, fetcher, signed, index)
-                    return _unproven_newest(ctx, res, view, index)
-        not_logged += f" (searched the site's lookup and the newest {min(size, scan * TILE_WIDTH)} entries)"
-    raise VerifyFailed(not_logged)
-
-
-def _unproven_newest(ctx: Context, res: CrlResult, view: LookupView, index: int) -> int:
-    if view.proven:
-        _check_not_superseded(res, view.newest_crls)
-    else:
-        ctx.warn(
-            f"the log has no lookup commitment, so whether it holds a CRL of {res.name} newer than number "
-            f"{res.number} was not checked ({view.basis})"
-        )
-    return index
-
-
-def crl_names(ctx: Context) -> list[str]:
-    """The issuers whose CRLs must be checked: the pinned roots and CRL issuers (never what the site lists)."""
-    pinned = [p.name for p in [*ctx.trust.roots, *ctx.trust.crl_issuers]]
-    if not ctx.trust.crl_issuers:
-        pinned += ctx.trust.intermediates or ["ica"]  # trust files without 'crl_issuers'
-    return sorted(dict.fromkeys(pinned))
-
-
-def cmd_crl(ctx: Context) -> int:
-    pinned = crl_names(ctx)
-    names = ctx.args.issuer or pinned
-    for name in names:
-        if ctx.trust.crl_issuers and name not in pinned:
-            raise UsageError(f"--issuer {name}: not a pinned issuer; the trust file pins {', '.join(pinned)}")
-    results = []
-    for name in names:
-        res = verify_crl(ctx, name, require_logged=ctx.args.require_logged)
-        results.append(res.to_json())
-        ctx.say(f"CRL of {name}: OK")
-        ctx.say(f"  issuer:      {res.issuer.subject.rfc4514_string()} (chains to a pinned IKI root)")
-        ctx.say(f"  number:      {res.number}")
-        ctx.say(f"  thisUpdate:  {_iso(res.this_update)}")
-        ctx.say(f"  nextUpdate:  {_iso(res.next_update)} (fresh for {_ago(res.next_update - ctx.now)} more)")
-        ctx.say(f"  entries:     {res.entries}")
-        ctx.say(f"  SHA-256:     {res.sha256}")
-        if res.logged_at is not None:
-            ctx.say(f"  logged:      crl/v1 entry {res.logged_at} (inclusion proved)")
-    ctx.result["crls"] = results
-    return EXIT_OK
-
-
-# =====================================================================================================
-# cert / link: is this an IKI certificate, chained to a pinned root, not revoked, per a fresh CRL?
-# =====================================================================================================
-
-
-def _spki(cert: x509.Certificate) -> bytes:
-    return cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-
-
-def _gather_intermediates(
-    ctx: Context, cert: x509.Certificate, extra: list[x509.Certificate]
-) -> list[x509.Certificate]:
-    out = list(extra)
-    names = [*crl_names_of(cert), *ctx.trust.intermediates, "ica"]
-    seen: set[str] = set()
-    while names:
-        name = names.pop(0)
-        if name in seen:
-            continue
-        seen.add(name)
-        try:
-            c = ctx.pki_cert(name)
-        except FetchError:
-            c = None
-        if c is not None:
-            out.append(c)
-            names.extend(crl_names_of(c))
-    return out
-
-
-def certificate_verdict(
-    ctx: Context, cert: x509.Certificate, extra: list[x509.Certificate], role: str | None, what: str = "certificate"
-) -> tuple[int, dict[str, Any]]:
-    """The verdict on an end-entity IKI certificate: trusted; revoked, expired or wrong-role (verified, no: exit
-    3); untrusted or crl-unavailable. Revocation is judged before the role, so a revoked certificate says so."""
-    dont = f"Do not trust this {what}."
-    who = identity_of(cert, ctx.trust)
-    info: dict[str, Any] = {
-        "subject": cert.subject.rfc4514_string(),
-        "serial": f"{cert.serial_number:x}",
-        "sha256": cert_sha256(cert),
-        "organisation": who.organisation,
-        "organisation_id": who.organisation_id,
-        "role": who.role,
-        "not_before": _iso(not_before(cert)),
-        "not_after": _iso(not_after(cert)),
-    }
-
-    def verdict(name: str, message: str, code: int) -> tuple[int, dict[str, Any]]:
-        info["verdict"] = name
-        info["message"] = message
-        return code, info
-
-    try:
-        chain = build_chain(cert, _gather_intermediates(ctx, cert, extra), ctx.roots(), ctx.now)
-        check_end_entity(cert, ctx.trust.eku)
-    except ChainError as exc:
-        return verdict("untrusted", f"{exc}. {dont}", EXIT_FAILED)
-    info["chain"] = [c.subject.rfc4514_string() for c in chain]
-    if ctx.now < not_before(cert):
-        return verdict(
-            "not-yet-valid", f"the certificate is not valid before {_iso(not_before(cert))}", EXIT_NOT_APPROVED
-        )
-    # Revocation of every certificate below the root, each against a fresh, verified CRL.
-    revocation = []
-    for child, issuer in zip(chain, chain[1:]):
-        names = crl_names_of(child) or [n for n in [ctx.name_of(issuer)] if n]
-        if not names:
-            return verdict("crl-unavailable", f"{describe_cert(child)} names no CRL on this site", EXIT_FAILED)
-        name = names[0]
-        try:
-            res = verify_crl(ctx, name)
-        except FetchError as exc:
-            return verdict("crl-unavailable", f"{exc}. Without a fresh CRL the certificate cannot be trusted.", 2)
-        except VerifyFailed as exc:
-            return verdict(
-                "crl-unavailable", f"{exc}. Without a fresh CRL the certificate cannot be trusted.", EXIT_FAILED
-            )
-        if _spki(res.issuer) != _spki(issuer):
-            return verdict(
-                "crl-unavailable", f"the CRL {name} is not signed by the key of {describe_cert(issuer)}", EXIT_FAILED
-            )
-        revocation.append({"certificate": describe_cert(child), "crl": name, "crl_number": res.number})
-        rev = revoked_entry(res.crl, child.serial_number)
-        if rev is not None:
-            info["revoked"] = {
-                "certificate": describe_cert(child),
-                "date": _iso(rev.date),
-                "reason": rev.reason,
-                "invalidity_date": _iso(rev.invalidity) if rev.invalidity else None,
-                "crl": name,
-                "crl_number": res.number,
-            }
-            whose = "the certificate" if child is cert else f"its issuing CA {describe_cert(child)}"
-            since = f", key invalid since {_iso(rev.invalidity)}" if rev.invalidity else ""
-            return verdict(
-                "revoked",
-                f"{whose} was revoked on {_iso(rev.date)} (reason: {rev.reason}{since}) according to CRL "
-                f"{name} number {res.number}. {dont}",
-                EXIT_NOT_APPROVED,
-            )
-    info["revocation"] = revocation
-    if ctx.now > not_after(cert):
-        return verdict(
-            "expired",
-            f"the certificate expired {_ago(ctx.now - not_after(cert))} ago ({_iso(not_after(cert))}). {dont}",
-            EXIT_NOT_APPROVED,
-        )
-    if role and role != "any" and who.role != role:
-        return verdict(
-            "wrong-role",
-            f"the certificate is an IKI certificate of {who.organisation} (role {who.role or 'unknown'}), "
-            f"not of the {role}. Do not trust it for this purpose.",
-            EXIT_NOT_APPROVED,
-        )
-    return verdict(
-        "trusted",
-        f"an IKI certificate of {who.organisation} (ID {who.organisation_id}, role {who.role}), chained to a "
-        "pinned IKI root, valid now, not revoked according to fresh CRLs",
-        EXIT_OK,
-    )
-
-
-def _report_verdict(ctx: Context, code: int, info: dict[str, Any], what: str) -> int:
-    ctx.result.update(info)
-    ctx.say(f"{what}: {info['verdict'].upper()}")
-    ctx.say(f"  {info['message']}")
-    ctx.say(f"  subject: {info['subject']}  serial {info['serial']}")
-    ctx.say(f"  valid:   {info['not_before']} to {info['not_after']}")
-    if "chain" in info:
-        ctx.say("  chain:   " + " <- ".join(info["chain"]))
-    return code
-
-
-def role_argument(ctx: Context) -> str:
-    """``--role`` as a role name of the trust file (any letter case) or ``any``; UsageError otherwise."""
-    given = str(ctx.args.role)
-    for role in [*ctx.trust.roles, "any"]:
-        if role.lower() == given.lower():
-            return role
-    raise UsageError(f"--role {given}: not a role; use one of {', '.join([*ctx.trust.roles, 'any'])}")
-
-
-def cmd_cert(ctx: Context) -> int:
-    try:
-        data = Path(ctx.args.file).read_bytes()
-    except OSError as exc:
-        raise FetchError(f"cannot read {ctx.args.file}: {exc.strerror or exc}") from exc
-    if re.search(rb"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE", data):
-        raise UsageError(f"{ctx.args.file} is a private key, not a certificate (and should not be shared)")
-    try:
-        certs = load_certificates(data, ctx.args.file)
-    except VerifyFailed as exc:
-        raise UsageError(str(exc)) from exc
-    code, info = certificate_verdict(ctx, certs[0], certs[1:], role_argument(ctx))
-    return _report_verdict(ctx, code, info, f"certificate {ctx.args.file}")
-
-
-def fetch_tls_certificates(url: str, timeout: float, deadline: Deadline | None = None) -> list[x509.Certificate]:
-    """The certificate(s) a TLS server presents (not validated here: the caller checks them against the IKI).
-
-    ``timeout`` (and the command's ``deadline``) bound the whole exchange, connect and handshake: a
-    server that answers one byte at a time is cut off, not waited for byte by byte.
-    """
-    parts = urlsplit(url if "://" in url else "https://" + url)
-    if parts.scheme.lower() not in ("https", "tls") or not parts.hostname:
-        raise UsageError(f"{url}: give an https:// URL (or host:port) of the triage endpoint")
-    host, port = parts.hostname, parts.port or 443
-    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    tls.minimum_version = ssl.TLSVersion.TLSv1_2
-    # The chain is checked against the pinned IKI root below, not against the system's web roots.
-    tls.check_hostname = False
-    tls.verify_mode = ssl.CERT_NONE
-    deadline = deadline or Deadline()
-    limit = min(timeout, deadline.at - time.monotonic())
-    if limit <= 0:
-        raise deadline.stopped(f"{host}:{port} not contacted")
-    started = time.monotonic()
-    try:
-        with socket.create_connection((host, port), timeout=limit) as sock:
-            # One limit for the whole handshake: a timer shuts the socket, which ends any blocked read.
-            guard = threading.Timer(limit, lambda: _shut(sock))
-            guard.start()
-            try:
-                with tls.wrap_socket(sock, server_hostname=host) as conn:
-                    der = conn.getpeercert(binary_form=True)
-                    chain = getattr(conn, "get_unverified_chain", None)
-                    extra = [c for c in (chain() or []) if isinstance(c, bytes)] if chain else []  # Python 3.13+
-            finally:
-                guard.cancel()
-    except (socket.timeout, TimeoutError, ssl.SSLError, OSError) as exc:
-        if time.monotonic() - started >= limit:
-            if deadline.passed():
-                raise deadline.stopped(f"no complete TLS handshake from {host}:{port} in time") from exc
-            raise FetchError(f"{host}:{port}: no complete TLS handshake within {timeout:g} s (--timeout)") from exc
-        if isinstance(exc, ssl.SSLError):
-            raise FetchError(f"{host}:{port}: the TLS handshake failed ({exc.reason or exc})") from exc
-        if isinstance(exc, (socket.timeout, TimeoutError)):
-            raise FetchError(f"{host}:{port}: no answer within {timeout:g} s") from exc
-        raise FetchError(f"{host}:{port}: cannot connect ({exc.strerror or exc})") from exc
-    if not der:
-        raise VerifyFailed(f"{host}:{port} presented no certificate")
-    certs = [x509.load_der_x509_certificate(der)]
-    for item in extra[1:]:
-        try:
-            certs.append(x509.load_der_x509_certificate(bytes(item)))
-        except ValueError:
-            continue
-    return certs
-
-
-def _shut(sock: socket.socket) -> None:
-    with contextlib.suppress(OSError):  # already closed: the handshake ended by itself
-        sock.shutdown(socket.SHUT_RDWR)
-
-
-def cmd_link(ctx: Context) -> int:
-    certs = fetch_tls_certificates(ctx.args.url, float(ctx.args.timeout), ctx.deadline)
-    code, info = certificate_verdict(ctx, certs[0], certs[1:], role_argument(ctx), "endpoint")
-    info["endpoint"] = ctx.args.url
-    return _report_verdict(ctx, code, info, f"triage link {ctx.args.url}")
-
-
-# =====================================================================================================
-# inclusion: is this firmware hash approved, for which device models, and was it replaced later?
-# =====================================================================================================
-
-
-def _model_of(entry: dict[str, Any]) -> tuple[str, str, str, str]:
-    m = entry.get("device_model")
-    if not isinstance(m, dict):
-        return ("", "", "", "")
-    return (
-        str(m.get("manufacturer_id", "")),
-        str(m.get("model_id", "")),
-        str(m.get("hardware_version", "")),
-        str(m.get("firmware_version", "")),
-    )
-
-
-def _party(entry: dict[str, Any], key: str) -> dict[str, Any]:
-    value = entry.get(key)
-    return value if isinstance(value, dict) else {}
-
-
-def describe_association(index: int, entry: dict[str, Any]) -> dict[str, Any]:
-    mid, model, hw, fw = _model_of(entry)
-    man, end = _party(entry, "manufacturer"), _party(entry, "endorser")
-    out: dict[str, Any] = {
-        "index": index,
-        "image_sha256": entry.get("image_sha256"),
-        "device_model": {"manufacturer_id": mid, "model_id": model, "hardware_version": hw, "firmware_version": fw},
-        "device_type": entry.get("device_type"),
-        "smets_version": entry.get("smets_version"),
-        "manufacturer": {"organisation": man.get("organisation"), "organisation_id": man.get("organisation_id")},
-        "endorser": {
-            "organisation": end.get("organisation"),
-            "organisation_id": end.get("organisation_id"),
-            "role": end.get("role"),
-        },
-        "approved_at": entry.get("approved_at"),
-        "panel_ref": entry.get("panel_ref"),
-        "submission_id": entry.get("submission_id"),
-    }
-    if isinstance(entry.get("replaces"), dict):
-        out["replaces"] = entry["replaces"]
-    return out
-
-
-def _say_association(ctx: Context, a: dict[str, Any]) -> None:
-    m = a["device_model"]
-    ctx.say(f"log index {a['index']}: image {a['image_sha256']}")
-    ctx.say(
-        f"  device model:  manufacturer {m['manufacturer_id']}, model {m['model_id']!r}, hardware "
-        f"{m['hardware_version']!r}, firmware {m['firmware_version']!r} ({a['device_type']}, {a['smets_version']})"
-    )
-    ctx.say(f"  manufacturer:  {a['manufacturer']['organisation']} (ID {a['manufacturer']['organisation_id']})")
-    e = a["endorser"]
-    ctx.say(f"  endorsed by:   {e['organisation']} (ID {e['organisation_id']}, {e['role']})")
-    ctx.say(f"  approved at:   {a['approved_at']} (Panel reference {a['panel_ref']}, submission {a['submission_id']})")
-    if "replaces" in a:
-        r = a["replaces"]
-        ctx.say(f"  replaces:      log index {r.get('index')} (investigation {r.get('investigation_ref')})")
-
-
-def _sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    except OSError as exc:
-        raise FetchError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    return digest.hexdigest()
-
-
-def parse_image_hash(text: str) -> str:
-    """A SHA-256 as users paste it: HEX, ``sha256:HEX`` or a ``sha256sum`` line; UsageError says what was wrong."""
-    value = text.strip()
-    if value.lower().startswith("sha256:"):
-        value = value[len("sha256:") :]
-    value = value.split()[0] if value.split() else ""
-    value = value.lstrip("\\").lower()  # sha256sum escapes lines of odd file names with a backslash
-    if not _HEX64_RE.fullmatch(value):
-        digits = sum(c in "0123456789abcdef" for c in value)
-        raise UsageError(
-            f"--hash must be a SHA-256: 64 hex digits (also accepted: sha256:HEX, or a sha256sum output line); "
-            f"got {len(value)} characters, {digits} of them hex digits"
-        )
-    return value
-
-
-def _signer_certificates(
-    ctx: Context, entry: dict[str, Any]
-) -> tuple[dict[str, x509.Certificate], list[x509.Certificate]]:
-    """The certificates in the entry's published signature files, by SHA-256 (each file checked by its hash)."""
-    evidence = entry.get("evidence")
-    files = evidence.get("signatures") if isinstance(evidence, dict) else None
-    found: dict[str, x509.Certificate] = {}
-    for digest in files if isinstance(files, list) else []:
-        if not isinstance(digest, str) or not _HEX64_RE.fullmatch(digest):
-            continue
-        data = ctx.need_log().get_optional(f"evidence/{digest}", CAP_EVIDENCE, f"evidence {digest}")
-        if data is None or hashlib.sha256(data).hexdigest() != digest:
-            continue
-        try:
-            _, certs = cms_certificates(data, f"evidence/{digest}")
-        except CMSError:
-            continue
-        for cert, _ in certs:
-            found[cert_sha256(cert)] = cert
-    return found, list(found.values())
-
-
-def key_compromise_before(rev: Revoked, at: datetime) -> bool:
-    """Whether a revocation makes a signature at ``at`` untrustworthy: revoked before it, or key invalid from before."""
-    return rev.date < at or (rev.invalidity is not None and rev.invalidity <= at)
-
-
-def signer_standing(ctx: Context, entry: dict[str, Any]) -> list[str]:
-    """Why the signers of an approval cannot be relied on (empty if they can): keys revoked or invalid before it.
-
-    Each signer certificate (by the SHA-256 the signed entry names) is taken
-    from the published signature files and checked, with every CA below the
-    pinned root, against the pinned issuers' fresh, verified CRLs.
-    """
-    try:
-        at = parse_iso(str(entry.get("approved_at")))
-    except ValueError:
-        return ["the entry's approval time is malformed"]
-    certs, pool = _signer_certificates(ctx, entry)
-    reasons = []
-    for party in ("manufacturer", "endorser"):
-        fp = _party(entry, party).get("certificate_sha256")
-        cert = certs.get(str(fp))
-        if cert is None:
-            reasons.append(f"the {party}'s certificate ({fp}) is not in the published signature files")
-            continue
-        try:
-            chain = build_chain(cert, _gather_intermediates(ctx, cert, pool), ctx.roots(), at)
-        except ChainError as exc:
-            reasons.append(f"the {party}'s certificate did not chain to a pinned root at the approval time: {exc}")
-            continue
-        for child, issuer in zip(chain, chain[1:]):
-            names = crl_names_of(child) or [n for n in [ctx.name_of(issuer)] if n]
-            if not names:
-                reasons.append(f"{describe_cert(child)} names no CRL, so its revocation cannot be checked")
-                continue
-            rev = revoked_entry(verify_crl(ctx, names[0]).crl, child.serial_number)
-            if rev is not None and key_compromise_before(rev, at):
-                since = _iso(rev.invalidity) if rev.invalidity and rev.invalidity < rev.date else _iso(rev.date)
-                reasons.append(
-                    f"the {party}'s {'certificate' if child is cert else 'issuing CA ' + describe_cert(child)} was "
-                    f"revoked ({rev.reason}), its key invalid from {since}, before the approval at {_iso(at)}"
-                )
-    return reasons
-
-
-def _annotate(ctx: Context, view: LookupView, a: dict[str, Any], entry: dict[str, Any]) -> None:
-    """Add the replacement history and the standing of the signers to association ``a``."""
-    m = a["device_model"]
-    key = model_lookup_key(m["manufacturer_id"], m["model_id"], m["hardware_version"], m["firmware_version"])
-    later = [i for i in view.indices("model", key) if i > a["index"]]
-    a["replaced_by"] = None
-    for j in later:
-        other = view.entry(j)
-        if other is None or other.get("type") != ASSOCIATION_TYPE or _model_of(other) != tuple(m.values()):
-            raise SiteError(f"the model lookup lists index {j}, which is not an association of this model")
-        if a["replaced_by"] is None:
-            a["replaced_by"] = j
-            rep = other.get("replaces")
-            if not isinstance(rep, dict) or rep.get("index") != a["index"]:
-                ctx.warn(
-                    f"entry {j} associates another hash with the model of entry {a['index']} without naming "
-                    "it as replaced (run 'audit' to check the whole history)"
-                )
-    a["current"] = a["replaced_by"] is None
-    a["proven"] = view.proven
-    a["signer_problems"] = signer_standing(ctx, entry) if a["current"] else []
-
-
-def _verdict_of(a: dict[str, Any], allow_replaced: bool) -> str:
-    if a["signer_problems"]:
-        return "signer-compromised"
-    if not a["current"]:
-        return "replaced-allowed" if allow_replaced else "replaced"
-    return "current" if a["proven"] else "current-unproven"
-
-
-def _say_verdict(ctx: Context, a: dict[str, Any], view: LookupView) -> None:
-    verdict = a["verdict"]
-    if verdict in ("replaced", "replaced-allowed"):
-        ctx.say(f"  REPLACED:      by log index {a['replaced_by']}; this hash is no longer current for the model")
-    elif verdict == "signer-compromised":
-        for reason in a["signer_problems"]:
-            ctx.say(f"  NOT APPROVED:  {reason}")
-    elif verdict == "current":
-        ctx.say("  status:        CURRENT for its device model (proven: no later association of the model)")
-    else:
-        ctx.say("  status:        current for its device model per the site's lookup, NOT PROVEN")
-    if not view.proven:
-        ctx.say(f"  basis:         {view.basis}")
-
-
-def _exit_for(verdicts: list[str]) -> int:
-    good = ("current", "replaced-allowed")
-    return EXIT_OK if verdicts and all(v in good for v in verdicts) else EXIT_NOT_APPROVED
-
-
-def cmd_inclusion(ctx: Context) -> int:
-    try:
-        return _inclusion(ctx)
-    except LookupMismatch:
-        # A web cache may serve a checkpoint older than the lookup files; with the newest one, ask again.
-        if not refresh_latest(ctx):
-            raise
-        ctx.result = {}
-        return _inclusion(ctx)
-
-
-def _inclusion(ctx: Context) -> int:
-    args = ctx.args
-    if args.proof:
-        return inclusion_offline(ctx)
-    if args.index is not None and args.index < 0:
-        raise UsageError(f"--index must be a log index (0 or more), not {args.index}")
-    image = None
-    if args.file:
-        image = _sha256_file(args.file)
-    elif args.hash:
-        image = parse_image_hash(args.hash)
-    if image is None and not args.model and args.index is None:
-        raise UsageError("give --hash HEX, --file IMAGE, --model MID MODEL HW FW, --index N or --proof FILE")
-    signed, fetcher = latest_checkpoint(ctx)
-    size = signed.checkpoint.size
-    ctx.result["checkpoint"] = {"size": size, "root": b64encode(signed.checkpoint.root)}
-    if args.index is not None:
-        return _inclusion_at_index(ctx, fetcher, signed)
-    view = LookupView(ctx, fetcher, signed)
-    ctx.result["lookup"] = view.report()
-    ctx.result["query"] = {"image_sha256": image, "device_model": list(args.model) if args.model else None}
-    if image is not None:
-        kind, key = "hash", image
-    else:
-        kind, key = "model", model_lookup_key(*args.model)
-    found: list[dict[str, Any]] = []
-    other_models: list[dict[str, Any]] = []
-    for index in view.indices(kind, key):
-        entry = view.entry(index)
-        if entry is None or entry.get("type") != ASSOCIATION_TYPE:
-            if kind == "hash" and entry is not None and entry.get("type") == CRL_TYPE:
-                continue  # a CRL with this SHA-256, not a firmware image
-            raise SiteError(f"the site's {kind} lookup points at log index {index}, which is not an association")
-        if image is not None and entry.get("image_sha256") != image:
-            raise SiteError(
-                f"the site's lookup points at log index {index} for image {image}, but that entry (verified) is "
-                f"for image {entry.get('image_sha256')}: the lookup is wrong or tampered with"
-            )
-        if kind == "model" and model_lookup_key(*_model_of(entry)) != key:
-            raise SiteError(f"the site's model lookup points at log index {index}, an entry of another model")
-        a = describe_association(index, entry)
-        if args.model and tuple(args.model) != _model_of(entry):
-            other_models.append(a)
-            continue
-        _annotate(ctx, view, a, entry)
-        a["verdict"] = _verdict_of(a, args.allow_replaced)
-        found.append(a)
-    ctx.result["associations"] = found
-    what = f"image hash {image}" if image else "device model " + "/".join(args.model)
-    proven = "proven by " + view.basis if view.proven else "NOT PROVEN: " + view.basis
-    if not found:
-        ctx.result["found"] = False
-        ctx.result["verdict"] = "not-found" if view.proven else "not-found-unproven"
-        if other_models:
-            ctx.result["other_models"] = other_models
-            models = "; ".join(f"index {o['index']}: " + "/".join(o["device_model"].values()) for o in other_models)
-            ctx.say(f"NOT APPROVED FOR THIS MODEL: {what} is logged, but only for other device models ({models}).")
-        else:
-            ctx.say(f"NOT FOUND: no association of {what} is in the log (size {size}); {proven}.")
-            ctx.say("  This image is not on the CPL according to this log; do not install it as approved.")
-        return EXIT_NOT_APPROVED
-    ctx.result["found"] = True
-    verdicts = [a["verdict"] for a in found]
-    ctx.result["verdict"] = verdicts[0] if len(set(verdicts)) == 1 else "mixed"
-    ctx.say(f"FOUND in the log (size {size}; every entry proved against the signed checkpoint; {proven}):")
-    for a in found:
-        _say_association(ctx, a)
-        _say_verdict(ctx, a, view)
-    return _exit_for(verdicts)
-
-
-def _inclusion_at_index(ctx: Context, fetcher: TileFetcher, signed: SignedCheckpoint) -> int:
-    """``--index N`` (optionally with ``--entry FILE``): that entry, proved; an association gets its verdict."""
-    args = ctx.args
-    size = signed.checkpoint.size
-    if args.index >= size:
-        raise UsageError(f"--index {args.index} is outside the log (size {size}: indices 0 to {size - 1})")
-    if args.entry is not None:  # the entry at hand: only hash tiles are needed (logs without bundles too)
-        entry_bytes = _read_local(args.entry)
-        prove_leaf(fetcher, signed, args.index, leaf_hash(entry_bytes), f"the bytes of {args.entry}")
-    else:
-        entry_bytes = prove_entry(ctx, fetcher, signed, args.index)
-    entry = parse_entry(entry_bytes)
-    ctx.result["index"] = args.index
-    ctx.result["entry"] = entry if entry is not None else b64encode(entry_bytes)
-    ctx.say(f"entry {args.index} is in the log (size {size}), proved against the signed checkpoint:")
-    if entry is None or entry.get("type") != ASSOCIATION_TYPE:
-        ctx.say("  " + entry_bytes.decode("utf-8", "replace"))
-        return EXIT_OK
-    view = LookupView(ctx, fetcher, signed)
-    ctx.result["lookup"] = view.report()
-    a = describe_association(args.index, entry)
-    _annotate(ctx, view, a, entry)
-    a["verdict"] = _verdict_of(a, args.allow_replaced)
-    ctx.result["associations"] = [a]
-    ctx.result["verdict"] = a["verdict"]
-    _say_association(ctx, a)
-    _say_verdict(ctx, a, view)
-    return _exit_for([a["verdict"]])
-
-
-def _read_local(path: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise FetchError(f"cannot read {path}: {exc.strerror or exc}") from exc
-
-
-def inclusion_offline(ctx: Context) -> int:
-    """``--proof FILE``: a c2sp.org/tlog-proof@v1 file, checked without the site if the entry is at hand."""
-    args = ctx.args
-    try:
-        proof = parse_tlog_proof(_read_local(args.proof))
-    except CheckpointError as exc:
-        raise VerifyFailed(f"{args.proof}: {exc}") from exc
-    if args.entry:
-        entry_bytes = _read_local(args.entry)
-    elif proof.extra is not None:
-        entry_bytes = proof.extra  # authenticated by the inclusion proof below
-    elif ctx.log is not None:
-        cp = parse_unverified(proof.checkpoint)
-        entry_bytes = TileFetcher(ctx.log, cp.size).bundle(proof.index // TILE_WIDTH)[proof.index % TILE_WIDTH]
-    else:
-        raise UsageError("give --entry FILE (the entry's bytes) with --proof, or --site to fetch the entry")
-    signed = verify_checkpoint_note(ctx, proof.checkpoint, args.proof)
-    cp = signed.checkpoint
-    try:
-        verify_inclusion(proof.index, cp.size, leaf_hash(entry_bytes), proof.proof, cp.root)
-    except ProofError as exc:
-        raise VerifyFailed(f"{args.proof}: the entry is not proved to be at index {proof.index}: {exc}") from exc
-    remembered = ctx.state.checkpoint(ctx.origin)
-    if remembered is not None:
-        old = open_checkpoint(remembered, ctx.origin, ctx.trust.verifiers)
-        o, n = old.checkpoint, signed.checkpoint
-        if o.size == n.size and o.root != n.root:
-            raise VerifyFailed(
-                "fork: the proof's checkpoint and the one remembered in --state are different trees of the same size",
-                evidence=fork_evidence(old.raw, signed.raw),
-            )
-    entry = parse_entry(entry_bytes)
-    image = parse_image_hash(args.hash) if args.hash else (_sha256_file(args.file) if args.file else None)
-    if image and (entry is None or entry.get("image_sha256") != image):
-        raise VerifyFailed(f"the proved entry is not for image {image}")
-    ctx.result["index"] = proof.index
-    ctx.result["checkpoint"] = {"size": signed.checkpoint.size, "root": b64encode(signed.checkpoint.root)}
-    ctx.say(f"entry {proof.index} is in the log at size {signed.checkpoint.size} (offline proof {args.proof})")
-    if entry is not None and entry.get("type") == ASSOCIATION_TYPE:
-        a = describe_association(proof.index, entry)
-        a["verdict"] = "logged"
-        a["proven"] = False
-        ctx.result["associations"] = [a]
-        ctx.result["verdict"] = "logged"
-        ctx.result["lookup"] = {"proven": False, "basis": "offline: later replacements and revocations not checked"}
-        _say_association(ctx, a)
-        ctx.say("  NOT CHECKED:   later replacements and the signers' revocation (offline); run 'inclusion --hash'")
-        ctx.say("                 against the site for the current verdict")
-        return EXIT_OK if args.allow_replaced else EXIT_NOT_APPROVED
-    ctx.result["entry"] = entry if entry is not None else b64encode(entry_bytes)
-    ctx.say("  " + entry_bytes.decode("utf-8", "replace"))
-    return EXIT_OK
-
-
-# =====================================================================================================
-# consistency / monitor
-# =====================================================================================================
-
-
-def cmd_consistency(ctx: Context) -> int:
-    remembered = ctx.state.checkpoint(ctx.origin)
-    against = getattr(ctx.args, "against", None)
-    if against:
-        try:
-            data = Path(against).read_bytes()
-        except OSError as exc:
-            raise FetchError(f"cannot read {against}: {exc.strerror or exc}") from exc
-        old = verify_checkpoint_note(ctx, data, against)
-        signed, fetcher = latest_checkpoint(ctx)
-        check_consistent(ctx, fetcher, old, signed, f"in {against}")
-        remembered = old.raw
-    else:
-        signed, fetcher = latest_checkpoint(ctx)
-    cp = signed.checkpoint
-    ctx.result["checkpoint"] = {"origin": cp.origin, "size": cp.size, "root": b64encode(cp.root)}
-    ctx.result["requests"] = ctx.need_log().stats.requests
-    if remembered is None:
-        ctx.result["previous"] = None
-        ctx.say(f"checkpoint verified: {cp.origin}, size {cp.size}, root {b64encode(cp.root)}")
-        if ctx.state.enabled:
-            ctx.say("  first run with this state folder: remembered it; later runs prove the log only grew")
-        else:
-            ctx.say("  (no --state: nothing to compare with; give --state DIR to detect forks and rollbacks)")
-        return EXIT_OK
-    old_cp = parse_unverified(remembered)
-    ctx.result["previous"] = {"size": old_cp.size, "root": b64encode(old_cp.root)}
-    ctx.say(f"checkpoint verified: {cp.origin}, size {cp.size}, root {b64encode(cp.root)}")
-    if old_cp.size == cp.size:
-        ctx.say(f"  same tree as before (size {cp.size}): no change")
-    else:
-        ctx.say(f"  consistent with the earlier checkpoint of size {old_cp.size}: the log only grew, nothing changed")
-    return EXIT_OK
-
-
-def cmd_monitor(ctx: Context) -> int:
-    count = int(ctx.args.count)
-    n = 0
-    while True:
-        ctx._latest = None
-        ctx.need_log().deadline.restart()  # --deadline applies to each check
-        code = cmd_consistency(ctx)
-        ctx.state.save()
-        n += 1
-        if code != EXIT_OK or (count and n >= count) or not ctx.args.interval:
-            return code
-        time.sleep(float(ctx.args.interval))
-
-
 # =====================================================================================================
 # The CPL submission rules (SEC Appendix Z 4.1 to 4.3, the MP168 endorsement, input hygiene): one
 # table with stable IDs, executed by the publisher's intake before anything is logged, by ``audit``
 # over the whole history and by ``check-submission`` on a manufacturer's machine
 # =====================================================================================================
 
-
-SHEET_COLUMNS = (
-    "manufacturer_id",
-    "manufacturer_name",
-    "model_id",
-    "hardware_version",
-    "firmware_version",
-    "device_type",
-    "smets_version",
-    "image_hash",
-)
 DEVICE_TYPES = frozenset({"ESME", "GSME", "CHF", "GPF", "PPMID", "IHD", "HCALCS", "CAD", "SAPC"})
 COMMS_HUB_TYPES = frozenset({"CHF", "GPF"})
-MAX_UNZIPPED = 50 * MIB
 
 
 @dataclass(frozen=True)
@@ -4554,6 +3376,21 @@ def collapse_findings(findings: Sequence[RuleFinding]) -> list[RuleFinding]:
     return out
 
 
+def index_ranges(indices: Sequence[int]) -> str:
+    """``0-2, 5, 9-12``: entries listed compactly (a certificate may concern thousands)."""
+    runs: list[list[int]] = []
+    for i in sorted(indices):
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
+# =====================================================================================================
+# Submission folders: read once, by descriptor, never through a link
+# =====================================================================================================
+
 MAX_REQUEST_BYTES = 16 * KIB
 MAX_SUBMISSION_FILES = 12
 REPORT_FILES = ("rejection.json", "rejection.txt")  # what intake writes into a refused submission's folder
@@ -4712,6 +3549,23 @@ def _read_submission(name: str, d: SafeFolder) -> SubmissionFiles:
     if findings or request is None:
         raise SubmissionError(findings)
     return SubmissionFiles(name, sheets[0][0], sheets[0][1], sigs, request)
+
+
+# =====================================================================================================
+# Spreadsheets: the one .xlsx and .csv reader
+# =====================================================================================================
+
+SHEET_COLUMNS = (
+    "manufacturer_id",
+    "manufacturer_name",
+    "model_id",
+    "hardware_version",
+    "firmware_version",
+    "device_type",
+    "smets_version",
+    "image_hash",
+)
+MAX_UNZIPPED = 50 * MIB
 
 
 class SheetError(RuleError):
@@ -4984,6 +3838,1459 @@ def read_sheet(data: bytes, filename: str | None = None) -> tuple[list[SheetRow]
     return rows, findings
 
 
+# #####################################################################################################
+# ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~ LIBRARY ABOVE, TOOL BELOW ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+# Above: the library, imported by the publisher (``__all__``); it never uses a name defined below.
+# Below: the cpl-verify command-line tool: the run context, the commands and their arguments.
+# #####################################################################################################
+
+# =====================================================================================================
+# The run context: what a run says (Output), the IKI certificates it relies on (PkiMaterial), and the rest
+# of one command run (Context): its arguments, clock, site, log and --state
+# =====================================================================================================
+
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` for a terminal: control and bidirectional characters (from signed but hostile data) escaped."""
+    return _CONTROL_RE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+class Output:
+    """What a run says: lines on stdout (none with ``--json``), warnings, a progress line on stderr, and the
+    result that ``--json`` prints."""
+
+    def __init__(self, json_output: bool, progress: bool) -> None:
+        self.json = json_output
+        self.show_progress = progress or (sys.stderr.isatty() and not json_output)
+        self.result: dict[str, Any] = {}
+        self.warnings: list[str] = []
+
+    def say(self, text: str = "") -> None:
+        if not self.json:
+            sys.stdout.write(printable(text) + "\n")
+
+    def say_now(self, text: str) -> None:
+        """A line shown at once, over the progress line (a problem found while the audit runs)."""
+        if not self.json:
+            self.clear_progress()
+            sys.stdout.write(printable(text) + "\n")
+            sys.stdout.flush()
+
+    def warn(self, text: str) -> None:
+        self.warnings.append(text)
+        if not self.json:
+            sys.stdout.write(f"warning: {printable(text)}\n")
+
+    def progress(self, text: str) -> None:
+        if self.show_progress:
+            sys.stderr.write("\r" + text + "\033[K")
+            sys.stderr.flush()
+
+    def clear_progress(self) -> None:
+        if self.show_progress:
+            sys.stderr.write("\r\033[K")
+
+
+class PkiMaterial:
+    """The IKI certificates a run relies on, each fetched at most once: the pinned roots (one pinned by
+    fingerprint only is fetched from the site's /pki/ and must match), the pinned CRL issuers, and the CA
+    certificates the site serves under /pki/ (unauthenticated until a chain check)."""
+
+    def __init__(self, trust: Trust, site: Callable[[], Source]) -> None:
+        self.trust = trust
+        self._site = site  # the site, or UsageError if the run has none
+        self._roots: list[x509.Certificate] | None = None
+        self._certs: dict[str, x509.Certificate | None] = {}
+
+    def roots(self) -> list[x509.Certificate]:
+        """The pinned IKI roots; a root pinned by fingerprint only is fetched from /pki/ and must match."""
+        if self._roots is not None:
+            return self._roots
+        if not self.trust.roots:
+            raise UsageError(
+                "no IKI root is pinned: give --trust FILE or --root PEM (or --tofu to pin what the site serves)"
+            )
+        out = []
+        for pin in self.trust.roots:
+            if pin.cert is None:
+                data = self._site().get(f"pki/{pin.name}.pem", CAP_SMALL, f"IKI root {pin.name}")
+                cert = load_certificates(data, f"pki/{pin.name}.pem")[0]
+                if cert_sha256(cert) != pin.sha256:
+                    raise VerifyFailed(
+                        f"the site's pki/{pin.name}.pem has SHA-256 {cert_sha256(cert)}, not the pinned {pin.sha256}: "
+                        "the site serves another root certificate; trust nothing it says about the IKI"
+                    )
+                pin.cert = cert
+            out.append(pin.cert)
+        self._roots = out
+        return out
+
+    def root_named(self, name: str) -> x509.Certificate | None:
+        for pin, cert in zip(self.trust.roots, self.roots()):
+            if pin.name == name:
+                return cert
+        return None
+
+    def cert(self, name: str) -> x509.Certificate | None:
+        """``/pki/<name>.pem`` from the site (unauthenticated until a chain check), or None."""
+        if name not in self._certs:
+            root = self.root_named(name)
+            pinned = next((p.cert for p in self.trust.crl_issuers if p.name == name and p.cert is not None), None)
+            if root is not None or pinned is not None:
+                self._certs[name] = root or pinned
+            else:
+                data = self._site().get_optional(f"pki/{name}.pem", CAP_SMALL, f"CA certificate {name}")
+                self._certs[name] = load_certificates(data, f"pki/{name}.pem")[0] if data else None
+        return self._certs[name]
+
+    def name_of(self, cert: x509.Certificate) -> str | None:
+        fp = cert_sha256(cert)
+        for pin, root in zip(self.trust.roots, self.roots()):
+            if cert_sha256(root) == fp:
+                return pin.name
+        for name, c in self._certs.items():
+            if c is not None and cert_sha256(c) == fp:
+                return name
+        return None
+
+    def intermediates(self, cert: x509.Certificate, extra: list[x509.Certificate]) -> list[x509.Certificate]:
+        """``extra`` and the CA certificates the site serves that a chain from ``cert`` may pass through: those
+        its CRL distribution points name, the trust file's ``intermediates`` and ``ica``, and theirs in turn."""
+        out = list(extra)
+        names = [*crl_names_of(cert), *self.trust.intermediates, "ica"]
+        seen: set[str] = set()
+        while names:
+            name = names.pop(0)
+            if name in seen:
+                continue
+            seen.add(name)
+            try:
+                c = self.cert(name)
+            except FetchError:
+                c = None
+            if c is not None:
+                out.append(c)
+                names.extend(crl_names_of(c))
+        return out
+
+    def crl_issuer(self, name: str, now: datetime) -> x509.Certificate:
+        """The certificate of the CRL issuer ``name``: a pinned root, or a pinned CRL issuer (fetched from
+        ``/pki/<name>.pem`` when pinned by fingerprint) that chains to a pinned root and is valid ``now``.
+
+        With no ``crl_issuers`` in the trust file (older trust files), ``/pki/<name>.pem`` is taken if it
+        chains to a pinned root and is not itself a root: the site cannot pass a root's CRL off as another's.
+        """
+        root = self.root_named(name)
+        if root is not None:
+            return root
+        pin = next((p for p in self.trust.crl_issuers if p.name == name), None)
+        if pin is None and self.trust.crl_issuers:
+            raise VerifyFailed(f"the CRL issuer {name!r} is not pinned in the trust file ('crl_issuers')")
+        cert = self.cert(name)
+        if cert is None:
+            raise FetchError(f"the site has no pki/{name}.pem, so the CRL of {name} cannot be checked")
+        if pin is not None and cert_sha256(cert) != pin.sha256:
+            raise VerifyFailed(
+                f"the site's pki/{name}.pem has SHA-256 {cert_sha256(cert)}, not the pinned {pin.sha256}: the site "
+                f"serves another issuer certificate; do not rely on its CRL of {name}"
+            )
+        if any(cert_sha256(r) == cert_sha256(cert) for r in self.roots()):
+            raise VerifyFailed(f"the site's pki/{name}.pem is a pinned root's certificate, not the issuer {name}")
+        try:
+            build_chain(cert, [], self.roots(), now)
+        except ChainError as exc:
+            raise VerifyFailed(f"the issuer certificate pki/{name}.pem is not trusted: {exc}") from exc
+        bc = _ext(cert, x509.BasicConstraints)
+        if bc is None or not bc.ca:
+            raise VerifyFailed(f"pki/{name}.pem is not a CA certificate")
+        if not not_before(cert) <= now <= not_after(cert):
+            raise VerifyFailed(
+                f"the issuer certificate pki/{name}.pem is not valid now ({_iso(not_before(cert))} to "
+                f"{_iso(not_after(cert))}): its key must not sign CRLs; do not rely on its CRL"
+            )
+        return cert
+
+
+class Context:
+    """Everything one command run uses: its arguments and clock, the pinned trust and the IKI certificates
+    (``pki``), the site, the log and ``--state``, what it says (``out``), and what it has verified once: the
+    log's latest checkpoint, its lookup, the CRLs."""
+
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        trust: Trust,
+        state: State,
+        site: Source | None,
+        log: Source | None,
+        deadline: Deadline | None = None,
+    ) -> None:
+        self.args = args
+        self.deadline = deadline or Deadline()  # the whole command's (--deadline), shared with the sources
+        self.trust = trust
+        self.state = state
+        self.site = site
+        self.log = log
+        self.now: datetime = getattr(args, "now", None) or datetime.now(UTC).replace(microsecond=0)
+        self.out = Output(bool(getattr(args, "json", False)), bool(getattr(args, "progress", False)))
+        self.pki = PkiMaterial(trust, self.need_site)
+        self._crls: dict[str, CrlResult] = {}
+        self._latest: tuple[SignedCheckpoint, TileFetcher] | None = None
+        self._view: LookupView | None = None
+        # CRLs older than the newest the log names are refused; the audit judges every crl/v1 entry itself
+        self.check_superseded = True
+
+    def need_site(self) -> Source:
+        if self.site is None:
+            raise UsageError("no site: give --site URL_OR_FOLDER or a trust file with 'site'")
+        return self.site
+
+    def need_log(self) -> Source:
+        if self.log is None:
+            raise UsageError("no log: give --site (the log is <site>/log/) or --log URL_OR_FOLDER")
+        return self.log
+
+    @property
+    def origin(self) -> str:
+        if not self.trust.verifiers:
+            raise UsageError(
+                "no log verifier key is pinned: give --trust FILE or --vkey KEY (or --tofu to pin what the site serves)"
+            )
+        return self.trust.origin or self.trust.verifiers[0].name
+
+    def lookup_view(self) -> LookupView:
+        """The lookup of the latest checkpoint (see ``LookupView``), made once per run."""
+        if self._view is None:
+            signed, fetcher = latest_checkpoint(self)
+            self._view = LookupView(self, fetcher, signed)
+        return self._view
+
+
+# =====================================================================================================
+# The log, as the commands check it: checkpoints against the pinned key and --state, proved entries
+# =====================================================================================================
+
+
+def _checkpoint_lines(note: str) -> str:
+    return "\n".join("    " + line for line in note.rstrip("\n").split("\n"))
+
+
+def verify_checkpoint_note(ctx: Context, data: bytes | str, where: str) -> SignedCheckpoint:
+    """A checkpoint verified with the pinned key(s), failures explained."""
+    origin = ctx.origin
+    try:
+        return open_checkpoint(data, origin, ctx.trust.verifiers)
+    except CheckpointError as exc:
+        text = str(exc)
+        if "does not verify" in text:
+            meaning = (
+                "a signature made with the pinned log key's ID does not verify: the checkpoint was forged or altered"
+            )
+        elif "not signed by any trusted key" in text:
+            meaning = "it is not signed by the pinned log key (another key signed it, or none did)"
+        elif "is for origin" in text:
+            meaning = "it is a checkpoint of another log (unknown origin)"
+        elif "carries no valid signature of the log key" in text:
+            meaning = "it lacks the pinned log key's signature"
+        else:
+            meaning = "it is malformed"
+        raise VerifyFailed(f"{where}: {text}; {meaning}. Trust nothing the site says about the log.") from exc
+
+
+def fork_evidence(
+    old: str,
+    new: str,
+    proof: Sequence[bytes] = (),
+    old_where: str = "remembered in --state",
+    new_where: str = "served now",
+) -> str:
+    lines = [
+        "SECURITY ERROR: the log has signed two checkpoints that cannot both be true.",
+        "Keep this output: it is evidence that the log (or someone holding its key) misbehaved.",
+        "",
+        f"checkpoint {old_where} (signature verifies with the pinned key):",
+        _checkpoint_lines(old),
+        "",
+        f"checkpoint {new_where} (signature verifies with the pinned key):",
+        _checkpoint_lines(new),
+    ]
+    if proof:
+        lines += ["", "consistency proof computed from the site's tiles (does not verify):"]
+        lines += ["    " + b64encode(h) for h in proof]
+    return "\n".join(lines)
+
+
+def check_consistent(
+    ctx: Context,
+    fetcher: TileFetcher,
+    old: SignedCheckpoint,
+    new: SignedCheckpoint,
+    old_where: str,
+    new_where: str = "served now",
+) -> None:
+    """Prove ``old`` is a prefix of ``new`` with the site's tiles; fork or rollback fails loudly."""
+    o, n = old.checkpoint, new.checkpoint
+    if n.size < o.size:
+        raise VerifyFailed(
+            f"rollback: the site serves a checkpoint of size {n.size}, smaller than the size {o.size} "
+            f"{old_where}; the log may never shrink. Either the site serves an old copy or the log was "
+            "rewritten; do not rely on it until this is explained.",
+            evidence=fork_evidence(old.raw, new.raw, old_where=old_where, new_where=new_where).replace(
+                "SECURITY ERROR: the log has signed two checkpoints that cannot both be true.",
+                "SECURITY ERROR: the log went backwards (rollback).",
+            ),
+        )
+    if n.size == o.size:
+        if n.root != o.root:
+            raise VerifyFailed(
+                f"fork: two different trees of the same size {n.size} are both signed by the log key",
+                evidence=fork_evidence(old.raw, new.raw, old_where=old_where, new_where=new_where),
+            )
+        return
+    if o.size == 0:
+        if o.root != EMPTY_ROOT:
+            raise VerifyFailed("the remembered size-0 checkpoint does not carry the empty root")
+        return
+    proof = consistency_proof(o.size, n.size, fetcher.hash_range())
+    try:
+        verify_consistency(o.size, n.size, o.root, n.root, proof)
+    except ProofError as exc:
+        if fetcher.hash_range()(0, n.size) != n.root:
+            raise VerifyFailed(
+                f"cannot prove consistency: {fetcher.blame(n.root)}; the site's tiles are damaged or tampered with"
+            ) from exc
+        raise VerifyFailed(
+            f"fork: the checkpoint of size {n.size} does not extend the one of size {o.size} {old_where} "
+            f"({exc}); the log rewrote its history",
+            evidence=fork_evidence(old.raw, new.raw, proof, old_where, new_where),
+        ) from exc
+
+
+def latest_checkpoint(ctx: Context) -> tuple[SignedCheckpoint, TileFetcher]:
+    """The site's newest checkpoint: signature checked, and proved consistent with the state's."""
+    if ctx._latest is not None:
+        return ctx._latest
+    log = ctx.need_log()
+    try:
+        data = log.get("checkpoint", CAP_CHECKPOINT, "the log's checkpoint")
+    except NotFound as exc:
+        raise FetchError(f"{exc}; is {log} a log?") from exc
+    signed = verify_checkpoint_note(ctx, data, f"{log.where('checkpoint')}")
+    fetcher = TileFetcher(log, signed.checkpoint.size)
+    remembered = ctx.state.checkpoint(ctx.origin)
+    if remembered is not None:
+        try:
+            old = open_checkpoint(remembered, ctx.origin, ctx.trust.verifiers)
+        except CheckpointError as exc:
+            raise UsageError(
+                f"the checkpoint in the state folder does not verify with the pinned key ({exc}); "
+                "did the pinned key change? Use another --state folder"
+            ) from exc
+        if signed.checkpoint.size < old.checkpoint.size:
+            signed, fetcher = _keep_newer(ctx, log, old, signed)
+        else:
+            check_consistent(ctx, fetcher, old, signed, "remembered in --state")
+            ctx.state.set_checkpoint(ctx.origin, signed.raw)
+    else:
+        ctx.state.set_checkpoint(ctx.origin, signed.raw)
+    ctx._latest = (signed, fetcher)
+    return ctx._latest
+
+
+def refresh_latest(ctx: Context) -> bool:
+    """Fetch the checkpoint again past any cache; True if it is newer (and then consistent) and now in use."""
+    if ctx._latest is None:
+        return False
+    old, _ = ctx._latest
+    log = ctx.need_log()
+    data = log.get("checkpoint", CAP_CHECKPOINT, "the log's checkpoint", f"fresh={time.time_ns()}")
+    new = verify_checkpoint_note(ctx, data, log.where("checkpoint"))
+    if new.checkpoint.size <= old.checkpoint.size:
+        return False
+    fetcher = TileFetcher(log, new.checkpoint.size)
+    check_consistent(ctx, fetcher, old, new, "served before")
+    ctx.out.warn(
+        f"the site's lookup is newer than the checkpoint first served (a cache): using size {new.checkpoint.size}"
+    )
+    ctx.state.set_checkpoint(ctx.origin, new.raw)
+    ctx._latest, ctx._view = (new, fetcher), None
+    return True
+
+
+def _keep_newer(
+    ctx: Context, log: Source, newer: SignedCheckpoint, older: SignedCheckpoint
+) -> tuple[SignedCheckpoint, TileFetcher]:
+    """The site serves an older checkpoint than ``--state`` remembers (a cache, as sumdb clients meet):
+    prove the served one a prefix of the remembered one and carry on with the remembered one. Only an
+    inconsistency is a security error."""
+    fetcher = TileFetcher(log, newer.checkpoint.size)
+    try:
+        check_consistent(ctx, fetcher, older, newer, "served now", "remembered in --state")
+    except NotServed as exc:
+        raise FetchError(
+            f"the site serves an older checkpoint (size {older.checkpoint.size}) than the one remembered in "
+            f"--state (size {newer.checkpoint.size}) and lacks the newer tree's tiles ({exc}); this is what a "
+            "stale cache looks like: retry in a few minutes"
+        ) from exc
+    ctx.out.warn(
+        f"the site serves an older checkpoint (size {older.checkpoint.size}, consistent with the size "
+        f"{newer.checkpoint.size} remembered in --state: a cached copy); carrying on with size {newer.checkpoint.size}"
+    )
+    return newer, fetcher
+
+
+def prove_entry(ctx: Context, fetcher: TileFetcher, signed: SignedCheckpoint, index: int) -> bytes:
+    """Entry ``index``, authenticated by an inclusion proof against the verified checkpoint.
+
+    Uses the site's ``proof/<index>.tlog-proof`` when it is for this very
+    checkpoint (fewest requests), else computes the proof from the tiles.
+    """
+    cp = signed.checkpoint
+    if not 0 <= index < cp.size:
+        raise VerifyFailed(f"log index {index} is outside the log (size {cp.size})")
+    bundle = index // TILE_WIDTH
+    bad_proof_file = False
+    if getattr(ctx.args, "proof_files", True) and bundle not in fetcher.bundles:
+        data = fetcher.log.get_optional(f"proof/{index}.tlog-proof", CAP_SMALL, f"proof of entry {index}")
+        if data is not None:
+            try:
+                proof = parse_tlog_proof(data)
+                same = parse_unverified(proof.checkpoint)
+            except CheckpointError:
+                proof, same = None, None  # fall back to the tiles, which are authoritative
+            if proof is not None and same is not None and proof.index == index and same.size == cp.size:
+                entry = fetcher.bundle(bundle)[index % TILE_WIDTH]
+                try:
+                    verify_inclusion(index, cp.size, leaf_hash(entry), proof.proof, cp.root)
+                    return entry
+                except ProofError:
+                    bad_proof_file = True  # diagnosed below from the tiles
+    entry = fetcher.bundle(bundle)[index % TILE_WIDTH]
+    proof_hashes = inclusion_proof(index, cp.size, fetcher.hash_range())
+    try:
+        verify_inclusion(index, cp.size, leaf_hash(entry), proof_hashes, cp.root)
+    except ProofError as exc:
+        raise VerifyFailed(
+            f"entry {index} is not proved to be in the log: {fetcher.blame(cp.root)}; "
+            "the site's data is damaged or tampered with"
+        ) from exc
+    if bad_proof_file:
+        ctx.out.warn(f"the site's proof file for entry {index} does not verify; the entry was proved from the tiles")
+    return entry
+
+
+# =====================================================================================================
+# The lookup, as the commands read it: proved against the log's commitment, or read entry by entry
+# =====================================================================================================
+
+EXHAUSTIVE_DEFAULT_MAX = 16 * TILE_WIDTH  # without a commitment, read every entry of a log this small
+
+
+def latest_commitment(ctx: Context, fetcher: TileFetcher, signed: SignedCheckpoint) -> Commitment | None:
+    """The ``lookup/v1`` entry that ends the log at ``signed``, proved (None if the last entry is another)."""
+    index = signed.checkpoint.size - 1
+    if index < 0:
+        return None
+    copy = ctx.need_log().get_optional(LOOKUP_COMMITMENT, CAP_SMALL, "the lookup commitment")
+    raw = None
+    if copy is not None:
+        try:
+            prove_leaf(fetcher, signed, index, leaf_hash(copy), "the site's lookup/commitment")
+            raw = copy
+        except VerifyFailed:
+            pass  # a copy from another moment (caches); the entry's bundle settles it
+    return parse_commitment(index, raw if raw is not None else prove_entry(ctx, fetcher, signed, index))
+
+
+class LookupMismatch(SiteError):
+    """A lookup file disagrees with the signed commitment (altered, or a cache serving another version)."""
+
+
+class LookupView:
+    """Answers "which entries hold this key?" for one checkpoint, and says how far the answer is proven.
+
+    Three sources, best first: the log's own ``lookup/v1`` commitment (each
+    shard checked against its signed root: proven); ``--exhaustive`` (every
+    entry read and proved, the lookup rebuilt here: proven); otherwise the
+    site's shards as unauthenticated hints (every hit is still proved, but an
+    omission could hide an entry: not proven).
+    """
+
+    def __init__(self, ctx: Context, fetcher: TileFetcher, signed: SignedCheckpoint) -> None:
+        self.ctx, self.fetcher, self.signed = ctx, fetcher, signed
+        self.commitment: Commitment | None = None
+        self.local: Lookup | None = None
+        self._tile1: list[bytes] | None = None
+        size = signed.checkpoint.size
+        self.commitment = latest_commitment(ctx, fetcher, signed)
+        small = size <= int(getattr(ctx.args, "exhaustive_max", EXHAUSTIVE_DEFAULT_MAX))
+        if getattr(ctx.args, "exhaustive", False) or (self.commitment is None and small):
+            self.local = read_whole_log(ctx, fetcher, signed)
+            c = self.commitment  # a lookup/v1 entry changes no shard: the whole log's lookup is the one it covers
+            if c is not None and (self.local.root() != c.root or self.local.crls != c.crls):
+                raise VerifyFailed(
+                    f"the log's lookup commitment (entry {c.index}) does not match the entries before it: "
+                    "verifiers trusting it get wrong answers; run 'audit' for the details"
+                )
+
+    @property
+    def proven(self) -> bool:
+        return self.commitment is not None or self.local is not None
+
+    @property
+    def basis(self) -> str:
+        """How the answer is known, in words."""
+        if self.local is not None:
+            return f"every entry of the log, read and proved ({self.signed.checkpoint.size} entries)"
+        if self.commitment is not None:
+            return f"the log's signed lookup commitment (entry {self.commitment.index})"
+        return (
+            "the site's lookup, which is not signed (this log has no lookup commitment): an entry it omits "
+            "would not be seen; give --exhaustive to read every entry"
+        )
+
+    @property
+    def newest_crls(self) -> dict[str, dict[str, Any]] | None:
+        """The newest logged CRL of each issuer (number, sha256, index), when proven."""
+        if self.commitment is not None:
+            return self.commitment.crls
+        return self.local.crls if self.local is not None else None
+
+    @property
+    def _version(self) -> str:
+        # Lookup files change at every publish: asking for the commitment's version keeps caches in step.
+        return f"lookup={self.commitment.index}" if self.commitment is not None else ""
+
+    def _lookup_tile(self, level: int, index: int, count: int) -> list[bytes]:
+        rel = lookup_tile_path(level, index)
+        data = self.ctx.need_log().get(rel, count * HASH_SIZE, f"lookup tile {rel}", self._version)
+        if len(data) != count * HASH_SIZE:
+            raise SiteError(f"the lookup tile {rel} has {len(data)} bytes, not {count * HASH_SIZE}")
+        return [data[i : i + HASH_SIZE] for i in range(0, len(data), HASH_SIZE)]
+
+    def indices(self, kind: str, key: str) -> list[int]:
+        """The log indices holding ``key``: complete when ``proven``, else as the site lists them."""
+        if self.local is not None:
+            return self.local.indices(kind, key)
+        rel = shard_path(kind, key)
+        data = self.ctx.need_log().get_optional(rel, CAP_LOOKUP, f"lookup shard {rel}", self._version)
+        if self.commitment is not None:
+            shard = _EMPTY_SHARD if data is None else data
+            leaf = _shard_leaf(kind, key)
+            if self._tile1 is None:
+                self._tile1 = self._lookup_tile(1, 0, LOOKUP_TILES)
+            tile0 = self._lookup_tile(0, leaf // TILE_WIDTH, TILE_WIDTH)
+            if (
+                root_of(self._tile1) != self.commitment.root
+                or root_of(tile0) != self._tile1[leaf // TILE_WIDTH]
+                or tile0[leaf % TILE_WIDTH] != leaf_hash(shard)
+            ):
+                missing = " (the site does not serve it)" if data is None else ""
+                raise LookupMismatch(
+                    f"the lookup shard {rel}{missing} does not match the log's signed lookup commitment (entry "
+                    f"{self.commitment.index}): the site's lookup was altered, or it is mid-update (retry in a "
+                    "few minutes)"
+                )
+            data = shard
+        if data is None:
+            return []
+        hits = parse_shard(data, rel).get(key, [])
+        size = self.signed.checkpoint.size
+        for i in hits:
+            if not 0 <= i < size:
+                raise SiteError(f"the lookup shard {rel} lists index {i}, outside the signed log (size {size})")
+        return sorted(set(hits))
+
+    def entry(self, index: int) -> dict[str, Any] | None:
+        """Entry ``index``, proved against the checkpoint, as a JSON object (None if it is not one)."""
+        return parse_entry(prove_entry(self.ctx, self.fetcher, self.signed, index))
+
+    def report(self) -> dict[str, Any]:
+        """What ``--json`` says about the basis of the verdict."""
+        return {
+            "proven": self.proven,
+            "basis": self.basis,
+            "commitment_index": self.commitment.index if self.commitment else None,
+        }
+
+
+def read_whole_log(ctx: Context, fetcher: TileFetcher, signed: SignedCheckpoint) -> Lookup:
+    """Read every entry, check they hash to the signed root, and build the lookup from them (``--exhaustive``)."""
+    size = signed.checkpoint.size
+    lookup = Lookup()
+    tree = TreeCheck(size)
+    for bundle in range((size + TILE_WIDTH - 1) // TILE_WIDTH):
+        ctx.out.progress(f"reading every entry: {bundle * TILE_WIDTH:,} of {size:,}")
+        entries = fetcher.bundle(bundle)
+        for offset, raw in enumerate(entries):
+            lookup.add(bundle * TILE_WIDTH + offset, parse_entry(raw))
+        tree.add_bundle(bundle, fetcher.bundle_hashes[bundle])
+    ctx.out.progress("")
+    if tree.root() != signed.checkpoint.root:
+        raise VerifyFailed(f"the log's entries do not hash to its signed root: {fetcher.blame(signed.checkpoint.root)}")
+    return lookup
+
+
+# =====================================================================================================
+# crl: the IKI CRLs, signed up to a pinned root, fresh, never rolled back, optionally logged
+# =====================================================================================================
+
+
+@dataclass
+class CrlResult:
+    name: str
+    crl: x509.CertificateRevocationList
+    issuer: x509.Certificate
+    number: int
+    this_update: datetime
+    next_update: datetime
+    sha256: str
+    entries: int
+    logged_at: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "issuer": self.name,
+            "issuer_subject": self.issuer.subject.rfc4514_string(),
+            "issuer_sha256": cert_sha256(self.issuer),
+            "number": self.number,
+            "this_update": _iso(self.this_update),
+            "next_update": _iso(self.next_update),
+            "entries": self.entries,
+            "sha256": self.sha256,
+            "logged_at_index": self.logged_at,
+        }
+
+
+def verify_crl(ctx: Context, name: str, require_logged: bool = False) -> CrlResult:
+    """Fetch ``/crl/<name>.crl`` and check it; raises ``VerifyFailed`` (or ``FetchError``) with the meaning."""
+    cached = ctx._crls.get(name)
+    if cached is not None and (cached.logged_at is not None or not require_logged):
+        return cached
+    if not _NAME_RE.fullmatch(name):
+        raise UsageError(f"{name!r} is not an issuer name")
+    site = ctx.need_site()
+    cap = int(getattr(ctx.args, "max_crl_bytes", CAP_CRL))
+    try:
+        data = site.get(f"crl/{name}.crl", cap, f"CRL of {name}")
+    except NotFound as exc:
+        raise FetchError(f"the CRL of {name} is unavailable: {exc}") from exc
+    try:
+        crl = x509.load_der_x509_crl(data)
+    except ValueError as exc:
+        raise VerifyFailed(f"crl/{name}.crl is not a DER CRL ({exc}); do not rely on it") from exc
+    issuer = ctx.pki.crl_issuer(name, ctx.now)
+    if crl.issuer != issuer.subject:
+        raise VerifyFailed(
+            f"crl/{name}.crl was issued by '{crl.issuer.rfc4514_string()}', not by {describe_cert(issuer)}: "
+            "it is another CA's CRL; do not use it"
+        )
+    verify_crl_signature(data, issuer)
+    ku = _ext(issuer, x509.KeyUsage)
+    if ku is not None and not ku.crl_sign:
+        raise VerifyFailed(f"{describe_cert(issuer)} may not sign CRLs (keyUsage lacks cRLSign)")
+    try:
+        aki = crl.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
+        ski = _ext(issuer, x509.SubjectKeyIdentifier)
+        if aki is not None and ski is not None and aki != ski.digest:
+            raise VerifyFailed(f"crl/{name}.crl names another issuer key (authorityKeyIdentifier mismatch)")
+    except x509.ExtensionNotFound:
+        pass
+    this_update = crl.last_update_utc
+    next_update = crl.next_update_utc
+    if this_update > ctx.now + CLOCK_SKEW:
+        raise VerifyFailed(
+            f"the CRL of {name} says it was issued at {_iso(this_update)}, in the future "
+            f"(now {_iso(ctx.now)}): the CRL or your clock is wrong; do not rely on it"
+        )
+    if next_update is None:
+        raise VerifyFailed(f"the CRL of {name} has no nextUpdate, so its freshness cannot be judged")
+    if ctx.now > next_update:
+        raise VerifyFailed(
+            f"the CRL of {name} is stale: it expired {_ago(ctx.now - next_update)} ago (nextUpdate "
+            f"{_iso(next_update)}); do not rely on it. Revocations made since may be missing."
+        )
+    try:
+        number = int(crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number)
+    except x509.ExtensionNotFound as exc:
+        raise VerifyFailed(f"the CRL of {name} has no CRL number, so a rollback could not be detected") from exc
+    sha = hashlib.sha256(data).hexdigest()
+    fp = cert_sha256(issuer)
+    seen = ctx.state.crl(fp)
+    if seen is not None:
+        last = int(seen.get("number", -1))
+        if number < last:
+            raise VerifyFailed(
+                f"rollback: the site serves CRL number {number} of {name}, but number {last} was seen on "
+                f"{seen.get('seen_at', '?')}: an old CRL is being replayed; do not rely on it "
+                "(revocations made since would be hidden)"
+            )
+        if number == last and seen.get("sha256") != sha:
+            raise VerifyFailed(
+                f"two different CRLs of {name} carry the same number {number} (seen before: SHA-256 "
+                f"{seen.get('sha256')}; now: {sha}); the CA misbehaved; do not rely on either"
+            )
+    result = CrlResult(name, crl, issuer, number, this_update, next_update, sha, len(crl))
+    if require_logged:
+        result.logged_at = find_crl_entry(ctx, result)
+    elif ctx.log is not None and ctx.check_superseded and not ctx.trust.verifiers:
+        ctx.out.warn(f"whether the log holds a newer CRL of {name} was not checked: no log key is pinned")
+    elif ctx.log is not None and ctx.check_superseded:
+        try:
+            signed, fetcher = latest_checkpoint(ctx)
+            commitment = latest_commitment(ctx, fetcher, signed)
+        except FetchError as exc:
+            ctx.out.warn(f"whether the log holds a newer CRL of {name} was not checked: {exc}")
+        else:
+            _check_not_superseded(result, commitment.crls if commitment else None)
+    if seen is None or number >= int(seen.get("number", -1)):
+        ctx.state.set_crl(
+            fp, {"issuer": name, "number": number, "sha256": sha, "seen_at": _iso(ctx.now), "issuer_sha256": fp}
+        )
+    ctx._crls[name] = result
+    return result
+
+
+def _check_not_superseded(res: CrlResult, crls: dict[str, dict[str, Any]] | None) -> None:
+    """Fail if the log's newest CRLs (its lookup commitment, or every entry read) name a newer one of this issuer."""
+    if crls is None:
+        return
+    newest = crls.get(res.name)
+    if newest is not None and int(newest["number"]) > res.number:
+        raise VerifyFailed(
+            f"superseded: the site serves CRL number {res.number} of {res.name}, but the log holds number "
+            f"{newest['number']} (crl/v1 entry {newest['index']}); revocations in the newer CRL would be hidden: "
+            "do not rely on this CRL"
+        )
+
+
+def find_crl_entry(ctx: Context, res: CrlResult) -> int:
+    """The log index of the ``crl/v1`` entry for exactly these CRL bytes, proved included, and no newer one logged.
+
+    With the log's lookup commitment, the newest logged CRL of each issuer is
+    named in the last entry: one proof settles it. Without one, the entry is
+    searched for (the site's lookup, then the newest bundles) and a newer
+    logged CRL cannot be ruled out, which is said.
+    """
+    view = ctx.lookup_view()
+    expected = {
+        "type": CRL_TYPE,
+        "issuer": res.name,
+        "number": res.number,
+        "this_update": _iso(res.this_update),
+        "next_update": _iso(res.next_update),
+        "sha256": res.sha256,
+    }
+
+    def check(index: int, entry: dict[str, Any] | None) -> bool:
+        if entry is None or entry.get("type") != CRL_TYPE or entry.get("sha256") != res.sha256:
+            return False
+        if entry != expected:
+            raise VerifyFailed(f"the log's crl/v1 entry {index} for these CRL bytes says {entry}, not {expected}")
+        return True
+
+    not_logged = (
+        f"no crl/v1 entry for exactly these bytes (SHA-256 {res.sha256}) is in the log: this CRL was not "
+        "logged, so it may have been shown to you alone"
+    )
+    if view.commitment is not None:
+        _check_not_superseded(res, view.newest_crls)
+        newest = view.commitment.crls.get(res.name)
+        if newest is None or newest.get("sha256") != res.sha256 or int(newest["number"]) != res.number:
+            raise VerifyFailed(f"{not_logged} (the log's newest CRL of {res.name}: {newest or 'none'})")
+        index = int(newest["index"])
+        if not check(index, view.entry(index)):
+            raise SiteError(f"the log's lookup commitment names entry {index}, which is not this CRL's crl/v1 entry")
+        return index
+    for index in view.indices("hash", res.sha256):
+        if check(index, view.entry(index)):
+            return _unproven_newest(ctx, res, view, index)
+    if not view.proven:  # the entry is normally among the newest: search a few bundles
+        signed, fetcher = view.signed, view.fetcher
+        size = signed.checkpoint.size
+        scan = int(getattr(ctx.args, "scan_bundles", 8))
+        last = (size - 1) // TILE_WIDTH if size else -1
+        for bundle in range(last, max(last - scan, -1), -1):
+            for offset, raw in reversed(list(enumerate(fetcher.bundle(bundle)))):
+                index = bundle * TILE_WIDTH + offset
+                if check(index, parse_entry(raw)):
+                    prove_entry(ctx, fetcher, signed, index)
+                    return _unproven_newest(ctx, res, view, index)
+        not_logged += f" (searched the site's lookup and the newest {min(size, scan * TILE_WIDTH)} entries)"
+    raise VerifyFailed(not_logged)
+
+
+def _unproven_newest(ctx: Context, res: CrlResult, view: LookupView, index: int) -> int:
+    if view.proven:
+        _check_not_superseded(res, view.newest_crls)
+    else:
+        ctx.out.warn(
+            f"the log has no lookup commitment, so whether it holds a CRL of {res.name} newer than number "
+            f"{res.number} was not checked ({view.basis})"
+        )
+    return index
+
+
+def crl_names(ctx: Context) -> list[str]:
+    """The issuers whose CRLs must be checked: the pinned roots and CRL issuers (never what the site lists)."""
+    pinned = [p.name for p in [*ctx.trust.roots, *ctx.trust.crl_issuers]]
+    if not ctx.trust.crl_issuers:
+        pinned += ctx.trust.intermediates or ["ica"]  # trust files without 'crl_issuers'
+    return sorted(dict.fromkeys(pinned))
+
+
+def cmd_crl(ctx: Context) -> int:
+    pinned = crl_names(ctx)
+    names = ctx.args.issuer or pinned
+    for name in names:
+        if ctx.trust.crl_issuers and name not in pinned:
+            raise UsageError(f"--issuer {name}: not a pinned issuer; the trust file pins {', '.join(pinned)}")
+    results = []
+    for name in names:
+        res = verify_crl(ctx, name, require_logged=ctx.args.require_logged)
+        results.append(res.to_json())
+        ctx.out.say(f"CRL of {name}: OK")
+        ctx.out.say(f"  issuer:      {res.issuer.subject.rfc4514_string()} (chains to a pinned IKI root)")
+        ctx.out.say(f"  number:      {res.number}")
+        ctx.out.say(f"  thisUpdate:  {_iso(res.this_update)}")
+        ctx.out.say(f"  nextUpdate:  {_iso(res.next_update)} (fresh for {_ago(res.next_update - ctx.now)} more)")
+        ctx.out.say(f"  entries:     {res.entries}")
+        ctx.out.say(f"  SHA-256:     {res.sha256}")
+        if res.logged_at is not None:
+            ctx.out.say(f"  logged:      crl/v1 entry {res.logged_at} (inclusion proved)")
+    ctx.out.result["crls"] = results
+    return EXIT_OK
+
+
+# =====================================================================================================
+# cert / link: is this an IKI certificate, chained to a pinned root, not revoked, per a fresh CRL?
+# =====================================================================================================
+
+
+def _spki(cert: x509.Certificate) -> bytes:
+    return cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def certificate_verdict(
+    ctx: Context, cert: x509.Certificate, extra: list[x509.Certificate], role: str | None, what: str = "certificate"
+) -> tuple[int, dict[str, Any]]:
+    """The verdict on an end-entity IKI certificate: trusted; revoked, expired or wrong-role (verified, no: exit
+    3); untrusted or crl-unavailable. Revocation is judged before the role, so a revoked certificate says so."""
+    dont = f"Do not trust this {what}."
+    who = identity_of(cert, ctx.trust)
+    info: dict[str, Any] = {
+        "subject": cert.subject.rfc4514_string(),
+        "serial": f"{cert.serial_number:x}",
+        "sha256": cert_sha256(cert),
+        "organisation": who.organisation,
+        "organisation_id": who.organisation_id,
+        "role": who.role,
+        "not_before": _iso(not_before(cert)),
+        "not_after": _iso(not_after(cert)),
+    }
+
+    def verdict(name: str, message: str, code: int) -> tuple[int, dict[str, Any]]:
+        info["verdict"] = name
+        info["message"] = message
+        return code, info
+
+    try:
+        chain = build_chain(cert, ctx.pki.intermediates(cert, extra), ctx.pki.roots(), ctx.now)
+        check_end_entity(cert, ctx.trust.eku)
+    except ChainError as exc:
+        return verdict("untrusted", f"{exc}. {dont}", EXIT_FAILED)
+    info["chain"] = [c.subject.rfc4514_string() for c in chain]
+    if ctx.now < not_before(cert):
+        return verdict(
+            "not-yet-valid", f"the certificate is not valid before {_iso(not_before(cert))}", EXIT_NOT_APPROVED
+        )
+    # Revocation of every certificate below the root, each against a fresh, verified CRL.
+    revocation = []
+    for child, issuer in zip(chain, chain[1:]):
+        names = crl_names_of(child) or [n for n in [ctx.pki.name_of(issuer)] if n]
+        if not names:
+            return verdict("crl-unavailable", f"{describe_cert(child)} names no CRL on this site", EXIT_FAILED)
+        name = names[0]
+        try:
+            res = verify_crl(ctx, name)
+        except FetchError as exc:
+            return verdict("crl-unavailable", f"{exc}. Without a fresh CRL the certificate cannot be trusted.", 2)
+        except VerifyFailed as exc:
+            return verdict(
+                "crl-unavailable", f"{exc}. Without a fresh CRL the certificate cannot be trusted.", EXIT_FAILED
+            )
+        if _spki(res.issuer) != _spki(issuer):
+            return verdict(
+                "crl-unavailable", f"the CRL {name} is not signed by the key of {describe_cert(issuer)}", EXIT_FAILED
+            )
+        revocation.append({"certificate": describe_cert(child), "crl": name, "crl_number": res.number})
+        rev = revoked_entry(res.crl, child.serial_number)
+        if rev is not None:
+            info["revoked"] = {
+                "certificate": describe_cert(child),
+                "date": _iso(rev.date),
+                "reason": rev.reason,
+                "invalidity_date": _iso(rev.invalidity) if rev.invalidity else None,
+                "crl": name,
+                "crl_number": res.number,
+            }
+            whose = "the certificate" if child is cert else f"its issuing CA {describe_cert(child)}"
+            since = f", key invalid since {_iso(rev.invalidity)}" if rev.invalidity else ""
+            return verdict(
+                "revoked",
+                f"{whose} was revoked on {_iso(rev.date)} (reason: {rev.reason}{since}) according to CRL "
+                f"{name} number {res.number}. {dont}",
+                EXIT_NOT_APPROVED,
+            )
+    info["revocation"] = revocation
+    if ctx.now > not_after(cert):
+        return verdict(
+            "expired",
+            f"the certificate expired {_ago(ctx.now - not_after(cert))} ago ({_iso(not_after(cert))}). {dont}",
+            EXIT_NOT_APPROVED,
+        )
+    if role and role != "any" and who.role != role:
+        return verdict(
+            "wrong-role",
+            f"the certificate is an IKI certificate of {who.organisation} (role {who.role or 'unknown'}), "
+            f"not of the {role}. Do not trust it for this purpose.",
+            EXIT_NOT_APPROVED,
+        )
+    return verdict(
+        "trusted",
+        f"an IKI certificate of {who.organisation} (ID {who.organisation_id}, role {who.role}), chained to a "
+        "pinned IKI root, valid now, not revoked according to fresh CRLs",
+        EXIT_OK,
+    )
+
+
+def _report_verdict(ctx: Context, code: int, info: dict[str, Any], what: str) -> int:
+    ctx.out.result.update(info)
+    ctx.out.say(f"{what}: {info['verdict'].upper()}")
+    ctx.out.say(f"  {info['message']}")
+    ctx.out.say(f"  subject: {info['subject']}  serial {info['serial']}")
+    ctx.out.say(f"  valid:   {info['not_before']} to {info['not_after']}")
+    if "chain" in info:
+        ctx.out.say("  chain:   " + " <- ".join(info["chain"]))
+    return code
+
+
+def role_argument(ctx: Context) -> str:
+    """``--role`` as a role name of the trust file (any letter case) or ``any``; UsageError otherwise."""
+    given = str(ctx.args.role)
+    for role in [*ctx.trust.roles, "any"]:
+        if role.lower() == given.lower():
+            return role
+    raise UsageError(f"--role {given}: not a role; use one of {', '.join([*ctx.trust.roles, 'any'])}")
+
+
+def cmd_cert(ctx: Context) -> int:
+    try:
+        data = Path(ctx.args.file).read_bytes()
+    except OSError as exc:
+        raise FetchError(f"cannot read {ctx.args.file}: {exc.strerror or exc}") from exc
+    if re.search(rb"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE", data):
+        raise UsageError(f"{ctx.args.file} is a private key, not a certificate (and should not be shared)")
+    try:
+        certs = load_certificates(data, ctx.args.file)
+    except VerifyFailed as exc:
+        raise UsageError(str(exc)) from exc
+    code, info = certificate_verdict(ctx, certs[0], certs[1:], role_argument(ctx))
+    return _report_verdict(ctx, code, info, f"certificate {ctx.args.file}")
+
+
+def fetch_tls_certificates(url: str, timeout: float, deadline: Deadline | None = None) -> list[x509.Certificate]:
+    """The certificate(s) a TLS server presents (not validated here: the caller checks them against the IKI).
+
+    ``timeout`` (and the command's ``deadline``) bound the whole exchange, connect and handshake: a
+    server that answers one byte at a time is cut off, not waited for byte by byte.
+    """
+    parts = urlsplit(url if "://" in url else "https://" + url)
+    if parts.scheme.lower() not in ("https", "tls") or not parts.hostname:
+        raise UsageError(f"{url}: give an https:// URL (or host:port) of the triage endpoint")
+    host, port = parts.hostname, parts.port or 443
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    tls.minimum_version = ssl.TLSVersion.TLSv1_2
+    # The chain is checked against the pinned IKI root below, not against the system's web roots.
+    tls.check_hostname = False
+    tls.verify_mode = ssl.CERT_NONE
+    deadline = deadline or Deadline()
+    limit = min(timeout, deadline.at - time.monotonic())
+    if limit <= 0:
+        raise deadline.stopped(f"{host}:{port} not contacted")
+    started = time.monotonic()
+    try:
+        with socket.create_connection((host, port), timeout=limit) as sock:
+            # One limit for the whole handshake: a timer shuts the socket, which ends any blocked read.
+            guard = threading.Timer(limit, lambda: _shut(sock))
+            guard.start()
+            try:
+                with tls.wrap_socket(sock, server_hostname=host) as conn:
+                    der = conn.getpeercert(binary_form=True)
+                    chain = getattr(conn, "get_unverified_chain", None)
+                    extra = [c for c in (chain() or []) if isinstance(c, bytes)] if chain else []  # Python 3.13+
+            finally:
+                guard.cancel()
+    except (socket.timeout, TimeoutError, ssl.SSLError, OSError) as exc:
+        if time.monotonic() - started >= limit:
+            if deadline.passed():
+                raise deadline.stopped(f"no complete TLS handshake from {host}:{port} in time") from exc
+            raise FetchError(f"{host}:{port}: no complete TLS handshake within {timeout:g} s (--timeout)") from exc
+        if isinstance(exc, ssl.SSLError):
+            raise FetchError(f"{host}:{port}: the TLS handshake failed ({exc.reason or exc})") from exc
+        if isinstance(exc, (socket.timeout, TimeoutError)):
+            raise FetchError(f"{host}:{port}: no answer within {timeout:g} s") from exc
+        raise FetchError(f"{host}:{port}: cannot connect ({exc.strerror or exc})") from exc
+    if not der:
+        raise VerifyFailed(f"{host}:{port} presented no certificate")
+    certs = [x509.load_der_x509_certificate(der)]
+    for item in extra[1:]:
+        try:
+            certs.append(x509.load_der_x509_certificate(bytes(item)))
+        except ValueError:
+            continue
+    return certs
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # already closed: the handshake ended by itself
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+def cmd_link(ctx: Context) -> int:
+    certs = fetch_tls_certificates(ctx.args.url, float(ctx.args.timeout), ctx.deadline)
+    code, info = certificate_verdict(ctx, certs[0], certs[1:], role_argument(ctx), "endpoint")
+    info["endpoint"] = ctx.args.url
+    return _report_verdict(ctx, code, info, f"triage link {ctx.args.url}")
+
+
+# =====================================================================================================
+# inclusion: is this firmware hash approved, for which device models, and was it replaced later?
+# =====================================================================================================
+
+
+def _party(entry: dict[str, Any], key: str) -> dict[str, Any]:
+    value = entry.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def describe_association(index: int, entry: dict[str, Any]) -> dict[str, Any]:
+    mid, model, hw, fw = _model_of(entry)
+    man, end = _party(entry, "manufacturer"), _party(entry, "endorser")
+    out: dict[str, Any] = {
+        "index": index,
+        "image_sha256": entry.get("image_sha256"),
+        "device_model": {"manufacturer_id": mid, "model_id": model, "hardware_version": hw, "firmware_version": fw},
+        "device_type": entry.get("device_type"),
+        "smets_version": entry.get("smets_version"),
+        "manufacturer": {"organisation": man.get("organisation"), "organisation_id": man.get("organisation_id")},
+        "endorser": {
+            "organisation": end.get("organisation"),
+            "organisation_id": end.get("organisation_id"),
+            "role": end.get("role"),
+        },
+        "approved_at": entry.get("approved_at"),
+        "panel_ref": entry.get("panel_ref"),
+        "submission_id": entry.get("submission_id"),
+    }
+    if isinstance(entry.get("replaces"), dict):
+        out["replaces"] = entry["replaces"]
+    return out
+
+
+def _say_association(ctx: Context, a: dict[str, Any]) -> None:
+    m = a["device_model"]
+    ctx.out.say(f"log index {a['index']}: image {a['image_sha256']}")
+    ctx.out.say(
+        f"  device model:  manufacturer {m['manufacturer_id']}, model {m['model_id']!r}, hardware "
+        f"{m['hardware_version']!r}, firmware {m['firmware_version']!r} ({a['device_type']}, {a['smets_version']})"
+    )
+    ctx.out.say(f"  manufacturer:  {a['manufacturer']['organisation']} (ID {a['manufacturer']['organisation_id']})")
+    e = a["endorser"]
+    ctx.out.say(f"  endorsed by:   {e['organisation']} (ID {e['organisation_id']}, {e['role']})")
+    ctx.out.say(
+        f"  approved at:   {a['approved_at']} (Panel reference {a['panel_ref']}, submission {a['submission_id']})"
+    )
+    if "replaces" in a:
+        r = a["replaces"]
+        ctx.out.say(f"  replaces:      log index {r.get('index')} (investigation {r.get('investigation_ref')})")
+
+
+def _sha256_file(path: str) -> str:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as exc:
+        raise FetchError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    return digest.hexdigest()
+
+
+def parse_image_hash(text: str) -> str:
+    """A SHA-256 as users paste it: HEX, ``sha256:HEX`` or a ``sha256sum`` line; UsageError says what was wrong."""
+    value = text.strip()
+    if value.lower().startswith("sha256:"):
+        value = value[len("sha256:") :]
+    value = value.split()[0] if value.split() else ""
+    value = value.lstrip("\\").lower()  # sha256sum escapes lines of odd file names with a backslash
+    if not _HEX64_RE.fullmatch(value):
+        digits = sum(c in "0123456789abcdef" for c in value)
+        raise UsageError(
+            f"--hash must be a SHA-256: 64 hex digits (also accepted: sha256:HEX, or a sha256sum output line); "
+            f"got {len(value)} characters, {digits} of them hex digits"
+        )
+    return value
+
+
+def _signer_certificates(
+    ctx: Context, entry: dict[str, Any]
+) -> tuple[dict[str, x509.Certificate], list[x509.Certificate]]:
+    """The certificates in the entry's published signature files, by SHA-256 (each file checked by its hash)."""
+    evidence = entry.get("evidence")
+    files = evidence.get("signatures") if isinstance(evidence, dict) else None
+    found: dict[str, x509.Certificate] = {}
+    for digest in files if isinstance(files, list) else []:
+        if not isinstance(digest, str) or not _HEX64_RE.fullmatch(digest):
+            continue
+        data = ctx.need_log().get_optional(f"evidence/{digest}", CAP_EVIDENCE, f"evidence {digest}")
+        if data is None or hashlib.sha256(data).hexdigest() != digest:
+            continue
+        try:
+            _, certs = cms_certificates(data, f"evidence/{digest}")
+        except CMSError:
+            continue
+        for cert, _ in certs:
+            found[cert_sha256(cert)] = cert
+    return found, list(found.values())
+
+
+def key_compromise_before(rev: Revoked, at: datetime) -> bool:
+    """Whether a revocation makes a signature at ``at`` untrustworthy: revoked before it, or key invalid from before."""
+    return rev.date < at or (rev.invalidity is not None and rev.invalidity <= at)
+
+
+def signer_standing(ctx: Context, entry: dict[str, Any]) -> list[str]:
+    """Why the signers of an approval cannot be relied on (empty if they can): keys revoked or invalid before it.
+
+    Each signer certificate (by the SHA-256 the signed entry names) is taken
+    from the published signature files and checked, with every CA below the
+    pinned root, against the pinned issuers' fresh, verified CRLs.
+    """
+    try:
+        at = parse_iso(str(entry.get("approved_at")))
+    except ValueError:
+        return ["the entry's approval time is malformed"]
+    certs, pool = _signer_certificates(ctx, entry)
+    reasons = []
+    for party in ("manufacturer", "endorser"):
+        fp = _party(entry, party).get("certificate_sha256")
+        cert = certs.get(str(fp))
+        if cert is None:
+            reasons.append(f"the {party}'s certificate ({fp}) is not in the published signature files")
+            continue
+        try:
+            chain = build_chain(cert, ctx.pki.intermediates(cert, pool), ctx.pki.roots(), at)
+        except ChainError as exc:
+            reasons.append(f"the {party}'s certificate did not chain to a pinned root at the approval time: {exc}")
+            continue
+        for child, issuer in zip(chain, chain[1:]):
+            names = crl_names_of(child) or [n for n in [ctx.pki.name_of(issuer)] if n]
+            if not names:
+                reasons.append(f"{describe_cert(child)} names no CRL, so its revocation cannot be checked")
+                continue
+            rev = revoked_entry(verify_crl(ctx, names[0]).crl, child.serial_number)
+            if rev is not None and key_compromise_before(rev, at):
+                since = _iso(rev.invalidity) if rev.invalidity and rev.invalidity < rev.date else _iso(rev.date)
+                reasons.append(
+                    f"the {party}'s {'certificate' if child is cert else 'issuing CA ' + describe_cert(child)} was "
+                    f"revoked ({rev.reason}), its key invalid from {since}, before the approval at {_iso(at)}"
+                )
+    return reasons
+
+
+def _annotate(ctx: Context, view: LookupView, a: dict[str, Any], entry: dict[str, Any]) -> None:
+    """Add the replacement history and the standing of the signers to association ``a``."""
+    m = a["device_model"]
+    key = model_lookup_key(m["manufacturer_id"], m["model_id"], m["hardware_version"], m["firmware_version"])
+    later = [i for i in view.indices("model", key) if i > a["index"]]
+    a["replaced_by"] = None
+    for j in later:
+        other = view.entry(j)
+        if other is None or other.get("type") != ASSOCIATION_TYPE or _model_of(other) != tuple(m.values()):
+            raise SiteError(f"the model lookup lists index {j}, which is not an association of this model")
+        if a["replaced_by"] is None:
+            a["replaced_by"] = j
+            rep = other.get("replaces")
+            if not isinstance(rep, dict) or rep.get("index") != a["index"]:
+                ctx.out.warn(
+                    f"entry {j} associates another hash with the model of entry {a['index']} without naming "
+                    "it as replaced (run 'audit' to check the whole history)"
+                )
+    a["current"] = a["replaced_by"] is None
+    a["proven"] = view.proven
+    a["signer_problems"] = signer_standing(ctx, entry) if a["current"] else []
+
+
+def _verdict_of(a: dict[str, Any], allow_replaced: bool) -> str:
+    if a["signer_problems"]:
+        return "signer-compromised"
+    if not a["current"]:
+        return "replaced-allowed" if allow_replaced else "replaced"
+    return "current" if a["proven"] else "current-unproven"
+
+
+def _say_verdict(ctx: Context, a: dict[str, Any], view: LookupView) -> None:
+    verdict = a["verdict"]
+    if verdict in ("replaced", "replaced-allowed"):
+        ctx.out.say(f"  REPLACED:      by log index {a['replaced_by']}; this hash is no longer current for the model")
+    elif verdict == "signer-compromised":
+        for reason in a["signer_problems"]:
+            ctx.out.say(f"  NOT APPROVED:  {reason}")
+    elif verdict == "current":
+        ctx.out.say("  status:        CURRENT for its device model (proven: no later association of the model)")
+    else:
+        ctx.out.say("  status:        current for its device model per the site's lookup, NOT PROVEN")
+    if not view.proven:
+        ctx.out.say(f"  basis:         {view.basis}")
+
+
+def _exit_for(verdicts: list[str]) -> int:
+    good = ("current", "replaced-allowed")
+    return EXIT_OK if verdicts and all(v in good for v in verdicts) else EXIT_NOT_APPROVED
+
+
+def cmd_inclusion(ctx: Context) -> int:
+    try:
+        return _inclusion(ctx)
+    except LookupMismatch:
+        # A web cache may serve a checkpoint older than the lookup files; with the newest one, ask again.
+        if not refresh_latest(ctx):
+            raise
+        ctx.out.result = {}
+        return _inclusion(ctx)
+
+
+def _inclusion(ctx: Context) -> int:
+    args = ctx.args
+    if args.proof:
+        return inclusion_offline(ctx)
+    if args.index is not None and args.index < 0:
+        raise UsageError(f"--index must be a log index (0 or more), not {args.index}")
+    image = None
+    if args.file:
+        image = _sha256_file(args.file)
+    elif args.hash:
+        image = parse_image_hash(args.hash)
+    if image is None and not args.model and args.index is None:
+        raise UsageError("give --hash HEX, --file IMAGE, --model MID MODEL HW FW, --index N or --proof FILE")
+    signed, fetcher = latest_checkpoint(ctx)
+    size = signed.checkpoint.size
+    ctx.out.result["checkpoint"] = {"size": size, "root": b64encode(signed.checkpoint.root)}
+    if args.index is not None:
+        return _inclusion_at_index(ctx, fetcher, signed)
+    view = LookupView(ctx, fetcher, signed)
+    ctx.out.result["lookup"] = view.report()
+    ctx.out.result["query"] = {"image_sha256": image, "device_model": list(args.model) if args.model else None}
+    if image is not None:
+        kind, key = "hash", image
+    else:
+        kind, key = "model", model_lookup_key(*args.model)
+    found: list[dict[str, Any]] = []
+    other_models: list[dict[str, Any]] = []
+    for index in view.indices(kind, key):
+        entry = view.entry(index)
+        if entry is None or entry.get("type") != ASSOCIATION_TYPE:
+            if kind == "hash" and entry is not None and entry.get("type") == CRL_TYPE:
+                continue  # a CRL with this SHA-256, not a firmware image
+            raise SiteError(f"the site's {kind} lookup points at log index {index}, which is not an association")
+        if image is not None and entry.get("image_sha256") != image:
+            raise SiteError(
+                f"the site's lookup points at log index {index} for image {image}, but that entry (verified) is "
+                f"for image {entry.get('image_sha256')}: the lookup is wrong or tampered with"
+            )
+        if kind == "model" and model_lookup_key(*_model_of(entry)) != key:
+            raise SiteError(f"the site's model lookup points at log index {index}, an entry of another model")
+        a = describe_association(index, entry)
+        if args.model and tuple(args.model) != _model_of(entry):
+            other_models.append(a)
+            continue
+        _annotate(ctx, view, a, entry)
+        a["verdict"] = _verdict_of(a, args.allow_replaced)
+        found.append(a)
+    ctx.out.result["associations"] = found
+    what = f"image hash {image}" if image else "device model " + "/".join(args.model)
+    proven = "proven by " + view.basis if view.proven else "NOT PROVEN: " + view.basis
+    if not found:
+        ctx.out.result["found"] = False
+        ctx.out.result["verdict"] = "not-found" if view.proven else "not-found-unproven"
+        if other_models:
+            ctx.out.result["other_models"] = other_models
+            models = "; ".join(f"index {o['index']}: " + "/".join(o["device_model"].values()) for o in other_models)
+            ctx.out.say(f"NOT APPROVED FOR THIS MODEL: {what} is logged, but only for other device models ({models}).")
+        else:
+            ctx.out.say(f"NOT FOUND: no association of {what} is in the log (size {size}); {proven}.")
+            ctx.out.say("  This image is not on the CPL according to this log; do not install it as approved.")
+        return EXIT_NOT_APPROVED
+    ctx.out.result["found"] = True
+    verdicts = [a["verdict"] for a in found]
+    ctx.out.result["verdict"] = verdicts[0] if len(set(verdicts)) == 1 else "mixed"
+    ctx.out.say(f"FOUND in the log (size {size}; every entry proved against the signed checkpoint; {proven}):")
+    for a in found:
+        _say_association(ctx, a)
+        _say_verdict(ctx, a, view)
+    return _exit_for(verdicts)
+
+
+def _inclusion_at_index(ctx: Context, fetcher: TileFetcher, signed: SignedCheckpoint) -> int:
+    """``--index N`` (optionally with ``--entry FILE``): that entry, proved; an association gets its verdict."""
+    args = ctx.args
+    size = signed.checkpoint.size
+    if args.index >= size:
+        raise UsageError(f"--index {args.index} is outside the log (size {size}: indices 0 to {size - 1})")
+    if args.entry is not None:  # the entry at hand: only hash tiles are needed (logs without bundles too)
+        entry_bytes = _read_local(args.entry)
+        prove_leaf(fetcher, signed, args.index, leaf_hash(entry_bytes), f"the bytes of {args.entry}")
+    else:
+        entry_bytes = prove_entry(ctx, fetcher, signed, args.index)
+    entry = parse_entry(entry_bytes)
+    ctx.out.result["index"] = args.index
+    ctx.out.result["entry"] = entry if entry is not None else b64encode(entry_bytes)
+    ctx.out.say(f"entry {args.index} is in the log (size {size}), proved against the signed checkpoint:")
+    if entry is None or entry.get("type") != ASSOCIATION_TYPE:
+        ctx.out.say("  " + entry_bytes.decode("utf-8", "replace"))
+        return EXIT_OK
+    view = LookupView(ctx, fetcher, signed)
+    ctx.out.result["lookup"] = view.report()
+    a = describe_association(args.index, entry)
+    _annotate(ctx, view, a, entry)
+    a["verdict"] = _verdict_of(a, args.allow_replaced)
+    ctx.out.result["associations"] = [a]
+    ctx.out.result["verdict"] = a["verdict"]
+    _say_association(ctx, a)
+    _say_verdict(ctx, a, view)
+    return _exit_for([a["verdict"]])
+
+
+def _read_local(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise FetchError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def inclusion_offline(ctx: Context) -> int:
+    """``--proof FILE``: a c2sp.org/tlog-proof@v1 file, checked without the site if the entry is at hand."""
+    args = ctx.args
+    try:
+        proof = parse_tlog_proof(_read_local(args.proof))
+    except CheckpointError as exc:
+        raise VerifyFailed(f"{args.proof}: {exc}") from exc
+    if args.entry:
+        entry_bytes = _read_local(args.entry)
+    elif proof.extra is not None:
+        entry_bytes = proof.extra  # authenticated by the inclusion proof below
+    elif ctx.log is not None:
+        cp = parse_unverified(proof.checkpoint)
+        entry_bytes = TileFetcher(ctx.log, cp.size).bundle(proof.index // TILE_WIDTH)[proof.index % TILE_WIDTH]
+    else:
+        raise UsageError("give --entry FILE (the entry's bytes) with --proof, or --site to fetch the entry")
+    signed = verify_checkpoint_note(ctx, proof.checkpoint, args.proof)
+    cp = signed.checkpoint
+    try:
+        verify_inclusion(proof.index, cp.size, leaf_hash(entry_bytes), proof.proof, cp.root)
+    except ProofError as exc:
+        raise VerifyFailed(f"{args.proof}: the entry is not proved to be at index {proof.index}: {exc}") from exc
+    remembered = ctx.state.checkpoint(ctx.origin)
+    if remembered is not None:
+        old = open_checkpoint(remembered, ctx.origin, ctx.trust.verifiers)
+        o, n = old.checkpoint, signed.checkpoint
+        if o.size == n.size and o.root != n.root:
+            raise VerifyFailed(
+                "fork: the proof's checkpoint and the one remembered in --state are different trees of the same size",
+                evidence=fork_evidence(old.raw, signed.raw),
+            )
+    entry = parse_entry(entry_bytes)
+    image = parse_image_hash(args.hash) if args.hash else (_sha256_file(args.file) if args.file else None)
+    if image and (entry is None or entry.get("image_sha256") != image):
+        raise VerifyFailed(f"the proved entry is not for image {image}")
+    ctx.out.result["index"] = proof.index
+    ctx.out.result["checkpoint"] = {"size": signed.checkpoint.size, "root": b64encode(signed.checkpoint.root)}
+    ctx.out.say(f"entry {proof.index} is in the log at size {signed.checkpoint.size} (offline proof {args.proof})")
+    if entry is not None and entry.get("type") == ASSOCIATION_TYPE:
+        a = describe_association(proof.index, entry)
+        a["verdict"] = "logged"
+        a["proven"] = False
+        ctx.out.result["associations"] = [a]
+        ctx.out.result["verdict"] = "logged"
+        ctx.out.result["lookup"] = {"proven": False, "basis": "offline: later replacements and revocations not checked"}
+        _say_association(ctx, a)
+        ctx.out.say("  NOT CHECKED:   later replacements and the signers' revocation (offline); run 'inclusion --hash'")
+        ctx.out.say("                 against the site for the current verdict")
+        return EXIT_OK if args.allow_replaced else EXIT_NOT_APPROVED
+    ctx.out.result["entry"] = entry if entry is not None else b64encode(entry_bytes)
+    ctx.out.say("  " + entry_bytes.decode("utf-8", "replace"))
+    return EXIT_OK
+
+
+# =====================================================================================================
+# consistency / monitor
+# =====================================================================================================
+
+
+def cmd_consistency(ctx: Context) -> int:
+    remembered = ctx.state.checkpoint(ctx.origin)
+    against = getattr(ctx.args, "against", None)
+    if against:
+        try:
+            data = Path(against).read_bytes()
+        except OSError as exc:
+            raise FetchError(f"cannot read {against}: {exc.strerror or exc}") from exc
+        old = verify_checkpoint_note(ctx, data, against)
+        signed, fetcher = latest_checkpoint(ctx)
+        check_consistent(ctx, fetcher, old, signed, f"in {against}")
+        remembered = old.raw
+    else:
+        signed, fetcher = latest_checkpoint(ctx)
+    cp = signed.checkpoint
+    ctx.out.result["checkpoint"] = {"origin": cp.origin, "size": cp.size, "root": b64encode(cp.root)}
+    ctx.out.result["requests"] = ctx.need_log().stats.requests
+    if remembered is None:
+        ctx.out.result["previous"] = None
+        ctx.out.say(f"checkpoint verified: {cp.origin}, size {cp.size}, root {b64encode(cp.root)}")
+        if ctx.state.enabled:
+            ctx.out.say("  first run with this state folder: remembered it; later runs prove the log only grew")
+        else:
+            ctx.out.say("  (no --state: nothing to compare with; give --state DIR to detect forks and rollbacks)")
+        return EXIT_OK
+    old_cp = parse_unverified(remembered)
+    ctx.out.result["previous"] = {"size": old_cp.size, "root": b64encode(old_cp.root)}
+    ctx.out.say(f"checkpoint verified: {cp.origin}, size {cp.size}, root {b64encode(cp.root)}")
+    if old_cp.size == cp.size:
+        ctx.out.say(f"  same tree as before (size {cp.size}): no change")
+    else:
+        ctx.out.say(
+            f"  consistent with the earlier checkpoint of size {old_cp.size}: the log only grew, nothing changed"
+        )
+    return EXIT_OK
+
+
+def cmd_monitor(ctx: Context) -> int:
+    count = int(ctx.args.count)
+    n = 0
+    while True:
+        ctx._latest = None
+        ctx.need_log().deadline.restart()  # --deadline applies to each check
+        code = cmd_consistency(ctx)
+        ctx.state.save()
+        n += 1
+        if code != EXIT_OK or (count and n >= count) or not ctx.args.interval:
+            return code
+        time.sleep(float(ctx.args.interval))
+
+
 # =====================================================================================================
 # audit: the whole log, every tile and the root recomputed, every entry's evidence re-verified, and the
 # submission rules above judged again over the whole history
@@ -5004,145 +5311,486 @@ class Evidence:
     request: Request | None = None  # None: unpublished or unreadable (a problem already says so)
 
 
-_PARTY_KEYS = {"organisation", "organisation_id", "role", "certificate_sha256"}
-_ASSOCIATION_KEYS = {
-    "type",
-    "approved_at",
-    "device_model",
-    "device_type",
-    "endorser",
-    "evidence",
-    "image_sha256",
-    "manufacturer",
-    "manufacturer_name",
-    "panel_ref",
-    "smets_version",
-    "submission_id",
-    "submitter_ref",
-}
-
-
-def _canonical(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def association_shape(entry: dict[str, Any]) -> list[str]:
-    """Format problems of a ``cpl-association/v1`` entry (README "CPL submissions")."""
-    problems = []
-    keys = set(entry)
-    if not keys >= _ASSOCIATION_KEYS or not keys <= _ASSOCIATION_KEYS | {"replaces"}:
-        missing = sorted(_ASSOCIATION_KEYS - keys)
-        unknown = sorted(keys - _ASSOCIATION_KEYS - {"replaces"})
-        problems.append(f"format: missing fields {missing}, unknown fields {unknown}")
-        return problems
-    m = entry["device_model"]
-    if not isinstance(m, dict) or set(m) != {"manufacturer_id", "model_id", "hardware_version", "firmware_version"}:
-        problems.append("format: device_model must have manufacturer_id, model_id, hardware_version, firmware_version")
-    elif not all(isinstance(v, str) and v for v in m.values()):
-        problems.append("format: device_model fields must be non-empty text")
-    for party in ("manufacturer", "endorser"):
-        p = entry[party]
-        if (
-            not isinstance(p, dict)
-            or set(p) != _PARTY_KEYS
-            or not all(isinstance(v, str) for v in p.values())
-            or not _HEX64_RE.fullmatch(p["certificate_sha256"])
-        ):
-            problems.append(f"format: {party} must have organisation, organisation_id, role, certificate_sha256")
-    if not isinstance(entry["image_sha256"], str) or not _HEX64_RE.fullmatch(entry["image_sha256"]):
-        problems.append("format: image_sha256 is not 64 lowercase hex digits")
-    # Signed entries may hold any JSON type: a list or object is not hashable, so test the type first.
-    if not isinstance(entry["device_type"], str) or entry["device_type"] not in DEVICE_TYPES:
-        problems.append(f"format: unknown device type {entry['device_type']!r}")
-    if entry["smets_version"] not in ("SMETS1", "SMETS2"):
-        problems.append(f"format: unknown SMETS version {entry['smets_version']!r}")
-    for key in ("manufacturer_name", "panel_ref", "submitter_ref", "submission_id"):
-        if not isinstance(entry[key], str) or not entry[key]:
-            problems.append(f"format: {key} must be non-empty text")
-    try:
-        parse_iso(str(entry["approved_at"]))
-    except ValueError as exc:
-        problems.append(f"format: approved_at: {exc}")
-    ev = entry["evidence"]
-    if (
-        not isinstance(ev, dict)
-        or set(ev) != {"spreadsheet", "request", "signatures"}
-        or not isinstance(ev["signatures"], list)
-        or not ev["signatures"]
-        or not all(isinstance(h, str) and _HEX64_RE.fullmatch(h) for h in [ev["spreadsheet"], ev["request"]])
-        or not all(isinstance(h, str) and _HEX64_RE.fullmatch(h) for h in ev["signatures"])
-    ):
-        problems.append("format: evidence must name the spreadsheet, request and signatures by SHA-256")
-    rep = entry.get("replaces")
-    if rep is not None and (
-        not isinstance(rep, dict)
-        or set(rep) != {"index", "investigation_ref"}
-        or not isinstance(rep["index"], int)
-        or isinstance(rep["index"], bool)
-        or not isinstance(rep["investigation_ref"], str)
-        or not rep["investigation_ref"]
-    ):
-        problems.append("format: replaces must be {index, investigation_ref}")
-    return problems
-
-
 class Auditor:
-    """The ``audit`` command: structure, then every entry, streaming one bundle at a time."""
+    """The ``audit`` command: the whole log, streaming one bundle at a time, in parts with one job each.
+
+    ``Tree``: every entry bundle and hash tile, recomputed up to the signed root. ``Entries``: each entry's
+    format and type, and the log's history (the submission rules with the log as it stood, CRL numbers,
+    lookup commitments). ``Signatures``: each association's evidence files, CMS signatures and signer
+    certificates at the approval time. ``Report``: the problems and warnings all of them find. (The parts
+    are nested here so that every message the audit can report is read in one place by
+    tests/test_audit_matrix.py.)
+    """
+
+    class Report:
+        """The audit's problems, shown as they are found, and its warnings, grouped by certificate at the end
+        (at most ``max_shown`` of each)."""
+
+        def __init__(self, out: Output, max_shown: int) -> None:
+            self.out = out
+            self.max_shown = max_shown
+            self.problems: list[dict[str, Any]] = []
+            self.problem_count = 0
+            self.warned: dict[tuple[str, str], dict[str, Any]] = {}  # (certificate SHA-256, text) -> entries
+            self.warning_count = 0
+
+        def problem(self, index: int | None, text: str) -> None:
+            self.problem_count += 1
+            where = f"entry {index}" if index is not None else "log"
+            if len(self.problems) < self.max_shown:
+                self.problems.append({"index": index, "problem": text})
+                self.out.say_now(f"PROBLEM {where}: {text}")
+
+        def warning(self, index: int, cert: x509.Certificate, text: str) -> None:
+            """A warning about ``cert``: collected, and reported once per certificate with every entry it concerns."""
+            fp = cert_sha256(cert)
+            group = self.warned.setdefault(
+                (fp, text),
+                {"certificate_sha256": fp, "certificate": describe_cert(cert), "warning": text, "entries": []},
+            )
+            if index not in group["entries"]:
+                group["entries"].append(index)
+
+        def report_warnings(self) -> None:
+            groups = list(self.warned.values())
+            self.warning_count = len(groups)
+            for g in groups[: self.max_shown]:
+                self.out.warn(f"{g['warning']}: entries {index_ranges(g['entries'])}")
+
+    class Part:
+        """A part of the audit: what it finds goes to the shared ``Report``."""
+
+        def __init__(self, report: Auditor.Report) -> None:
+            self.report = report
+
+        def problem(self, index: int | None, text: str) -> None:
+            self.report.problem(index, text)
+
+        def warning(self, index: int, cert: x509.Certificate, text: str) -> None:
+            self.report.warning(index, cert, text)
+
+    class Tree(Part):
+        """The structure: every entry bundle (hashed as it streams past) and every hash tile, recomputed up to
+        the signed root (``TreeCheck``)."""
+
+        def __init__(self, report: Auditor.Report, log: Source, checkpoint: Checkpoint) -> None:
+            super().__init__(report)
+            self.log = log
+            self.checkpoint = checkpoint
+            self.check = TreeCheck(checkpoint.size, lambda tile: fetch_tile(log, tile))
+            self.root_ok = False
+
+        def bundles(self) -> Iterator[tuple[int, list[bytes]]]:
+            """Each bundle's first log index and entries, in order; its level-0 tile is checked on the way."""
+            size = self.checkpoint.size
+            for b in range((size + TILE_WIDTH - 1) // TILE_WIDTH):
+                tile = tile_for(-1, b, size)
+                data = self.log.get_optional(tile.path, CAP_BUNDLE, f"entry bundle {tile.path}")
+                if data is None:
+                    raise VerifyFailed(
+                        f"the site does not serve the entry bundle {tile.path}; the log cannot be audited"
+                    )
+                try:
+                    entries = decode_bundle(data, tile.width, tile.path)
+                except TileError as exc:
+                    raise VerifyFailed(f"the site serves a malformed entry bundle: {exc}") from exc
+                self.check.add_bundle(b, [leaf_hash(e) for e in entries])
+                yield b * TILE_WIDTH, entries
+
+        def finish(self) -> bool:
+            """After the last bundle: the tiles above level 0 and the root. Whether the structure is sound."""
+            self.root_ok = self.check.root() == self.checkpoint.root
+            bad_l0 = [t.path for t in self.check.bad if t.level == 0]
+            if not self.root_ok:
+                self.problem(
+                    None,
+                    "the entries do not hash to the signed root: entries were altered, added or removed "
+                    + (
+                        f"(entry bundles disagreeing with their level-0 tiles: {', '.join(bad_l0[:10])})"
+                        if bad_l0
+                        else ""
+                    ),
+                )
+            else:
+                for tile in self.check.bad:
+                    self.problem(
+                        None, f"the hash tile {tile.path} is wrong: it does not match the entries (the root is right)"
+                    )
+            return self.root_ok and not self.check.bad
+
+    class Signatures(Part):
+        """Each association's evidence: the files by SHA-256, the CMS signatures over the spreadsheet, the signed
+        row and request, and every signer certificate at the approval time (each checked once)."""
+
+        def __init__(self, report: Auditor.Report, ctx: Context) -> None:
+            super().__init__(report)
+            self.ctx = ctx
+            self.evidence_cache: dict[tuple[str, ...], Evidence] = {}
+            self.cert_cache: dict[tuple[str, str], tuple[list[RuleFinding], list[tuple[x509.Certificate, str]]]] = {}
+            self.crl_cache: dict[str, CrlResult | str] = {}
+            self.revoked_later: set[str] = set()  # signer certificates revoked after their approvals
+
+        def _fetch_evidence(self, digest: str, ev: Evidence) -> bytes | None:
+            try:
+                data = self.ctx.need_log().get_optional(f"evidence/{digest}", CAP_EVIDENCE, f"evidence {digest}")
+            except SiteError as exc:  # oversized: this entry's problem, not the end of the audit
+                ev.problems.append(f"evidence: {exc}")
+                return None
+            if data is None:
+                ev.problems.append(f"evidence: the file {digest} is not published (log/evidence/{digest})")
+                return None
+            if hashlib.sha256(data).hexdigest() != digest:
+                ev.problems.append(f"evidence: log/evidence/{digest} does not have that SHA-256: swapped or altered")
+                return None
+            return data
+
+        def evidence(self, entry: dict[str, Any]) -> Evidence:
+            """The evidence an association entry names: fetched, parsed and its signatures verified, once per
+            submission."""
+            e = entry["evidence"]
+            key = (e["spreadsheet"], e["request"], *sorted(e["signatures"]))
+            cached = self.evidence_cache.get(key)
+            if cached is not None:
+                return cached
+            ev = Evidence()
+            sheet = self._fetch_evidence(e["spreadsheet"], ev)
+            request = self._fetch_evidence(e["request"], ev)
+            if request is not None:
+                ev.request, findings = parse_request(request)
+                ev.problems.extend(f"evidence: the signed request.json breaks {f}" for f in findings)
+            if sheet is not None:
+                try:
+                    rows, findings = read_sheet(sheet)
+                except SheetError as exc:
+                    ev.problems.append(f"evidence: the signed spreadsheet breaks {exc.rule}: {exc}")
+                else:
+                    ev.rows = {dataclasses.replace(r, row=0) for r in rows}
+                    ev.readable = True
+                    findings += one_manufacturer(rows)
+                    ev.problems.extend(
+                        f"evidence: the signed spreadsheet breaks {f.rule}{f' (row {f.row})' if f.row else ''}: "
+                        f"{f.message}"
+                        for f in findings
+                    )
+                for digest in sorted(e["signatures"]):
+                    data = self._fetch_evidence(digest, ev)
+                    if data is None:
+                        continue
+                    try:
+                        signers, certs = verify_cms_detached(data, sheet, f"signature {digest[:12]}")
+                    except CMSError as exc:
+                        ev.problems.append(f"evidence: {exc.rule}: {exc}")
+                        continue
+                    ev.certs.extend(certs)
+                    ev.every.extend(signers)
+                    for s in signers:
+                        fp = cert_sha256(s.certificate)
+                        if fp not in ev.signers:
+                            ev.signers[fp] = s
+                            ev.identities[fp] = identity_of(s.certificate, self.ctx.trust)
+            self.evidence_cache[key] = ev
+            return ev
+
+        def check_evidence(
+            self, index: int, entry: dict[str, Any], ev: Evidence, approved: datetime
+        ) -> dict[str, Party]:
+            """The entry against its evidence: the signers and their certificates, the signed row and request.
+            Returns each party as the rules judge it (as the entry claims it, where its signature is missing)."""
+            for p in ev.problems:
+                self.problem(index, p)
+            parties: dict[str, Party] = {}
+            for party in ("manufacturer", "endorser"):
+                p = entry[party]
+                signer = ev.signers.get(p["certificate_sha256"])
+                if signer is None:
+                    # The rules still judge what the entry claims; the missing signature is this problem (or the
+                    # evidence problems above), once.
+                    parties[party] = Party(p["organisation"], p["organisation_id"], p["role"], p["certificate_sha256"])
+                    if ev.signers or not ev.problems:
+                        self.problem(
+                            index,
+                            f"evidence: no valid signature over the spreadsheet by the {party}'s certificate "
+                            f"{p['certificate_sha256'][:16]}...",
+                        )
+                    continue
+                who = ev.identities[p["certificate_sha256"]]
+                claimed = (p["organisation"], p["organisation_id"], p["role"])
+                if (who.organisation, who.organisation_id, who.role) != claimed:
+                    self.problem(
+                        index,
+                        f"evidence: the {party}'s certificate names {who.organisation} (ID {who.organisation_id}, "
+                        f"{who.role}), not {claimed[0]} (ID {claimed[1]}, {claimed[2]})",
+                    )
+                parties[party] = party_of(signer, who)
+            self.check_signers(index, ev, approved)
+            if ev.readable and row_of_entry(entry) not in ev.rows:
+                self.problem(index, "evidence: the signed spreadsheet has no row for exactly this association")
+            req = ev.request
+            if req is not None:
+                if (req.panel_ref, req.submitter_ref) != (entry["panel_ref"], entry["submitter_ref"]):
+                    self.problem(index, "evidence: panel_ref or submitter_ref is not the one in the signed request")
+                rep = entry.get("replaces")
+                if rep is not None and req.replacements.get(rep["index"]) != rep["investigation_ref"]:
+                    self.problem(
+                        index,
+                        f"evidence: the request does not ask to replace log index {rep['index']} under investigation "
+                        f"{rep['investigation_ref']}",
+                    )
+            return parties
+
+        def check_signers(self, index: int, ev: Evidence, approved: datetime) -> None:
+            """Rules Z4.3a-certificate and Z4.3a-signing-time on every signer of the evidence, as intake judges
+            them: each SignerInfo's signing time, each certificate at the approval time."""
+            for s in ev.every:
+                party = party_of(s, ev.identities[cert_sha256(s.certificate)])
+                for text in signing_time_problems(party, approved, MAX_SIGNING_SKEW):
+                    self.problem(index, f"{R_SIGNING_TIME.id}: {text}")
+            for fp, s in ev.signers.items():
+                problems, warnings = self.certificate_at(s, fp, ev.certs, approved)
+                who = f"{s.where} ({party_of(s, ev.identities[fp]).named()})"
+                for f in problems:
+                    self.problem(index, f"{f.rule}: {who}: {f.message}")
+                for concerned, text in warnings:
+                    self.warning(index, concerned, text)
+
+        def certificate_at(
+            self, signer: CmsSigner, fp: str, extra: list[x509.Certificate], at: datetime
+        ) -> tuple[list[RuleFinding], list[tuple[x509.Certificate, str]]]:
+            """Problems, and warnings with the certificate each concerns, for a signer certificate (SHA-256 ``fp``)
+            at approval time (cached)."""
+            cert = signer.certificate
+            key = (fp, at.isoformat())
+            cached = self.cert_cache.get(key)
+            if cached is not None:
+                return cached
+            problems: list[RuleFinding] = []
+            warnings: list[tuple[x509.Certificate, str]] = []
+            try:
+                cert.extensions  # noqa: B018 - parsed lazily; the chain and CRL checks below read them
+            except (ValueError, x509.DuplicateExtension) as exc:
+                problems.append(
+                    RuleFinding(R_CERTIFICATE.id, f"{describe_cert(cert)} has malformed extensions ({exc})")
+                )
+                self.cert_cache[key] = (problems, warnings)
+                return problems, warnings
+            if not not_before(cert) <= at <= not_after(cert):
+                problems.append(
+                    RuleFinding(
+                        R_CERTIFICATE.id, f"{describe_cert(cert)} was not valid at the approval time {_iso(at)}"
+                    )
+                )
+            chain: list[x509.Certificate] = []
+            try:
+                chain = build_chain(cert, self.ctx.pki.intermediates(cert, extra), self.ctx.pki.roots(), at)
+                check_end_entity(cert, self.ctx.trust.eku)
+            except ChainError as exc:
+                problems.append(RuleFinding(R_CERTIFICATE.id, str(exc)))
+            for child, issuer in zip(chain, chain[1:]):
+                names = crl_names_of(child) or [n for n in [self.ctx.pki.name_of(issuer)] if n]
+                if not names:
+                    problems.append(
+                        RuleFinding(
+                            R_PUBLISHER_CRL.id,
+                            f"{describe_cert(child)} names no CRL on this site; revocation cannot be checked",
+                        )
+                    )
+                    continue
+                res = self.crl_cache.get(names[0])
+                if res is None:
+                    try:
+                        res = verify_crl(self.ctx, names[0])
+                    except (VerifyFailed, FetchError) as exc:
+                        res = str(exc)
+                    self.crl_cache[names[0]] = res
+                if isinstance(res, str):
+                    problems.append(
+                        RuleFinding(
+                            R_PUBLISHER_CRL.id, f"revocation of {describe_cert(child)} cannot be checked: {res}"
+                        )
+                    )
+                    continue
+                rev = revoked_entry(res.crl, child.serial_number)
+                if rev is None:
+                    continue
+                who = subject_attr(child, NameOID.ORGANIZATION_NAME) or child.subject.rfc4514_string()
+                text = f"the certificate of {who} (serial {child.serial_number:x}) was revoked on {_iso(rev.date)}"
+                text += f" ({rev.reason})"
+                if rev.date < at:
+                    problems.append(RuleFinding(R_CERTIFICATE.id, f"{text}, before this approval at {_iso(at)}"))
+                elif rev.invalidity is not None and rev.invalidity <= at:
+                    since = _iso(rev.invalidity)
+                    # Worded for every entry the certificate approved: warnings are grouped by certificate.
+                    warnings.append(
+                        (child, f"{text}, after these approvals, but its key was declared invalid from {since}")
+                    )
+                else:
+                    self.revoked_later.add(cert_sha256(child))  # the approval stands
+            self.cert_cache[key] = (problems, warnings)
+            return problems, warnings
+
+    class Entries(Part):
+        """Every entry in log order: its format and type, and the history it joins (each device model's current
+        association, each issuer's CRL numbers, the lookup every ``lookup/v1`` entry must commit to)."""
+
+        def __init__(self, report: Auditor.Report, ctx: Context, signatures: Auditor.Signatures) -> None:
+            super().__init__(report)
+            self.ctx = ctx
+            self.signatures = signatures
+            self.current: dict[tuple[str, str, str, str], tuple[int, str]] = {}
+            self.crl_numbers: dict[str, tuple[int, int]] = {}
+            self.counts = {"associations": 0, "crls": 0, "commitments": 0, "other": 0}
+            self.lookup = Lookup()  # rebuilt from every entry: each lookup/v1 entry must commit to exactly it
+            self.submission: tuple[str, ...] = ()  # the submission (id and evidence) of the previous association
+
+        def check(self, index: int, raw: bytes) -> None:
+            """Entry ``index``; anything a hostile entry makes a library raise is its problem, and the audit goes on."""
+            try:
+                self.check_entry(index, raw)
+            except (VerifyFailed, UsageError, FetchError):
+                raise
+            except Exception as exc:  # hostile evidence makes libraries raise anything; report, go on
+                self.problem(index, f"cannot be checked: {type(exc).__name__}: {exc}")
+
+        def check_entry(self, index: int, raw: bytes) -> None:
+            """Entry ``index``: its format and type, then what its type requires."""
+            entry = parse_entry(raw)
+            expected = self.lookup.commitment() if entry is not None and entry.get("type") == LOOKUP_TYPE else b""
+            self.lookup.add(index, entry)
+            if entry is None:
+                self.counts["other"] += 1
+                self.problem(index, "not a JSON object: not an entry this log may hold")
+                return
+            try:
+                canonical = _canonical(entry)
+            except UnicodeEncodeError:  # "\ud800": no UTF-8 text holds it, and no output line could print it
+                self.counts["other"] += 1
+                self.problem(index, "not UTF-8 text: it holds a lone surrogate escape")
+                return
+            if canonical != raw:
+                self.problem(index, "not canonical JSON (sorted keys, no whitespace, UTF-8)")
+            kind = entry.get("type")
+            if kind == ASSOCIATION_TYPE:
+                self.counts["associations"] += 1
+                self.check_association(index, entry)
+            elif kind == CRL_TYPE:
+                self.counts["crls"] += 1
+                self.check_crl_entry(index, entry)
+            elif kind == LOOKUP_TYPE:
+                self.counts["commitments"] += 1
+                if raw != expected:
+                    self.problem(
+                        index,
+                        "lookup/v1: the commitment does not match the entries before it (verifiers trusting it would "
+                        f"get wrong answers); expected {expected.decode()}",
+                    )
+            else:
+                self.counts["other"] += 1
+                self.problem(index, f"unknown entry type {kind!r}")
+
+        def check_association(self, index: int, entry: dict[str, Any]) -> None:
+            """A ``cpl-association/v1`` entry: its format, its evidence, and the submission rules with the log as
+            it stood before it."""
+            shape = association_shape(entry)
+            for p in shape:
+                self.problem(index, p)
+            if shape:
+                return
+            model = _model_of(entry)
+            approved = parse_iso(entry["approved_at"])
+            if approved > self.ctx.now + CLOCK_SKEW:
+                self.problem(index, f"approved_at {entry['approved_at']} is in the future")
+            ev = self.signatures.evidence(entry)
+            parties = self.signatures.check_evidence(index, entry, ev, approved)
+            e = entry["evidence"]
+            submission = (entry["submission_id"], e["spreadsheet"], e["request"], *sorted(e["signatures"]))
+            first = submission != self.submission
+            self.submission = submission
+            if ev.request is not None and ev.readable and first:
+                # At a submission's first entry the log is as intake saw it: every replacement the signed request
+                # asks for must be the current association of one of the spreadsheet's device models.
+                held = {m: self.current.get(m) for m in {r.device_model for r in ev.rows}}
+                used = {c[0] for r in ev.rows if (c := held[r.device_model]) is not None and c[1] != r.image_hash}
+                for finding in unused_replacements(ev.request.replacements, used):
+                    self.problem(index, str(finding))
+            # The submission rules, as intake judged them: the same functions, at the approval time, with the log
+            # as it stood before this entry.
+            rep = entry.get("replaces")
+            association = Association(
+                row_of_entry(entry),
+                parties["manufacturer"],
+                parties["endorser"],
+                (rep["index"], rep["investigation_ref"]) if rep else None,
+            )
+            for finding in judge_association(
+                association, Situation(approved, MAX_SIGNING_SKEW, self.current.get(model))
+            ):
+                self.problem(index, str(finding))
+            self.current[model] = (index, str(entry["image_sha256"]))
+
+        def check_crl_entry(self, index: int, entry: dict[str, Any]) -> None:
+            """A ``crl/v1`` entry: its format, CRL numbers rising per issuer, the archived CRL it names."""
+            keys = {"type", "issuer", "number", "this_update", "next_update", "sha256"}
+            if set(entry) != keys:
+                self.problem(index, f"format: a crl/v1 entry has exactly the fields {sorted(keys)}")
+                return
+            name, number, sha = entry["issuer"], entry["number"], entry["sha256"]
+            # RFC 5280 5.2.3: a CRL number is a non-negative integer of at most 20 octets (JSON true is no number).
+            if (
+                not isinstance(name, str)
+                or not _NAME_RE.fullmatch(name)
+                or not isinstance(number, int)
+                or isinstance(number, bool)
+                or not 0 <= number < 1 << 159
+            ):
+                self.problem(index, "format: issuer must be an issuer name and number a CRL number")
+                return
+            if not isinstance(sha, str) or not _HEX64_RE.fullmatch(sha):
+                self.problem(index, "format: sha256 is not 64 lowercase hex digits")
+                return
+            previous = self.crl_numbers.get(name)
+            if previous is not None and number <= previous[0]:
+                self.problem(
+                    index,
+                    f"CRL number {number} of {name} is not above number {previous[0]} logged at entry {previous[1]}",
+                )
+            self.crl_numbers[name] = (number, index)
+            try:
+                data = self.ctx.need_site().get_optional(
+                    f"crl/archive/{name}/{number}.crl", self.ctx.args.max_crl_bytes, "CRL"
+                )
+            except SiteError as exc:  # oversized: this entry's problem, not the end of the audit
+                self.problem(index, str(exc))
+                return
+            if data is None:
+                self.problem(index, f"the archived CRL crl/archive/{name}/{number}.crl is not published")
+                return
+            if hashlib.sha256(data).hexdigest() != sha:
+                self.problem(
+                    index, f"crl/archive/{name}/{number}.crl does not have the logged SHA-256: altered or swapped"
+                )
+                return
+            try:
+                crl = x509.load_der_x509_crl(data)
+                issuer = self.ctx.pki.crl_issuer(name, self.ctx.now)
+                verify_crl_signature(data, issuer)
+                got = int(crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number)
+                times = (_iso(crl.last_update_utc), _iso(crl.next_update_utc) if crl.next_update_utc else None)
+            except (ValueError, x509.ExtensionNotFound, VerifyFailed, FetchError) as exc:
+                self.problem(index, f"the archived CRL {name} #{number} does not verify: {exc}")
+                return
+            if got != number or times != (entry["this_update"], entry["next_update"]):
+                self.problem(index, f"the logged fields do not match the archived CRL {name} #{number}")
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         ctx.check_superseded = False  # signer CRLs are judged at approval time; crl/v1 entries are checked below
-        self.problems: list[dict[str, Any]] = []
-        self.problem_count = 0
-        self.warning_count = 0
-        self.current: dict[tuple[str, str, str, str], tuple[int, str]] = {}
-        self.crl_numbers: dict[str, tuple[int, int]] = {}
-        self.evidence_cache: dict[tuple[str, ...], Evidence] = {}
-        self.cert_cache: dict[tuple[str, str], tuple[list[RuleFinding], list[tuple[x509.Certificate, str]]]] = {}
-        self.warned: dict[tuple[str, str], dict[str, Any]] = {}  # (certificate SHA-256, text) -> entries
-        self.crl_cache: dict[str, CrlResult | str] = {}
-        self.revoked_later: set[str] = set()  # signer certificates revoked after their approvals
-        self.counts = {"associations": 0, "crls": 0, "commitments": 0, "other": 0}
-        self.lookup = Lookup()  # rebuilt from every entry: each lookup/v1 entry must commit to exactly it
-        self.submission: tuple[str, ...] = ()  # the submission (id and evidence) of the previous association
         self.structure_only = bool(getattr(ctx.args, "structure_only", False))
-        self.max_shown = int(getattr(ctx.args, "max_problems", 1000))
+        self.report = Auditor.Report(ctx.out, int(getattr(ctx.args, "max_problems", 1000)))
+        self.signatures = Auditor.Signatures(self.report, ctx)
+        self.entries = Auditor.Entries(self.report, ctx, self.signatures)
 
-    # -- reporting --------------------------------------------------------------------------------
-    def problem(self, index: int | None, text: str) -> None:
-        self.problem_count += 1
-        where = f"entry {index}" if index is not None else "log"
-        if len(self.problems) < self.max_shown:
-            self.problems.append({"index": index, "problem": text})
-            if not self.ctx.json:
-                self._clear_progress()
-                sys.stdout.write(f"PROBLEM {where}: {printable(text)}\n")
-                sys.stdout.flush()
-
-    def warning(self, index: int, cert: x509.Certificate, text: str) -> None:
-        """A warning about ``cert``: collected, and reported once per certificate with every entry it concerns."""
-        fp = cert_sha256(cert)
-        group = self.warned.setdefault(
-            (fp, text), {"certificate_sha256": fp, "certificate": describe_cert(cert), "warning": text, "entries": []}
-        )
-        if index not in group["entries"]:
-            group["entries"].append(index)
-
-    def _report_warnings(self) -> None:
-        groups = list(self.warned.values())
-        self.warning_count = len(groups)
-        for g in groups[: self.max_shown]:
-            line = f"{g['warning']}: entries {index_ranges(g['entries'])}"
-            self.ctx.warnings.append(line)
-            self.ctx.say(f"warning: {line}")
-
-    def _clear_progress(self) -> None:
-        if self.ctx.show_progress:
-            sys.stderr.write("\r\033[K")
-
-    # -- the run ----------------------------------------------------------------------------------
     def run(self) -> int:
-        ctx = self.ctx
+        ctx, out, report = self.ctx, self.ctx.out, self.report
         started = time.monotonic()
         signed, _ = latest_checkpoint(ctx)
         cp = signed.checkpoint
@@ -5150,446 +5798,63 @@ class Auditor:
         log = ctx.need_log()
         if not self.structure_only:
             ctx.need_site()
-            ctx.roots()
-        ctx.say(f"audit of {log} at size {size}, root {b64encode(cp.root)} (checkpoint signature verified)")
-        computed: dict[int, list[bytes]] = {0: []}  # level -> hashes computed from the entries (full tiles only)
-        edge: dict[int, list[bytes]] = {}
-        bad_l0: list[str] = []
+            ctx.pki.roots()
+        out.say(f"audit of {log} at size {size}, root {b64encode(cp.root)} (checkpoint signature verified)")
+        tree = Auditor.Tree(report, log, cp)
         last_report = 0.0
-        bundles = (size + TILE_WIDTH - 1) // TILE_WIDTH
-        for b in range(bundles):
-            tile = tile_for(-1, b, size)
-            data = log.get_optional(tile.path, CAP_BUNDLE, f"entry bundle {tile.path}")
-            if data is None:
-                raise VerifyFailed(f"the site does not serve the entry bundle {tile.path}; the log cannot be audited")
-            try:
-                entries = decode_bundle(data, tile.width, tile.path)
-            except TileError as exc:
-                raise VerifyFailed(f"the site serves a malformed entry bundle: {exc}") from exc
-            leaves = [leaf_hash(e) for e in entries]
-            l0 = Tile(0, b, tile.width)
-            published = log.get_optional(l0.path, l0.width * HASH_SIZE, f"hash tile {l0.path}")
-            if published is None and not l0.full:
-                full = log.get_optional(l0.as_full().path, TILE_WIDTH * HASH_SIZE, f"hash tile {l0.path}")
-                published = full[: l0.width * HASH_SIZE] if full else None
-            if published != b"".join(leaves):
-                bad_l0.append(l0.path)
-            if tile.full:
-                computed[0].append(root_of(leaves))
-            else:
-                edge[0] = leaves
+        for first, entries in tree.bundles():
             if not self.structure_only:
                 for i, raw in enumerate(entries):
-                    try:
-                        self.check_entry(b * TILE_WIDTH + i, raw)
-                    except (VerifyFailed, UsageError, FetchError):
-                        raise
-                    except Exception as exc:  # hostile evidence makes libraries raise anything; report, go on
-                        self.problem(b * TILE_WIDTH + i, f"cannot be checked: {type(exc).__name__}: {exc}")
+                    self.entries.check(first + i, raw)
             now = time.monotonic()
             if now - last_report > 0.5:
                 last_report = now
-                done = min(size, (b + 1) * TILE_WIDTH)
+                done = min(size, first + TILE_WIDTH)
                 rate = done / max(now - started, 1e-9)
-                ctx.progress(f"audit: {done:,}/{size:,} entries ({rate:,.0f}/s), {self.problem_count} problems")
-        # Levels above: each published tile against the hashes computed from the level below.
-        bad_upper: list[str] = []
-        level = 1
-        below = computed[0]
-        while level_width(size, level) > 0:
-            count = level_width(size, level)
-            hashes_ = below  # level-`level` hashes = roots of the full tiles one level down
-            next_below: list[bytes] = []
-            for index in range((count + TILE_WIDTH - 1) // TILE_WIDTH):
-                t = tile_for(level, index, size)
-                chunk = hashes_[index * TILE_WIDTH : index * TILE_WIDTH + t.width]
-                published = log.get_optional(t.path, t.width * HASH_SIZE, f"hash tile {t.path}")
-                if published is None and not t.full:
-                    full = log.get_optional(t.as_full().path, TILE_WIDTH * HASH_SIZE, f"hash tile {t.path}")
-                    published = full[: t.width * HASH_SIZE] if full else None
-                if published != b"".join(chunk):
-                    bad_upper.append(t.path)
-                if t.full:
-                    next_below.append(root_of(chunk))
-                else:
-                    edge[level] = chunk
-            below = next_below
-            level += 1
-        root = root_from_right_edge(size, edge)
-        self._clear_progress()
-        structure_ok = root == cp.root and not bad_l0 and not bad_upper
-        if root != cp.root:
-            self.problem(
-                None,
-                "the entries do not hash to the signed root: entries were altered, added or removed "
-                + (f"(entry bundles disagreeing with their level-0 tiles: {', '.join(bad_l0[:10])})" if bad_l0 else ""),
-            )
-        else:
-            for path in [*bad_l0, *bad_upper]:
-                self.problem(None, f"the hash tile {path} is wrong: it does not match the entries (the root is right)")
-        self._report_warnings()
+                out.progress(f"audit: {done:,}/{size:,} entries ({rate:,.0f}/s), {report.problem_count} problems")
+        out.clear_progress()
+        structure_ok = tree.finish()
+        report.report_warnings()
         elapsed = max(time.monotonic() - started, 1e-9)
-        ctx.result.update(
+        out.result.update(
             {
                 "size": size,
                 "root": b64encode(cp.root),
                 "structure_ok": structure_ok,
-                "entries": dict(self.counts),
-                "problems": self.problems,
-                "problem_count": self.problem_count,
-                "warning_count": self.warning_count,
-                "warnings": list(self.warned.values())[: self.max_shown],
+                "entries": dict(self.entries.counts),
+                "problems": report.problems,
+                "problem_count": report.problem_count,
+                "warning_count": report.warning_count,
+                "warnings": list(report.warned.values())[: report.max_shown],
                 "seconds": round(elapsed, 3),
                 "entries_per_second": round(size / elapsed, 1),
                 "requests": log.stats.requests,
                 "bytes": log.stats.bytes,
             }
         )
-        ctx.say(
+        out.say(
             f"structure: {'OK' if structure_ok else 'FAILED'}: every entry bundle and hash tile recomputed, "
-            f"root {'matches' if root == cp.root else 'does NOT match'} the signed checkpoint"
+            f"root {'matches' if tree.root_ok else 'does NOT match'} the signed checkpoint"
         )
         if not self.structure_only:
-            c = self.counts
-            ctx.say(
+            c = self.entries.counts
+            out.say(
                 f"entries: {c['associations']} CPL associations, {c['crls']} CRL entries, {c['commitments']} "
                 f"lookup commitments (each recomputed), {c['other']} other"
             )
-            if self.revoked_later:
-                ctx.say(
-                    f"  {len(self.revoked_later)} signer certificate(s) were revoked after the approvals they signed "
-                    "(the approvals stand; see 'crl')"
+            if self.signatures.revoked_later:
+                out.say(
+                    f"  {len(self.signatures.revoked_later)} signer certificate(s) were revoked after the approvals "
+                    "they signed (the approvals stand; see 'crl')"
                 )
-        ctx.say(f"{size:,} entries in {elapsed:.2f} s ({size / elapsed:,.0f} entries/s), {log.stats.requests} requests")
-        if self.problem_count:
-            shown = "" if self.problem_count <= self.max_shown else f" (first {self.max_shown} shown)"
-            ctx.say(f"AUDIT FAILED: {self.problem_count} problems{shown}")
+        out.say(f"{size:,} entries in {elapsed:.2f} s ({size / elapsed:,.0f} entries/s), {log.stats.requests} requests")
+        if report.problem_count:
+            shown = "" if report.problem_count <= report.max_shown else f" (first {report.max_shown} shown)"
+            out.say(f"AUDIT FAILED: {report.problem_count} problems{shown}")
             return EXIT_FAILED
-        plural = "s" if self.warning_count != 1 else ""
-        ctx.say("AUDIT PASSED" + (f" with {self.warning_count} warning{plural}" if self.warning_count else ""))
+        plural = "s" if report.warning_count != 1 else ""
+        out.say("AUDIT PASSED" + (f" with {report.warning_count} warning{plural}" if report.warning_count else ""))
         return EXIT_OK
-
-    # -- entries ----------------------------------------------------------------------------------
-    def check_entry(self, index: int, raw: bytes) -> None:
-        entry = parse_entry(raw)
-        expected = self.lookup.commitment() if entry is not None and entry.get("type") == LOOKUP_TYPE else b""
-        self.lookup.add(index, entry)
-        if entry is None:
-            self.counts["other"] += 1
-            self.problem(index, "not a JSON object: not an entry this log may hold")
-            return
-        try:
-            canonical = _canonical(entry)
-        except UnicodeEncodeError:  # "\ud800": no UTF-8 text holds it, and no output line could print it
-            self.counts["other"] += 1
-            self.problem(index, "not UTF-8 text: it holds a lone surrogate escape")
-            return
-        if canonical != raw:
-            self.problem(index, "not canonical JSON (sorted keys, no whitespace, UTF-8)")
-        kind = entry.get("type")
-        if kind == ASSOCIATION_TYPE:
-            self.counts["associations"] += 1
-            self.check_association(index, entry)
-        elif kind == CRL_TYPE:
-            self.counts["crls"] += 1
-            self.check_crl_entry(index, entry)
-        elif kind == LOOKUP_TYPE:
-            self.counts["commitments"] += 1
-            if raw != expected:
-                self.problem(
-                    index,
-                    "lookup/v1: the commitment does not match the entries before it (verifiers trusting it would "
-                    f"get wrong answers); expected {expected.decode()}",
-                )
-        else:
-            self.counts["other"] += 1
-            self.problem(index, f"unknown entry type {kind!r}")
-
-    def check_association(self, index: int, entry: dict[str, Any]) -> None:
-        shape = association_shape(entry)
-        for p in shape:
-            self.problem(index, p)
-        if shape:
-            return
-        model = _model_of(entry)
-        approved = parse_iso(entry["approved_at"])
-        if approved > self.ctx.now + CLOCK_SKEW:
-            self.problem(index, f"approved_at {entry['approved_at']} is in the future")
-        ev = self.evidence(entry)
-        parties = self.check_evidence(index, entry, ev, approved)
-        e = entry["evidence"]
-        submission = (entry["submission_id"], e["spreadsheet"], e["request"], *sorted(e["signatures"]))
-        first = submission != self.submission
-        self.submission = submission
-        if ev.request is not None and ev.readable and first:
-            # At a submission's first entry the log is as intake saw it: every replacement the signed request
-            # asks for must be the current association of one of the spreadsheet's device models.
-            held = {m: self.current.get(m) for m in {r.device_model for r in ev.rows}}
-            used = {c[0] for r in ev.rows if (c := held[r.device_model]) is not None and c[1] != r.image_hash}
-            for finding in unused_replacements(ev.request.replacements, used):
-                self.problem(index, str(finding))
-        # The submission rules, as intake judged them: the same functions, at the approval time, with the log
-        # as it stood before this entry.
-        rep = entry.get("replaces")
-        association = Association(
-            row_of_entry(entry),
-            parties["manufacturer"],
-            parties["endorser"],
-            (rep["index"], rep["investigation_ref"]) if rep else None,
-        )
-        for finding in judge_association(association, Situation(approved, MAX_SIGNING_SKEW, self.current.get(model))):
-            self.problem(index, str(finding))
-        self.current[model] = (index, str(entry["image_sha256"]))
-
-    # -- evidence ---------------------------------------------------------------------------------
-    def _fetch_evidence(self, digest: str, ev: Evidence) -> bytes | None:
-        try:
-            data = self.ctx.need_log().get_optional(f"evidence/{digest}", CAP_EVIDENCE, f"evidence {digest}")
-        except SiteError as exc:  # oversized: this entry's problem, not the end of the audit
-            ev.problems.append(f"evidence: {exc}")
-            return None
-        if data is None:
-            ev.problems.append(f"evidence: the file {digest} is not published (log/evidence/{digest})")
-            return None
-        if hashlib.sha256(data).hexdigest() != digest:
-            ev.problems.append(f"evidence: log/evidence/{digest} does not have that SHA-256: swapped or altered")
-            return None
-        return data
-
-    def evidence(self, entry: dict[str, Any]) -> Evidence:
-        e = entry["evidence"]
-        key = (e["spreadsheet"], e["request"], *sorted(e["signatures"]))
-        cached = self.evidence_cache.get(key)
-        if cached is not None:
-            return cached
-        ev = Evidence()
-        sheet = self._fetch_evidence(e["spreadsheet"], ev)
-        request = self._fetch_evidence(e["request"], ev)
-        if request is not None:
-            ev.request, findings = parse_request(request)
-            ev.problems.extend(f"evidence: the signed request.json breaks {f}" for f in findings)
-        if sheet is not None:
-            try:
-                rows, findings = read_sheet(sheet)
-            except SheetError as exc:
-                ev.problems.append(f"evidence: the signed spreadsheet breaks {exc.rule}: {exc}")
-            else:
-                ev.rows = {dataclasses.replace(r, row=0) for r in rows}
-                ev.readable = True
-                findings += one_manufacturer(rows)
-                ev.problems.extend(
-                    f"evidence: the signed spreadsheet breaks {f.rule}{f' (row {f.row})' if f.row else ''}: {f.message}"
-                    for f in findings
-                )
-            for digest in sorted(e["signatures"]):
-                data = self._fetch_evidence(digest, ev)
-                if data is None:
-                    continue
-                try:
-                    signers, certs = verify_cms_detached(data, sheet, f"signature {digest[:12]}")
-                except CMSError as exc:
-                    ev.problems.append(f"evidence: {exc.rule}: {exc}")
-                    continue
-                ev.certs.extend(certs)
-                ev.every.extend(signers)
-                for s in signers:
-                    fp = cert_sha256(s.certificate)
-                    if fp not in ev.signers:
-                        ev.signers[fp] = s
-                        ev.identities[fp] = identity_of(s.certificate, self.ctx.trust)
-        self.evidence_cache[key] = ev
-        return ev
-
-    def check_evidence(self, index: int, entry: dict[str, Any], ev: Evidence, approved: datetime) -> dict[str, Party]:
-        """The entry against its evidence: the signers and their certificates, the signed row and request.
-        Returns each party as the rules judge it (as the entry claims it, where its signature is missing)."""
-        for p in ev.problems:
-            self.problem(index, p)
-        parties: dict[str, Party] = {}
-        for party in ("manufacturer", "endorser"):
-            p = entry[party]
-            signer = ev.signers.get(p["certificate_sha256"])
-            if signer is None:
-                # The rules still judge what the entry claims; the missing signature is this problem (or the
-                # evidence problems above), once.
-                parties[party] = Party(p["organisation"], p["organisation_id"], p["role"], p["certificate_sha256"])
-                if ev.signers or not ev.problems:
-                    self.problem(
-                        index,
-                        f"evidence: no valid signature over the spreadsheet by the {party}'s certificate "
-                        f"{p['certificate_sha256'][:16]}...",
-                    )
-                continue
-            who = ev.identities[p["certificate_sha256"]]
-            claimed = (p["organisation"], p["organisation_id"], p["role"])
-            if (who.organisation, who.organisation_id, who.role) != claimed:
-                self.problem(
-                    index,
-                    f"evidence: the {party}'s certificate names {who.organisation} (ID {who.organisation_id}, "
-                    f"{who.role}), not {claimed[0]} (ID {claimed[1]}, {claimed[2]})",
-                )
-            parties[party] = party_of(signer, who)
-        self.check_signers(index, ev, approved)
-        if ev.readable and row_of_entry(entry) not in ev.rows:
-            self.problem(index, "evidence: the signed spreadsheet has no row for exactly this association")
-        req = ev.request
-        if req is not None:
-            if (req.panel_ref, req.submitter_ref) != (entry["panel_ref"], entry["submitter_ref"]):
-                self.problem(index, "evidence: panel_ref or submitter_ref is not the one in the signed request")
-            rep = entry.get("replaces")
-            if rep is not None and req.replacements.get(rep["index"]) != rep["investigation_ref"]:
-                self.problem(
-                    index,
-                    f"evidence: the request does not ask to replace log index {rep['index']} under investigation "
-                    f"{rep['investigation_ref']}",
-                )
-        return parties
-
-    def check_signers(self, index: int, ev: Evidence, approved: datetime) -> None:
-        """Rules Z4.3a-certificate and Z4.3a-signing-time on every signer of the evidence, as intake judges
-        them: each SignerInfo's signing time, each certificate at the approval time."""
-        for s in ev.every:
-            party = party_of(s, ev.identities[cert_sha256(s.certificate)])
-            for text in signing_time_problems(party, approved, MAX_SIGNING_SKEW):
-                self.problem(index, f"{R_SIGNING_TIME.id}: {text}")
-        for fp, s in ev.signers.items():
-            problems, warnings = self.certificate_at(s, fp, ev.certs, approved)
-            who = f"{s.where} ({party_of(s, ev.identities[fp]).named()})"
-            for f in problems:
-                self.problem(index, f"{f.rule}: {who}: {f.message}")
-            for concerned, text in warnings:
-                self.warning(index, concerned, text)
-
-    def certificate_at(
-        self, signer: CmsSigner, fp: str, extra: list[x509.Certificate], at: datetime
-    ) -> tuple[list[RuleFinding], list[tuple[x509.Certificate, str]]]:
-        """Problems, and warnings with the certificate each concerns, for a signer certificate (SHA-256 ``fp``)
-        at approval time (cached)."""
-        cert = signer.certificate
-        key = (fp, at.isoformat())
-        cached = self.cert_cache.get(key)
-        if cached is not None:
-            return cached
-        problems: list[RuleFinding] = []
-        warnings: list[tuple[x509.Certificate, str]] = []
-        try:
-            cert.extensions  # noqa: B018 - parsed lazily; the chain and CRL checks below read them
-        except (ValueError, x509.DuplicateExtension) as exc:
-            problems.append(RuleFinding(R_CERTIFICATE.id, f"{describe_cert(cert)} has malformed extensions ({exc})"))
-            self.cert_cache[key] = (problems, warnings)
-            return problems, warnings
-        if not not_before(cert) <= at <= not_after(cert):
-            problems.append(
-                RuleFinding(R_CERTIFICATE.id, f"{describe_cert(cert)} was not valid at the approval time {_iso(at)}")
-            )
-        chain: list[x509.Certificate] = []
-        try:
-            chain = build_chain(cert, _gather_intermediates(self.ctx, cert, extra), self.ctx.roots(), at)
-            check_end_entity(cert, self.ctx.trust.eku)
-        except ChainError as exc:
-            problems.append(RuleFinding(R_CERTIFICATE.id, str(exc)))
-        for child, issuer in zip(chain, chain[1:]):
-            names = crl_names_of(child) or [n for n in [self.ctx.name_of(issuer)] if n]
-            if not names:
-                problems.append(
-                    RuleFinding(
-                        R_PUBLISHER_CRL.id,
-                        f"{describe_cert(child)} names no CRL on this site; revocation cannot be checked",
-                    )
-                )
-                continue
-            res = self.crl_cache.get(names[0])
-            if res is None:
-                try:
-                    res = verify_crl(self.ctx, names[0])
-                except (VerifyFailed, FetchError) as exc:
-                    res = str(exc)
-                self.crl_cache[names[0]] = res
-            if isinstance(res, str):
-                problems.append(
-                    RuleFinding(R_PUBLISHER_CRL.id, f"revocation of {describe_cert(child)} cannot be checked: {res}")
-                )
-                continue
-            rev = revoked_entry(res.crl, child.serial_number)
-            if rev is None:
-                continue
-            who = subject_attr(child, NameOID.ORGANIZATION_NAME) or child.subject.rfc4514_string()
-            text = f"the certificate of {who} (serial {child.serial_number:x}) was revoked on {_iso(rev.date)}"
-            text += f" ({rev.reason})"
-            if rev.date < at:
-                problems.append(RuleFinding(R_CERTIFICATE.id, f"{text}, before this approval at {_iso(at)}"))
-            elif rev.invalidity is not None and rev.invalidity <= at:
-                since = _iso(rev.invalidity)
-                # Worded for every entry the certificate approved: warnings are grouped by certificate.
-                warnings.append(
-                    (child, f"{text}, after these approvals, but its key was declared invalid from {since}")
-                )
-            else:
-                self.revoked_later.add(cert_sha256(child))  # the approval stands
-        self.cert_cache[key] = (problems, warnings)
-        return problems, warnings
-
-    # -- CRL entries ------------------------------------------------------------------------------
-    def check_crl_entry(self, index: int, entry: dict[str, Any]) -> None:
-        keys = {"type", "issuer", "number", "this_update", "next_update", "sha256"}
-        if set(entry) != keys:
-            self.problem(index, f"format: a crl/v1 entry has exactly the fields {sorted(keys)}")
-            return
-        name, number, sha = entry["issuer"], entry["number"], entry["sha256"]
-        # RFC 5280 5.2.3: a CRL number is a non-negative integer of at most 20 octets (JSON true is no number).
-        if (
-            not isinstance(name, str)
-            or not _NAME_RE.fullmatch(name)
-            or not isinstance(number, int)
-            or isinstance(number, bool)
-            or not 0 <= number < 1 << 159
-        ):
-            self.problem(index, "format: issuer must be an issuer name and number a CRL number")
-            return
-        if not isinstance(sha, str) or not _HEX64_RE.fullmatch(sha):
-            self.problem(index, "format: sha256 is not 64 lowercase hex digits")
-            return
-        previous = self.crl_numbers.get(name)
-        if previous is not None and number <= previous[0]:
-            self.problem(
-                index, f"CRL number {number} of {name} is not above number {previous[0]} logged at entry {previous[1]}"
-            )
-        self.crl_numbers[name] = (number, index)
-        try:
-            data = self.ctx.need_site().get_optional(
-                f"crl/archive/{name}/{number}.crl", self.ctx.args.max_crl_bytes, "CRL"
-            )
-        except SiteError as exc:  # oversized: this entry's problem, not the end of the audit
-            self.problem(index, str(exc))
-            return
-        if data is None:
-            self.problem(index, f"the archived CRL crl/archive/{name}/{number}.crl is not published")
-            return
-        if hashlib.sha256(data).hexdigest() != sha:
-            self.problem(index, f"crl/archive/{name}/{number}.crl does not have the logged SHA-256: altered or swapped")
-            return
-        try:
-            crl = x509.load_der_x509_crl(data)
-            issuer = crl_issuer_cert(self.ctx, name)
-            verify_crl_signature(data, issuer)
-            got = int(crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number)
-            times = (_iso(crl.last_update_utc), _iso(crl.next_update_utc) if crl.next_update_utc else None)
-        except (ValueError, x509.ExtensionNotFound, VerifyFailed, FetchError) as exc:
-            self.problem(index, f"the archived CRL {name} #{number} does not verify: {exc}")
-            return
-        if got != number or times != (entry["this_update"], entry["next_update"]):
-            self.problem(index, f"the logged fields do not match the archived CRL {name} #{number}")
-
-
-def index_ranges(indices: Sequence[int]) -> str:
-    """``0-2, 5, 9-12``: entries listed compactly (a certificate may concern thousands)."""
-    runs: list[list[int]] = []
-    for i in sorted(indices):
-        if runs and i == runs[-1][1] + 1:
-            runs[-1][1] = i
-        else:
-            runs.append([i, i])
-    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
 
 
 def cmd_audit(ctx: Context) -> int:
@@ -5609,7 +5874,7 @@ def _signer_certificate_findings(
     cert = signer.certificate
     if ctx.site is None:
         try:
-            build_chain(cert, [*extra, *(p.cert for p in ctx.trust.crl_issuers if p.cert)], ctx.roots(), ctx.now)
+            build_chain(cert, [*extra, *(p.cert for p in ctx.trust.crl_issuers if p.cert)], ctx.pki.roots(), ctx.now)
             check_end_entity(cert, ctx.trust.eku)
         except ChainError as exc:
             hint = " (without --site, the issuing CAs come from the file and the trust file's crl_issuers PEMs)"
@@ -5679,7 +5944,7 @@ def cmd_check_submission(ctx: Context) -> int:
     # Nothing refused, but a rule could not be judged (no site, an unproven lookup): not a yes.
     verdict = "refuse" if not accepted else "accept-unchecked" if not_checked else "accept"
     name = folder.absolute().name
-    ctx.result.update(
+    ctx.out.result.update(
         {
             "submission_id": name,
             "verdict": verdict,
@@ -5699,27 +5964,31 @@ def cmd_check_submission(ctx: Context) -> int:
         }
     )
     said = {"accept": "ACCEPT it", "refuse": "REFUSE it", "accept-unchecked": "ACCEPT it, IF the checks not run pass"}
-    ctx.say(f"submission {name}: intake at {_iso(at)} would {said[verdict]}")
+    ctx.out.say(f"submission {name}: intake at {_iso(at)} would {said[verdict]}")
     for f in findings:
-        ctx.say(f"  REFUSED by {f}")
+        ctx.out.say(f"  REFUSED by {f}")
     for line in signer_lines([signer_summary(p) for p in signers]):
-        ctx.say(line)
+        ctx.out.say(line)
     if associations:
-        ctx.say("would log:" if accepted else "rows:")
+        ctx.out.say("would log:" if accepted else "rows:")
     for a in associations:
         line = f"  row {a.row.row}: {'/'.join(a.row.device_model)} ({a.row.device_type}, {a.row.smets_version}): "
         line += a.row.image_hash
         if a.replaces:
             line += f", REPLACING log index {a.replaces[0]} (investigation {a.replaces[1]})"
-        ctx.say(line)
+        ctx.out.say(line)
     for what in not_checked:
-        ctx.warn(f"NOT CHECKED: {what}")
+        ctx.out.warn(f"NOT CHECKED: {what}")
     return {"accept": EXIT_OK, "refuse": EXIT_FAILED}.get(verdict, EXIT_NOT_APPROVED)
 
 
 # =====================================================================================================
 # Command line
 # =====================================================================================================
+
+DEFAULT_DEADLINE = 300.0  # seconds for a whole command (for monitor: each check)
+AUDIT_DEADLINE = 3600.0  # audit downloads the whole log
+
 
 COMMANDS: dict[str, Callable[[Context], int]] = {
     "crl": cmd_crl,
@@ -6003,8 +6272,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "command": args.command,
             "ok": code == EXIT_OK,
             "exit_code": code,
-            "result": ctx.result if ctx else {},
-            "warnings": ctx.warnings if ctx else [],
+            "result": ctx.out.result if ctx else {},
+            "warnings": ctx.out.warnings if ctx else [],
             "error": error or None,
             "evidence": evidence or None,
         }
