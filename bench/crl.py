@@ -174,9 +174,7 @@ def register_lines(revs: Sequence[Rev]) -> bytes:
         raise AssertionError("RevocationRecord is not flat any more: use dataclasses.asdict")
     parts = []
     for rev in revs:
-        parts.append(
-            json.dumps(vars(_record(rev)), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
-        )
+        parts.append(registers.line_of(_record(rev)))
     return b"".join(parts)
 
 

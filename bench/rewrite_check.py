@@ -39,7 +39,8 @@ from publication_fixtures import new_publication
 from site_fixtures import write_submission
 
 from publisher import demo
-from publisher.intake.associations import AssociationIndex, canonical_json
+from publisher.entries import canonical_json
+from publisher.intake.associations import AssociationIndex
 from publisher.intake.run import index_of
 from publisher.publication import open_log
 from publisher.publish import check_head, committed_checkpoint, publish

@@ -47,7 +47,8 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 
 from publisher import keys, parties, publication, scaffold
 from publisher.config import Config, load
-from publisher.intake.associations import CRL_TYPE, AssociationIndex, canonical_json
+from publisher.entries import CRL_TYPE, canonical_json
+from publisher.intake.associations import AssociationIndex
 from publisher.pki import crl_publish
 from publisher.pki.crl import CRLSpec, Revocation, check_crl, sign_crl, to_pem
 from publisher.site.export import export_tree

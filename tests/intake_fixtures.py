@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from publisher import parties, publication, scaffold
 from publisher.config import Config, load
-from publisher.intake.associations import ASSOCIATION_TYPE
+from publisher.entries import ASSOCIATION_TYPE
 from publisher.intake.run import IntakeReport, run_intake
 from publisher.pki import crl_publish
 from publisher.publish import operations

@@ -46,7 +46,7 @@ from verifier_fixtures import (
 )
 
 from publisher import keys, parties, publication
-from publisher.intake.associations import canonical_json
+from publisher.entries import canonical_json
 from publisher.pki.crl import Revocation
 from publisher.tlog import TileLog
 from publisher.tlog.checkpoint import Checkpoint, parse_unverified

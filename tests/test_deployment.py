@@ -26,9 +26,10 @@ from site_fixtures import write_submission
 
 from publisher import demo, keys, parties, publication, scaffold
 from publisher.config import load as load_config
+from publisher.entries import json_entries
 from publisher.publication import open_log
 from publisher.publish import init_repository, publish
-from publisher.site.export import export_tree, json_entries
+from publisher.site.export import export_tree
 from verifier.cpl_verify import SHEET_COLUMNS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -118,7 +119,7 @@ def logged_submissions(pub: Path) -> list[str]:
         text=True,
     )
     assert out.returncode == 0, out.stdout + out.stderr
-    entries = json_entries(open_log(load_config(pub)))
+    entries = json_entries(open_log(load_config(pub)).entries())
     return [str(e["submission_id"]) for _, e in entries if e.get("type") == "cpl-association/v1"]
 
 

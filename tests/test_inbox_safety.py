@@ -14,9 +14,9 @@ from site_fixtures import write_submission
 
 from publisher import demo
 from publisher.cli import main as publisher_main
+from publisher.entries import json_entries
 from publisher.publication import open_log
 from publisher.publish import publish
-from publisher.site.export import json_entries
 
 
 @pytest.fixture()
@@ -38,7 +38,7 @@ def _tree_digest(folder: Path) -> str:
 
 
 def _logged_submissions(pub: Pub) -> set[str]:
-    return {str(e["submission_id"]) for _, e in json_entries(open_log(pub.config)) if "submission_id" in e}
+    return {str(e["submission_id"]) for _, e in json_entries(open_log(pub.config).entries()) if "submission_id" in e}
 
 
 def test_a_symlinked_submission_folder_is_refused_and_left_untouched(pub: Pub, tmp_path: Path) -> None:

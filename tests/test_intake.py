@@ -52,8 +52,8 @@ from intake_fixtures import (
 from publisher import publication
 from publisher.cli import main
 from publisher.demo import trust_of
-from publisher.intake.associations import AssociationIndex, canonical_json
-from publisher.intake.submission import association_entry
+from publisher.entries import association_entry, canonical_json
+from publisher.intake.associations import AssociationIndex
 from publisher.pki import crl_publish
 from publisher.pki.profile import identity
 from publisher.publish import operations

@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 from intake_fixtures import Pub, World, build_world, row, sign_folder, write_request
 
-from publisher.intake.associations import ASSOCIATION_TYPE
+from publisher.entries import ASSOCIATION_TYPE
 from verifier.cpl_verify import SHEET_COLUMNS as COLUMNS
 
 SEED = int(os.environ.get("CRASH_SEED", "20261128"))  # fixed: a failure replays; CRASH_SEED explores others

@@ -19,8 +19,8 @@ from xml.sax.saxutils import escape
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from publisher.intake.associations import canonical_json
-from publisher.intake.submission import SubmissionFiles, association_entry
+from publisher.entries import association_entry, canonical_json
+from publisher.intake.submission import SubmissionFiles
 from verifier.cpl_verify import SHEET_COLUMNS as COLUMNS
 from verifier.cpl_verify import Association, Party, Request, SheetError, read_sheet, row_of_entry
 

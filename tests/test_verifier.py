@@ -32,7 +32,7 @@ from verifier_fixtures import (
     tamper,
 )
 
-from publisher.intake.associations import canonical_json
+from publisher.entries import canonical_json
 from publisher.publication import now_utc
 from publisher.publish import operations
 from publisher.site.export import export_tree

@@ -156,7 +156,7 @@ __all__ = [  # noqa: RUF022 - grouped by section, in the order the module define
     "check_end_entity", "subject_attr", "Identity", "identity_of", "crl_names_of", "verify_crl_signature",
     "parse_iso", "Revoked", "revoked_entry",
     # log entries: types, parsing, the cpl-association/v1 format
-    "ASSOCIATION_TYPE", "CRL_TYPE", "LOOKUP_TYPE", "parse_entry", "association_shape",
+    "ASSOCIATION_TYPE", "CRL_TYPE", "LOOKUP_TYPE", "parse_entry", "canonical_json", "association_shape",
     # the signed lookup (lookup/v1)
     "LOOKUP_KINDS", "SHARD_HEX", "SHARDS", "LOOKUP_LEAVES", "LOOKUP_TILES", "LOOKUP_COMMITMENT", "model_lookup_key",
     "shard_path", "lookup_tile_path", "lookup_keys", "Lookup", "Commitment", "parse_commitment", "parse_shard",
@@ -2474,7 +2474,8 @@ def parse_entry(raw: bytes) -> dict[str, Any] | None:
     return obj if isinstance(obj, dict) else None
 
 
-def _canonical(obj: Any) -> bytes:
+def canonical_json(obj: Any) -> bytes:
+    """Canonical JSON, as every log entry is written: sorted keys, UTF-8, no insignificant whitespace."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
@@ -2724,8 +2725,7 @@ class Lookup:
 
     def commitment(self) -> bytes:
         """The ``lookup/v1`` entry that commits to this lookup, to be logged as entry ``self.size``."""
-        obj = {"type": LOOKUP_TYPE, "size": self.size, "root": self.root().hex(), "crls": self.crls}
-        return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        return canonical_json({"type": LOOKUP_TYPE, "size": self.size, "root": self.root().hex(), "crls": self.crls})
 
 
 @dataclass
@@ -5661,7 +5661,7 @@ class Auditor:
                 self.problem(index, "not a JSON object: not an entry this log may hold")
                 return
             try:
-                canonical = _canonical(entry)
+                canonical = canonical_json(entry)
             except UnicodeEncodeError:  # "\ud800": no UTF-8 text holds it, and no output line could print it
                 self.counts["other"] += 1
                 self.problem(index, "not UTF-8 text: it holds a lone surrogate escape")

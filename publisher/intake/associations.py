@@ -1,25 +1,17 @@
-"""Log entries for approved CPL associations, and the index of what the log already holds. Pure.
-
-An entry is canonical JSON (sorted keys, UTF-8, no insignificant
-whitespace) with ``type`` ``cpl-association/v1``.
-"""
+"""The index of what the log already holds: the current association of each device model, the logged
+submissions and CRLs, and the lookup the next ``lookup/v1`` entry commits to. Pure."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from verifier.cpl_verify import ASSOCIATION_TYPE, CRL_TYPE, LOOKUP_TYPE, Lookup
+from publisher.entries import ASSOCIATION_TYPE, CRL_TYPE, LOOKUP_TYPE, parse_entry
+from verifier.cpl_verify import Lookup
 
-__all__ = ["ASSOCIATION_TYPE", "CRL_TYPE", "LOOKUP_TYPE", "AssociationIndex", "Current", "canonical_json"]
+__all__ = ["AssociationIndex", "Current"]
 
 ModelKey = tuple[str, str, str, str]
-
-
-def canonical_json(obj: object) -> bytes:
-    """Sorted keys, UTF-8, no insignificant whitespace."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def model_key(entry: dict[str, object]) -> ModelKey:
@@ -76,11 +68,7 @@ class AssociationIndex:
     def add_raw(self, first: int, entries: Iterable[bytes]) -> None:
         """Account for raw log entries ``first``, ``first + 1``, ...; entries that are not JSON objects only count."""
         for i, raw in enumerate(entries, first):
-            try:
-                entry = json.loads(raw)
-            except ValueError:
-                entry = None
-            self.add(i, entry if isinstance(entry, dict) else None)
+            self.add(i, parse_entry(raw))
 
     @property
     def committed(self) -> bool:

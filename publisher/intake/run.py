@@ -20,8 +20,9 @@ from cryptography import x509
 
 from publisher import fsio
 from publisher.config import Config
+from publisher.entries import canonical_json
 from publisher.errors import OperationRefused
-from publisher.intake.associations import AssociationIndex, canonical_json
+from publisher.intake.associations import AssociationIndex
 from publisher.intake.certcheck import TrustContext
 from publisher.intake.submission import (
     REPORT_FILES,

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from cryptography import x509
 
-from publisher.intake.associations import ASSOCIATION_TYPE, AssociationIndex
+from publisher.entries import association_entry
+from publisher.intake.associations import AssociationIndex
 from publisher.intake.certcheck import TrustContext, check_certificate
 from publisher.pki.profile import identity
 from verifier.cpl_verify import (
@@ -29,7 +30,6 @@ from verifier.cpl_verify import (
     Association,
     CmsSigner,
     Identity,
-    Request,
     SafeFolder,
     SubmissionError,
     SubmissionFiles,
@@ -50,7 +50,6 @@ __all__ = [
     "Finding",
     "SubmissionError",
     "SubmissionFiles",
-    "association_entry",
     "entry_lines",
     "evaluate",
     "folder_digests",
@@ -122,41 +121,6 @@ def _certificate_findings(ctx: TrustContext, signer: CmsSigner, extra: list[x509
 def _identify(ctx: TrustContext, cert: x509.Certificate) -> Identity:
     who = identity(cert, ctx.profile)
     return Identity(who.organisation, who.organisation_id, who.role)
-
-
-def association_entry(
-    a: Association, at: dt.datetime, request: Request, files: SubmissionFiles, digests: dict[str, str]
-) -> dict[str, object]:
-    """The ``cpl-association/v1`` log entry of an association the rules passed."""
-    r = a.row
-    assert a.manufacturer is not None and a.endorser is not None  # noqa: S101 - the rules passed
-    entry: dict[str, object] = {
-        "type": ASSOCIATION_TYPE,
-        "device_model": {
-            "manufacturer_id": r.manufacturer_id,
-            "model_id": r.model_id,
-            "hardware_version": r.hardware_version,
-            "firmware_version": r.firmware_version,
-        },
-        "manufacturer_name": r.manufacturer_name,
-        "device_type": r.device_type,
-        "smets_version": r.smets_version,
-        "image_sha256": r.image_hash,
-        "manufacturer": a.manufacturer.to_json(),
-        "endorser": a.endorser.to_json(),
-        "approved_at": at.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "panel_ref": request.panel_ref,
-        "submitter_ref": request.submitter_ref,
-        "submission_id": files.submission_id,
-        "evidence": {
-            "spreadsheet": digests[files.sheet_name],
-            "request": digests["request.json"],
-            "signatures": sorted(digests[n] for n in files.signatures),
-        },
-    }
-    if a.replaces is not None:
-        entry["replaces"] = {"index": a.replaces[0], "investigation_ref": a.replaces[1]}
-    return entry
 
 
 def evaluate(files: SubmissionFiles, ctx: TrustContext, index: AssociationIndex, approved_at: dt.datetime) -> Decision:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from publisher import fsio
 from publisher.errors import UsageError
+from verifier.cpl_verify import canonical_json
 
 ISSUED = "registers/issued.jsonl"
 REVOCATIONS = "registers/revocations.jsonl"
@@ -62,7 +63,7 @@ class RevocationRecord:
 
 
 def _canonical(obj: dict[str, object]) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    return canonical_json(obj) + b"\n"
 
 
 def line_of(record: IssuedRecord | RevocationRecord) -> bytes:

@@ -27,11 +27,11 @@ import git
 
 from publisher import fsio
 from publisher.config import Config
+from publisher.entries import crl_entry
 from publisher.errors import Refused
-from publisher.intake.associations import CRL_TYPE, AssociationIndex, canonical_json
+from publisher.intake.associations import AssociationIndex
 from publisher.intake.run import IntakeReport, run_intake
 from publisher.pki import crl_publish
-from publisher.pki.crl import CRLInfo
 from publisher.publication import CONFIG_NAME, INBOX, LOG_DIR, STATE_PATHS, STATUS_FILE, now_utc, status
 from publisher.publish import gitstate, transaction
 from publisher.tlog.checkpoint import CheckpointError, SignedCheckpoint, open_checkpoint
@@ -122,21 +122,6 @@ def _message(result: PublishResult) -> str:
     if report.rejected:
         lines.append("rejected: " + ", ".join(sorted(report.rejected)))
     return lines[0] + "\n\n" + "\n".join(lines[1:]) + "\n"
-
-
-def crl_entry(issuer: str, info: CRLInfo) -> bytes:
-    """The ``crl/v1`` log entry of a CRL, so anyone can check the CRL they were served was published to all."""
-    described = info.to_json()
-    return canonical_json(
-        {
-            "type": CRL_TYPE,
-            "issuer": issuer,
-            "number": info.number,
-            "this_update": described["this_update"],
-            "next_update": described["next_update"],
-            "sha256": info.sha256,
-        }
-    )
 
 
 def crl_entries(refreshed: list[crl_publish.Refreshed]) -> list[bytes]:

@@ -24,7 +24,6 @@ from pathlib import Path
 from publisher.config import Config
 from publisher.publication import CRL_DIR, LOG_DIR, PKI_DIR, STATUS_FILE, open_log, status
 from publisher.site.lookup import lookup_files
-from publisher.tlog.engine import LogReader
 
 
 def _link(src: Path, dst: Path) -> None:
@@ -53,19 +52,6 @@ def link_tree(src: Path, dst: Path) -> int:
         _link(f, dst / f.relative_to(src))
         count += 1
     return count
-
-
-def json_entries(log: LogReader) -> list[tuple[int, dict[str, object]]]:
-    """The log's entries that are JSON objects, with their indices."""
-    out = []
-    for index, raw in enumerate(log.entries()):
-        try:
-            entry = json.loads(raw)
-        except ValueError:
-            continue
-        if isinstance(entry, dict):
-            out.append((index, entry))
-    return out
 
 
 def export_tree(config: Config, out: Path, generated_at: str, proofs: bool = True) -> dict[str, object]:

@@ -19,11 +19,12 @@ from mkdocs.structure.files import File, Files
 
 from publisher.config import Config
 from publisher.config import load as load_config
+from publisher.entries import json_entries
 from publisher.pki.der import parse_time
 from publisher.pki.registers import load_revocations
 from publisher.publication import CRL_DIR, load_certificate, open_log
 from publisher.site import pages
-from publisher.site.export import export_tree, json_entries
+from publisher.site.export import export_tree
 from verifier.cpl_verify import RULES
 
 _state: dict[str, Any] = {}
@@ -58,7 +59,7 @@ def on_files(files: Files, config: Any) -> Files:
     log = open_log(pub)
     status_path = pub.root / "status.json"
     status = json.loads(status_path.read_text()) if status_path.exists() else {}
-    items = pages.associations(json_entries(log))
+    items = pages.associations(json_entries(log.entries()))
     generated: dict[str, str] = {"index.md": pages.home(status, _now(pub))}
     revocations = load_revocations(pub.root)
     for issuer in pub.issuers:
