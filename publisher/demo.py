@@ -16,9 +16,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-
 from publisher import publication, scaffold
 from publisher.config import Config
 from publisher.config import load as load_config
@@ -27,7 +24,8 @@ from publisher.parties import Party, issue_party, sign_detached
 from publisher.publish import gitstate, operations
 from publisher.publish.job import init_repository, publish
 from publisher.site.lookup import model_lookup_key
-from publisher.tlog.signer import load_log_signer
+from publisher.tlog import read_vkey
+from verifier.cpl_verify import CertPin, Trust
 
 DEMO_ORIGIN = "demo.cpl-transparency.example/log"
 DEMO_SITE = "http://127.0.0.1:8000"
@@ -117,31 +115,24 @@ def _row(org: Party, model: str, hw: str, fw: str, device: str, smets: str, labe
     return (org.org_id, org.name.replace("&", "and"), model, hw, fw, device, smets, image_hash(label))
 
 
-def _pin(name: str, cert: x509.Certificate) -> dict[str, str]:
-    return {
-        "name": name,
-        "sha256": cert.fingerprint(hashes.SHA256()).hex(),
-        "pem": cert.public_bytes(serialization.Encoding.PEM).decode(),
-    }
-
-
 def trust_of(config: Config) -> dict[str, object]:
-    """The trust file a consumer pins for this publication (``cpl-verify --trust``)."""
-    signer = load_log_signer(config.log_key, config.root)
-    root_cert = publication.load_certificate(config.root / "pki" / "iki-root.pem")
-    return {
-        "site": DEMO_SITE,
-        "log": {"origin": config.origin, "vkey": signer.verifier.vkey},
-        "iki_roots": [_pin("iki-root", root_cert)],
-        # The issuing CAs whose CRLs a consumer must check (the roots' own ARLs are checked too).
-        # Each with its PEM too, so a manufacturer's check-submission can build chains without the site.
-        "crl_issuers": [
-            _pin(issuer.name, publication.load_certificate(config.root / "pki" / f"{issuer.name}.pem"))
-            for issuer in config.issuers
-            if not issuer.is_root
+    """The trust file a consumer pins for this publication (``cpl-verify --trust``), written by the verifier's
+    own ``Trust``: the log's published key, the root, and each issuing CA with its PEM (so a manufacturer's
+    ``check-submission`` can build chains without the site)."""
+    pki = config.root / publication.PKI_DIR
+    trust = Trust(
+        site=DEMO_SITE,
+        origin=config.origin,
+        verifiers=[read_vkey(config.root / publication.LOG_DIR)],
+        roots=[CertPin.of("iki-root", publication.load_certificate(pki / "iki-root.pem"))],
+        crl_issuers=[
+            CertPin.of(i.name, publication.load_certificate(pki / f"{i.name}.pem"))
+            for i in config.issuers
+            if not i.is_root
         ],
-        "extended_key_usage": config.profile.extended_key_usage,
-    }
+        eku=config.profile.extended_key_usage,
+    )
+    return trust.to_json()
 
 
 def build(out: Path) -> dict[str, object]:
@@ -214,7 +205,7 @@ def build(out: Path) -> dict[str, object]:
     )
     return {
         "publication": str(pub),
-        "log": str(pub / "log"),
+        "log": str(pub / publication.LOG_DIR),
         "vkey": trust["log"]["vkey"],  # type: ignore[index]
         "size": second.size,
         "root": second.root,

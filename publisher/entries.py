@@ -17,6 +17,7 @@ from verifier.cpl_verify import (
     Request,
     SubmissionFiles,
     canonical_json,
+    iso_utc,
     parse_entry,
 )
 
@@ -67,7 +68,7 @@ def association_entry(
         "image_sha256": r.image_hash,
         "manufacturer": a.manufacturer.to_json(),
         "endorser": a.endorser.to_json(),
-        "approved_at": at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "approved_at": iso_utc(at),
         "panel_ref": request.panel_ref,
         "submitter_ref": request.submitter_ref,
         "submission_id": files.submission_id,

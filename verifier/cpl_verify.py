@@ -154,7 +154,7 @@ __all__ = [  # noqa: RUF022 - grouped by section, in the order the module define
     # certificates and CRLs (RFC 5280)
     "CLOCK_SKEW", "not_before", "not_after", "describe_cert", "ChainError", "MIN_RSA_BITS", "build_chain",
     "check_end_entity", "subject_attr", "Identity", "identity_of", "crl_names_of", "verify_crl_signature",
-    "parse_iso", "Revoked", "revoked_entry",
+    "parse_iso", "iso_utc", "Revoked", "revoked_entry",
     # log entries: types, parsing, the cpl-association/v1 format
     "ASSOCIATION_TYPE", "CRL_TYPE", "LOOKUP_TYPE", "parse_entry", "canonical_json", "association_shape",
     # the signed lookup (lookup/v1)
@@ -1626,6 +1626,16 @@ class CertPin:
     sha256: str
     cert: x509.Certificate | None = None
 
+    @classmethod
+    def of(cls, name: str, cert: x509.Certificate) -> CertPin:
+        """A pin of ``cert`` itself (by SHA-256, with its PEM)."""
+        return cls(name, cert_sha256(cert), cert)
+
+    def to_json(self) -> dict[str, str]:
+        """As a trust file holds it: name and SHA-256, and the PEM when the certificate is known."""
+        pem = {"pem": self.cert.public_bytes(serialization.Encoding.PEM).decode()} if self.cert else {}
+        return {"name": self.name, "sha256": self.sha256, **pem}
+
 
 @dataclass
 class Trust:
@@ -1650,20 +1660,15 @@ class Trust:
         return None
 
     def to_json(self) -> dict[str, Any]:
+        """The trust file (``--trust``) that pins exactly this; ``parse_trust`` reads it back."""
+        vkeys = [v.vkey for v in self.verifiers]
         out: dict[str, Any] = {
-            "log": {"origin": self.origin, "vkey": [v.vkey for v in self.verifiers]},
-            "iki_roots": [
-                {
-                    "name": r.name,
-                    "sha256": r.sha256,
-                    **({"pem": r.cert.public_bytes(serialization.Encoding.PEM).decode()} if r.cert else {}),
-                }
-                for r in self.roots
-            ],
+            "log": {"origin": self.origin, "vkey": vkeys[0] if len(vkeys) == 1 else vkeys},
+            "iki_roots": [pin.to_json() for pin in self.roots],
             "extended_key_usage": self.eku,
         }
         if self.crl_issuers:
-            out["crl_issuers"] = [{"name": p.name, "sha256": p.sha256} for p in self.crl_issuers]
+            out["crl_issuers"] = [pin.to_json() for pin in self.crl_issuers]
         if self.site:
             out["site"] = self.site
         return out
@@ -2298,7 +2303,7 @@ def build_chain(
                 reasons.append(f"{describe_cert(issuer)} allows at most {bc.path_length} CAs below it")
                 continue
             if not not_before(issuer) <= at <= not_after(issuer):
-                reasons.append(f"the CA certificate {describe_cert(issuer)} is not valid at {_iso(at)}")
+                reasons.append(f"the CA certificate {describe_cert(issuer)} is not valid at {iso_utc(at)}")
                 continue
             found = extend([*chain, issuer])
             if found is not None:
@@ -2409,7 +2414,8 @@ def verify_crl_signature(data: bytes, issuer: x509.Certificate) -> None:
         ) from exc
 
 
-def _iso(when: datetime) -> str:
+def iso_utc(when: datetime) -> str:
+    """A time as every file of the publication writes it: RFC 3339, UTC, to the second (``...Z``)."""
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -3022,7 +3028,7 @@ class Party:
 def signer_summary(party: Party) -> dict[str, Any]:
     """Who signed, in which role, when: what a decision-maker reads before approving."""
     when = party.signing_time
-    return {**party.to_json(), "signing_time": _iso_z(when) if when else None}
+    return {**party.to_json(), "signing_time": iso_utc(when) if when else None}
 
 
 def signer_lines(signers: Sequence[dict[str, Any]]) -> list[str]:
@@ -3071,10 +3077,6 @@ class Situation:
     current: tuple[int, str] | None
 
 
-def _iso_z(when: datetime) -> str:
-    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def signing_time_problems(party: Party, at: datetime, skew: timedelta) -> list[str]:
     """Rule Z4.3a-signing-time for one signer."""
     when = party.signing_time
@@ -3085,13 +3087,13 @@ def signing_time_problems(party: Party, at: datetime, skew: timedelta) -> list[s
     if when > at + min(skew, MAX_SIGNING_SKEW):
         allowed = min(skew, MAX_SIGNING_SKEW).total_seconds()
         out.append(
-            f"{who}: signed at {_iso_z(when)}, later than the approval time {_iso_z(at)} "
+            f"{who}: signed at {iso_utc(when)}, later than the approval time {iso_utc(at)} "
             f"(at most {allowed:.0f} s of clock skew is allowed): correct the signer's clock and sign again"
         )
     if party.valid_from is not None and party.valid_to is not None and not party.valid_from <= when <= party.valid_to:
         out.append(
-            f"{who}: the certificate was not valid at the signing time {_iso_z(when)} "
-            f"(valid {_iso_z(party.valid_from)} to {_iso_z(party.valid_to)})"
+            f"{who}: the certificate was not valid at the signing time {iso_utc(when)} "
+            f"(valid {iso_utc(party.valid_from)} to {iso_utc(party.valid_to)})"
         )
     return out
 
@@ -4007,8 +4009,8 @@ class PkiMaterial:
             raise VerifyFailed(f"pki/{name}.pem is not a CA certificate")
         if not not_before(cert) <= now <= not_after(cert):
             raise VerifyFailed(
-                f"the issuer certificate pki/{name}.pem is not valid now ({_iso(not_before(cert))} to "
-                f"{_iso(not_after(cert))}): its key must not sign CRLs; do not rely on its CRL"
+                f"the issuer certificate pki/{name}.pem is not valid now ({iso_utc(not_before(cert))} to "
+                f"{iso_utc(not_after(cert))}): its key must not sign CRLs; do not rely on its CRL"
             )
         return cert
 
@@ -4456,8 +4458,8 @@ class CrlResult:
             "issuer_subject": self.issuer.subject.rfc4514_string(),
             "issuer_sha256": cert_sha256(self.issuer),
             "number": self.number,
-            "this_update": _iso(self.this_update),
-            "next_update": _iso(self.next_update),
+            "this_update": iso_utc(self.this_update),
+            "next_update": iso_utc(self.next_update),
             "entries": self.entries,
             "sha256": self.sha256,
             "logged_at_index": self.logged_at,
@@ -4502,15 +4504,15 @@ def verify_crl(ctx: Context, name: str, require_logged: bool = False) -> CrlResu
     next_update = crl.next_update_utc
     if this_update > ctx.now + CLOCK_SKEW:
         raise VerifyFailed(
-            f"the CRL of {name} says it was issued at {_iso(this_update)}, in the future "
-            f"(now {_iso(ctx.now)}): the CRL or your clock is wrong; do not rely on it"
+            f"the CRL of {name} says it was issued at {iso_utc(this_update)}, in the future "
+            f"(now {iso_utc(ctx.now)}): the CRL or your clock is wrong; do not rely on it"
         )
     if next_update is None:
         raise VerifyFailed(f"the CRL of {name} has no nextUpdate, so its freshness cannot be judged")
     if ctx.now > next_update:
         raise VerifyFailed(
             f"the CRL of {name} is stale: it expired {_ago(ctx.now - next_update)} ago (nextUpdate "
-            f"{_iso(next_update)}); do not rely on it. Revocations made since may be missing."
+            f"{iso_utc(next_update)}); do not rely on it. Revocations made since may be missing."
         )
     try:
         number = int(crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number)
@@ -4547,7 +4549,7 @@ def verify_crl(ctx: Context, name: str, require_logged: bool = False) -> CrlResu
             _check_not_superseded(result, commitment.crls if commitment else None)
     if seen is None or number >= int(seen.get("number", -1)):
         ctx.state.set_crl(
-            fp, {"issuer": name, "number": number, "sha256": sha, "seen_at": _iso(ctx.now), "issuer_sha256": fp}
+            fp, {"issuer": name, "number": number, "sha256": sha, "seen_at": iso_utc(ctx.now), "issuer_sha256": fp}
         )
     ctx._crls[name] = result
     return result
@@ -4579,8 +4581,8 @@ def find_crl_entry(ctx: Context, res: CrlResult) -> int:
         "type": CRL_TYPE,
         "issuer": res.name,
         "number": res.number,
-        "this_update": _iso(res.this_update),
-        "next_update": _iso(res.next_update),
+        "this_update": iso_utc(res.this_update),
+        "next_update": iso_utc(res.next_update),
         "sha256": res.sha256,
     }
 
@@ -4654,8 +4656,8 @@ def cmd_crl(ctx: Context) -> int:
         ctx.out.say(f"CRL of {name}: OK")
         ctx.out.say(f"  issuer:      {res.issuer.subject.rfc4514_string()} (chains to a pinned IKI root)")
         ctx.out.say(f"  number:      {res.number}")
-        ctx.out.say(f"  thisUpdate:  {_iso(res.this_update)}")
-        ctx.out.say(f"  nextUpdate:  {_iso(res.next_update)} (fresh for {_ago(res.next_update - ctx.now)} more)")
+        ctx.out.say(f"  thisUpdate:  {iso_utc(res.this_update)}")
+        ctx.out.say(f"  nextUpdate:  {iso_utc(res.next_update)} (fresh for {_ago(res.next_update - ctx.now)} more)")
         ctx.out.say(f"  entries:     {res.entries}")
         ctx.out.say(f"  SHA-256:     {res.sha256}")
         if res.logged_at is not None:
@@ -4687,8 +4689,8 @@ def certificate_verdict(
         "organisation": who.organisation,
         "organisation_id": who.organisation_id,
         "role": who.role,
-        "not_before": _iso(not_before(cert)),
-        "not_after": _iso(not_after(cert)),
+        "not_before": iso_utc(not_before(cert)),
+        "not_after": iso_utc(not_after(cert)),
     }
 
     def verdict(name: str, message: str, code: int) -> tuple[int, dict[str, Any]]:
@@ -4704,7 +4706,7 @@ def certificate_verdict(
     info["chain"] = [c.subject.rfc4514_string() for c in chain]
     if ctx.now < not_before(cert):
         return verdict(
-            "not-yet-valid", f"the certificate is not valid before {_iso(not_before(cert))}", EXIT_NOT_APPROVED
+            "not-yet-valid", f"the certificate is not valid before {iso_utc(not_before(cert))}", EXIT_NOT_APPROVED
         )
     # Revocation of every certificate below the root, each against a fresh, verified CRL.
     revocation = []
@@ -4730,17 +4732,17 @@ def certificate_verdict(
         if rev is not None:
             info["revoked"] = {
                 "certificate": describe_cert(child),
-                "date": _iso(rev.date),
+                "date": iso_utc(rev.date),
                 "reason": rev.reason,
-                "invalidity_date": _iso(rev.invalidity) if rev.invalidity else None,
+                "invalidity_date": iso_utc(rev.invalidity) if rev.invalidity else None,
                 "crl": name,
                 "crl_number": res.number,
             }
             whose = "the certificate" if child is cert else f"its issuing CA {describe_cert(child)}"
-            since = f", key invalid since {_iso(rev.invalidity)}" if rev.invalidity else ""
+            since = f", key invalid since {iso_utc(rev.invalidity)}" if rev.invalidity else ""
             return verdict(
                 "revoked",
-                f"{whose} was revoked on {_iso(rev.date)} (reason: {rev.reason}{since}) according to CRL "
+                f"{whose} was revoked on {iso_utc(rev.date)} (reason: {rev.reason}{since}) according to CRL "
                 f"{name} number {res.number}. {dont}",
                 EXIT_NOT_APPROVED,
             )
@@ -4748,7 +4750,7 @@ def certificate_verdict(
     if ctx.now > not_after(cert):
         return verdict(
             "expired",
-            f"the certificate expired {_ago(ctx.now - not_after(cert))} ago ({_iso(not_after(cert))}). {dont}",
+            f"the certificate expired {_ago(ctx.now - not_after(cert))} ago ({iso_utc(not_after(cert))}). {dont}",
             EXIT_NOT_APPROVED,
         )
     if role and role != "any" and who.role != role:
@@ -5003,10 +5005,10 @@ def signer_standing(ctx: Context, entry: dict[str, Any]) -> list[str]:
                 continue
             rev = revoked_entry(verify_crl(ctx, names[0]).crl, child.serial_number)
             if rev is not None and key_compromise_before(rev, at):
-                since = _iso(rev.invalidity) if rev.invalidity and rev.invalidity < rev.date else _iso(rev.date)
+                since = iso_utc(rev.invalidity) if rev.invalidity and rev.invalidity < rev.date else iso_utc(rev.date)
                 reasons.append(
                     f"the {party}'s {'certificate' if child is cert else 'issuing CA ' + describe_cert(child)} was "
-                    f"revoked ({rev.reason}), its key invalid from {since}, before the approval at {_iso(at)}"
+                    f"revoked ({rev.reason}), its key invalid from {since}, before the approval at {iso_utc(at)}"
                 )
     return reasons
 
@@ -5576,7 +5578,7 @@ class Auditor:
             if not not_before(cert) <= at <= not_after(cert):
                 problems.append(
                     RuleFinding(
-                        R_CERTIFICATE.id, f"{describe_cert(cert)} was not valid at the approval time {_iso(at)}"
+                        R_CERTIFICATE.id, f"{describe_cert(cert)} was not valid at the approval time {iso_utc(at)}"
                     )
                 )
             chain: list[x509.Certificate] = []
@@ -5613,12 +5615,12 @@ class Auditor:
                 if rev is None:
                     continue
                 who = subject_attr(child, NameOID.ORGANIZATION_NAME) or child.subject.rfc4514_string()
-                text = f"the certificate of {who} (serial {child.serial_number:x}) was revoked on {_iso(rev.date)}"
+                text = f"the certificate of {who} (serial {child.serial_number:x}) was revoked on {iso_utc(rev.date)}"
                 text += f" ({rev.reason})"
                 if rev.date < at:
-                    problems.append(RuleFinding(R_CERTIFICATE.id, f"{text}, before this approval at {_iso(at)}"))
+                    problems.append(RuleFinding(R_CERTIFICATE.id, f"{text}, before this approval at {iso_utc(at)}"))
                 elif rev.invalidity is not None and rev.invalidity <= at:
-                    since = _iso(rev.invalidity)
+                    since = iso_utc(rev.invalidity)
                     # Worded for every entry the certificate approved: warnings are grouped by certificate.
                     warnings.append(
                         (child, f"{text}, after these approvals, but its key was declared invalid from {since}")
@@ -5774,7 +5776,7 @@ class Auditor:
                 issuer = self.ctx.pki.crl_issuer(name, self.ctx.now)
                 verify_crl_signature(data, issuer)
                 got = int(crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number)
-                times = (_iso(crl.last_update_utc), _iso(crl.next_update_utc) if crl.next_update_utc else None)
+                times = (iso_utc(crl.last_update_utc), iso_utc(crl.next_update_utc) if crl.next_update_utc else None)
             except (ValueError, x509.ExtensionNotFound, VerifyFailed, FetchError) as exc:
                 self.problem(index, f"the archived CRL {name} #{number} does not verify: {exc}")
                 return
@@ -5960,11 +5962,11 @@ def cmd_check_submission(ctx: Context) -> int:
                 for a in associations
             ],
             "not_checked": not_checked,
-            "checked_at": _iso(at),
+            "checked_at": iso_utc(at),
         }
     )
     said = {"accept": "ACCEPT it", "refuse": "REFUSE it", "accept-unchecked": "ACCEPT it, IF the checks not run pass"}
-    ctx.out.say(f"submission {name}: intake at {_iso(at)} would {said[verdict]}")
+    ctx.out.say(f"submission {name}: intake at {iso_utc(at)} would {said[verdict]}")
     for f in findings:
         ctx.out.say(f"  REFUSED by {f}")
     for line in signer_lines([signer_summary(p) for p in signers]):

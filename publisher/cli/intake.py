@@ -9,16 +9,12 @@ from publisher.cli.common import EXIT_FAILED, EXIT_OK, PUBLICATION, emit
 from publisher.config import load as load_config
 from publisher.intake.run import check_folder, index_of, run_intake, trust_context
 from publisher.intake.submission import entry_lines, signer_lines
-from publisher.publication import now_utc
-from publisher.tlog.engine import LogReader, TileLog
-from publisher.tlog.note import Verifier
-from publisher.tlog.signer import load_log_signer
+from publisher.publication import now_utc, open_log, open_log_for_writing
 
 
 def cmd_intake(args: argparse.Namespace) -> int:
     config = load_config(Path(args.dir))
-    signer = load_log_signer(config.log_key, config.root)
-    with TileLog.open(config.root / "log", signer) as log:
+    with open_log_for_writing(config) as log:
         report = run_intake(config, log, show_progress=not args.json)
     lines = [f"accepted {k}: log indices {v[0]}..{v[-1]}" for k, v in report.accepted.items()]
     lines += [f"completed {k} (logged by an interrupted run)" for k in report.completed]
@@ -31,8 +27,7 @@ def cmd_intake(args: argparse.Namespace) -> int:
 def cmd_check_submission(args: argparse.Namespace) -> int:
     config = load_config(Path(args.dir))
     now = now_utc()
-    vkey = Verifier.from_vkey((config.root / "log" / "vkey").read_text())
-    index = index_of(LogReader(config.root / "log", config.origin, [vkey]))
+    index = index_of(open_log(config))
     decision = check_folder(Path(args.submission), trust_context(config, now), index, now)
     if decision.accepted:
         lines = [f"OK: {len(decision.entries)} associations would be logged:", *entry_lines(decision)]

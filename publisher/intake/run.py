@@ -41,7 +41,7 @@ from publisher.pki.registers import load_revocations
 from publisher.progress import Progress
 from publisher.publication import CRL_DIR, EVIDENCE_DIR, INBOX, PROCESSED, load_certificate, now_utc
 from publisher.tlog.engine import LogReader, TileLog
-from verifier.cpl_verify import R_FOLDER, R_PUBLISHER_CRL, R_SPREADSHEET, parse_iso
+from verifier.cpl_verify import R_FOLDER, R_PUBLISHER_CRL, R_SPREADSHEET, iso_utc, parse_iso
 
 
 def trust_context(config: Config, now: dt.datetime) -> TrustContext:
@@ -142,7 +142,7 @@ def _rejection_json(decision: Decision, now: dt.datetime) -> bytes:
     report = {
         "submission_id": decision.submission_id,
         "status": "rejected",
-        "checked_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "checked_at": iso_utc(now),
         "findings": [f.to_json() for f in decision.findings],
         "inputs": decision.inputs,
         # A stale or missing CRL is the publisher's problem: check such a submission again next run.

@@ -22,6 +22,7 @@ from publisher.pki import profile, registers
 from publisher.pki.policy import CertFacts, Kind, Refusal, check, check_key_in_use, check_one_role
 from publisher.pki.registers import IssuedRecord
 from publisher.publication import CERTS_DIR, Change, Operation, load_certificate, now_utc
+from verifier.cpl_verify import iso_utc
 
 
 class PolicyRefused(Refused):
@@ -30,10 +31,6 @@ class PolicyRefused(Refused):
     def __init__(self, refusals: list[Refusal]) -> None:
         self.refusals = refusals
         super().__init__("; ".join(str(r) for r in refusals))
-
-
-def _iso(when: dt.datetime) -> str:
-    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def existing_facts(config: Config) -> list[CertFacts]:
@@ -65,9 +62,9 @@ def record_line(issuer: str, cert: x509.Certificate, kind: Kind, role: str | Non
             subject=f.subject,
             key_sha256=f.key_sha256,
             cert_sha256=f.cert_sha256,
-            not_before=_iso(f.not_before),
-            not_after=_iso(f.not_after),
-            issued_at=_iso(now_utc()),
+            not_before=iso_utc(f.not_before),
+            not_after=iso_utc(f.not_after),
+            issued_at=iso_utc(now_utc()),
             role=role,
             approval_ref=ref,
         )

@@ -26,7 +26,7 @@ from cryptography.x509.oid import ExtensionOID
 
 from publisher.errors import Refused
 from publisher.pki import der
-from verifier.cpl_verify import VerifyFailed, verify_crl_signature
+from verifier.cpl_verify import VerifyFailed, iso_utc, verify_crl_signature
 
 # RFC 5280 5.3.1 reason codes; certificateHold (6) and removeFromCRL (8) are not
 # allowed: revocation is final in this profile.
@@ -390,8 +390,8 @@ class CRLInfo:
     def to_json(self) -> dict[str, object]:
         return {
             "number": self.number,
-            "this_update": self.this_update.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "next_update": self.next_update.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "this_update": iso_utc(self.this_update),
+            "next_update": iso_utc(self.next_update),
             "sha256": self.sha256,
             "entries": self.entries,
             "issuer_fingerprint": self.issuer_fingerprint,

@@ -11,14 +11,11 @@ from publisher.pki import registers
 from publisher.pki.crl import FORBIDDEN_REASONS, REASONS
 from publisher.pki.registers import RevocationRecord
 from publisher.publication import Change, Operation, now_utc
+from verifier.cpl_verify import iso_utc
 
 
 class RevocationRefused(Refused, ValueError):
     """The revocation request breaks a rule; nothing was recorded."""
-
-
-def _iso(when: dt.datetime) -> str:
-    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_serial(text: str) -> int:
@@ -57,7 +54,7 @@ def revoke(
         if invalidity_date.tzinfo is None:
             invalidity_date = invalidity_date.replace(tzinfo=dt.UTC)
         if invalidity_date > now:
-            raise RevocationRefused(f"invalidity date {_iso(invalidity_date)} is in the future")
+            raise RevocationRefused(f"invalidity date {iso_utc(invalidity_date)} is in the future")
     hex_serial = f"{serial:x}"
     issued = {(r.issuer, r.serial) for r in registers.load_issued(config.root)}
     if (issuer, hex_serial) not in issued and not unknown_serial:
@@ -74,9 +71,9 @@ def revoke(
         issuer=issuer,
         serial=hex_serial,
         reason=reason,
-        revoked_at=_iso(now),
-        recorded_at=_iso(now_utc()),
-        invalidity_date=_iso(invalidity_date) if invalidity_date else None,
+        revoked_at=iso_utc(now),
+        recorded_at=iso_utc(now_utc()),
+        invalidity_date=iso_utc(invalidity_date) if invalidity_date else None,
         ref=ref,
         unknown_serial=unknown_serial and (issuer, hex_serial) not in issued,
     )

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import git
 
 from publisher.errors import VerificationFailed
+from publisher.publication import LOG_DIR
 from publisher.tlog.checkpoint import CheckpointError, SignedCheckpoint, open_checkpoint
 from publisher.tlog.engine import LogError, LogReader
 from publisher.tlog.merkle import ProofError, leaf_hash, root_of
@@ -39,7 +40,7 @@ from publisher.tlog.tiles import (
     tile_for,
 )
 
-LOG = "log"
+LOG = LOG_DIR
 CHECKPOINT = f"{LOG}/checkpoint"
 TILES = f"{LOG}/tile/"
 # Published files that never change once committed, and registers that only grow at the end.

@@ -39,6 +39,7 @@ from publisher.tlog.engine import CorruptLog, LogError, LogReader, TileLog
 from publisher.tlog.merkle import ProofError
 from publisher.tlog.note import Verifier, b64encode
 from publisher.tlog.signer import load_log_signer
+from verifier.cpl_verify import iso_utc
 
 # What a publish commits: the state, the inbox (moves and rejection reports), and the configuration
 # that produced them (edits to it are not "dirty state").
@@ -215,7 +216,7 @@ def _publish(
         if head is not None and log.signed.raw == head.raw and not _dirty(repo):
             session.clear()
             return result  # nothing to do: nothing changes
-        stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        stamp = iso_utc(now)
         state = status(config, log, stamp)
         state["last_publish"] = {
             "at": stamp,

@@ -22,10 +22,10 @@ from publisher.config import load as load_config
 from publisher.entries import json_entries
 from publisher.pki.der import parse_time
 from publisher.pki.registers import load_revocations
-from publisher.publication import CRL_DIR, load_certificate, open_log
+from publisher.publication import CRL_DIR, LOG_DIR, load_certificate, open_log
 from publisher.site import pages
 from publisher.site.export import export_tree
-from verifier.cpl_verify import RULES
+from verifier.cpl_verify import RULES, iso_utc
 
 _state: dict[str, Any] = {}
 VERIFIER = Path(__file__).resolve().parents[2] / "verifier" / "cpl_verify.py"
@@ -83,7 +83,7 @@ def on_files(files: Files, config: Any) -> Files:
         )
     generated.update(pages.firmware_pages(items))
     generated["transparency-log.md"] = pages.log_page(
-        log.signed.raw, (pub.root / "log" / "vkey").read_text(), items[-50:][::-1]
+        log.signed.raw, (pub.root / LOG_DIR / "vkey").read_text(), items[-50:][::-1]
     )
 
     def described(path: Path) -> tuple[str, str, str]:
@@ -122,7 +122,7 @@ def on_files(files: Files, config: Any) -> Files:
 def on_post_build(config: Any) -> None:
     pub: Config = _state["pub"]
     site = Path(config["site_dir"])
-    state = export_tree(pub, site, _now(pub).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    state = export_tree(pub, site, iso_utc(_now(pub)))
     status_path = pub.root / "status.json"
     if status_path.exists():
         shutil.copyfile(status_path, site / "status.json")
