@@ -39,7 +39,7 @@ from publication_fixtures import new_publication
 from site_fixtures import write_submission
 
 from publisher import demo
-from publisher.entries import canonical_json
+from publisher.entries import ASSOCIATION_TYPE, canonical_json
 from publisher.intake.associations import AssociationIndex
 from publisher.intake.run import index_of
 from publisher.publication import open_log
@@ -54,7 +54,7 @@ BATCH = 65_536
 def entry(i: int) -> bytes:
     return canonical_json(
         {
-            "type": "cpl-association/v1",
+            "type": ASSOCIATION_TYPE,
             "submission_id": f"BULK{i // 50:06d}",
             "device_model": {
                 "manufacturer_id": "1001",

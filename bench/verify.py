@@ -47,7 +47,7 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 
 from publisher import keys, parties, publication, scaffold
 from publisher.config import Config, load
-from publisher.entries import CRL_TYPE, canonical_json
+from publisher.entries import ASSOCIATION_TYPE, CRL_TYPE, canonical_json
 from publisher.intake.associations import AssociationIndex
 from publisher.pki import crl_publish
 from publisher.pki.crl import CRLSpec, Revocation, check_crl, sign_crl, to_pem
@@ -132,7 +132,7 @@ def build(base: Path, entries: int, crl_entries: int) -> dict[str, Any]:
                 (evidence_dir / digests[name]).write_bytes(data)
             for row in rows:
                 entry = {
-                    "type": "cpl-association/v1",
+                    "type": ASSOCIATION_TYPE,
                     "device_model": {
                         "manufacturer_id": row[0],
                         "model_id": row[2],

@@ -12,12 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from publisher.errors import UsageError
-from verifier.cpl_verify import MAX_SIGNING_SKEW
+from verifier.cpl_verify import DEFAULT_EKU, DEFAULT_ROLES, MAX_SIGNING_SKEW
 
 CONFIG_NAME = "publisher.toml"
-DEFAULT_ROLES = {"Manufacturer": "Manufacturer", "Supplier": "Supplier", "DCC": "DCC"}
+# The profile's defaults are the verifier's (a consumer's defaults and the publisher's agree by construction).
+DEFAULT_ORG_ID_ATTRIBUTE = "organizationIdentifier"
+DEFAULT_ROOT_CRL_DAYS = 365  # the root's ARL
+DEFAULT_ISSUING_CRL_DAYS = 7  # an issuing ICA's CRL
+DEFAULT_REFRESH_FRACTION = 0.5  # a new CRL once this share of the current one's lifetime has passed
 # Placeholder OIDs under the documentation arc; a real deployment sets its own.
-DEFAULT_EKU = "1.3.6.1.4.1.55555.1.1"
 MAX_CRL_LIFETIME_DAYS = 3660
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 _OID_RE = re.compile(r"[0-2](\.(0|[1-9][0-9]*))+")
@@ -72,7 +75,7 @@ class Profile:
     extended_key_usage: str = DEFAULT_EKU
     policy_oid: str | None = None
     roles: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_ROLES))  # role -> OU value
-    organisation_id_attribute: str = "organizationIdentifier"  # or "serialNumber"
+    organisation_id_attribute: str = DEFAULT_ORG_ID_ATTRIBUTE  # or "serialNumber"
 
     def role_of(self, ou: str) -> str | None:
         """The role (Manufacturer, Supplier, DCC) whose configured OU value is ``ou``."""
@@ -198,8 +201,9 @@ def parse(text: str, root: Path) -> Config:
         if not _NAME_RE.fullmatch(name):
             raise ConfigError(f"{where}: name {name!r} must be lowercase letters, digits and '-' (used in URLs)")
         is_root = _bool(item, "root", where, False)
-        lifetime = _number(item, "crl_lifetime_days", where, 365.0 if is_root else 7.0)
-        fraction = _number(item, "refresh_fraction", where, 0.5)
+        default_days = DEFAULT_ROOT_CRL_DAYS if is_root else DEFAULT_ISSUING_CRL_DAYS
+        lifetime = _number(item, "crl_lifetime_days", where, float(default_days))
+        fraction = _number(item, "refresh_fraction", where, DEFAULT_REFRESH_FRACTION)
         if not 0 < lifetime <= MAX_CRL_LIFETIME_DAYS or not 0 < fraction <= 1:
             raise ConfigError(
                 f"{where}: crl_lifetime_days must be in (0, {MAX_CRL_LIFETIME_DAYS}] and refresh_fraction in (0, 1]"
@@ -230,7 +234,7 @@ def parse(text: str, root: Path) -> Config:
         raise ConfigError("[profile.roles]: must map exactly Manufacturer, Supplier and DCC to OU values")
     if not all(isinstance(v, str) and v for v in roles.values()) or len(set(roles.values())) != len(roles):
         raise ConfigError("[profile.roles]: the OU values must be distinct, non-empty strings")
-    id_attr = prof.get("organisation_id_attribute", "organizationIdentifier")
+    id_attr = prof.get("organisation_id_attribute", DEFAULT_ORG_ID_ATTRIBUTE)
     if id_attr not in ("organizationIdentifier", "serialNumber"):
         raise ConfigError("[profile]: organisation_id_attribute must be organizationIdentifier or serialNumber")
     profile = Profile(

@@ -15,13 +15,22 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from publisher import fsio, keys
-from publisher.config import CONFIG_NAME, ConfigError, load
+from publisher.config import (
+    CONFIG_NAME,
+    DEFAULT_ISSUING_CRL_DAYS,
+    DEFAULT_ORG_ID_ATTRIBUTE,
+    DEFAULT_REFRESH_FRACTION,
+    DEFAULT_ROOT_CRL_DAYS,
+    ConfigError,
+    load,
+)
 from publisher.pki import profile, registers
 from publisher.pki.authority import PolicyRefused, existing_facts, record_line
 from publisher.pki.policy import Kind, check
 from publisher.publication import LOG_DIR, PKI_DIR, now_utc
 from publisher.tlog.engine import TileLog
 from publisher.tlog.note import Signer
+from verifier.cpl_verify import DEFAULT_EKU, DEFAULT_ROLES
 
 
 def _toml_str(value: str) -> str:
@@ -84,28 +93,25 @@ name = {_toml_str(root_name)}
 root = true
 certificate = "{PKI_DIR}/{root_name}.pem"
 key_file = {_toml_str(str(root_key_file))}
-crl_lifetime_days = 365
-refresh_fraction = 0.5
+crl_lifetime_days = {DEFAULT_ROOT_CRL_DAYS}
+refresh_fraction = {DEFAULT_REFRESH_FRACTION}
 
 [[issuers]]
 name = {_toml_str(issuer_name)}
 certificate = "{PKI_DIR}/{issuer_name}.pem"
 key_file = {_toml_str(str(ica_key_file))}
-crl_lifetime_days = 7
-refresh_fraction = 0.5
+crl_lifetime_days = {DEFAULT_ISSUING_CRL_DAYS}
+refresh_fraction = {DEFAULT_REFRESH_FRACTION}
 
 [trust]
 anchors = ["{PKI_DIR}/{root_name}.pem"]
 
 [profile]
-extended_key_usage = "1.3.6.1.4.1.55555.1.1"
-organisation_id_attribute = "organizationIdentifier"
+extended_key_usage = {_toml_str(DEFAULT_EKU)}
+organisation_id_attribute = {_toml_str(DEFAULT_ORG_ID_ATTRIBUTE)}
 
 [profile.roles]
-Manufacturer = "Manufacturer"
-Supplier = "Supplier"
-DCC = "DCC"
-"""
+""" + "".join(f"{role} = {_toml_str(ou)}\n" for role, ou in DEFAULT_ROLES.items())
     (publication / CONFIG_NAME).write_text(text)
     config = load(publication)
     rules = config.rules

@@ -126,11 +126,12 @@ __all__ = [  # noqa: RUF022 - grouped by section, in the order the module define
     "list_hash_range", "inclusion_proof", "consistency_proof", "root_from_inclusion_proof", "verify_inclusion",
     "verify_consistency",
     # signed notes (C2SP signed-note)
-    "SIG_ED25519", "SIG_COSIGNATURE_ED25519", "EM_DASH", "MAX_SIGNATURES", "NoteError", "b64decode_strict",
-    "b64encode", "check_key_name", "key_id", "Verifier", "Signature", "Note", "check_note_chars", "parse_note",
-    "open_note",
+    "SIG_ED25519", "SIG_COSIGNATURE_ED25519", "EM_DASH", "MAX_SIGNATURES", "NoteError", "BadSignature",
+    "UnverifiedNote", "b64decode_strict", "b64encode", "check_key_name", "key_id", "Verifier", "Signature", "Note",
+    "check_note_chars", "parse_note", "open_note",
     # checkpoints and proof files (C2SP tlog-checkpoint, tlog-proof)
-    "PROOF_HEADER", "CheckpointError", "Checkpoint", "parse_body", "SignedCheckpoint", "open_checkpoint",
+    "PROOF_HEADER", "CheckpointError", "ForgedCheckpoint", "UntrustedCheckpoint", "NoLogSignature", "WrongOrigin",
+    "Checkpoint", "parse_body", "SignedCheckpoint", "open_checkpoint",
     "parse_unverified", "TlogProof", "parse_tlog_proof", "verify_tlog_proof",
     # tiles (C2SP tlog-tiles): paths, arithmetic, bundles, proofs from tiles, the one tree check
     "TILE_HEIGHT", "TILE_WIDTH", "MAX_ENTRY_SIZE", "MAX_LEVEL", "U16", "TileError", "Tile", "encode_index",
@@ -440,6 +441,14 @@ class NoteError(ValueError):
     """A note, key or signature is malformed or does not verify."""
 
 
+class BadSignature(NoteError):
+    """A signature made with a trusted key's ID does not verify: the note was forged or altered."""
+
+
+class UnverifiedNote(NoteError):
+    """No trusted key signed the note."""
+
+
 def b64decode_strict(text: str, what: str) -> bytes:
     """Standard base64 (RFC 4648 section 4), padding required, nothing else allowed."""
     try:
@@ -521,7 +530,7 @@ class Verifier:
         try:
             key.verify(signature, message)
         except InvalidSignature as exc:
-            raise NoteError(f"signature by {self.name} (key {self.key_id:08x}) does not verify") from exc
+            raise BadSignature(f"signature by {self.name} (key {self.key_id:08x}) does not verify") from exc
 
 
 @dataclass(frozen=True)
@@ -601,7 +610,7 @@ def open_note(data: bytes | str, verifiers: Sequence[Verifier]) -> Note:
             verified.append(v)
     if not verified:
         names = ", ".join(v.name for v in verifiers) or "none"
-        raise NoteError(f"note is not signed by any trusted key (trusted: {names})")
+        raise UnverifiedNote(f"note is not signed by any trusted key (trusted: {names})")
     return Note(note.text, note.signatures, tuple(verified))
 
 
@@ -614,6 +623,22 @@ PROOF_HEADER = "c2sp.org/tlog-proof@v1"
 
 class CheckpointError(ValueError):
     """A checkpoint or proof file is malformed or does not verify."""
+
+
+class ForgedCheckpoint(CheckpointError):
+    """A signature made with the pinned log key's ID does not verify."""
+
+
+class UntrustedCheckpoint(CheckpointError):
+    """The log's own key did not sign the checkpoint (another key did, or none)."""
+
+
+class NoLogSignature(UntrustedCheckpoint):
+    """Trusted keys signed the checkpoint, but not the log's own key."""
+
+
+class WrongOrigin(CheckpointError):
+    """The checkpoint is another log's."""
 
 
 @dataclass(frozen=True)
@@ -680,18 +705,22 @@ def open_checkpoint(
     try:
         raw = data.decode("utf-8") if isinstance(data, bytes) else data
         note = open_note(raw, verifiers)
+    except BadSignature as exc:
+        raise ForgedCheckpoint(f"checkpoint: {exc}") from exc
+    except UnverifiedNote as exc:
+        raise UntrustedCheckpoint(f"checkpoint: {exc}") from exc
     except (NoteError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"checkpoint: {exc}") from exc
     cp = parse_body(note.text)
     if cp.origin != origin:
-        raise CheckpointError(f"checkpoint is for origin {cp.origin!r}, expected {origin!r}")
+        raise WrongOrigin(f"checkpoint is for origin {cp.origin!r}, expected {origin!r}")
     if require_log_key and not any(v.name == origin for v in note.verified_by):
         if not any(v.name == origin for v in verifiers):
             raise CheckpointError(
                 f"no trusted key is named after the origin {origin!r}: pin the log's own key (other keys count "
                 "only as cosigners)"
             )
-        raise CheckpointError(f"checkpoint carries no valid signature of the log key {origin!r}")
+        raise NoLogSignature(f"checkpoint carries no valid signature of the log key {origin!r}")
     return SignedCheckpoint(cp, note, raw)
 
 
@@ -4085,20 +4114,19 @@ def verify_checkpoint_note(ctx: Context, data: bytes | str, where: str) -> Signe
     try:
         return open_checkpoint(data, origin, ctx.trust.verifiers)
     except CheckpointError as exc:
-        text = str(exc)
-        if "does not verify" in text:
+        if isinstance(exc, ForgedCheckpoint):
             meaning = (
                 "a signature made with the pinned log key's ID does not verify: the checkpoint was forged or altered"
             )
-        elif "not signed by any trusted key" in text:
-            meaning = "it is not signed by the pinned log key (another key signed it, or none did)"
-        elif "is for origin" in text:
-            meaning = "it is a checkpoint of another log (unknown origin)"
-        elif "carries no valid signature of the log key" in text:
+        elif isinstance(exc, NoLogSignature):
             meaning = "it lacks the pinned log key's signature"
+        elif isinstance(exc, UntrustedCheckpoint):
+            meaning = "it is not signed by the pinned log key (another key signed it, or none did)"
+        elif isinstance(exc, WrongOrigin):
+            meaning = "it is a checkpoint of another log (unknown origin)"
         else:
             meaning = "it is malformed"
-        raise VerifyFailed(f"{where}: {text}; {meaning}. Trust nothing the site says about the log.") from exc
+        raise VerifyFailed(f"{where}: {exc}; {meaning}. Trust nothing the site says about the log.") from exc
 
 
 def fork_evidence(

@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from verifier.cpl_verify import Rule
+from verifier.cpl_verify import ASSOCIATION_TYPE, Rule
 from verifier.cpl_verify import clean_cell as clean
 
 ROWS_PER_PAGE = 1000
@@ -52,7 +52,7 @@ class Association:
 
 def associations(entries: Iterable[tuple[int, dict[str, object]]]) -> list[Association]:
     """Association entries with, for each, the later entry that replaced it (if any)."""
-    found = [(i, e) for i, e in entries if e.get("type") == "cpl-association/v1"]
+    found = [(i, e) for i, e in entries if e.get("type") == ASSOCIATION_TYPE]
     replaced: dict[int, int] = {}
     for i, e in found:
         rep = e.get("replaces")
