@@ -21,6 +21,10 @@ class ImmutableObjectChanged(VerificationFailed):
     """An immutable object exists with other bytes: published data would be rewritten."""
 
 
+class ObjectTooLarge(VerificationFailed):
+    """An object is larger than its reader allows."""
+
+
 class Writer(Protocol):
     """One batch of objects, from ``Storage.writer``: ``add`` each, then ``commit``."""
 
@@ -40,7 +44,8 @@ class Storage(Protocol):
 
     The durability contract, which every implementation keeps:
 
-    * ``read(path)`` returns the whole object or None; never a part of one.
+    * ``read(path, cap)`` returns the whole object or None; never a part of one. An object larger than
+      ``cap`` raises ``ObjectTooLarge`` (a ``Storage`` is a ``TileSource`` the log engine reads).
     * Objects added to a ``writer`` are durable when its ``commit`` returns: a crash after that cannot lose
       them. A crash before it leaves each object as it was or as it was to be, never partly written; which
       ones changed is not promised (callers that need an order commit one batch before the next: tiles, then
@@ -49,7 +54,7 @@ class Storage(Protocol):
       ``ImmutableObjectChanged`` before anything is written; adding the same bytes again is harmless.
     """
 
-    def read(self, path: str) -> bytes | None: ...
+    def read(self, path: str, cap: int | None = None) -> bytes | None: ...
 
     def writer(self, immutable: bool = False) -> Writer: ...
 
@@ -91,11 +96,15 @@ class LocalStorage:
 
     root: Path
 
-    def read(self, path: str) -> bytes | None:
+    def read(self, path: str, cap: int | None = None) -> bytes | None:
         try:
-            return (self.root / path).read_bytes()
+            with (self.root / path).open("rb") as f:
+                data = f.read() if cap is None else f.read(cap + 1)
         except FileNotFoundError:
             return None
+        if cap is not None and len(data) > cap:
+            raise ObjectTooLarge(f"{self.root / path} is larger than {cap} bytes")
+        return data
 
     def writer(self, immutable: bool = False) -> LocalWriter:
         return LocalWriter(self, immutable)

@@ -111,7 +111,7 @@ import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, List, Sequence
+from typing import Any, Callable, Iterable, Iterator, List, Protocol, Sequence
 from urllib.parse import urljoin, urlsplit
 
 #: The library half's public API, by section (the section map in the docstring): what the publisher may
@@ -144,7 +144,7 @@ __all__ = [  # noqa: RUF022 - grouped by section, in the order the module define
     "KIB", "MIB", "CAP_CHECKPOINT", "CAP_SMALL", "CAP_LOOKUP", "CAP_BUNDLE", "CAP_EVIDENCE", "CAP_CRL",
     "MAX_REDIRECTS", "RETRIES", "USER_AGENT", "DEFAULT_TIMEOUT", "FetchStats", "Deadline", "Source",
     # a log on a site: the one partial-tile reader, tiles fetched once, proofs
-    "fetch_tile", "TileFetcher", "prove_leaf",
+    "TileSource", "fetch_tile", "TileFetcher", "prove_leaf",
     # trust: the pinned keys and certificates, and --state
     "DEFAULT_EKU", "DEFAULT_ROLES", "CertPin", "Trust", "cert_sha256", "load_certificates", "parse_trust",
     "STATE_FILE", "State",
@@ -1274,6 +1274,11 @@ class Source:
         except NotFound:
             return None
 
+    def read(self, path: str, cap: int) -> bytes | None:
+        """``TileSource.read``: a log file, named by its path."""
+        kind = "entry bundle" if path.startswith("tile/entries/") else "hash tile" if path.startswith("tile/") else ""
+        return self.get_optional(path, cap, f"{kind} {path}".strip())
+
     # -- local folders ----------------------------------------------------------------------------
     def _get_file(self, rel: str, cap: int, what: str) -> bytes:
         assert self.dir is not None and self.root is not None  # noqa: S101
@@ -1497,7 +1502,16 @@ def _size(n: int) -> str:
 # =====================================================================================================
 
 
-def fetch_tile(log: Source, tile: Tile) -> bytes | None:
+class TileSource(Protocol):
+    """Where a log's files are read from, as Go's ``tlog.TileReader``: ``read(path, cap)`` returns the bytes
+    of the log file at ``path`` (``checkpoint``, ``tile/...``, relative to the log), at most ``cap`` of them
+    (a larger file is an error, never cut), or None when there is none. The site (``Source``) is one; the
+    publisher's log folder and a git commit's tree are others."""
+
+    def read(self, path: str, cap: int) -> bytes | None: ...
+
+
+def fetch_tile(log: TileSource, tile: Tile) -> bytes | None:
     """A hash tile or entry bundle as the site serves it, or None if the site serves it in no usable form.
 
     The one partial-tile reader. A partial tile the site does not serve (C2SP tlog-tiles lets a log delete
@@ -1505,11 +1519,10 @@ def fetch_tile(log: Source, tile: Tile) -> bytes | None:
     "full" tile that is not one (not 256 hashes, not 256 entries) has nothing to cut: None.
     """
     bundle = tile.level < 0
-    what = f"{'entry bundle' if bundle else 'hash tile'} {tile.path}"
-    data = log.get_optional(tile.path, CAP_BUNDLE if bundle else tile.width * HASH_SIZE, what)
+    data = log.read(tile.path, CAP_BUNDLE if bundle else tile.width * HASH_SIZE)
     if data is not None or tile.full:
         return data
-    full = log.get_optional(tile.as_full().path, CAP_BUNDLE if bundle else TILE_WIDTH * HASH_SIZE, what)
+    full = log.read(tile.as_full().path, CAP_BUNDLE if bundle else TILE_WIDTH * HASH_SIZE)
     if full is None:
         return None
     if not bundle:

@@ -80,7 +80,7 @@ class CommitTree:
     def __str__(self) -> str:
         return LOG  # messages name the commit themselves
 
-    def read(self, rel: str) -> bytes | None:
+    def read(self, rel: str, cap: int) -> bytes | None:
         folder, _, name = f"{LOG}/{rel}".rpartition("/")
         listing = self._dirs.get(folder)
         if listing is None:
@@ -92,7 +92,12 @@ class CommitTree:
                 {item.name: item.binsha for item in tree.blobs} if isinstance(tree, git.Tree) else {}
             )
         blob = listing.get(name)
-        return None if blob is None else bytes(self.commit.repo.odb.stream(blob).read())
+        if blob is None:
+            return None
+        stream = self.commit.repo.odb.stream(blob)
+        if stream.size > cap:
+            raise HistoryBroken(f"{LOG}/{rel} is larger than {cap} bytes, more than any log file holds")
+        return bytes(stream.read())
 
 
 def _diff(repo: git.Repo, parent: str | None, sha: str) -> list[_Diff]:

@@ -23,7 +23,6 @@ import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 from publisher import fsio
 from publisher.errors import UsageError, VerificationFailed
@@ -56,8 +55,10 @@ from publisher.tlog.tiles import (
     tile_for,
     tile_hash_range,
 )
+from verifier.cpl_verify import TileSource, fetch_tile
 
 STATE_DIR = ".state"
+MAX_LOG_FILE = 1 << 26  # no file of a log is this big (a full entry bundle is at most 256 x 64 KiB)
 STATE_FILE = f"{STATE_DIR}/tree.json"
 PENDING_FILE = f"{STATE_DIR}/pending.json"
 LOCK_FILE = f"{STATE_DIR}/lock"
@@ -99,14 +100,6 @@ class AppendResult:
     files_written: int
 
 
-class TileSource(Protocol):
-    """Where a log is read from, as Go's ``tlog.TileReader``: ``read(path)`` returns the bytes of the log
-    file at ``path`` (``checkpoint``, ``tile/...``, relative to the log), or None when there is none; it
-    never returns part of a file. ``str()`` names the source in messages."""
-
-    def read(self, path: str) -> bytes | None: ...
-
-
 class LogReader:
     """Read access to a log at its signed checkpoint: entries, tiles, proofs, checks. The log is read from
     a ``TileSource`` (a folder, given as its path, or e.g. a git commit's tree)."""
@@ -134,7 +127,7 @@ class LogReader:
     # -- loading -------------------------------------------------------------
     def _load_checkpoint(self) -> SignedCheckpoint:
         path = self.where("checkpoint")
-        data = self.source.read("checkpoint")
+        data = self._load("checkpoint")
         if data is None:
             raise LogError(f"{path}: no checkpoint; is this a log folder?")
         try:
@@ -157,7 +150,7 @@ class LogReader:
 
     def _load(self, rel: str) -> bytes | None:
         """The bytes of the log file ``rel``, or None if it is absent (the one place files are read)."""
-        return self.source.read(rel)
+        return self.source.read(rel, MAX_LOG_FILE)
 
     def read_file(self, rel: str) -> bytes:
         """The bytes of the log file ``rel``; ``MissingData`` if it is absent."""
@@ -167,16 +160,10 @@ class LogReader:
         return data
 
     def _read_tile_bytes(self, tile: Tile) -> bytes:
-        """A tile's bytes; a partial tile may be served from the full one once it exists."""
-        data = self._load(tile.path)
-        if data is not None or tile.full:
-            return data if data is not None else self.read_file(tile.path)
-        full = self._load(tile.as_full().path)
-        if full is not None:
-            if tile.level >= 0:
-                return full[: tile.width * 32]
-            return encode_bundle(decode_bundle(full, name=self.where(tile.as_full().path))[: tile.width])
-        return self.read_file(tile.path)
+        """A tile's bytes; a partial tile may be cut from the full one once it exists (the verifier's
+        ``fetch_tile``, the one partial-tile reader)."""
+        data = fetch_tile(self.source, tile)
+        return data if data is not None else self.read_file(tile.path)
 
     def read_tile(self, tile: Tile) -> list[bytes]:
         """The hashes of a hash tile, checked for length.
