@@ -1363,19 +1363,25 @@ class Source:
                 self._drop(origin)
                 if not reused or attempt:
                     raise FetchError(f"{self._named(url)}: the server closed the connection ({exc})") from exc
-            except ssl.SSLError as exc:
-                self._drop(origin)
-                raise FetchError(f"{self._named(url)}: TLS error: {exc}") from exc
-            except (socket.timeout, TimeoutError) as exc:
-                self._drop(origin)
-                raise self._timed_out(url) from exc
-            except OSError as exc:
-                self._drop(origin)
-                raise FetchError(f"cannot connect to {self._named(url)}: {exc.strerror or exc}") from exc
-            except http.client.HTTPException as exc:  # a status line or headers that are not HTTP
-                self._drop(origin)
-                raise FetchError(f"{self._named(url)}: the answer is not valid HTTP ({exc!r})") from exc
+            except (OSError, http.client.HTTPException) as exc:
+                raise self._failure(exc, origin, url, reading=False) from exc
         raise FetchError(f"cannot connect to {self._named(url)}")  # pragma: no cover - loop returns or raises
+
+    def _failure(self, exc: Exception, origin: tuple[str, str, int], url: str, reading: bool) -> FetchError | SiteError:
+        """What ``exc``, raised while connecting or ``reading`` a body, means; the connection is dropped."""
+        self._drop(origin)
+        if isinstance(exc, (socket.timeout, TimeoutError)):
+            return self._timed_out(url)
+        if isinstance(exc, ssl.SSLError) and not reading:
+            return FetchError(f"{self._named(url)}: TLS error: {exc}")
+        if isinstance(exc, zlib.error):
+            return SiteError(f"{url}: the gzip response is corrupt ({exc})")
+        if reading:
+            return FetchError(f"{url}: the connection broke while reading ({exc})")
+        if isinstance(exc, http.client.HTTPException):  # a status line or headers that are not HTTP
+            return FetchError(f"{self._named(url)}: the answer is not valid HTTP ({exc!r})")
+        strerror = exc.strerror if isinstance(exc, OSError) else None
+        return FetchError(f"cannot connect to {self._named(url)}: {strerror or exc}")
 
     def _discard(self, resp: http.client.HTTPResponse, origin: tuple[str, str, int]) -> None:
         """Skip the body of an answer that is not the file (a redirect, an error page)."""
@@ -1428,15 +1434,8 @@ class Source:
                 if inflater is None:
                     chunks.append(chunk)
                     total += len(chunk)
-        except zlib.error as exc:
-            self._drop(origin)
-            raise SiteError(f"{url}: the gzip response is corrupt ({exc})") from exc
-        except (socket.timeout, TimeoutError) as exc:
-            self._drop(origin)
-            raise self._timed_out(url) from exc
-        except (http.client.HTTPException, OSError, ValueError) as exc:
-            self._drop(origin)
-            raise FetchError(f"{url}: the connection broke while reading ({exc})") from exc
+        except (zlib.error, http.client.HTTPException, OSError, ValueError) as exc:
+            raise self._failure(exc, origin, url, reading=True) from exc
         if inflater is not None and received and not inflater.eof:
             self._drop(origin)
             raise SiteError(f"{url}: the gzip response is truncated")
@@ -2297,6 +2296,36 @@ def _check_algorithms(cert: x509.Certificate) -> None:
         raise ChainError(f"{describe_cert(cert)} has a {key.key_size}-bit RSA key; at least {MIN_RSA_BITS} is required")
 
 
+def _issuer_refusal(chain: list[x509.Certificate], issuer: x509.Certificate, at: datetime) -> str | None:
+    """Why ``issuer`` cannot be the next link above ``chain`` (RFC 5280 6.1: signature, CA flag in a critical
+    basicConstraints, keyCertSign, path length, validity at ``at``), or None when it can."""
+    last, name = chain[-1], describe_cert(issuer)
+    try:
+        last.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+        return f"{describe_cert(last)} is not signed by {name}"
+    bc = _ext(issuer, x509.BasicConstraints)
+    ku = _ext(issuer, x509.KeyUsage)
+    below = sum(1 for c in chain[1:] if c.subject != c.issuer)  # CA certificates below the issuer
+    rules: list[tuple[Callable[[], bool], str]] = [
+        (lambda: bc is None or not bc.ca, f"{name} is not a CA certificate"),
+        (
+            lambda: not issuer.extensions.get_extension_for_class(x509.BasicConstraints).critical,
+            f"{name} has a non-critical basicConstraints (RFC 5280 4.2.1.9)",
+        ),
+        (lambda: ku is None or not ku.key_cert_sign, f"{name} may not sign certificates (keyUsage keyCertSign)"),
+        (
+            lambda: bc.path_length is not None and below > bc.path_length,
+            f"{name} allows at most {bc.path_length if bc else 0} CAs below it",
+        ),
+        (
+            lambda: not not_before(issuer) <= at <= not_after(issuer),
+            f"the CA certificate {name} is not valid at {iso_utc(at)}",
+        ),
+    ]
+    return next((why for broken, why in rules if broken()), None)
+
+
 def build_chain(
     cert: x509.Certificate,
     candidates: Sequence[x509.Certificate],
@@ -2324,28 +2353,9 @@ def build_chain(
                 reasons.append(f"no certificate of the issuer '{last.issuer.rfc4514_string()}' is known")
             return None
         for issuer in issuers:
-            try:
-                last.verify_directly_issued_by(issuer)
-            except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
-                reasons.append(f"{describe_cert(last)} is not signed by {describe_cert(issuer)}")
-                continue
-            bc = _ext(issuer, x509.BasicConstraints)
-            if bc is None or not bc.ca:
-                reasons.append(f"{describe_cert(issuer)} is not a CA certificate")
-                continue
-            if not issuer.extensions.get_extension_for_class(x509.BasicConstraints).critical:
-                reasons.append(f"{describe_cert(issuer)} has a non-critical basicConstraints (RFC 5280 4.2.1.9)")
-                continue
-            ku = _ext(issuer, x509.KeyUsage)
-            if ku is None or not ku.key_cert_sign:
-                reasons.append(f"{describe_cert(issuer)} may not sign certificates (keyUsage keyCertSign)")
-                continue
-            below = sum(1 for c in chain[1:] if c.subject != c.issuer)  # CA certificates below the issuer
-            if bc.path_length is not None and below > bc.path_length:
-                reasons.append(f"{describe_cert(issuer)} allows at most {bc.path_length} CAs below it")
-                continue
-            if not not_before(issuer) <= at <= not_after(issuer):
-                reasons.append(f"the CA certificate {describe_cert(issuer)} is not valid at {iso_utc(at)}")
+            refused = _issuer_refusal(chain, issuer, at)
+            if refused:
+                reasons.append(refused)
                 continue
             found = extend([*chain, issuer])
             if found is not None:
@@ -3056,12 +3066,7 @@ class Party:
 
     def to_json(self) -> dict[str, Any]:
         """The party as a log entry records it."""
-        return {
-            "organisation": self.organisation,
-            "organisation_id": self.organisation_id,
-            "role": self.role,
-            "certificate_sha256": self.certificate_sha256,
-        }
+        return {key: getattr(self, key) for key in sorted(_PARTY_KEYS)}
 
     def named(self) -> str:
         return f"{self.organisation} (ID {self.organisation_id}, {self.role or 'no IKI role'})"
