@@ -20,7 +20,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from publisher import fsio, keys
+from publisher import keys
 from publisher.config import Config, IssuerConfig
 from publisher.errors import Refused
 from publisher.pki import registers
@@ -44,6 +44,7 @@ from publisher.pki.der import parse_time
 from publisher.pki.policy import check_key_in_use
 from publisher.pki.registers import Prefix, Snapshot
 from publisher.publication import CRL_DIR, load_certificate, now_utc
+from publisher.storage import LocalStorage
 
 # check_crl's "thisUpdate not in the future" does not apply to a CRL signed earlier.
 _FAR_FUTURE = dt.datetime(9000, 1, 1, tzinfo=dt.UTC)
@@ -243,13 +244,14 @@ def publish_one(
         "register_sha256": register.sha256,
     }
     base = Path(CRL_DIR)
-    fsio.write_files(config.root, {str(base / "archive" / issuer.name / f"{number}.crl"): data})
-    fsio.write_files(
-        config.root,
+    public = LocalStorage(config.root)
+    # The archive first, and once (a CRL number is never reused): then the current CRL points at it.
+    public.write({str(base / "archive" / issuer.name / f"{number}.crl"): data}, immutable=True)
+    public.write(
         {
             str(base / f"{issuer.name}.crl"): data,
             str(base / f"{issuer.name}.pem"): to_pem(data),
             str(base / f"{issuer.name}.json"): json.dumps(meta, sort_keys=True, indent=1).encode() + b"\n",
-        },
+        }
     )
     return info

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import git
 
-from publisher import fsio
 from publisher.config import Config
 from publisher.entries import crl_entry
 from publisher.errors import Refused
@@ -34,6 +33,7 @@ from publisher.intake.run import IntakeReport, run_intake
 from publisher.pki import crl_publish
 from publisher.publication import CONFIG_NAME, INBOX, LOG_DIR, STATE_PATHS, STATUS_FILE, now_utc, status
 from publisher.publish import gitstate, transaction
+from publisher.storage import LocalStorage
 from publisher.tlog.checkpoint import CheckpointError, SignedCheckpoint, open_checkpoint
 from publisher.tlog.engine import CorruptLog, LogError, LogReader, TileLog
 from publisher.tlog.merkle import ProofError
@@ -224,7 +224,7 @@ def _publish(
             "rejected": sorted(result.intake.rejected),
             "crls": result.crls,
         }
-        fsio.write_file(config.root / STATUS_FILE, (json.dumps(state, indent=1, sort_keys=True) + "\n").encode())
+        LocalStorage(config.root).write({STATUS_FILE: (json.dumps(state, indent=1, sort_keys=True) + "\n").encode()})
     result.message = _message(result)
     result.committed = session.commit(COMMITTED, result.message, first=True)
     return result
