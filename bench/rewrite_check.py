@@ -42,10 +42,9 @@ from publisher import demo
 from publisher.entries import ASSOCIATION_TYPE, canonical_json
 from publisher.intake.associations import AssociationIndex
 from publisher.intake.run import index_of
-from publisher.publication import open_log
 from publisher.publish import check_head, committed_checkpoint, publish
 from publisher.publish.history import verify_history
-from publisher.tlog import TileLog
+from publisher.tlog import TileLog, open_log
 from publisher.tlog.signer import load_log_signer
 
 BATCH = 65_536

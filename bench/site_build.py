@@ -25,6 +25,7 @@ sys.path.insert(0, str(REPO))
 
 from publisher import (  # noqa: E402
     demo,
+    parties,
     publication,
     scaffold,
 )
@@ -45,10 +46,12 @@ def make_publication(out: Path, entries: int, per_sub: int) -> dict[str, float]:
     init_repository(pub)
     config = load_config(pub)
     now = publication.now_utc()
+    certs = out / "certs"
     makers = [
-        demo._issue(config, out / "certs", f"{1001 + k}", f"Maker {k}", "Manufacturer", now) for k in range(MAKERS)
+        parties.issue_party(config, f"Maker {k}", f"{1001 + k}", "Manufacturer", now, folder=certs)
+        for k in range(MAKERS)
     ]
-    supplier = demo._issue(config, out / "certs", "2001", "Supplier", "Supplier", now)
+    supplier = parties.issue_party(config, "Supplier", "2001", "Supplier", now, folder=certs)
     publish(config, now)
     t0 = time.perf_counter()
     subs = (entries + per_sub - 1) // per_sub

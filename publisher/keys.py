@@ -11,7 +11,6 @@ import hashlib
 import os
 from pathlib import Path
 
-import git
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
@@ -63,6 +62,8 @@ def check_key_destination(folder: Path, publication: Path) -> None:
     probe = folder
     while not probe.exists():
         probe = probe.parent
+    import git  # here, not at the top: loading a key must not load git for the IKI side (tests/test_architecture.py)
+
     try:
         repo = git.Repo(probe, search_parent_directories=True)
     except (git.InvalidGitRepositoryError, git.NoSuchPathError):
@@ -77,6 +78,8 @@ def check_key_destination(folder: Path, publication: Path) -> None:
 def check_custody(path: Path, publication: Path) -> None:
     path = path.resolve()
     publication = publication.resolve()
+    import git  # see check_key_destination
+
     try:
         repo = git.Repo(publication, search_parent_directories=True)
         tree = Path(repo.working_tree_dir).resolve() if repo.working_tree_dir else None

@@ -1,8 +1,8 @@
-"""The publication folder: its layout, its clock, its certificates, its log and ``status.json``; and the
-shape of an operator's change (``Change``), which whoever holds the publication applies (``Operation``).
+"""The publication folder: its layout, its clock, its certificates and ``status.json``; and the shape of
+an operator's change (``Change``), which whoever holds the publication applies (``Operation``).
 
-Every path of the publication is named here and nowhere else. The log opened here is read at its
-signed checkpoint with the publication's own published key, or, for writing, with the configured log key.
+Every path of the publication is named here. (``publisher.tlog.open_log`` opens its log.) Importing this
+module loads neither git nor the log engine: the IKI side relies on that.
 """
 
 from __future__ import annotations
@@ -13,14 +13,16 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from cryptography import x509
 
 from publisher.config import CONFIG_NAME, Config, ConfigError
-from publisher.tlog.engine import LogReader, TileLog
-from publisher.tlog.note import Verifier, b64encode
-from publisher.tlog.signer import load_log_signer
+from publisher.storage import LocalStorage, Storage
+from verifier.cpl_verify import b64encode
+
+if TYPE_CHECKING:  # a type only: the layout, and so the IKI side, never loads the log engine
+    from publisher.tlog.engine import LogReader
 
 __all__ = [
     "CERTS_DIR",
@@ -38,9 +40,9 @@ __all__ = [
     "Operation",
     "load_certificate",
     "now_utc",
-    "open_log",
-    "open_log_for_writing",
+    "public_files",
     "status",
+    "status_bytes",
 ]
 
 PKI_DIR = "pki"  # CA certificates, public
@@ -75,18 +77,6 @@ def load_certificate(path: Path) -> x509.Certificate:
         raise ConfigError(f"{path}: not a PEM or DER certificate") from exc
 
 
-def open_log(config: Config) -> LogReader:
-    """The publication's log, read at its checkpoint with its own published key."""
-    log_dir = config.root / LOG_DIR
-    vkey = Verifier.from_vkey((log_dir / "vkey").read_text())
-    return LogReader(log_dir, config.origin, [vkey])
-
-
-def open_log_for_writing(config: Config) -> TileLog:
-    """The publication's log with its configured signing key (a context manager: its writer's lock)."""
-    return TileLog.open(config.root / LOG_DIR, load_log_signer(config.log_key, config.root))
-
-
 def status(config: Config, log: LogReader, generated_at: str) -> dict[str, object]:
     """``status.json``: the CRLs' state and the log's size, root and checkpoint."""
     crls: dict[str, object] = {}
@@ -104,6 +94,16 @@ def status(config: Config, log: LogReader, generated_at: str) -> dict[str, objec
         },
         "crls": crls,
     }
+
+
+def public_files(root: Path) -> Storage:
+    """Where the publication at ``root`` keeps its public files (the one place a ``Storage`` is chosen)."""
+    return LocalStorage(root)
+
+
+def status_bytes(state: dict[str, object]) -> bytes:
+    """``status.json`` as written: indented, sorted keys, a final newline."""
+    return (json.dumps(state, indent=1, sort_keys=True) + "\n").encode()
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,7 @@ from publisher.config import (
 from publisher.pki import profile, registers
 from publisher.pki.authority import PolicyRefused, existing_facts, record_line
 from publisher.pki.policy import Kind, check
-from publisher.publication import LOG_DIR, PKI_DIR, now_utc
-from publisher.storage import LocalStorage
+from publisher.publication import LOG_DIR, PKI_DIR, now_utc, public_files
 from publisher.tlog.engine import TileLog
 from publisher.tlog.note import Signer
 from verifier.cpl_verify import DEFAULT_EKU, DEFAULT_ROLES
@@ -145,7 +144,7 @@ organisation_id_attribute = {_toml_str(DEFAULT_ORG_ID_ATTRIBUTE)}
         raise PolicyRefused(refusals)
     ica_cert = profile.build_certificate(ica_req, config.profile, root_key, root_cert)
     for name, cert in ((root_name, root_cert), (issuer_name, ica_cert)):
-        LocalStorage(publication).write({f"{PKI_DIR}/{name}.pem": cert.public_bytes(serialization.Encoding.PEM)})
+        public_files(publication).write({f"{PKI_DIR}/{name}.pem": cert.public_bytes(serialization.Encoding.PEM)})
     registers.append_line(publication, registers.ISSUED, record_line("", root_cert, Kind.ICA_ROOT, None, None))
     registers.append_line(publication, registers.ISSUED, record_line(root_name, ica_cert, Kind.ICA_ISSUING, None, None))
     TileLog.create(publication / LOG_DIR, log_signer).close()

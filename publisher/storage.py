@@ -52,11 +52,18 @@ class Storage(Protocol):
       the checkpoint that covers them). Leaving the writer without ``commit`` writes nothing.
     * In an ``immutable`` writer, adding an object that exists with other bytes raises
       ``ImmutableObjectChanged`` before anything is written; adding the same bytes again is harmless.
+    * A writer holds a path once: adding it again raises ``ValueError``.
+    * The contract holds for one writer at a time: the publication's writer lock (``publish.transaction``,
+      and the log's own lock) guarantees that, not the storage.
     """
 
     def read(self, path: str, cap: int | None = None) -> bytes | None: ...
 
     def writer(self, immutable: bool = False) -> Writer: ...
+
+    def write(self, objects: Mapping[str, bytes], immutable: bool = False) -> None:
+        """One writer's worth: every object added, then committed."""
+        ...
 
 
 @dataclass
@@ -67,11 +74,15 @@ class LocalWriter:
     storage: LocalStorage
     immutable: bool
     _batch: fsio.FileBatch = field(init=False)
+    _paths: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self._batch = fsio.FileBatch(self.storage.root)
 
     def add(self, path: str, data: bytes) -> None:
+        if path in self._paths:
+            raise ValueError(f"{path} is added twice to one write")
+        self._paths.add(path)
         if self.immutable:
             existing = self.storage.read(path)
             if existing is not None and existing != data:

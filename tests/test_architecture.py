@@ -4,6 +4,8 @@ module's imports, module level and nested, so a new import that breaks a rule fa
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -73,7 +75,7 @@ def test_the_publish_job_does_not_import_the_site_renderer() -> None:
 
 
 def test_only_the_publish_job_the_cli_and_key_custody_touch_git() -> None:
-    touching = {m for m in MODULES if "git" in targets(m)}
+    touching = {m for m in MODULES if any(under(t, "git") for t in targets(m))}
     allowed = {m for m in touching if under(m, "publisher.publish", "publisher.cli") or m == "publisher.keys"}
     assert touching == allowed
 
@@ -101,3 +103,14 @@ def test_the_rules_see_the_whole_package() -> None:
     )
     # The walk resolves names taken from a package, so a rule cannot be dodged by importing a submodule by name.
     assert "publisher.publish.transaction" in targets("publisher.publish.operations")
+
+
+def test_loading_the_iki_side_loads_neither_git_nor_the_log_engine_nor_the_publish_job() -> None:
+    """The rule at run time, through every import it makes however indirect (key custody imports git only
+    when it checks a key file, the layout names the log without loading it)."""
+    iki = sorted(m for m in MODULES if under(m, "publisher.pki"))
+    code = f"import sys; import {', '.join(iki)}; print('\\n'.join(sorted(sys.modules)))"
+    loaded = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    modules = loaded.stdout.split()
+    assert [m for m in modules if under(m, "git", "publisher.tlog", "publisher.publish")] == []
+    assert "publisher.pki.authority" in modules

@@ -27,9 +27,9 @@ from site_fixtures import write_submission
 from publisher import demo, keys, parties, publication, scaffold
 from publisher.config import load as load_config
 from publisher.entries import json_entries
-from publisher.publication import open_log
 from publisher.publish import init_repository, publish
 from publisher.site.export import export_tree
+from publisher.tlog import open_log
 from verifier.cpl_verify import SHEET_COLUMNS
 
 REPO = Path(__file__).resolve().parent.parent

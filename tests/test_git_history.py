@@ -15,9 +15,8 @@ from site_fixtures import write_submission
 
 from publisher import demo
 from publisher.cli import main
-from publisher.publication import open_log
 from publisher.publish import publish
-from publisher.tlog import TileLog
+from publisher.tlog import TileLog, open_log
 from publisher.tlog.checkpoint import Checkpoint
 from publisher.tlog.note import Signer, sign_note
 from publisher.tlog.signer import load_log_signer

@@ -15,8 +15,8 @@ from site_fixtures import write_submission
 from publisher import demo
 from publisher.cli import main as publisher_main
 from publisher.entries import json_entries
-from publisher.publication import open_log
 from publisher.publish import publish
+from publisher.tlog import open_log
 
 
 @pytest.fixture()

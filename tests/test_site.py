@@ -29,8 +29,8 @@ from site_fixtures import (
 )
 
 from publisher.config import load as load_config
-from publisher.publication import open_log
 from publisher.site.lookup import model_lookup_key, shard_path
+from publisher.tlog import open_log
 from publisher.tlog.checkpoint import open_checkpoint, parse_tlog_proof, verify_tlog_proof
 from publisher.tlog.merkle import leaf_hash
 from publisher.tlog.note import Verifier, b64encode

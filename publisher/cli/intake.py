@@ -9,7 +9,8 @@ from publisher.cli.common import EXIT_FAILED, EXIT_OK, PUBLICATION, emit
 from publisher.config import load as load_config
 from publisher.intake.run import check_folder, index_of, run_intake, trust_context
 from publisher.intake.submission import entry_lines, signer_lines
-from publisher.publication import now_utc, open_log, open_log_for_writing
+from publisher.publication import now_utc
+from publisher.tlog import open_log, open_log_for_writing
 
 
 def cmd_intake(args: argparse.Namespace) -> int:

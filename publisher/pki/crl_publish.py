@@ -43,8 +43,7 @@ from publisher.pki.crl import (
 from publisher.pki.der import parse_time
 from publisher.pki.policy import check_key_in_use
 from publisher.pki.registers import Prefix, Snapshot
-from publisher.publication import CRL_DIR, load_certificate, now_utc
-from publisher.storage import LocalStorage
+from publisher.publication import CRL_DIR, load_certificate, now_utc, public_files
 
 # check_crl's "thisUpdate not in the future" does not apply to a CRL signed earlier.
 _FAR_FUTURE = dt.datetime(9000, 1, 1, tzinfo=dt.UTC)
@@ -244,7 +243,7 @@ def publish_one(
         "register_sha256": register.sha256,
     }
     base = Path(CRL_DIR)
-    public = LocalStorage(config.root)
+    public = public_files(config.root)
     # The archive first, and once (a CRL number is never reused): then the current CRL points at it.
     public.write({str(base / "archive" / issuer.name / f"{number}.crl"): data}, immutable=True)
     public.write(

@@ -19,7 +19,6 @@ With nothing to do it changes nothing.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,11 +30,21 @@ from publisher.errors import Refused
 from publisher.intake.associations import AssociationIndex
 from publisher.intake.run import IntakeReport, run_intake
 from publisher.pki import crl_publish
-from publisher.publication import CONFIG_NAME, INBOX, LOG_DIR, STATE_PATHS, STATUS_FILE, now_utc, status
+from publisher.publication import (
+    CONFIG_NAME,
+    INBOX,
+    LOG_DIR,
+    STATE_PATHS,
+    STATUS_FILE,
+    now_utc,
+    public_files,
+    status,
+    status_bytes,
+)
 from publisher.publish import gitstate, transaction
-from publisher.storage import LocalStorage
+from publisher.tlog import open_log_for_writing
 from publisher.tlog.checkpoint import CheckpointError, SignedCheckpoint, open_checkpoint
-from publisher.tlog.engine import CorruptLog, LogError, LogReader, TileLog
+from publisher.tlog.engine import CorruptLog, LogError, LogReader
 from publisher.tlog.merkle import ProofError
 from publisher.tlog.note import Verifier, b64encode
 from publisher.tlog.signer import load_log_signer
@@ -191,7 +200,7 @@ def _publish(
     index = AssociationIndex()
     head = check_head(config, signer.verifier, head_note, index)
     session.begin()
-    with TileLog.open(config.root / LOG_DIR, signer) as log:
+    with open_log_for_writing(config, signer) as log:
         if head is not None and session.interrupted is None and log.signed.raw != head.raw:
             raise PublishRefused("log/checkpoint differs from the one committed in HEAD")
         refreshed = crl_publish.refresh(config, now)
@@ -224,7 +233,7 @@ def _publish(
             "rejected": sorted(result.intake.rejected),
             "crls": result.crls,
         }
-        LocalStorage(config.root).write({STATUS_FILE: (json.dumps(state, indent=1, sort_keys=True) + "\n").encode()})
+        public_files(config.root).write({STATUS_FILE: status_bytes(state)})
     result.message = _message(result)
     result.committed = session.commit(COMMITTED, result.message, first=True)
     return result

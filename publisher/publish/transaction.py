@@ -36,9 +36,8 @@ import git
 from publisher import fsio
 from publisher.errors import OperationRefused
 from publisher.pki import registers
-from publisher.publication import Change
+from publisher.publication import Change, public_files
 from publisher.publish import gitstate
-from publisher.storage import LocalStorage
 
 PRIVATE_DIR = ".publisher"
 LOCK_FILE = f"{PRIVATE_DIR}/lock"
@@ -91,7 +90,7 @@ class Session:
 def _redo(root: Path, change: Change) -> str | None:
     """Make ``change`` present (idempotent) and commit it, then clear the journal."""
     if change.writes:
-        LocalStorage(root).write(change.writes)  # a redo writes the same bytes again
+        public_files(root).write(change.writes)  # a redo writes the same bytes again
     for rel, line in change.appends.items():
         registers.append_line(root, rel, line, unless_last=True)
     committed = gitstate.record(root, change.paths, change.message)

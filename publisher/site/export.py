@@ -22,8 +22,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from publisher.config import Config
-from publisher.publication import CRL_DIR, LOG_DIR, PKI_DIR, STATUS_FILE, open_log, status
+from publisher.publication import CRL_DIR, LOG_DIR, PKI_DIR, STATUS_FILE, status
 from publisher.site.lookup import lookup_files
+from publisher.tlog import open_log
 
 
 def _link(src: Path, dst: Path) -> None:

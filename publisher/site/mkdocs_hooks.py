@@ -22,9 +22,10 @@ from publisher.config import load as load_config
 from publisher.entries import json_entries
 from publisher.pki.der import parse_time
 from publisher.pki.registers import load_revocations
-from publisher.publication import CRL_DIR, LOG_DIR, load_certificate, open_log
+from publisher.publication import CRL_DIR, LOG_DIR, load_certificate
 from publisher.site import pages
 from publisher.site.export import export_tree
+from publisher.tlog import open_log
 from verifier.cpl_verify import RULES, iso_utc
 
 _state: dict[str, Any] = {}
