@@ -101,7 +101,7 @@ def submit(
     tamper: bool = False,
 ) -> Path:
     """Write a submission folder: the CSV, its signatures (one file) and request.json."""
-    folder = pub / "inbox" / sub_id
+    folder = pub / publication.INBOX / sub_id
     folder.mkdir(parents=True)
     sheet = (HEADER + "\n" + "".join(",".join(r) + "\n" for r in rows)).encode()
     (folder / "submission.csv").write_bytes(sheet + (b"\n" if tamper else b""))

@@ -26,16 +26,20 @@ if TYPE_CHECKING:  # a type only: the layout, and so the IKI side, never loads t
 
 __all__ = [
     "CERTS_DIR",
+    "CHECKPOINT",
     "CONFIG_NAME",
+    "CRL_ARCHIVE",
     "CRL_DIR",
     "EVIDENCE_DIR",
     "INBOX",
     "LOG_DIR",
+    "LOG_STATE",
     "PKI_DIR",
     "PROCESSED",
     "REGISTERS_DIR",
     "STATE_PATHS",
     "STATUS_FILE",
+    "VKEY",
     "Change",
     "Operation",
     "load_certificate",
@@ -53,6 +57,10 @@ LOG_DIR = "log"  # the transparency log (C2SP tlog-tiles)
 EVIDENCE_DIR = "evidence"  # under LOG_DIR: every approved submission's files, by SHA-256
 INBOX = "inbox"  # submissions waiting for intake
 PROCESSED = "processed"  # approved submissions, moved out of the inbox
+CHECKPOINT = f"{LOG_DIR}/checkpoint"  # the log's signed checkpoint, as committed
+VKEY = f"{LOG_DIR}/vkey"  # the log's verifier key, as committed
+LOG_STATE = f"{LOG_DIR}/.state"  # this machine's private log state (tlog.engine.STATE_DIR), never published
+CRL_ARCHIVE = f"{CRL_DIR}/archive"  # every CRL ever published, by issuer and number
 STATUS_FILE = "status.json"
 # Everything a publish commits (the publication's whole public state).
 STATE_PATHS = (LOG_DIR, CRL_DIR, REGISTERS_DIR, PKI_DIR, CERTS_DIR, PROCESSED, STATUS_FILE)

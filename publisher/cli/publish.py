@@ -9,6 +9,7 @@ import git
 
 from publisher.cli.common import EXIT_OK, PUBLICATION, UsageError, emit, pinned_verifier, vkey_option
 from publisher.config import load as load_config
+from publisher.publication import VKEY
 from publisher.publish.history import verify_history
 from publisher.publish.job import publish
 from publisher.tlog.note import Verifier
@@ -35,7 +36,7 @@ def cmd_history_verify(args: argparse.Namespace) -> int:
         verifier = pinned_verifier(args.vkey)
         how = "pinned with --vkey"
     else:
-        verifier = Verifier.from_vkey(repo.head.commit.tree["log/vkey"].data_stream.read().decode())
+        verifier = Verifier.from_vkey(repo.head.commit.tree[VKEY].data_stream.read().decode())
         how = "from log/vkey in HEAD (pass --vkey to pin it)"
     report = verify_history(repo, config.origin, [verifier])
     text = (

@@ -20,11 +20,12 @@ from pathlib import Path
 
 from publisher import fsio
 from publisher.errors import UsageError
+from publisher.publication import REGISTERS_DIR
 from verifier.cpl_verify import canonical_json
 
-ISSUED = "registers/issued.jsonl"
-REVOCATIONS = "registers/revocations.jsonl"
-CRL_NUMBERS = "registers/crl-numbers.json"
+ISSUED = f"{REGISTERS_DIR}/issued.jsonl"
+REVOCATIONS = f"{REGISTERS_DIR}/revocations.jsonl"
+CRL_NUMBERS = f"{REGISTERS_DIR}/crl-numbers.json"
 
 
 class RegisterError(UsageError, ValueError):

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 import git
 
 from publisher.errors import VerificationFailed
-from publisher.publication import LOG_DIR
+from publisher.pki import registers
+from publisher.publication import CERTS_DIR, CRL_ARCHIVE, EVIDENCE_DIR, LOG_DIR, VKEY
 from publisher.tlog.checkpoint import CheckpointError, SignedCheckpoint, open_checkpoint
 from publisher.tlog.engine import LogError, LogReader
 from publisher.tlog.merkle import ProofError, leaf_hash, root_of
@@ -44,8 +45,8 @@ LOG = LOG_DIR
 CHECKPOINT = f"{LOG}/checkpoint"
 TILES = f"{LOG}/tile/"
 # Published files that never change once committed, and registers that only grow at the end.
-IMMUTABLE = (TILES, f"{LOG}/evidence/", f"{LOG}/vkey", "crl/archive/", "certs/")
-APPEND_ONLY = ("registers/issued.jsonl", "registers/revocations.jsonl")
+IMMUTABLE = (TILES, f"{LOG}/{EVIDENCE_DIR}/", VKEY, f"{CRL_ARCHIVE}/", f"{CERTS_DIR}/")
+APPEND_ONLY = (registers.ISSUED, registers.REVOCATIONS)
 
 
 class HistoryBroken(VerificationFailed):

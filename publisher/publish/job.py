@@ -31,9 +31,11 @@ from publisher.intake.associations import AssociationIndex
 from publisher.intake.run import IntakeReport, run_intake
 from publisher.pki import crl_publish
 from publisher.publication import (
+    CHECKPOINT,
     CONFIG_NAME,
     INBOX,
     LOG_DIR,
+    LOG_STATE,
     STATE_PATHS,
     STATUS_FILE,
     now_utc,
@@ -94,7 +96,7 @@ def committed_checkpoint(repo: git.Repo) -> str | None:
     if not repo.head.is_valid():
         return None
     try:
-        return bytes(repo.head.commit.tree["log/checkpoint"].data_stream.read()).decode()
+        return bytes(repo.head.commit.tree[CHECKPOINT].data_stream.read()).decode()
     except KeyError:
         return None
 
@@ -239,7 +241,7 @@ def _publish(
     return result
 
 
-IGNORED = f"# private to the publisher, never published\nlog/.state/\n{transaction.PRIVATE_DIR}/\n*.key\n"
+IGNORED = f"# private to the publisher, never published\n{LOG_STATE}/\n{transaction.PRIVATE_DIR}/\n*.key\n"
 
 
 def init_repository(publication: Path) -> git.Repo:

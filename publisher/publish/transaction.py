@@ -36,14 +36,14 @@ import git
 from publisher import fsio
 from publisher.errors import OperationRefused
 from publisher.pki import registers
-from publisher.publication import Change, public_files
+from publisher.publication import LOG_STATE, Change, public_files
 from publisher.publish import gitstate
 
 PRIVATE_DIR = ".publisher"
 LOCK_FILE = f"{PRIVATE_DIR}/lock"
 JOURNAL_FILE = f"{PRIVATE_DIR}/journal.json"
 RESUMABLE = ("publish", "crl-refresh")
-PRIVATE_PATHS = (f"/{PRIVATE_DIR}/", "/log/.state/")  # never committed (git exclude patterns)
+PRIVATE_PATHS = (f"/{PRIVATE_DIR}/", f"/{LOG_STATE}/")  # never committed (git exclude patterns)
 # Lock files a git process killed mid-command leaves behind; with our lock held no git of ours runs.
 _GIT_LOCKS = ("index.lock", "HEAD.lock")
 

@@ -15,14 +15,13 @@ the publication, not copied; generated files (proofs, lookup shards,
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 from publisher.config import Config
-from publisher.publication import CRL_DIR, LOG_DIR, PKI_DIR, STATUS_FILE, status
+from publisher.publication import CRL_DIR, EVIDENCE_DIR, LOG_DIR, PKI_DIR, STATUS_FILE, status, status_bytes
 from publisher.site.lookup import lookup_files
 from publisher.tlog import open_log
 
@@ -64,7 +63,7 @@ def export_tree(config: Config, out: Path, generated_at: str, proofs: bool = Tru
             linked += link_tree(config.root / sub, out / sub)
     for name in ("checkpoint", "vkey"):
         _link(config.root / LOG_DIR / name, out / LOG_DIR / name)
-    for sub in ("tile", "evidence"):
+    for sub in ("tile", EVIDENCE_DIR):
         if (config.root / LOG_DIR / sub).is_dir():
             linked += link_tree(config.root / LOG_DIR / sub, out / LOG_DIR / sub)
 
@@ -80,5 +79,5 @@ def export_tree(config: Config, out: Path, generated_at: str, proofs: bool = Tru
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
     state = status(config, log, generated_at)
-    (out / STATUS_FILE).write_text(json.dumps(state, indent=1, sort_keys=True) + "\n")
+    (out / STATUS_FILE).write_bytes(status_bytes(state))
     return state

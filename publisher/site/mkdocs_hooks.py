@@ -22,7 +22,7 @@ from publisher.config import load as load_config
 from publisher.entries import json_entries
 from publisher.pki.der import parse_time
 from publisher.pki.registers import load_revocations
-from publisher.publication import CRL_DIR, LOG_DIR, load_certificate
+from publisher.publication import CRL_DIR, LOG_DIR, STATUS_FILE, load_certificate, now_utc, status_bytes
 from publisher.site import pages
 from publisher.site.export import export_tree
 from publisher.tlog import open_log
@@ -42,12 +42,12 @@ def _publication(config: Any) -> Config:
 
 def _now(pub: Config) -> dt.datetime:
     # Pages describe the committed state as of its last publish, so builds are reproducible.
-    status = pub.root / "status.json"
+    status = pub.root / STATUS_FILE
     if status.exists():
         at = json.loads(status.read_text()).get("generated_at")
         if at:
             return parse_time(str(at))
-    return dt.datetime.now(dt.UTC)
+    return now_utc()
 
 
 def on_config(config: Any) -> Any:
@@ -58,7 +58,7 @@ def on_config(config: Any) -> Any:
 def on_files(files: Files, config: Any) -> Files:
     pub: Config = _state["pub"]
     log = open_log(pub)
-    status_path = pub.root / "status.json"
+    status_path = pub.root / STATUS_FILE
     status = json.loads(status_path.read_text()) if status_path.exists() else {}
     items = pages.associations(json_entries(log.entries()))
     generated: dict[str, str] = {"index.md": pages.home(status, _now(pub))}
@@ -124,11 +124,11 @@ def on_post_build(config: Any) -> None:
     pub: Config = _state["pub"]
     site = Path(config["site_dir"])
     state = export_tree(pub, site, iso_utc(_now(pub)))
-    status_path = pub.root / "status.json"
+    status_path = pub.root / STATUS_FILE
     if status_path.exists():
-        shutil.copyfile(status_path, site / "status.json")
+        shutil.copyfile(status_path, site / STATUS_FILE)
     else:
-        (site / "status.json").write_text(json.dumps(state, indent=1, sort_keys=True) + "\n")
+        (site / STATUS_FILE).write_bytes(status_bytes(state))
     for rel, data in _state.get("search", {}).items():
         out = site / rel
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 
+from publisher.errors import Refused
 from verifier.cpl_verify import (
     MAX_ENTRY_SIZE,
     MAX_LEVEL,
@@ -58,7 +59,7 @@ __all__ = [
 ]
 
 
-class EntryTooLarge(TileError):
+class EntryTooLarge(TileError, Refused):
     """An entry does not fit the uint16 length prefix of an entry bundle."""
 
 
