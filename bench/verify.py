@@ -41,13 +41,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.serialization import pkcs7
-
 from publisher import keys, parties, publication, scaffold
-from publisher.config import Config, load
-from publisher.entries import ASSOCIATION_TYPE, CRL_TYPE, canonical_json
+from publisher.config import load
+from publisher.demo import trust_of
+from publisher.entries import ASSOCIATION_TYPE, canonical_json
+from publisher.entries import crl_entry as entries_crl_entry
 from publisher.intake.associations import AssociationIndex
 from publisher.pki import crl_publish
 from publisher.pki.crl import CRLSpec, Revocation, check_crl, sign_crl, to_pem
@@ -55,6 +53,8 @@ from publisher.site.export import export_tree
 from publisher.tlog import LogReader, TileLog
 from publisher.tlog.signer import load_log_signer
 from verifier.cpl_verify import SHEET_COLUMNS as COLUMNS
+from verifier.cpl_verify import Party as VParty
+from verifier.cpl_verify import cert_sha256, iso_utc
 
 REPO = Path(__file__).resolve().parents[1]
 VERIFIER = REPO / "verifier" / "cpl_verify.py"
@@ -78,30 +78,23 @@ def log(msg: str) -> None:
 # -- building the publication ------------------------------------------------------------------------------
 
 
-def _party(config: Config, name: str, org_id: str, role: str, now: dt.datetime) -> tuple[Any, Any]:
-    issued = parties.issue_party(config, name, org_id, role, now, days=365)
-    return issued.cert, issued.key
-
-
 def build(base: Path, entries: int, crl_entries: int) -> dict[str, Any]:
     now = publication.now_utc()
     pub = base / "publication"
     scaffold.init_publication(pub, base / "keys", SITE_URL, ORIGIN)
     config = load(pub)
-    acme = _party(config, "Acme Meters", "1001", "Manufacturer", now)
-    supplier = _party(config, "Bright Energy Supply", "2001", "Supplier", now)
+    acme = parties.issue_party(config, "Acme Meters", "1001", "Manufacturer", now, days=365)
+    supplier = parties.issue_party(config, "Bright Energy Supply", "2001", "Supplier", now, days=365)
     crl_publish.refresh(config, now)  # the root's ARL and a first ICA CRL
     signer = load_log_signer(config.log_key, pub)
     evidence_dir = pub / "log" / "evidence"
     evidence_dir.mkdir(parents=True)
-    approved = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    approved = iso_utc(now)
 
-    def party(cert: x509.Certificate, name: str, org_id: str, role: str) -> dict[str, str]:
-        fp = cert.fingerprint(hashes.SHA256()).hex()
-        return {"organisation": name, "organisation_id": org_id, "role": role, "certificate_sha256": fp}
+    def party(p: parties.Party) -> dict[str, object]:
+        return VParty(p.name, p.org_id, p.role, cert_sha256(p.cert)).to_json()
 
-    man = party(acme[0], "Acme Meters", "1001", "Manufacturer")
-    end = party(supplier[0], "Bright Energy Supply", "2001", "Supplier")
+    man, end = party(acme), party(supplier)
     images: list[str] = []
     started = time.monotonic()
     with TileLog.open(pub / "log", signer) as tlog:
@@ -118,12 +111,7 @@ def build(base: Path, entries: int, crl_entries: int) -> dict[str, Any]:
             writer.writerow(COLUMNS)
             writer.writerows(rows)
             sheet = out.getvalue().encode()
-            builder = pkcs7.PKCS7SignatureBuilder().set_data(sheet)
-            for cert, key in (acme, supplier):
-                builder = builder.add_signer(cert, key, hashes.SHA256())
-            sig = builder.sign(
-                serialization.Encoding.DER, [pkcs7.PKCS7Options.DetachedSignature, pkcs7.PKCS7Options.Binary]
-            )
+            sig = parties.sign_detached(sheet, [acme, supplier])
             sid = f"B{sub:05d}"
             request = json.dumps({"submitter_ref": f"REF-{sid}", "panel_ref": f"PANEL-{sid}"}).encode()
             digests = {}
@@ -179,16 +167,7 @@ def build(base: Path, entries: int, crl_entries: int) -> dict[str, Any]:
         (pub / "crl" / "ica.pem").write_bytes(to_pem(big))
         meta = {**info.to_json(), "issuer": "ica", "url": config.crl_url("ica")}
         (pub / "crl" / "ica.json").write_text(json.dumps(meta, indent=1))
-        j = info.to_json()
-        crl_entry = {
-            "type": CRL_TYPE,
-            "issuer": "ica",
-            "number": number,
-            "this_update": j["this_update"],
-            "next_update": j["next_update"],
-            "sha256": info.sha256,
-        }
-        pending.append(canonical_json(crl_entry))
+        pending.append(entries_crl_entry("ica", info))
         tlog.append(pending)
         t0 = time.monotonic()
         tlog.append([AssociationIndex.from_entries(tlog.entries()).lookup.commitment()])  # as publish ends
@@ -197,22 +176,10 @@ def build(base: Path, entries: int, crl_entries: int) -> dict[str, Any]:
     log(f"log: {size:,} entries built in {time.monotonic() - started:.0f} s")
     site = base / "site"
     t0 = time.monotonic()
-    export_tree(config, site, now.strftime("%Y-%m-%dT%H:%M:%SZ"), proofs=False)
+    export_tree(config, site, iso_utc(now), proofs=False)
     log(f"site exported (lookup shards) in {time.monotonic() - t0:.0f} s")
-    root = publication.load_certificate(pub / "pki" / "iki-root.pem")
-    trust = {
-        "site": "",
-        "log": {"origin": ORIGIN, "vkey": signer.verifier.vkey},
-        "iki_roots": [
-            {
-                "name": "iki-root",
-                "sha256": root.fingerprint(hashes.SHA256()).hex(),
-                "pem": root.public_bytes(serialization.Encoding.PEM).decode(),
-            }
-        ],
-        "crl_issuers": [{"name": "ica", "sha256": ica_cert.fingerprint(hashes.SHA256()).hex()}],
-        "extended_key_usage": config.profile.extended_key_usage,
-    }
+    trust = trust_of(config)
+    trust["site"] = ""
     return {"config": config, "site": site, "size": size, "images": images, "trust": trust, "log_dir": pub / "log"}
 
 
