@@ -1502,7 +1502,8 @@ def _size(n: int) -> str:
 
 
 class TileSource(Protocol):
-    """Where a log's files are read from, as Go's ``tlog.TileReader``: ``read(path, cap)`` returns the bytes
+    """Where a log's files are read from (the role of Go's ``tlog.TileReader``; ``TileReader`` here is the
+    callable that reads one tile's hashes): ``read(path, cap)`` returns the bytes
     of the log file at ``path`` (``checkpoint``, ``tile/...``, relative to the log), at most ``cap`` of them
     (a larger file is an error, never cut), or None when there is none. The site (``Source``) is one; the
     publisher's log folder and a git commit's tree are others."""
