@@ -497,6 +497,34 @@ def test_inclusion_offline_proof(world: World, tmp_path: Path, capsys: Any) -> N
     assert "the proved entry is not for image" in capsys.readouterr().out
 
 
+def test_inclusion_saves_a_proof_that_proves_the_entry_offline(
+    world: World, srv: SiteServer, cli: Any, tmp_path: Path, capsys: Any
+) -> None:
+    """``--save-proof``: the manufacturer's offline proof (shipped with its firmware), computed from the tiles."""
+    index = world.indices["l1"]
+    saved = tmp_path / "l1.tlog-proof"
+    r = cli("inclusion", "--hash", image_hash("l1"), "--allow-replaced", "--save-proof", str(saved))
+    assert r.code == 0, r.out
+    assert f"proof of entry {index} saved to {saved}" in r.out
+    text = saved.read_text()
+    assert text.startswith("c2sp.org/tlog-proof@v1\n")
+    assert f"\nextra {base64.b64encode(world.entries()[index]).decode()}\n" in text
+    trust = world.write_trust(tmp_path / "offline.json")  # no site: the file alone proves the entry
+    capsys.readouterr()
+    assert main(["--trust", str(trust), "inclusion", "--proof", str(saved), "--allow-replaced"]) == 0
+    assert "model 'L1'" in capsys.readouterr().out
+    lines = text.split("\n")
+    hashes = [i for i, line in enumerate(lines) if i > 2 and line and not line.startswith(("index", "extra"))]
+    lines[hashes[0]] = base64.b64encode(bytes(32)).decode()  # one proof hash changed
+    saved.write_text("\n".join(lines))
+    assert main(["--trust", str(trust), "inclusion", "--proof", str(saved), "--allow-replaced"]) == 1
+    # by index too; a hash matching several entries must be narrowed down first
+    r = cli("inclusion", "--index", str(index), "--allow-replaced", "--save-proof", str(saved))
+    assert r.code == 0 and f"proof of entry {index} saved" in r.out
+    r = cli("inclusion", "--hash", image_hash("l1"), "--save-proof", str(tmp_path / "nowhere" / "x.tlog-proof"))
+    assert r.code == 2 and "--save-proof: cannot write" in r.out
+
+
 def test_attack_lookup_points_at_the_wrong_index(world: World, srv: SiteServer, cli: Any) -> None:
     key = image_hash("e2")
     srv.override(lookup_shard(world, key), json.dumps({key: [world.indices["g1"]]}).encode())

@@ -5184,6 +5184,13 @@ def _inclusion(ctx: Context) -> int:
             ctx.out.say("  This image is not on the CPL according to this log; do not install it as approved.")
         return EXIT_NOT_APPROVED
     ctx.out.result["found"] = True
+    if args.save_proof:
+        if len(found) > 1:
+            raise UsageError(
+                f"--save-proof: {len(found)} entries match ({', '.join(str(a['index']) for a in found)}); choose one "
+                "with --model or --index"
+            )
+        save_proof(ctx, fetcher, signed, found[0]["index"])
     verdicts = [a["verdict"] for a in found]
     ctx.out.result["verdict"] = verdicts[0] if len(set(verdicts)) == 1 else "mixed"
     ctx.out.say(f"FOUND in the log (size {size}; every entry proved against the signed checkpoint; {proven}):")
@@ -5191,6 +5198,22 @@ def _inclusion(ctx: Context) -> int:
         _say_association(ctx, a)
         _say_verdict(ctx, a, view)
     return _exit_for(verdicts)
+
+
+def save_proof(ctx: Context, fetcher: TileFetcher, signed: SignedCheckpoint, index: int) -> None:
+    """``--save-proof FILE``: a c2sp.org/tlog-proof@v1 file for entry ``index`` under the verified checkpoint,
+    the entry in its ``extra`` line, so the file alone proves it offline (``inclusion --proof FILE``)."""
+    cp = signed.checkpoint
+    entry = fetcher.bundle(index // TILE_WIDTH)[index % TILE_WIDTH]
+    proof = tuple(inclusion_proof(index, cp.size, fetcher.hash_range()))
+    verify_inclusion(index, cp.size, leaf_hash(entry), proof, cp.root)  # what is saved verifies
+    path = Path(ctx.args.save_proof).expanduser()
+    try:
+        path.write_text(TlogProof(index, proof, signed.raw, entry).encode())
+    except OSError as exc:
+        raise UsageError(f"--save-proof: cannot write {path}: {exc.strerror or exc}") from exc
+    ctx.out.result["saved_proof"] = str(path)
+    ctx.out.say(f"proof of entry {index} saved to {path} (c2sp.org/tlog-proof@v1; check it with --proof {path})")
 
 
 def _inclusion_at_index(ctx: Context, fetcher: TileFetcher, signed: SignedCheckpoint) -> int:
@@ -5207,6 +5230,8 @@ def _inclusion_at_index(ctx: Context, fetcher: TileFetcher, signed: SignedCheckp
     entry = parse_entry(entry_bytes)
     ctx.out.result["index"] = args.index
     ctx.out.result["entry"] = entry if entry is not None else b64encode(entry_bytes)
+    if args.save_proof:
+        save_proof(ctx, fetcher, signed, args.index)
     ctx.out.say(f"entry {args.index} is in the log (size {size}), proved against the signed checkpoint:")
     if entry is None or entry.get("type") != ASSOCIATION_TYPE:
         ctx.out.say("  " + entry_bytes.decode("utf-8", "replace"))
@@ -6166,6 +6191,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", nargs=4, metavar=("MANUFACTURER_ID", "MODEL", "HW", "FW"), help="a CPL device model")
     p.add_argument("--proof", metavar="FILE", help="an offline c2sp.org/tlog-proof@v1 file")
     p.add_argument("--entry", metavar="FILE", help="the entry's bytes (with --proof or --index)")
+    p.add_argument("--save-proof", metavar="FILE",
+                   help="write the found entry's c2sp.org/tlog-proof@v1 file (check it offline: --proof)")  # fmt: skip
     p.add_argument("--allow-replaced", action="store_true",
                    help="a question about history: exit 0 for an image approved once, even if replaced")  # fmt: skip
     p.add_argument("--exhaustive-max", type=int, default=EXHAUSTIVE_DEFAULT_MAX, help=argparse.SUPPRESS)
