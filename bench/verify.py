@@ -8,9 +8,9 @@ and the exported site tree; serves it with ``http.server`` (HTTP/1.1) on 127.0.0
 downloadable verifier file as a separate process, as a user would, and measures from one run:
 
 1. ``inclusion --hash``: HTTP requests, bytes fetched, wall time including interpreter start
-   (median of several hashes), with the site's proof files (default) and from tiles only: a proven
-   "current" verdict (the log's lookup/v1 commitment, the signers' standing on the ICA CRL); a proven
-   absence (an image that is not logged); and ``--exhaustive`` (every entry read), once;
+   (median of several hashes), the proof computed from the tiles: a proven "current" verdict (the
+   log's lookup/v1 commitment, the signers' standing on the ICA CRL); a proven absence (an image
+   that is not logged); and ``--exhaustive`` (every entry read), once;
 2. ``crl --issuer ica`` on the 100,000-entry CRL (and with ``--require-logged``), with
    ``openssl crl -verify`` on the same file as the peer;
 3. ``audit``: entries per second over the whole log (structure, evidence and rules).
@@ -50,7 +50,7 @@ from publisher.intake.associations import AssociationIndex
 from publisher.pki import crl_publish
 from publisher.pki.crl import CRLSpec, Revocation, check_crl, sign_crl, to_pem
 from publisher.site.export import export_tree
-from publisher.tlog import LogReader, TileLog
+from publisher.tlog import TileLog
 from publisher.tlog.signer import load_log_signer
 from verifier.cpl_verify import SHEET_COLUMNS as COLUMNS
 from verifier.cpl_verify import Party as VParty
@@ -64,7 +64,7 @@ SITE_URL = "https://bench.example/cpl"
 ROWS_PER_SHEET = 1000
 BATCH = 65_536
 # checkpoint; the commitment copy + its right-edge hash tiles (3 at 1M); hash shard + 2 lookup tiles; the
-# entry (proof file, bundle); model shard + tile; the signers' signature file, ICA CRL and certificate
+# entry's bundle; model shard + tile; the signers' signature file, ICA CRL and certificate
 TARGET_INCLUSION_REQUESTS = 18
 TARGET_INCLUSION_SECONDS = 0.5
 TARGET_AUDIT_RATE = 5000
@@ -176,22 +176,11 @@ def build(base: Path, entries: int, crl_entries: int) -> dict[str, Any]:
     log(f"log: {size:,} entries built in {time.monotonic() - started:.0f} s")
     site = base / "site"
     t0 = time.monotonic()
-    export_tree(config, site, iso_utc(now), proofs=False)
+    export_tree(config, site, iso_utc(now))
     log(f"site exported (lookup shards) in {time.monotonic() - t0:.0f} s")
     trust = trust_of(config)
     trust["site"] = ""
-    return {"config": config, "site": site, "size": size, "images": images, "trust": trust, "log_dir": pub / "log"}
-
-
-def write_proofs(log_dir: Path, site: Path, indices: Sequence[int]) -> None:
-    """``/log/proof/<index>.tlog-proof`` for the sampled entries (the export writes them for every entry)."""
-    from publisher.tlog import read_vkey
-
-    reader = LogReader(log_dir, ORIGIN, [read_vkey(log_dir)])
-    for index in indices:
-        path = site / "log" / "proof" / f"{index}.tlog-proof"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(reader.tlog_proof(index).encode())
+    return {"config": config, "site": site, "size": size, "images": images, "trust": trust}
 
 
 # -- serving and measuring ----------------------------------------------------------------------------------
@@ -234,7 +223,6 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     built = build(work, args.entries, args.crl_entries)
     rng = random.Random(7)
     sample = sorted(rng.sample(range(len(built["images"])), args.samples))
-    write_proofs(built["log_dir"], built["site"], sample)
     httpd, url = serve(built["site"])
     try:
         trust_obj = dict(built["trust"], site=url)
@@ -243,14 +231,13 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         results: dict[str, Any] = {"entries": built["size"], "crl_entries": args.crl_entries}
         startup = min(verifier_help() for _ in range(3))  # interpreter + imports alone, for reference
         results["interpreter_start_s"] = round(startup, 3)
-        for mode, extra in (("proof files", []), ("tiles only", ["--no-proof-files"])):
-            runs = []
-            for index in sample:
-                wall, out = verifier(trust, *extra, "inclusion", "--hash", built["images"][index])
-                assert out["result"]["associations"][0]["index"] == index
-                assert out["result"]["verdict"] == "current" and out["result"]["lookup"]["proven"]
-                runs.append((wall, out["requests"], out["bytes"]))
-            results[f"inclusion ({mode})"] = _summary(runs)
+        runs = []
+        for index in sample:
+            wall, out = verifier(trust, "inclusion", "--hash", built["images"][index])
+            assert out["result"]["associations"][0]["index"] == index
+            assert out["result"]["verdict"] == "current" and out["result"]["lookup"]["proven"]
+            runs.append((wall, out["requests"], out["bytes"]))
+        results["inclusion"] = _summary(runs)
         absent = []
         for n in range(args.samples):
             image = hashlib.sha256(f"not logged {n}".encode()).hexdigest()
@@ -315,8 +302,7 @@ def openssl_crl(built: dict[str, Any], work: Path) -> float:
 
 
 def report(results: dict[str, Any]) -> str:
-    inc = results["inclusion (proof files)"]
-    tiles = results["inclusion (tiles only)"]
+    inc = results["inclusion"]
     absent = results["inclusion (proven absence)"]
     exhaustive = results["inclusion (--exhaustive)"]
     audit = results["audit"]
@@ -324,11 +310,9 @@ def report(results: dict[str, Any]) -> str:
         f"Verifier benchmark: {results['entries']:,}-entry log, {results['crl_entries']:,}-entry CRL, "
         "HTTP on 127.0.0.1",
         f"  interpreter start + imports (--version):       {results['interpreter_start_s']:.3f} s",
-        f"  inclusion --hash (proof files): {inc['requests_max']} requests, {inc['bytes_median']:,} bytes, "
+        f"  inclusion --hash: {inc['requests_max']} requests, {inc['bytes_median']:,} bytes, "
         f"{inc['wall_s_median']:.3f} s median / {inc['wall_s_max']:.3f} s max wall "
         f"(targets <= {TARGET_INCLUSION_REQUESTS} requests, < {TARGET_INCLUSION_SECONDS} s)",
-        f"  inclusion --hash (tiles only):  {tiles['requests_max']} requests, {tiles['bytes_median']:,} bytes, "
-        f"{tiles['wall_s_median']:.3f} s median / {tiles['wall_s_max']:.3f} s max wall",
         f"  inclusion --hash, proven absence: {absent['requests_max']} requests, {absent['bytes_median']:,} bytes, "
         f"{absent['wall_s_median']:.3f} s median / {absent['wall_s_max']:.3f} s max wall",
         f"  inclusion --hash --exhaustive (every entry): {exhaustive['requests_max']:,} requests, "
@@ -363,8 +347,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(results, indent=1) if args.json else report(results))
     ok = (
-        results["inclusion (proof files)"]["requests_max"] <= TARGET_INCLUSION_REQUESTS
-        and results["inclusion (proof files)"]["wall_s_median"] < TARGET_INCLUSION_SECONDS
+        results["inclusion"]["requests_max"] <= TARGET_INCLUSION_REQUESTS
+        and results["inclusion"]["wall_s_median"] < TARGET_INCLUSION_SECONDS
         and results["audit"]["entries_per_second"] >= TARGET_AUDIT_RATE
     )
     return 0 if ok else 1

@@ -1888,10 +1888,10 @@ def test_warnings_about_one_certificate_are_one_line(
     ]
 
 
-def test_inclusion_proof_of_another_image_fails(kit: Kit, capsys: pytest.CaptureFixture[str]) -> None:
+def test_inclusion_proof_of_another_image_fails(kit: Kit, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``inclusion --proof F --hash H``: F proves its own entry; for any other image the answer is no."""
     world = kit.world
-    proof = world.site / "log" / "proof" / f"{world.indices['e2']}.tlog-proof"
+    proof = world.offline_proof(world.indices["e2"], tmp_path / "e2.tlog-proof")
     trust = str(kit.trust_file(witness=False))
     own = ["--trust", trust, "inclusion", "--proof", str(proof), "--hash", image_hash("e2"), "--allow-replaced"]
     assert main(own) == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import stat
@@ -71,8 +72,10 @@ def test_append_verify_proof_round_trip(
     assert json.loads(out)["size"] == 5
     proof = tmp_path / "3.tlog-proof"
     assert run(capsys, "log", "proof", str(log), "3", "-o", str(proof))[0] == 0
-    assert proof.read_text().startswith("c2sp.org/tlog-proof@v1\nindex 3\n")
     entry = tmp_path / "e3.json"
+    # The entry rides in the proof's extra line (before the index, as c2sp.org/tlog-proof orders them).
+    extra = base64.b64encode(entry.read_bytes()).decode()
+    assert proof.read_text().startswith(f"c2sp.org/tlog-proof@v1\nextra {extra}\nindex 3\n")
     code, out, _ = run(capsys, "log", "check-proof", str(proof), "--entry", str(entry), "--vkey", vkey)
     assert code == 0
     assert "entry 3 is in cli.example/log at size 5" in out

@@ -418,7 +418,7 @@ def test_inclusion_reports_a_later_replacement(world: World, cli: Any) -> None:
 
 
 def test_inclusion_from_tiles_only(world: World, cli: Any, srv: SiteServer) -> None:
-    r = cli("--json", "--no-proof-files", "inclusion", "--hash", image_hash("shared"))
+    r = cli("--json", "inclusion", "--hash", image_hash("shared"))
     assert r.code == 0, r.out
     assert [a["device_model"]["model_id"] for a in r.json()["result"]["associations"]] == ["E3", "E4"]
     assert not any(p.startswith("log/proof/") for p in srv.requests)
@@ -470,8 +470,7 @@ def test_inclusion_input_mistakes_are_usage_errors(cli: Any) -> None:
 
 def test_inclusion_offline_proof(world: World, tmp_path: Path, capsys: Any) -> None:
     index = world.indices["l1"]
-    proof = tmp_path / "l1.tlog-proof"
-    proof.write_bytes(site_bytes(world, f"log/proof/{index}.tlog-proof"))
+    proof = world.offline_proof(index, tmp_path / "l1.tlog-proof")
     entry = tmp_path / "entry.json"
     entry.write_bytes(world.entries()[index])
     trust = world.write_trust(tmp_path / "offline.json")  # no site: nothing is fetched
@@ -487,7 +486,7 @@ def test_inclusion_offline_proof(world: World, tmp_path: Path, capsys: Any) -> N
     entry.write_bytes(tamper(world.entries()[index], 30))
     assert main(argv) == 1
     assert "the entry is not proved to be at index" in capsys.readouterr().out
-    # the site puts the entry in the proof file's 'extra' line (authenticated by the proof): the file alone works
+    # the entry rides in the proof file's 'extra' line (authenticated by the proof): the file alone works
     assert f"\nextra {base64.b64encode(world.entries()[index]).decode()}\n" in proof.read_text()
     assert main(["--trust", str(trust), "inclusion", "--proof", str(proof), "--allow-replaced"]) == 0
     # a proof of one image does not vouch for another

@@ -266,7 +266,7 @@ ENCODINGS: dict[str, Encoder] = {
 def test_an_encoded_site_verifies(world: World, trust: Path, tmp_path: Path, name: str, capsys: Any) -> None:
     # Full tiles of SHA-256 hashes do not compress: gzip makes them larger than the tile itself.
     with EncodedSite(world.site, ENCODINGS[name]) as site:
-        for command in (["audit"], ["consistency"], ["inclusion", "--hash", image_hash("e2"), "--no-proof-files"]):
+        for command in (["audit"], ["consistency"], ["inclusion", "--hash", image_hash("e2")]):
             r = run_main(capsys, "--trust", trust, "--site", site.url, "--state", tmp_path / "state", *command)
             assert r.code == 0, (command, r.out)
 
@@ -366,7 +366,7 @@ def test_a_symbolic_link_out_of_the_site_folder_is_refused(
 ) -> None:
     site = world.copy_site(tmp_path / "site")
     _link_out(site, rel, tmp_path / "elsewhere")  # the same bytes, but outside the folder given
-    r = run_main(capsys, "--trust", trust, "--site", site, "inclusion", "--hash", image_hash("e2"), "--no-proof-files")
+    r = run_main(capsys, "--trust", trust, "--site", site, "inclusion", "--hash", image_hash("e2"))
     assert r.code == 1, r.out
     assert "leads outside the site folder" in r.out and "through a symbolic link; refusing to read it" in r.out
 
@@ -377,7 +377,7 @@ def test_symbolic_links_within_the_site_folder_are_followed(
     site = world.copy_site(tmp_path / "site")
     (site / "log").rename(site / "log-v1")
     (site / "log").symlink_to("log-v1")  # e.g. a deployment switching between versions
-    r = run_main(capsys, "--trust", trust, "--site", site, "inclusion", "--hash", image_hash("e2"), "--no-proof-files")
+    r = run_main(capsys, "--trust", trust, "--site", site, "inclusion", "--hash", image_hash("e2"))
     assert r.code == 0, r.out
 
 

@@ -187,6 +187,13 @@ class World:
         path.write_text(json.dumps(self.trust(site_url, pem), indent=1))
         return path
 
+    def offline_proof(self, index: int, dest: Path) -> Path:
+        """Entry ``index``'s c2sp.org/tlog-proof@v1 file, written by the publisher's ``log proof`` command."""
+        from publisher.cli import main as publisher_main
+
+        assert publisher_main(["log", "proof", str(self.config.root / "log"), str(index), "-o", str(dest)]) == 0
+        return dest
+
     def copy_site(self, dest: Path) -> Path:
         """A private copy of the exported site (to tamper with files directly)."""
         shutil.copytree(self.site, dest)

@@ -4293,29 +4293,12 @@ def _keep_newer(
 def prove_entry(ctx: Context, fetcher: TileFetcher, signed: SignedCheckpoint, index: int) -> bytes:
     """Entry ``index``, authenticated by an inclusion proof against the verified checkpoint.
 
-    Uses the site's ``proof/<index>.tlog-proof`` when it is for this very
-    checkpoint (fewest requests), else computes the proof from the tiles.
+    The proof is computed from the tiles: the site publishes no file per entry.
     """
     cp = signed.checkpoint
     if not 0 <= index < cp.size:
         raise VerifyFailed(f"log index {index} is outside the log (size {cp.size})")
     bundle = index // TILE_WIDTH
-    bad_proof_file = False
-    if getattr(ctx.args, "proof_files", True) and bundle not in fetcher.bundles:
-        data = fetcher.log.get_optional(f"proof/{index}.tlog-proof", CAP_SMALL, f"proof of entry {index}")
-        if data is not None:
-            try:
-                proof = parse_tlog_proof(data)
-                same = parse_unverified(proof.checkpoint)
-            except CheckpointError:
-                proof, same = None, None  # fall back to the tiles, which are authoritative
-            if proof is not None and same is not None and proof.index == index and same.size == cp.size:
-                entry = fetcher.bundle(bundle)[index % TILE_WIDTH]
-                try:
-                    verify_inclusion(index, cp.size, leaf_hash(entry), proof.proof, cp.root)
-                    return entry
-                except ProofError:
-                    bad_proof_file = True  # diagnosed below from the tiles
     entry = fetcher.bundle(bundle)[index % TILE_WIDTH]
     proof_hashes = inclusion_proof(index, cp.size, fetcher.hash_range())
     try:
@@ -4325,8 +4308,6 @@ def prove_entry(ctx: Context, fetcher: TileFetcher, signed: SignedCheckpoint, in
             f"entry {index} is not proved to be in the log: {fetcher.blame(cp.root)}; "
             "the site's data is damaged or tampered with"
         ) from exc
-    if bad_proof_file:
-        ctx.out.warn(f"the site's proof file for entry {index} does not verify; the entry was proved from the tiles")
     return entry
 
 
@@ -6124,8 +6105,6 @@ def _common_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
                    help="stop with exit code 2 after this long (default 300; audit 3600; monitor: each check; "
                    "0: no limit)")  # fmt: skip
     g.add_argument("--max-crl-bytes", type=int, default=d, metavar="N", help="largest CRL accepted (128 MiB)")
-    g.add_argument("--no-proof-files", dest="proof_files", action="store_false", default=d,
-                   help="compute inclusion proofs from tiles even where the site publishes proof files")  # fmt: skip
     g.add_argument("--now", type=_parse_now, default=d, metavar="TIME", help="check as of this UTC time")
     g.add_argument("--json", action="store_true", default=d, help="machine-readable output")
     g.add_argument("--progress", action="store_true", default=d, help="progress on stderr")
@@ -6145,7 +6124,6 @@ DEFAULTS: dict[str, Any] = {
     "timeout": DEFAULT_TIMEOUT,
     "deadline": None,
     "max_crl_bytes": CAP_CRL,
-    "proof_files": True,
     "now": None,
     "json": False,
     "progress": False,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -106,7 +107,9 @@ def cmd_log_proof(args: argparse.Namespace) -> int:
     reader = LogReader(log_dir, verifier.name, [verifier])
     if not 0 <= args.index < reader.size:
         raise UsageError(f"entry {args.index} is not in the log (size {reader.size})")
-    text = reader.tlog_proof(args.index).encode()
+    # The entry rides in the "extra" line (authenticated by the proof), so the file alone proves it offline.
+    proof = dataclasses.replace(reader.tlog_proof(args.index), extra=reader.entry(args.index))
+    text = proof.encode()
     if args.out:
         Path(args.out).write_text(text)
     else:

@@ -1,20 +1,19 @@
 """The machine-readable part of the site: what consumers and the verifier fetch at stable URLs.
 
 Large trees (tiles, bundles, evidence, the CRL archive) are hard-linked from
-the publication, not copied; generated files (proofs, lookup shards,
-``status.json``) are written.
+the publication, not copied; generated files (lookup shards, ``status.json``)
+are written. No file is written per entry: inclusion proofs are computed from
+the tiles (``cpl-verify inclusion ... --save-proof FILE`` saves one for offline use).
 
     /crl/<issuer>.crl .pem .json, /crl/archive/<issuer>/<number>.crl
     /pki/<name>.pem
     /log/checkpoint, /log/vkey, /log/tile/..., /log/evidence/<sha256>
-    /log/proof/<index>.tlog-proof
     /log/lookup/hash/<3 hex>.json, /log/lookup/model/<3 hex>.json, /log/lookup/tile/{0,1}/<3 digits>
     /status.json
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 from collections.abc import Iterator
@@ -54,7 +53,7 @@ def link_tree(src: Path, dst: Path) -> int:
     return count
 
 
-def export_tree(config: Config, out: Path, generated_at: str, proofs: bool = True) -> dict[str, object]:
+def export_tree(config: Config, out: Path, generated_at: str) -> dict[str, object]:
     """Write the machine-readable site tree into ``out``; return ``status.json``'s content."""
     log = open_log(config)
     linked = 0
@@ -68,12 +67,6 @@ def export_tree(config: Config, out: Path, generated_at: str, proofs: bool = Tru
             linked += link_tree(config.root / LOG_DIR / sub, out / LOG_DIR / sub)
 
     generated = lookup_files(log.entries())
-    if proofs:
-        # The entry rides in the proof's "extra" line, so a proof file alone is enough offline
-        # (the inclusion proof authenticates it).
-        for index, raw in enumerate(log.entries()):
-            proof = dataclasses.replace(log.tlog_proof(index), extra=raw)
-            generated[f"proof/{index}.tlog-proof"] = proof.encode().encode()
     for rel, data in generated.items():
         path = out / LOG_DIR / rel
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -198,9 +198,8 @@ def firmware_pages(items: list[Association]) -> dict[str, str]:
                     "Approved",
                     "Endorsed by",
                     "History",
-                    "Proof",
                 ],
-                [_firmware_row(a, "../../" if n == 1 else "../../../") for a in chunk],
+                [_firmware_row(a) for a in chunk],
                 "cpl-firmware",
             )
             path = f"firmware/{slug}/index.md" if n == 1 else f"firmware/{slug}/page-{n}/index.md"
@@ -218,6 +217,7 @@ def firmware_pages(items: list[Association]) -> dict[str, str]:
                     "",
                     f"<p>Pages: {nav}</p>" if len(chunks) > 1 else "",
                     body,
+                    OFFLINE_PROOF,
                 ]
             )
     pages["firmware/index.md"] = "\n".join(
@@ -238,7 +238,14 @@ def firmware_pages(items: list[Association]) -> dict[str, str]:
     return pages
 
 
-def _firmware_row(a: Association, up: str) -> list[str]:
+# Proofs are computed from the tiles, not published per entry (a file per entry grows the site with the log).
+OFFLINE_PROOF = (
+    "<p>To prove an entry offline (for example to ship with a firmware image), save its proof with the "
+    "verifier: <code>cpl-verify inclusion --index N --save-proof N.tlog-proof</code>.</p>"
+)
+
+
+def _firmware_row(a: Association) -> list[str]:
     history = []
     rep = a.entry.get("replaces")
     if isinstance(rep, dict):
@@ -256,7 +263,6 @@ def _firmware_row(a: Association, up: str) -> list[str]:
         safe(a.field("approved_at")),
         safe(a.field("endorser", "organisation")),
         "<br>".join(history) or "current",
-        f'<a href="{up}log/proof/{a.index}.tlog-proof">proof</a>',
     ]
 
 
@@ -288,14 +294,13 @@ def search_shards(items: list[Association]) -> dict[str, bytes]:
 
 
 def log_page(checkpoint: str, vkey: str, recent: list[Association]) -> str:
-    """The log page: checkpoint, key, how proofs work, recent entries with their proofs."""
+    """The log page: checkpoint, key, how proofs work, recent entries."""
     rows = [
         [
             str(a.index),
             safe(a.field("device_model", "manufacturer_id")),
             safe(a.field("device_model", "model_id")),
             f"<code>{safe(a.field('image_sha256'))}</code>",
-            f'<a href="../log/proof/{a.index}.tlog-proof">.tlog-proof</a>',
         ]
         for a in recent
     ]
@@ -314,13 +319,15 @@ def log_page(checkpoint: str, vkey: str, recent: list[Association]) -> str:
             "Pin this key from a source you trust (not only this page), then check any proof with it.",
             "",
             "## How proofs work",
-            "Each entry has a `.tlog-proof` file ([c2sp.org/tlog-proof](https://c2sp.org/tlog-proof)): the entry's",
-            "index, the hashes that lead from it to the tree root, and the signed checkpoint. Anyone holding the",
-            "entry and the pinned key can check it offline. Consistency between two checkpoints is proved from",
+            "The [verifier](verify.md) proves an entry's inclusion, and the consistency of two checkpoints, from",
             "the tiles under `/log/tile/`, so nobody can remove or rewrite an entry without it showing.",
+            "`cpl-verify inclusion ... --save-proof FILE` saves an entry's proof as a",
+            "[c2sp.org/tlog-proof](https://c2sp.org/tlog-proof) file: the entry, its index, the hashes that lead",
+            "from it to the tree root and the signed checkpoint. Anyone holding it and the pinned key can check",
+            "it offline.",
             "",
             "## Most recent associations",
-            table(["Index", "Manufacturer", "Model", "Image SHA-256", "Proof"], rows) if rows else "None yet.",
+            table(["Index", "Manufacturer", "Model", "Image SHA-256"], rows) if rows else "None yet.",
         ]
     )
 

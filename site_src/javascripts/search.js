@@ -29,7 +29,7 @@
     if (!rows.length) { return; }
     var table = document.createElement("table");
     var head = table.createTHead().insertRow();
-    columns.concat(["Proof"]).forEach(function (c) {
+    columns.forEach(function (c) {
       var th = document.createElement("th"); th.textContent = c; head.appendChild(th);
     });
     var body = table.createTBody();
@@ -37,10 +37,6 @@
       var tr = body.insertRow();
       for (var i = 0; i < 10; i++) { tr.insertCell().textContent = String(r[i]); }
       tr.insertCell().textContent = r[10] === null ? "current" : "replaced by #" + r[10];
-      var a = document.createElement("a");
-      a.href = new URL("log/proof/" + Number(r[0]) + ".tlog-proof", root).href;
-      a.textContent = "proof";
-      tr.insertCell().appendChild(a);
     });
     out.appendChild(table);
   }
