@@ -190,3 +190,22 @@ def test_history_verify_refuses_checkpoints_signed_by_another_key(pub: Pub, caps
     assert code == 1
     assert f"commit {first[:12]}: log/checkpoint: " in err
     assert "not signed by any trusted key" in err
+
+
+def test_a_commit_message_longer_than_an_argument_may_be_is_committed(tmp_path: Path) -> None:
+    """A publish of thousands of submissions names them all: the message must not go through argv
+    (Linux refuses one argument over 128 KiB)."""
+    from publisher.publish import gitstate, init_repository
+
+    repo = init_repository(tmp_path)
+    (tmp_path / "state").write_text("x")
+    message = "publish: accepted " + ", ".join(f"SUB-{i:06d}" for i in range(20_000))
+    assert len(message) > 200_000
+    commit = gitstate.commit(repo, ["state"], message)
+    assert commit is not None
+    assert (
+        subprocess.run(
+            ["git", "-C", str(tmp_path), "log", "-1", "--format=%B"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        == message
+    )
