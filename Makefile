@@ -30,7 +30,7 @@ demo: $(STAMP)
 # Rebuild the site of an existing publication (changes nothing in it).
 site: $(STAMP)
 	@test -f $(PUB)/publisher.toml || { echo "no publication at $(PUB): run 'make demo' or give PUB=folder"; exit 2; }
-	CPL_PUBLICATION=$(PUB) $(BIN)/mkdocs build --quiet -d $(abspath $(SITE))
+	CPL_PUBLICATION=$(PUB) $(BIN)/mkdocs build --quiet --dirty -d $(abspath $(SITE))
 	@echo "Site built in $(SITE); look at it with: make serve SITE=$(SITE) (http://127.0.0.1:8000/)"
 
 serve:

@@ -160,7 +160,8 @@ __all__ = [  # noqa: RUF022 - grouped by section, in the order the module define
     "ASSOCIATION_TYPE", "CRL_TYPE", "LOOKUP_TYPE", "parse_entry", "canonical_json", "association_shape",
     # the signed lookup (lookup/v1)
     "LOOKUP_KINDS", "SHARD_HEX", "SHARDS", "LOOKUP_LEAVES", "LOOKUP_TILES", "LOOKUP_COMMITMENT", "model_lookup_key",
-    "shard_path", "lookup_tile_path", "lookup_keys", "Lookup", "Commitment", "parse_commitment", "parse_shard",
+    "shard_path", "shard_leaf_path", "lookup_tile_path", "lookup_keys", "Lookup", "Commitment", "parse_commitment",
+    "parse_shard",
     # submission rules (SEC Appendix Z 4.1 to 4.3, MP168)
     "DEVICE_TYPES", "COMMS_HUB_TYPES", "Rule", "R_FOLDER", "R_NO_LINKS", "R_REQUEST", "R_SPREADSHEET", "R_ROW_VALUES",
     "R_CMS_PROFILE", "R_SIGNATURE", "R_CERTIFICATE", "R_SIGNING_TIME", "R_CREATOR_SIGNATURE", "R_ONE_MANUFACTURER",
@@ -2661,6 +2662,11 @@ def shard_path(kind: str, key: str) -> str:
     return f"lookup/{kind}/{key[:SHARD_HEX]}.json"
 
 
+def shard_leaf_path(leaf: int) -> str:
+    """The site path (under the log) of the shard at ``leaf`` of the lookup tree."""
+    return shard_path(LOOKUP_KINDS[leaf // SHARDS], f"{leaf % SHARDS:0{SHARD_HEX}x}")
+
+
 def lookup_tile_path(level: int, index: int) -> str:
     """The site path (under the log) of a tile of the lookup tree."""
     return f"lookup/tile/{level}/{index:03d}"
@@ -2711,10 +2717,43 @@ class Lookup:
         self.size = 0
         self.last_type: str | None = None
         self.crls: dict[str, dict[str, Any]] = {}  # issuer -> newest logged CRL: number, sha256, index
-        self._tables: list[dict[str, list[int]]] = [{} for _ in range(LOOKUP_LEAVES)]
+        self._tables: list[dict[str, list[int]] | None] = [{} for _ in range(LOOKUP_LEAVES)]
         self._leaves = [leaf_hash(_EMPTY_SHARD)] * LOOKUP_LEAVES
         self._dirty: set[int] = set()
         self._tile_roots: list[bytes] | None = None
+        self._read_shard: Callable[[int], bytes] | None = None
+        self.touched: set[int] = set()  # leaves changed since construction (or ``resume``)
+
+    @classmethod
+    def resume(cls, commitment: Commitment, leaves: Sequence[bytes], read_shard: Callable[[int], bytes]) -> Lookup:
+        """The lookup as the ``lookup/v1`` entry ``commitment`` (the last entry of a log) committed to, from the
+        tree's ``leaves`` (level-0 lookup tiles, concatenated) and ``read_shard(leaf)``, which returns a
+        shard's bytes and is called only for the shards that ``add`` touches, so continuing a log costs what
+        the new entries touch. ValueError when the leaves do not hash to the commitment's root, or a shard
+        read does not match its leaf."""
+        if len(leaves) != LOOKUP_LEAVES or any(len(h) != HASH_SIZE for h in leaves):
+            raise ValueError(f"lookup: {len(leaves)} leaves, not {LOOKUP_LEAVES} hashes")
+        lookup = cls()
+        lookup._leaves = list(leaves)
+        if lookup.root() != commitment.root:
+            raise ValueError(f"lookup: the leaves do not hash to the root committed at entry {commitment.index}")
+        lookup.size = commitment.index + 1
+        lookup.last_type = LOOKUP_TYPE
+        lookup.crls = {issuer: dict(newest) for issuer, newest in commitment.crls.items()}
+        lookup._tables = [None] * LOOKUP_LEAVES
+        lookup._read_shard = read_shard
+        return lookup
+
+    def _table(self, leaf: int) -> dict[str, list[int]]:
+        table = self._tables[leaf]
+        if table is None:
+            assert self._read_shard is not None  # noqa: S101 - set by resume, the only way to a None table
+            data = self._read_shard(leaf)
+            if leaf_hash(data) != self._leaves[leaf]:
+                raise ValueError(f"lookup: shard {leaf} does not match the committed tree")
+            table = parse_shard(data, str(leaf)) if data != _EMPTY_SHARD else {}
+            self._tables[leaf] = table
+        return table
 
     def add(self, index: int, entry: dict[str, Any] | None) -> None:
         """Account for entry ``index`` (entries come in order; ``None`` for one that is not a JSON object)."""
@@ -2726,13 +2765,14 @@ class Lookup:
             return
         for kind, key in lookup_keys(entry):
             leaf = _shard_leaf(kind, key)
-            table = self._tables[leaf]
+            table = self._table(leaf)
             hits = table.get(key)
             if hits is None:
                 table[key] = [index]
             else:
                 hits.append(index)
             self._dirty.add(leaf)
+            self.touched.add(leaf)
         if self.last_type == CRL_TYPE:
             issuer, number = entry.get("issuer"), entry.get("number")
             if isinstance(issuer, str) and isinstance(number, int) and not isinstance(number, bool):
@@ -2741,7 +2781,7 @@ class Lookup:
                     self.crls[issuer] = {"index": index, "number": number, "sha256": entry.get("sha256")}
 
     def _shard(self, leaf: int) -> bytes:
-        table = self._tables[leaf]
+        table = self._table(leaf)
         return json.dumps(table, sort_keys=True, separators=(",", ":")).encode() if table else _EMPTY_SHARD
 
     def _update(self) -> list[bytes]:
@@ -2763,15 +2803,15 @@ class Lookup:
 
     def indices(self, kind: str, key: str) -> list[int]:
         """The log indices found by ``key`` so far."""
-        return list(self._tables[_shard_leaf(kind, key)].get(key, []))
+        return list(self._table(_shard_leaf(kind, key)).get(key, []))
 
-    def shard_files(self) -> dict[str, bytes]:
-        """Every non-empty shard: site path (under the log) -> bytes."""
+    def shard_files(self, touched_only: bool = False) -> dict[str, bytes]:
+        """Every non-empty shard (``touched_only``: those changed since construction or ``resume``): site path
+        (under the log) -> bytes."""
         out = {}
-        for leaf, table in enumerate(self._tables):
-            if table:
-                kind, prefix = LOOKUP_KINDS[leaf // SHARDS], f"{leaf % SHARDS:0{SHARD_HEX}x}"
-                out[shard_path(kind, prefix)] = self._shard(leaf)
+        for leaf in sorted(self.touched) if touched_only else range(LOOKUP_LEAVES):
+            if self._table(leaf):
+                out[shard_leaf_path(leaf)] = self._shard(leaf)
         return out
 
     def tile_files(self) -> dict[str, bytes]:

@@ -2,34 +2,51 @@
 state, then link the machine-readable trees into the built site.
 
 The publication folder is ``$CPL_PUBLICATION`` or ``extra.publication`` in mkdocs.yml.
+
+``mkdocs build --dirty`` is an incremental build: it reads only the log entries added
+since the last build (``publisher.site.state``), rewrites only the manufacturer pages,
+search and lookup shards those entries touch, and MkDocs re-renders only pages whose
+Markdown changed. Pages in the navigation and the search index (a few) are rendered
+every time, so the search index stays whole. When the cache beside the site does not
+describe this site and a prefix of this log, the dirty build starts from a clean site.
+``mkdocs build`` (clean) is always a full build. Each build leaves a report of what it
+did in ``last-build.json`` in the cache folder.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import importlib.metadata
 import json
+import logging
 import os
-import shutil
+import time
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import hashes
 from mkdocs.structure.files import File, Files
+from mkdocs.utils import clean_directory
 
 from publisher.config import Config
 from publisher.config import load as load_config
-from publisher.entries import json_entries
+from publisher.entries import parse_entry
 from publisher.pki.der import parse_time
 from publisher.pki.registers import load_revocations
-from publisher.publication import CRL_DIR, LOG_DIR, STATUS_FILE, load_certificate, now_utc, status_bytes
+from publisher.publication import CRL_DIR, LOG_DIR, STATUS_FILE, VKEY, load_certificate, now_utc
 from publisher.site import pages
 from publisher.site.export import export_tree
-from publisher.tlog import open_log
+from publisher.site.state import SiteState, write_if_changed
+from publisher.tlog import LogReader, open_log
+from publisher.tlog.checkpoint import parse_unverified
+from publisher.tlog.merkle import ProofError, verify_consistency
 from verifier.cpl_verify import RULES, iso_utc
 
 _state: dict[str, Any] = {}
-VERIFIER = Path(__file__).resolve().parents[2] / "verifier" / "cpl_verify.py"
+REPO = Path(__file__).resolve().parents[2]
+VERIFIER = REPO / "verifier" / "cpl_verify.py"
+DIRTY_WARNING = "A 'dirty' build is being performed"
 
 
 def _publication(config: Any) -> Config:
@@ -50,17 +67,97 @@ def _now(pub: Config) -> dt.datetime:
     return now_utc()
 
 
+def cache_dir(site_dir: Path) -> Path:
+    """The build cache of a site: a hidden folder beside it, never inside (the site is published)."""
+    return site_dir.parent / f".{site_dir.name}.cache"
+
+
+def _generator(config: Any) -> str:
+    """What the pages are made with: a change here makes every page stale."""
+    digest = hashlib.sha256()
+    sources = [Path(config["config_file_path"]), VERIFIER, *sorted((REPO / "publisher" / "site").glob("*.py"))]
+    docs = Path(config["docs_dir"])
+    sources += sorted(p for p in docs.rglob("*") if p.is_file())
+    for path in sources:
+        if path.exists():
+            digest.update(path.as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    for package in ("mkdocs", "mkdocs-material"):
+        digest.update(importlib.metadata.version(package).encode())
+    return digest.hexdigest()
+
+
+class _DirtyBuildIsManaged(logging.Filter):
+    """MkDocs warns that a dirty build may leave stale navigation; these hooks handle that (the navigation
+    is fixed, generated pages are rewritten when their content changes, an unknown site is cleaned first)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(DIRTY_WARNING)
+
+
+_DIRTY_FILTER = _DirtyBuildIsManaged()
+
+
+def on_startup(command: str, dirty: bool) -> None:
+    _state["dirty"] = dirty
+    if dirty:
+        logging.getLogger("mkdocs.commands.build").addFilter(_DIRTY_FILTER)
+
+
 def on_config(config: Any) -> Any:
     _state["pub"] = _publication(config)
     return config
 
 
+def _usable(state: SiteState | None, log: LogReader, site: Path, generator: str) -> bool:
+    """Whether ``state`` describes ``site`` and a prefix of ``log``, made by this generator."""
+    if state is None or state.generator != generator or state.size > log.size:
+        return False
+    try:
+        if (site / LOG_DIR / "checkpoint").read_text() != state.checkpoint:
+            return False
+        old = parse_unverified(state.checkpoint)
+        verify_consistency(old.size, log.size, old.root, log.root_hash, log.consistency_proof(old.size))
+    except (OSError, ValueError, ProofError):
+        return False
+    return bool(state.size == old.size)
+
+
 def on_files(files: Files, config: Any) -> Files:
+    started = time.monotonic()
     pub: Config = _state["pub"]
+    site = Path(config["site_dir"])
     log = open_log(pub)
+    generator = _generator(config)
+    dirty = bool(_state.get("dirty"))
+    state = SiteState.load(cache_dir(site)) if dirty else None
+    if state is None or not _usable(state, log, site, generator):
+        if dirty:  # a site this cache does not describe: start clean, as a clean build would
+            clean_directory(str(site))
+        state = SiteState.empty(cache_dir(site))
+    since = state.size
+    changes = state.add(
+        ((i, parse_entry(raw)) for i, raw in enumerate(log.entries(since), since)),
+        lambda i: parse_entry(log.entry(i)),
+    )
+
+    # The manufacturer pages: rewritten when touched, rendered by MkDocs only when their Markdown changed.
+    touched = set(changes.chunks)
+    for mid in changes.new_chunks:  # the previous newest page moves, and its older neighbour links to it
+        last = len(state.makers[mid].starts) - 1
+        touched |= {(mid, n) for n in (last - 1, last - 2) if n >= 0}
+    page_src = cache_dir(site) / "pages"
+    rewritten = 0
+    for mid, n in sorted(touched):
+        maker = state.makers[mid]
+        text = pages.chunk_page(mid, maker, n, state.chunk(mid, n))
+        rewritten += write_if_changed(page_src / pages.chunk_page_path(maker, n), text.encode())
+    for maker in state.makers.values():
+        for n in range(len(maker.starts)):
+            path = pages.chunk_page_path(maker, n)
+            files.append(File(path, str(page_src), config["site_dir"], config["use_directory_urls"]))
+
     status_path = pub.root / STATUS_FILE
     status = json.loads(status_path.read_text()) if status_path.exists() else {}
-    items = pages.associations(json_entries(log.entries()))
     generated: dict[str, str] = {"index.md": pages.home(status, _now(pub))}
     revocations = load_revocations(pub.root)
     for issuer in pub.issuers:
@@ -82,10 +179,8 @@ def on_files(files: Files, config: Any) -> Files:
         generated[f"crl/{issuer.name}.md"] = pages.issuer_page(
             issuer.name, json.loads(meta_path.read_text()), revoked, archive
         )
-    generated.update(pages.firmware_pages(items))
-    generated["transparency-log.md"] = pages.log_page(
-        log.signed.raw, (pub.root / LOG_DIR / "vkey").read_text(), items[-50:][::-1]
-    )
+    generated["firmware/index.md"] = pages.firmware_index(state.makers)
+    generated["transparency-log.md"] = pages.log_page(log.signed.raw, (pub.root / VKEY).read_text(), state.recent[::-1])
 
     def described(path: Path) -> tuple[str, str, str]:
         cert = load_certificate(path)
@@ -116,29 +211,57 @@ def on_files(files: Files, config: Any) -> Files:
         if existing is not None:
             files.remove(existing)
         files.append(File.generated(config, uri, content=content))
-    _state["search"] = pages.search_shards(items)
+    if dirty:
+        # Pages from docs_dir are indexed for search, and a dirty build indexes only what it renders.
+        for file in files.documentation_pages():
+            if file.abs_src_path and not file.abs_src_path.startswith(str(page_src)) and not file.generated_by:
+                file.content_string = Path(file.abs_src_path).read_text(encoding="utf-8")
+    _state.update(
+        state=state,
+        since=since,
+        shards=changes.shards,
+        generator=generator,
+        built=(log.size, log.signed.raw),
+        report={"mode": "incremental" if since else "full", "from_size": since, "to_size": log.size,
+                "entries_read": changes.entries, "pages_rewritten": rewritten, "pages_touched": len(touched)},
+        started=started,
+    )  # fmt: skip
     return files
 
 
 def on_post_build(config: Any) -> None:
     pub: Config = _state["pub"]
     site = Path(config["site_dir"])
-    state = export_tree(pub, site, iso_utc(_now(pub)))
-    status_path = pub.root / STATUS_FILE
-    if status_path.exists():
-        shutil.copyfile(status_path, site / STATUS_FILE)
-    else:
-        (site / STATUS_FILE).write_bytes(status_bytes(state))
-    for rel, data in _state.get("search", {}).items():
-        out = site / rel
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_bytes(data)
+    state: SiteState = _state["state"]
+    report: dict[str, Any] = _state["report"]
+    export = export_tree(pub, site, iso_utc(_now(pub)), since=_state["since"])
+    written = export.written
+    for rel in sorted(_state["shards"]):
+        written += write_if_changed(site / rel, state.shard_bytes(rel))
     if VERIFIER.exists():
-        (site / "verify").mkdir(exist_ok=True)
-        shutil.copyfile(VERIFIER, site / "verify" / "cpl_verify.py")
-        digest = hashlib.sha256(VERIFIER.read_bytes()).hexdigest()
-        (site / "verify" / "cpl_verify.py.sha256").write_text(f"{digest}  cpl_verify.py\n")
-    (site / "_headers").write_text(HEADERS)
+        data = VERIFIER.read_bytes()
+        written += write_if_changed(site / "verify" / "cpl_verify.py", data)
+        line = f"{hashlib.sha256(data).hexdigest()}  cpl_verify.py\n"
+        written += write_if_changed(site / "verify" / "cpl_verify.py.sha256", line.encode())
+    written += write_if_changed(site / "_headers", HEADERS.encode())
+    size, checkpoint = _state["built"]
+    state.save(size, checkpoint, _state["generator"])
+    report.update(
+        files_linked=export.linked,
+        files_written=written,
+        lookup_resumed=export.lookup_resumed,
+        seconds=round(time.monotonic() - _state["started"], 3),
+    )
+    write_if_changed(cache_dir(site) / "last-build.json", json.dumps(report, indent=1).encode())
+    logging.getLogger("mkdocs").info(
+        "cpl: %s build, log %d -> %d: %d pages rewritten, %d files linked, %d written",
+        report["mode"],
+        report["from_size"],
+        report["to_size"],
+        report["pages_rewritten"],
+        export.linked,
+        written,
+    )
 
 
 # For hosts that honour a headers file (Netlify, Cloudflare Pages); GitHub Pages does not.

@@ -9,17 +9,12 @@ in names would otherwise be live.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import html
-import json
-from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
 
-from verifier.cpl_verify import ASSOCIATION_TYPE, Rule
+from publisher.site.state import R_ENDORSER, R_HASH, R_INDEX, R_MID, R_MODEL, R_REPLACED_BY, R_REPLACES, Maker, Row
+from verifier.cpl_verify import Rule
 from verifier.cpl_verify import clean_cell as clean
-
-ROWS_PER_PAGE = 1000
 
 
 def safe(value: object) -> str:
@@ -33,32 +28,6 @@ def table(headers: list[str], rows: Iterable[list[str]], css: str = "") -> str:
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
     # The class goes on the wrapper: Material styles only tables without a class of their own.
     return f'\n<div class="cpl-table {css}"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>\n'
-
-
-@dataclass(frozen=True)
-class Association:
-    """A logged association as the pages show it."""
-
-    index: int
-    entry: dict[str, object]
-    replaced_by: int | None
-
-    def field(self, *path: str) -> str:
-        value: object = self.entry
-        for key in path:
-            value = value.get(key, "") if isinstance(value, dict) else ""
-        return str(value)
-
-
-def associations(entries: Iterable[tuple[int, dict[str, object]]]) -> list[Association]:
-    """Association entries with, for each, the later entry that replaced it (if any)."""
-    found = [(i, e) for i, e in entries if e.get("type") == ASSOCIATION_TYPE]
-    replaced: dict[int, int] = {}
-    for i, e in found:
-        rep = e.get("replaces")
-        if isinstance(rep, dict) and isinstance(rep.get("index"), int):
-            replaced[int(rep["index"])] = i
-    return [Association(i, e, replaced.get(i)) for i, e in found]
 
 
 def _fresh(meta: dict[str, object], now: dt.datetime) -> str:
@@ -165,62 +134,71 @@ def issuer_page(name: str, meta: dict[str, object], revoked: list[dict[str, str]
     )
 
 
-def firmware_pages(items: list[Association]) -> dict[str, str]:
-    """Approved firmware: an index of manufacturers and their pages (``ROWS_PER_PAGE`` rows each)."""
-    by_mfr: dict[str, list[Association]] = defaultdict(list)
-    for a in items:
-        by_mfr[a.field("device_model", "manufacturer_id")].append(a)
-    pages: dict[str, str] = {}
-    index_rows = []
-    for mid in sorted(by_mfr):
-        rows = by_mfr[mid]
-        chunks = [rows[i : i + ROWS_PER_PAGE] for i in range(0, len(rows), ROWS_PER_PAGE)] or [[]]
-        # A stable URL for IDs that are not plain letters and digits (hash() is salted per process).
-        slug = mid if mid.isascii() and mid.isalnum() else "m-" + hashlib.sha256(mid.encode()).hexdigest()[:12]
-        # The name from the manufacturer's certificate (checked at intake, re-checked by audit), never the
-        # spreadsheet's free text: a manufacturer cannot title its page with another maker's name.
-        name = rows[-1].field("manufacturer", "organisation")
-        index_rows.append([f'<a href="{safe(slug)}/">{safe(mid)}</a>', safe(name), safe(len(rows))])
-        for n, chunk in enumerate(chunks, 1):
-            nav = " · ".join(
-                f'<a href="../{"" if k == 1 else f"page-{k}/"}">{k}</a>' if k != n else f"<b>{k}</b>"
-                for k in range(1, len(chunks) + 1)
-            )
-            body = table(
-                [
-                    "Log index",
-                    "Model",
-                    "Hardware",
-                    "Firmware",
-                    "Type",
-                    "SMETS",
-                    "Image SHA-256",
-                    "Approved",
-                    "Endorsed by",
-                    "History",
-                ],
-                [_firmware_row(a) for a in chunk],
-                "cpl-firmware",
-            )
-            path = f"firmware/{slug}/index.md" if n == 1 else f"firmware/{slug}/page-{n}/index.md"
-            # The heading is raw HTML and the title fixed: a Markdown heading would render
-            # Markdown inside a submitted name, and MkDocs puts heading text into <title> unescaped.
-            pages[path] = "\n".join(
-                [
-                    "---",
-                    f"title: Approved firmware, manufacturer page {len(pages) + 1}",
-                    "search:",
-                    "  exclude: true",
-                    "---",
-                    "",
-                    f"<h1>{safe(name)} ({safe(mid)})</h1>",
-                    "",
-                    f"<p>Pages: {nav}</p>" if len(chunks) > 1 else "",
-                    body,
-                    OFFLINE_PROOF,
-                ]
-            )
-    pages["firmware/index.md"] = "\n".join(
+FIRMWARE_HEADERS = [
+    "Log index",
+    "Model",
+    "Hardware",
+    "Firmware",
+    "Type",
+    "SMETS",
+    "Image SHA-256",
+    "Approved",
+    "Endorsed by",
+    "History",
+]
+
+
+def chunk_page_path(maker: Maker, n: int) -> str:
+    """Where a manufacturer's chunk ``n`` is shown: its newest chunk on its own page, older ones as pages."""
+    last = len(maker.starts) - 1
+    return f"firmware/{maker.slug}/index.md" if n == last else f"firmware/{maker.slug}/page-{n + 1}/index.md"
+
+
+def chunk_page(mid: str, maker: Maker, n: int, rows: list[Row]) -> str:
+    """One page of a manufacturer's associations (``ROWS_PER_PAGE`` rows, oldest first).
+
+    The newest chunk is the manufacturer's own page, with links to every older page; an older page
+    links only to its neighbours, so a publish rewrites the pages it adds rows to, not all of them."""
+    last = len(maker.starts) - 1
+    up = "../../../" if n != last else "../../"
+    first, end = rows[0][R_INDEX] if rows else 0, rows[-1][R_INDEX] if rows else 0
+    if n == last:
+        older = " · ".join(f'<a href="page-{k + 1}/">{maker.starts[k]}…</a>' for k in range(last))
+        nav = f"<p>Older associations, by first log index: {older}</p>" if last else ""
+        heading = f"<h1>{safe(maker.name)} ({safe(mid)})</h1>"
+        title = f"Approved firmware: {maker.slug}"
+    else:
+        newer = "../" if n + 1 == last else f"../page-{n + 2}/"
+        back = f'<a href="../page-{n}/">older</a> · ' if n > 0 else ""
+        nav = f'<p>{back}<a href="{newer}">newer</a> · <a href="../">{safe(maker.name)}: newest</a></p>'
+        heading = f"<h1>{safe(maker.name)} ({safe(mid)}): log indices {first} to {end}</h1>"
+        title = f"Approved firmware: {maker.slug}, page {n + 1}"
+    # The heading is raw HTML and the title built from the slug (letters, digits, a hash): a Markdown
+    # heading would render Markdown inside a submitted name, and MkDocs puts heading text into <title>.
+    return "\n".join(
+        [
+            "---",
+            f'title: "{title}"',  # quoted: a colon inside would end the YAML value
+            "search:",
+            "  exclude: true",
+            "---",
+            "",
+            heading,
+            "",
+            f"<p>{maker.count} associations in all.</p>" if n == last else "",
+            nav,
+            table(FIRMWARE_HEADERS, [_firmware_row(r, up) for r in rows], "cpl-firmware"),
+            OFFLINE_PROOF,
+        ]
+    )
+
+
+def firmware_index(makers: dict[str, Maker]) -> str:
+    """Approved firmware: the search box and every manufacturer with its count."""
+    rows = [
+        [f'<a href="{safe(m.slug)}/">{safe(mid)}</a>', safe(m.name), safe(m.count)] for mid, m in sorted(makers.items())
+    ]
+    return "\n".join(
         [
             "# Approved firmware",
             "",
@@ -232,10 +210,9 @@ def firmware_pages(items: list[Association]) -> dict[str, str]:
             'placeholder="model ID or image hash" aria-label="Search firmware">'
             '<div id="cpl-search-results" aria-live="polite"></div></div>',
             "",
-            table(["Manufacturer ID", "Name", "Associations"], index_rows),
+            table(["Manufacturer ID", "Name", "Associations"], rows),
         ]
     )
-    return pages
 
 
 # Proofs are computed from the tiles, not published per entry (a file per entry grows the site with the log).
@@ -245,65 +222,25 @@ OFFLINE_PROOF = (
 )
 
 
-def _firmware_row(a: Association) -> list[str]:
+def _firmware_row(r: Row, up: str) -> list[str]:
     history = []
-    rep = a.entry.get("replaces")
-    if isinstance(rep, dict):
-        history.append(f"replaces #{safe(rep.get('index'))} ({safe(rep.get('investigation_ref'))})")
-    if a.replaced_by is not None:
-        history.append(f"replaced by #{a.replaced_by}")
+    if r[R_REPLACES] is not None:
+        history.append(f"replaces #{safe(r[R_REPLACES])} ({safe(r[R_REPLACES + 1])})")
+    if r[R_REPLACED_BY] is not None:
+        history.append(f"replaced by #{safe(r[R_REPLACED_BY])}")
     return [
-        str(a.index),
-        safe(a.field("device_model", "model_id")),
-        safe(a.field("device_model", "hardware_version")),
-        safe(a.field("device_model", "firmware_version")),
-        safe(a.field("device_type")),
-        safe(a.field("smets_version")),
-        f"<code>{safe(a.field('image_sha256'))}</code>",
-        safe(a.field("approved_at")),
-        safe(a.field("endorser", "organisation")),
+        safe(r[R_INDEX]),
+        *(safe(v) for v in r[R_MODEL:R_HASH]),
+        f"<code>{safe(r[R_HASH])}</code>",
+        safe(r[R_HASH + 1]),
+        safe(r[R_ENDORSER]),
         "<br>".join(history) or "current",
     ]
 
 
-def search_shards(items: list[Association]) -> dict[str, bytes]:
-    """Search data for the firmware search box, sharded so one search fetches one small file.
-
-    ``search/hash/<2 hex>.json``: rows by image hash prefix; ``search/model/<2 hex>.json``:
-    rows by SHA-256 of the lower-cased model ID (exact, case-insensitive model search).
-    """
-    shards: dict[str, list[list[object]]] = defaultdict(list)
-    for a in items:
-        row: list[object] = [
-            a.index,
-            a.field("device_model", "manufacturer_id"),
-            a.field("manufacturer", "organisation"),
-            a.field("device_model", "model_id"),
-            a.field("device_model", "hardware_version"),
-            a.field("device_model", "firmware_version"),
-            a.field("device_type"),
-            a.field("smets_version"),
-            a.field("image_sha256"),
-            a.field("approved_at"),
-            a.replaced_by,
-        ]
-        shards[f"search/hash/{a.field('image_sha256')[:2]}.json"].append(row)
-        key = hashlib.sha256(a.field("device_model", "model_id").lower().encode()).hexdigest()[:2]
-        shards[f"search/model/{key}.json"].append(row)
-    return {k: json.dumps(v, separators=(",", ":")).encode() for k, v in shards.items()}
-
-
-def log_page(checkpoint: str, vkey: str, recent: list[Association]) -> str:
+def log_page(checkpoint: str, vkey: str, recent: list[Row]) -> str:
     """The log page: checkpoint, key, how proofs work, recent entries."""
-    rows = [
-        [
-            str(a.index),
-            safe(a.field("device_model", "manufacturer_id")),
-            safe(a.field("device_model", "model_id")),
-            f"<code>{safe(a.field('image_sha256'))}</code>",
-        ]
-        for a in recent
-    ]
+    rows = [[safe(r[R_INDEX]), safe(r[R_MID]), safe(r[R_MODEL]), f"<code>{safe(r[R_HASH])}</code>"] for r in recent]
     return "\n".join(
         [
             "# The transparency log",
