@@ -100,9 +100,11 @@ def site_env(publication: Path) -> dict[str, str]:
     return {**os.environ, "CPL_PUBLICATION": str(publication), "NO_MKDOCS_2_WARNING": "1"}
 
 
-def build_site(publication: Path, site: Path, tool: str = "mkdocs") -> subprocess.CompletedProcess[str]:
-    """``python -m <tool> build -d site`` from the repository root (mkdocs.yml: strict)."""
-    argv = [sys.executable, "-m", tool, "build", "-d", str(site)]
+def build_site(
+    publication: Path, site: Path, tool: str = "mkdocs", dirty: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """``python -m <tool> build [--dirty] -d site`` from the repository root (mkdocs.yml: strict)."""
+    argv = [sys.executable, "-m", tool, "build", *(["--dirty"] if dirty else []), "-d", str(site)]
     if tool != "mkdocs":
         argv += ["-f", str(REPO / "mkdocs.yml")]
     return subprocess.run(

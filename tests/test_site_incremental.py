@@ -20,7 +20,7 @@ from site_fixtures import REPO, write_submission
 from publisher import demo
 from publisher.publish import publish
 from publisher.site import state as site_state
-from publisher.site.mkdocs_hooks import cache_dir
+from publisher.site.state import cache_dir
 from publisher.tlog import open_log
 from verifier.cpl_verify import LOOKUP_TILES, Lookup, lookup_tile_path, parse_commitment, shard_leaf_path
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from publisher import __version__
 from publisher.cli import demo as cli_demo
+from publisher.cli import deploy as cli_deploy
 from publisher.cli import intake as cli_intake
 from publisher.cli import log as cli_log
 from publisher.cli import pki as cli_pki
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_intake.register(sub, common)
     cli_publish.register(sub, common)
     cli_demo.register(sub, common)
+    cli_deploy.register(sub, common)
     return parser
 
 

@@ -37,7 +37,7 @@ from publisher.pki.registers import load_revocations
 from publisher.publication import CRL_DIR, LOG_DIR, STATUS_FILE, VKEY, load_certificate, now_utc
 from publisher.site import pages
 from publisher.site.export import export_tree
-from publisher.site.state import SiteState, write_if_changed
+from publisher.site.state import SiteState, cache_dir, write_if_changed
 from publisher.tlog import LogReader, open_log
 from publisher.tlog.checkpoint import parse_unverified
 from publisher.tlog.merkle import ProofError, verify_consistency
@@ -65,11 +65,6 @@ def _now(pub: Config) -> dt.datetime:
         if at:
             return parse_time(str(at))
     return now_utc()
-
-
-def cache_dir(site_dir: Path) -> Path:
-    """The build cache of a site: a hidden folder beside it, never inside (the site is published)."""
-    return site_dir.parent / f".{site_dir.name}.cache"
 
 
 def _generator(config: Any) -> str:

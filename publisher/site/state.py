@@ -67,6 +67,11 @@ def row_of(index: int, entry: dict[str, Any]) -> Row:
     ]
 
 
+def cache_dir(site_dir: Path) -> Path:
+    """The build cache of a site: a hidden folder beside it, never inside (the site is published)."""
+    return site_dir.parent / f".{site_dir.name}.cache"
+
+
 def slug_of(manufacturer_id: str) -> str:
     """A stable URL segment for a manufacturer ID (IDs that are not plain letters and digits are hashed)."""
     if manufacturer_id.isascii() and manufacturer_id.isalnum():
