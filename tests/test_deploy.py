@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -353,3 +354,91 @@ def test_deploy_errors_are_clear(s3: S3Server, setup: Setup, tmp_path: Path) -> 
 def _keys(s3: S3Server, bucket: str) -> list[str]:
     pages = s3.client().get_paginator("list_objects_v2").paginate(Bucket=bucket)
     return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+
+# -- the README's GitHub Actions job for a bucket ---------------------------------------------------------------
+
+
+def s3_workflow_text() -> str:
+    """The job the README documents (the YAML block after ``<!-- s3-workflow -->``), as text."""
+    import re
+
+    m = re.search(r"<!-- s3-workflow -->\s*```yaml\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+    assert m, "README.md has no YAML block marked s3-workflow"
+    return m.group(1)
+
+
+def s3_workflow_job() -> dict[str, Any]:
+    import yaml
+
+    job: dict[str, Any] = yaml.safe_load(s3_workflow_text())
+    return job
+
+
+def test_the_readme_s3_workflow_lints_as_a_workflow(tmp_path: Path) -> None:
+    """publish.yml with its build and deploy jobs replaced by the README's job, as the README says."""
+    text = (REPO / ".github" / "workflows" / "publish.yml").read_text()
+    folder = tmp_path / ".github" / "workflows"
+    folder.mkdir(parents=True)
+    (folder / "publish-s3.yml").write_text(text[: text.index("\n  build:\n") + 1] + "\n" + s3_workflow_text())
+    bin_ = Path(sys.executable).parent
+    schema = [
+        str(bin_ / "check-jsonschema"),
+        "--builtin-schema",
+        "vendor.github-workflows",
+        str(folder / "publish-s3.yml"),
+    ]
+    done = subprocess.run(schema, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    zizmor = [
+        str(bin_ / "zizmor"),
+        "--offline",
+        "--quiet",
+        "--config",
+        str(REPO / ".github" / "zizmor.yml"),
+        str(folder),
+    ]
+    done = subprocess.run(zizmor, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_readme_s3_workflow_builds_and_deploys_from_a_clone(s3: S3Server, setup: Setup, tmp_path: Path) -> None:
+    """Its Build and Deploy scripts, verbatim, in a fresh clone of the publication (the code beside it, as in
+    the repository CI checks out), twice: the second run builds incrementally from the kept cache."""
+    [(job_name, job)] = s3_workflow_job().items()
+    steps = {s.get("name"): s for s in job["steps"]}
+    build, deploy_step = steps["Build the site (no signing secrets here)"], steps["Deploy to the bucket"]
+    # What the Install lines build is this repository's .venv, linked in as the deployment tests do.
+    build_script = "\n".join(
+        line for line in build["run"].splitlines() if not line.startswith(("python -m venv", ".venv/bin/pip"))
+    )
+    bucket = s3.new_bucket()
+    remote = tmp_path / "remote.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(setup.pub.root), str(remote)], check=True)
+    for round_ in range(2):
+        work = tmp_path / f"ci-{round_}"
+        subprocess.run(["git", "clone", "-q", str(remote), str(work)], check=True)
+        for part in (".venv", "mkdocs.yml", "site_src", "publisher", "verifier"):
+            (work / part).symlink_to(REPO / part)
+        if round_:  # what actions/cache restores: the last run's site and its build cache
+            shutil.copytree(tmp_path / "kept", work / "build", symlinks=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+        done = subprocess.run(
+            ["bash", "-e", "-c", build_script], cwd=work, env={**env, **build["env"]}, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        report = json.loads((work / "build" / ".site.cache" / "last-build.json").read_text())
+        assert report["mode"] == ("incremental" if round_ else "full")
+        secrets_ = {"S3_ENDPOINT": s3.endpoint, "S3_DESTINATION": f"s3://{bucket}/cpl", "AWS_REGION": "us-east-1"}
+        done = subprocess.run(
+            ["bash", "-e", "-c", deploy_step["run"]], cwd=work, env={**s3.env(), **secrets_}, capture_output=True,
+            text=True,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert bucket_checkpoint(s3, bucket) == (setup.pub.root / "log" / "checkpoint").read_text()
+        assert verify(s3, bucket, setup.trust, "audit")["exit_code"] == 0
+        if round_ == 0:
+            shutil.copytree(work / "build", tmp_path / "kept", symlinks=True)
+            setup.grow()  # the next scheduled publish, pushed
+            subprocess.run(["git", "-C", str(setup.pub.root), "push", "-q", str(remote), "HEAD"], check=True)
+    assert job_name == "deploy-to-bucket"

@@ -68,14 +68,15 @@ def _now(pub: Config) -> dt.datetime:
 
 
 def _generator(config: Any) -> str:
-    """What the pages are made with: a change here makes every page stale."""
+    """What the pages are made with (by content, not by where it is): a change here makes every page stale."""
     digest = hashlib.sha256()
-    sources = [Path(config["config_file_path"]), VERIFIER, *sorted((REPO / "publisher" / "site").glob("*.py"))]
     docs = Path(config["docs_dir"])
-    sources += sorted(p for p in docs.rglob("*") if p.is_file())
-    for path in sources:
+    sources = [("mkdocs.yml", Path(config["config_file_path"])), ("verifier", VERIFIER)]
+    sources += [(f"site/{p.name}", p) for p in sorted((REPO / "publisher" / "site").glob("*.py"))]
+    sources += [(f"docs/{p.relative_to(docs).as_posix()}", p) for p in sorted(docs.rglob("*")) if p.is_file()]
+    for name, path in sources:
         if path.exists():
-            digest.update(path.as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+            digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     for package in ("mkdocs", "mkdocs-material"):
         digest.update(importlib.metadata.version(package).encode())
     return digest.hexdigest()
