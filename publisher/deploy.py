@@ -339,7 +339,9 @@ class Deployer:
                 if not self._precondition_failed(exc):
                     raise
             held = self._get(LOCK_KEY)
-            if held is not None and self._stale(held[0]):
+            if held is None:  # released meanwhile: try again at once
+                continue
+            if self._stale(held[0]):
                 try:
                     self._lock_etag = self._put(LOCK_KEY, body, pol, IfMatch=held[1])
                     self._lock_body = body
@@ -350,7 +352,7 @@ class Deployer:
                         raise
                     continue
             if time.monotonic() >= deadline:
-                what = held[0].decode(errors="replace") if held else "(gone)"
+                what = held[0].decode(errors="replace")
                 raise DeployRefused(f"another deploy holds the lock {self.target.key(LOCK_KEY)}: {what}")
             time.sleep(1.0)
         threading.Thread(target=self._renew, daemon=True).start()

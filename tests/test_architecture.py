@@ -80,6 +80,18 @@ def test_only_the_publish_job_the_cli_and_key_custody_touch_git() -> None:
     assert touching == allowed
 
 
+def test_only_the_deployer_and_its_command_talk_to_an_object_store() -> None:
+    touching = {m for m in MODULES if any(under(t, "boto3", "botocore", "mypy_boto3_s3") for t in targets(m))}
+    assert touching == {"publisher.deploy", "publisher.cli.deploy"}
+
+
+def test_the_deployer_reads_a_built_site_not_the_publication() -> None:
+    """Data flows one way: publish -> site -> deploy; the deployer neither publishes nor takes submissions."""
+    assert offenders("publisher.deploy", ("git", "publisher.publish", "publisher.intake", "publisher.cli")) == {}
+    assert offenders("publisher.publish", ("publisher.deploy",)) == {}
+    assert offenders("publisher.site", ("publisher.deploy",)) == {}
+
+
 def test_the_log_engine_knows_nothing_of_what_it_logs() -> None:
     domain = ("publisher.pki", "publisher.intake", "publisher.publish", "publisher.site", "publisher.cli")
     assert offenders("publisher.tlog", domain) == {}
