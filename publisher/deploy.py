@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
 import json
 import os
 import secrets
@@ -36,21 +37,22 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives import hashes
 
-from publisher.errors import Refused, UsageError
+from publisher.errors import Refused, UsageError, VerificationFailed
 from publisher.pki.der import parse_time
 from publisher.publication import CRL_ARCHIVE, CRL_DIR, EVIDENCE_DIR, LOG_DIR, now_utc
 from publisher.site.state import cache_dir
 from publisher.storage import ImmutableObjectChanged
 from publisher.tlog import LogReader, read_vkey
-from publisher.tlog.checkpoint import open_checkpoint
+from publisher.tlog.checkpoint import open_checkpoint, parse_unverified
 from publisher.tlog.merkle import ProofError, verify_consistency
 from verifier.cpl_verify import CheckpointError, NoteError
 
@@ -196,14 +198,25 @@ def md5_hex(data: bytes) -> str:
 
 
 def site_files(site: Path) -> Iterator[Path]:
-    """The site's files, without hidden ones (caches, temporaries) and host configuration."""
+    """The site's files, without hidden ones (caches, temporaries) and host configuration; a symbolic link is
+    refused (uploading it would publish whatever it points to)."""
     for dirpath, dirnames, filenames in os.walk(site):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
+        for name in [*dirnames, *sorted(filenames)]:
             path = Path(dirpath) / name
-            rel = path.relative_to(site).as_posix()
-            if not name.startswith(".") and rel not in SKIPPED:
+            if name.startswith(".") or path.relative_to(site).as_posix() in SKIPPED:
+                continue
+            if path.is_symlink():
+                raise UsageError(f"{path} is a symbolic link: a deploy uploads only the site's own files")
+            if path.is_file():
                 yield path
+
+
+def _pid_namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
 
 
 class Deployer:
@@ -226,10 +239,11 @@ class Deployer:
         self.lock_ttl = lock_ttl
         self.now = now_utc()
         self.report = Report(target.bucket, target.prefix)
+        self._holder = secrets.token_hex(8)
         self._lock_etag: str | None = None
-        self._lock_body = b""
         self._lock_lost = threading.Event()
         self._stop_renewing = threading.Event()
+        self._renewer: threading.Thread | None = None
 
     # -- the site ------------------------------------------------------------------------------------------
     def _local(self) -> list[Local]:
@@ -264,6 +278,14 @@ class Deployer:
             raise UsageError(f"{self.site}: not a built site with a log that verifies ({exc})") from exc
         return reader
 
+    def _check_growth(self, log: LogReader, bucket_size: int) -> None:
+        """Every tile and bundle the bucket lacks is recomputed against the site's signed checkpoint before it
+        is uploaded create-only (a bad one could never be replaced)."""
+        try:
+            log.verify_extension(bucket_size)
+        except FileNotFoundError as exc:
+            raise VerificationFailed(f"the site lacks a tile the checkpoint needs: {exc.filename}") from exc
+
     def _crl_next_updates(self) -> dict[str, dt.datetime]:
         out = {}
         for meta in (self.site / CRL_DIR).glob("*.json"):
@@ -286,11 +308,22 @@ class Deployer:
 
     def _get(self, rel: str) -> tuple[bytes, str] | None:
         """An object's bytes and ETag, or None if there is none."""
+        got = self._get_with_age(rel)
+        return None if got is None else (got[0], got[1])
+
+    def _get_with_age(self, rel: str) -> tuple[bytes, str, float] | None:
+        """An object's bytes, ETag and age in seconds by the store's own clock (its Date less LastModified)."""
         try:
             resp = self.s3.get_object(Bucket=self.target.bucket, Key=self.target.key(rel))
         except self.s3.exceptions.NoSuchKey:
             return None
-        return resp["Body"].read(), resp["ETag"].strip('"')
+        served = resp["ResponseMetadata"].get("HTTPHeaders", {}).get("date")
+        try:
+            now = parsedate_to_datetime(served) if served else dt.datetime.now(dt.UTC)
+        except (TypeError, ValueError):
+            now = dt.datetime.now(dt.UTC)
+        age = (now - resp["LastModified"]).total_seconds()
+        return resp["Body"].read(), resp["ETag"].strip('"'), age
 
     def _put(self, rel: str, data: bytes, pol: Policy, **condition: str) -> str:
         """Upload one object (with ``IfNoneMatch``/``IfMatch`` when given); its new ETag."""
@@ -307,68 +340,80 @@ class Deployer:
 
     @staticmethod
     def _precondition_failed(exc: Exception) -> bool:
+        """A conditional write lost: 412, or 409 (AWS: another conditional write to the key is in progress)."""
         response = getattr(exc, "response", None) or {}
-        return str(response.get("Error", {}).get("Code")) in ("PreconditionFailed", "412") or (
-            response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 412
-        )
+        code = str(response.get("Error", {}).get("Code"))
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return code in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409") or status in (409, 412)
 
     # -- the lock ------------------------------------------------------------------------------------------
     def _lock_document(self) -> bytes:
-        expires = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self.lock_ttl)
         return json.dumps(
             {
                 "holder": self._holder,
                 "host": socket.gethostname(),
+                "pid_namespace": _pid_namespace(),
                 "pid": os.getpid(),
-                "expires": expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "ttl_seconds": self.lock_ttl,
+                "started": self.now.strftime("%Y-%m-%dT%H:%M:%SZ"),
             }
         ).encode()
 
     def acquire(self, wait: float = 0.0) -> None:
-        """Take the deploy lock (waiting up to ``wait`` seconds for another deploy); DeployRefused if held."""
-        self._holder = secrets.token_hex(8)
+        """Take the deploy lock (waiting up to ``wait`` seconds for another deploy); DeployRefused if held.
+
+        Also proves the store honours conditional writes (the create-only rules and the checkpoint's
+        compare-and-swap rest on them): creating the lock a second time must fail."""
         pol = Policy(False, "application/json", "no-store")
         deadline = time.monotonic() + wait
         while True:
             body = self._lock_document()
             try:
                 self._lock_etag = self._put(LOCK_KEY, body, pol, IfNoneMatch="*")
-                self._lock_body = body
                 break
             except Exception as exc:
                 if not self._precondition_failed(exc):
                     raise
-            held = self._get(LOCK_KEY)
-            if held is None:  # released meanwhile: try again at once
-                continue
-            if self._stale(held[0]):
+            held = self._get_with_age(LOCK_KEY)
+            if held is not None and self._stale(held[0], held[2]):
                 try:
                     self._lock_etag = self._put(LOCK_KEY, body, pol, IfMatch=held[1])
-                    self._lock_body = body
                     self.progress(f"took over a stale deploy lock ({held[0].decode(errors='replace')})")
                     break
                 except Exception as exc:
                     if not self._precondition_failed(exc):
                         raise
-                    continue
             if time.monotonic() >= deadline:
-                what = held[0].decode(errors="replace")
+                what = held[0].decode(errors="replace") if held else "(released meanwhile)"
                 raise DeployRefused(f"another deploy holds the lock {self.target.key(LOCK_KEY)}: {what}")
-            time.sleep(1.0)
-        threading.Thread(target=self._renew, daemon=True).start()
+            time.sleep(0.2 if held is None else 1.0)
+        try:
+            self._put(LOCK_KEY, body, pol, IfNoneMatch="*")
+        except Exception as exc:
+            if not self._precondition_failed(exc):
+                raise
+        else:
+            self.release()
+            raise DeployRefused(
+                "the object store ignores conditional writes (If-None-Match): the append-only rules and the "
+                "checkpoint's compare-and-swap cannot be kept there"
+            )
+        self._renewer = threading.Thread(target=self._renew, daemon=True)
+        self._renewer.start()
 
-    @staticmethod
-    def _stale(body: bytes) -> bool:
+    def _stale(self, body: bytes, age: float) -> bool:
+        """Whether a lock may be taken over: not renewed for longer than its time to live (by the store's
+        clock), or held by a process of this machine and PID namespace that is gone."""
         try:
             held = json.loads(body)
-            if parse_time(str(held["expires"])) < dt.datetime.now(dt.UTC):
+            if age > float(held.get("ttl_seconds", self.lock_ttl)):
                 return True
-            if held.get("host") == socket.gethostname():
+            if held.get("host") == socket.gethostname() and held.get("pid_namespace") == _pid_namespace():
                 os.kill(int(held["pid"]), 0)  # raises if no such process: its holder is gone
         except ProcessLookupError:
             return True
-        except (ValueError, KeyError, TypeError, PermissionError):
-            return False
+        except (ValueError, KeyError, TypeError, AttributeError, PermissionError, OverflowError):
+            return age > self.lock_ttl
         return False
 
     def _renew(self) -> None:
@@ -381,45 +426,56 @@ class Deployer:
                 return
 
     def release(self) -> None:
-        """Give the lock back (only if still ours)."""
+        """Give the lock back, only if it is still ours (a conditional delete)."""
         self._stop_renewing.set()
-        if self._lock_etag is None:
+        if self._renewer is not None:
+            self._renewer.join()
+        if self._lock_etag is None or self._lock_lost.is_set():
             return
-        held = self._get(LOCK_KEY)
-        if held is not None and held[1] == self._lock_etag:
-            self.s3.delete_object(Bucket=self.target.bucket, Key=self.target.key(LOCK_KEY))
+        try:
+            self.s3.delete_object(Bucket=self.target.bucket, Key=self.target.key(LOCK_KEY), IfMatch=self._lock_etag)
+        except Exception as exc:
+            if not self._precondition_failed(exc):
+                raise
         self._lock_etag = None
 
     # -- the deploy ----------------------------------------------------------------------------------------
     def run(self, wait: float = 0.0) -> Report:
-        """Deploy: lock, check, upload immutable then mutable objects, move the checkpoint, unlock."""
+        """Deploy: lock, check, upload immutable objects, then the rest, then the lookup, then move the
+        checkpoint, unlock."""
         started = time.monotonic()
         log = self._site_log()
         self.report.size = log.size
         self.acquire(wait)
         try:
             remote = self._listing()
-            self._check_checkpoint(log)  # refuse early: nothing is uploaded to a bucket this site cannot extend
+            current = self._check_checkpoint(log)  # refuse early: nothing goes to a bucket this site cannot extend
+            bucket_size = parse_unverified(current[1]).size if current else 0
+            self._check_growth(log, bucket_size)
             local = self._local()
             self.report.files = len(local)
             next_updates = self._crl_next_updates()
-            plan: list[tuple[Local, Policy]] = []
+            immutable, mutable, lookup = [], [], []
             for f in local:
-                pol = policy(f.rel, next_updates, self.now)
-                have = remote.get(f.rel)
                 if f.rel == CHECKPOINT:
                     continue
+                pol = policy(f.rel, next_updates, self.now)
+                have = remote.get(f.rel)
                 if have is not None and have[0] == f.md5:
                     self.report.unchanged += 1
-                    continue
-                if have is not None and pol.immutable:
+                elif have is not None and pol.immutable:
                     self._same_or_refuse(f, have[0])
                     self.report.unchanged += 1
-                    continue
-                plan.append((f, pol))
-            # Immutable first, then the rest; within each, data before pages.
-            plan.sort(key=lambda fp: (not fp[1].immutable, fp[0].rel.endswith(".html"), fp[0].rel))
-            self._upload(plan)
+                elif pol.immutable:
+                    immutable.append((f, pol))
+                elif f.rel.startswith(f"{LOG_DIR}/lookup/") or f.rel == "status.json":
+                    lookup.append((f, pol))
+                else:
+                    mutable.append((f, pol))
+            # Each phase ends before the next starts: pages never name a tile the bucket lacks, and the lookup
+            # (which must match the checkpoint) changes right before it, so the two disagree the least time.
+            for phase in (immutable, mutable, lookup):
+                self._upload(phase)
             if self._lock_lost.is_set():
                 raise DeployRefused("the deploy lock was taken over by another deployer; the checkpoint was not moved")
             self._move_checkpoint(log)
@@ -429,43 +485,58 @@ class Deployer:
         return self.report
 
     def _same_or_refuse(self, f: Local, etag: str) -> None:
-        """An immutable object exists: it must hold exactly the site's bytes."""
-        if len(etag) == 32 and all(c in "0123456789abcdef" for c in etag):
-            if etag == f.md5:
-                return
-        else:  # a multipart or encrypted object's ETag is not its MD5: compare the bytes
-            got = self._get(f.rel)
-            if got is not None and got[0] == f.path.read_bytes():
-                return
+        """An immutable object exists with another ETag: it must still hold exactly the site's bytes (an
+        encrypted or multipart object's ETag is not its MD5, so the bytes decide)."""
+        got = self._get(f.rel)
+        if got is not None and got[0] == f.path.read_bytes():
+            return
         raise ImmutableObjectChanged(
             f"s3://{self.target.bucket}/{self.target.key(f.rel)} exists with other bytes than the site's {f.rel}: "
             "an immutable object was changed in the bucket (or the site is of another log); nothing was uploaded "
             "over it"
         )
 
+    def _put_immutable(self, f: Local, data: bytes, pol: Policy) -> None:
+        for _ in range(5):
+            try:
+                self._put(f.rel, data, pol, IfNoneMatch="*")
+                return
+            except Exception as exc:
+                if not self._precondition_failed(exc):
+                    raise
+            got = self._get(f.rel)  # created meanwhile: by whom, with what?
+            if got is None:  # a conditional write still in flight (409): look again
+                time.sleep(0.2)
+                continue
+            if got[0] == data:
+                return
+            raise ImmutableObjectChanged(
+                f"s3://{self.target.bucket}/{self.target.key(f.rel)} was created by someone else with other bytes"
+            )
+        raise DeployRefused(f"s3://{self.target.bucket}/{self.target.key(f.rel)} kept changing under this deploy")
+
     def _upload(self, plan: list[tuple[Local, Policy]]) -> None:
+        """Upload ``plan`` with a pool of workers; the first failure stops the rest (none is started after)."""
         total = len(plan)
         done = 0
         lock = threading.Lock()
+        failed = threading.Event()
 
         def one(item: tuple[Local, Policy]) -> None:
             nonlocal done
             f, pol = item
+            if failed.is_set():
+                return
             if self._lock_lost.is_set():
                 raise DeployRefused("the deploy lock was taken over by another deployer")
             data = f.path.read_bytes()
+            if (
+                f.rel.startswith(f"{LOG_DIR}/{EVIDENCE_DIR}/")
+                and hashlib.sha256(data).hexdigest() != f.rel.rsplit("/", 1)[1]
+            ):
+                raise VerificationFailed(f"{f.path}: its bytes do not hash to its name; not uploaded")
             if pol.immutable:
-                try:
-                    self._put(f.rel, data, pol, IfNoneMatch="*")
-                except Exception as exc:
-                    if not self._precondition_failed(exc):
-                        raise
-                    got = self._get(f.rel)  # created meanwhile: by whom, with what?
-                    if got is None or got[0] != data:
-                        raise ImmutableObjectChanged(
-                            f"s3://{self.target.bucket}/{self.target.key(f.rel)} was created by someone else "
-                            "with other bytes"
-                        ) from exc
+                self._put_immutable(f, data, pol)
             else:
                 self._put(f.rel, data, pol)
             with lock:
@@ -479,8 +550,13 @@ class Deployer:
         if not plan:
             return
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            for _ in pool.map(one, plan):
-                pass
+            futures = [pool.submit(one, item) for item in plan]
+            finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            errors = [f.exception() for f in finished if f.exception() is not None]
+            if errors:
+                failed.set()
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise errors[0]  # type: ignore[misc]
 
     def _check_checkpoint(self, log: LogReader) -> tuple[str, str] | None:
         """The bucket's checkpoint (ETag, text), after checking the site's extends it; DeployRefused if not."""

@@ -26,6 +26,7 @@ from publisher.deploy import (
     CHECKPOINT_CACHE,
     IMMUTABLE_CACHE,
     Deployer,
+    DeployRefused,
     Target,
     crl_cache,
     policy,
@@ -241,30 +242,38 @@ def test_the_checkpoint_never_moves_back_nor_to_a_fork(s3: S3Server, setup: Setu
     assert build_site(config.root, fork_site).returncode == 0
     assert parse_unverified((fork_site / "log" / "checkpoint").read_text()).size == parse_unverified(newer).size
     forked = deploy(s3, fork_site, bucket)
-    assert forked.returncode == 1
-    assert "exists with other bytes" in forked.stderr or "a fork" in forked.stderr
+    assert forked.returncode == 1 and "does not extend the bucket's" in forked.stderr and "a fork" in forked.stderr
     assert bucket_checkpoint(s3, bucket) == newer
 
 
-def test_compare_and_swap_on_the_checkpoint(s3: S3Server, setup: Setup) -> None:
-    """A writer holding a stale ETag cannot overwrite the checkpoint; the deployer then looks again."""
-    bucket = s3.new_bucket()
-    assert deploy(s3, setup.site, bucket).returncode == 0
-    old = setup.snapshot("old")
+def test_compare_and_swap_on_the_checkpoint(s3: S3Server, setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deployer whose view of the checkpoint goes stale between its check and its swap loses the swap (the
+    store refuses the stale ETag), looks again, and refuses to move the newer checkpoint back."""
+    a = setup.snapshot("a")
     setup.grow()
-    target = Target(bucket, "cpl")
-    stale = Deployer(s3.client(), old, target)
-    etag_then = stale._check_checkpoint(site_log(old))
-    assert etag_then is not None
-    assert deploy(s3, setup.site, bucket).returncode == 0  # someone moves it meanwhile
-    with pytest.raises(Exception) as caught:
-        stale._put("log/checkpoint", (old / "log" / "checkpoint").read_bytes(), policy("log/checkpoint", {}, NOW),
-                   IfMatch=etag_then[0])  # fmt: skip
-    assert Deployer._precondition_failed(caught.value)
+    b = setup.snapshot("b")
+    setup.grow()  # the site is now at size c > b > a
+    bucket = s3.new_bucket()
+    assert deploy(s3, a, bucket).returncode == 0
+    real_put = Deployer._put
+    attempts: list[dict[str, str]] = []
+
+    def put_after_a_rival(self: Deployer, rel: str, data: bytes, pol: Any, **condition: str) -> str:
+        if rel == "log/checkpoint":
+            attempts.append(condition)
+            if len(attempts) == 1:  # a rival deploys the newest site between this deployer's check and swap
+                assert deploy(s3, setup.site, bucket).returncode == 0
+        return real_put(self, rel, data, pol, **condition)
+
+    monkeypatch.setattr(Deployer, "_put", put_after_a_rival)
+    deployer = Deployer(s3.client(), b, Target(bucket, "cpl"))
+    with pytest.raises(DeployRefused, match="never moves it back"):
+        deployer._move_checkpoint(site_log(b))
+    assert len(attempts) == 1 and "IfMatch" in attempts[0]  # the swap was tried once, with a's ETag, and lost
     assert bucket_checkpoint(s3, bucket) == (setup.site / "log" / "checkpoint").read_text()
 
 
-@pytest.mark.parametrize("kill_after", [0, 1, 60, "lock"])
+@pytest.mark.parametrize("kill_after", ["lock", 1, 60])
 def test_a_killed_deploy_leaves_a_bucket_that_verifies_and_the_next_one_completes(
     s3: S3Server, setup: Setup, tmp_path: Path, kill_after: int | str
 ) -> None:
@@ -282,7 +291,7 @@ def test_a_killed_deploy_leaves_a_bucket_that_verifies_and_the_next_one_complete
             keys = set(_keys(s3, bucket))
             lock = any(k.endswith(".cpl-deploy.lock") for k in keys)
             new = len(keys - before) - lock
-            if (kill_after == "lock" and lock) or (isinstance(kill_after, int) and new >= max(kill_after, 1)):
+            if (kill_after == "lock" and lock) or (isinstance(kill_after, int) and new >= kill_after):
                 proc.send_signal(signal.SIGKILL)
                 break
     finally:
@@ -298,6 +307,8 @@ def test_a_killed_deploy_leaves_a_bucket_that_verifies_and_the_next_one_complete
     assert audit["exit_code"] == 0, audit["result"].get("problems")
     image = demo.image_hash(f"S{setup.rounds:03d}/7")
     assert verify(s3, bucket, setup.trust, "inclusion", "--hash", image)["exit_code"] == 0
+    old_image = demo.image_hash("S001/2")  # the lookup is whole again: an old entry is proven current
+    assert verify(s3, bucket, setup.trust, "inclusion", "--hash", old_image)["exit_code"] == 0
 
 
 def test_two_deployers_at_once_end_with_the_newer_checkpoint(s3: S3Server, setup: Setup) -> None:
@@ -442,3 +453,45 @@ def test_the_readme_s3_workflow_builds_and_deploys_from_a_clone(s3: S3Server, se
             setup.grow()  # the next scheduled publish, pushed
             subprocess.run(["git", "-C", str(setup.pub.root), "push", "-q", str(remote), "HEAD"], check=True)
     assert job_name == "deploy-to-bucket"
+
+
+def test_what_the_site_cannot_vouch_for_is_not_uploaded(s3: S3Server, setup: Setup, tmp_path: Path) -> None:
+    """A symbolic link, evidence whose bytes are not its name, a tile that does not hash to the checkpoint:
+    refused before anything is uploaded (an immutable object, once up, can never be replaced)."""
+    bucket = s3.new_bucket()
+    link = setup.snapshot("link")
+    (link / "innocent.txt").symlink_to("/proc/self/environ")
+    r = deploy(s3, link, bucket)
+    assert r.returncode == 2 and "is a symbolic link" in r.stderr and not _keys(s3, bucket)
+
+    evidence = setup.snapshot("evidence")
+    victim = next(iter(sorted((evidence / "log" / "evidence").iterdir())))
+    victim.unlink()  # the site's files are hard links to the publication: replace, never write through
+    victim.write_bytes(b"forged evidence")
+    r = deploy(s3, evidence, bucket)
+    assert r.returncode == 1 and "do not hash to its name" in r.stderr
+    assert not [k for k in _keys(s3, bucket) if k.endswith(victim.name) or k.endswith("log/checkpoint")]
+
+    setup.grow(rows=300)  # full tiles beyond the bucket's size (none yet: it is empty)
+    bad = setup.snapshot("bad-tile")
+    bundle = bad / "log" / "tile" / "entries" / "000"
+    data = bundle.read_bytes()
+    bundle.unlink()
+    bundle.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    r = deploy(s3, bad, s3.new_bucket())
+    assert r.returncode == 1 and "does not match its leaf hash" in r.stderr
+
+
+def test_a_store_that_ignores_conditional_writes_is_refused(
+    s3: S3Server, setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_put = Deployer._put
+
+    def unconditional(self: Deployer, rel: str, data: bytes, pol: Any, **condition: str) -> str:
+        return real_put(self, rel, data, pol)  # as a store that drops If-None-Match / If-Match would
+
+    monkeypatch.setattr(Deployer, "_put", unconditional)
+    bucket = s3.new_bucket()
+    with pytest.raises(DeployRefused, match="ignores conditional writes"):
+        Deployer(s3.client(), setup.site, Target(bucket, "cpl")).run()
+    assert not [k for k in _keys(s3, bucket) if not k.endswith(".cpl-deploy.lock")]

@@ -17,7 +17,7 @@ from mkdocs.config import load_config
 from publication_fixtures import Pub, new_publication
 from site_fixtures import REPO, write_submission
 
-from publisher import demo
+from publisher import demo, parties
 from publisher.publish import publish
 from publisher.site import state as site_state
 from publisher.site.state import cache_dir
@@ -197,6 +197,30 @@ def test_page_links_lead_to_pages_that_exist(pub: Pub, tmp_path: Path, monkeypat
             assert target.is_file(), (page, href)
 
 
+@pytest.mark.parametrize("rows", [PER_PAGE * 2 + 1, PER_PAGE, 1])
+def test_builds_that_add_several_pages_or_rename_a_manufacturer_equal_a_full_build(
+    pub: Pub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rows: int
+) -> None:
+    """Pages gained several at a time (the older neighbours' links change), and a manufacturer whose
+    certificate now carries another name (every one of its pages shows it)."""
+    site = tmp_path / "site"
+    make(site, pub.root, monkeypatch, dirty=False)
+    for n in range(2, 5):
+        submit(pub, f"S00{n}", rows)
+        publish_now(pub, n)
+        assert make(site, pub.root, monkeypatch, dirty=True)["mode"] == "incremental"
+    renamed = parties.issue_party(pub.config, "Acme Renamed Ltd", "1001", "Manufacturer", pub.now, folder=tmp_path)
+    write_submission(pub.root, "S009", [(renamed.org_id, "Acme", "R-1", "1.0", "1.0", "ESME", "SMETS2",
+                                         demo.image_hash("renamed"))], [renamed, pub.supplier])  # fmt: skip
+    publish_now(pub, 9)
+    report = make(site, pub.root, monkeypatch, dirty=True)
+    assert report["mode"] == "incremental"
+    full = tmp_path / "full"
+    make(full, pub.root, monkeypatch, dirty=False)
+    same_site(site, full)
+    assert "Acme Renamed Ltd" in (site / "firmware" / "1001" / "page-1" / "index.html").read_text()
+
+
 def _firmware_pages(site: Path) -> Iterator[Path]:
     yield from sorted((site / "firmware" / "1001").rglob("index.html"))
 
@@ -278,6 +302,7 @@ def test_a_resumed_lookup_is_the_lookup_built_whole(first: list[int], then: list
     assert len(set(read)) <= 2 * len(then)  # only the shards the new entries touch are read
     touched = resumed.shard_files(touched_only=True)
     assert touched == {k: v for k, v in whole.shard_files().items() if k in touched}
+    assert resumed.shard_files() == whole.shard_files()  # and the untouched ones read back as they were
 
 
 def test_a_resumed_lookup_refuses_leaves_or_shards_that_do_not_match() -> None:

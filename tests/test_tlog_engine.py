@@ -584,3 +584,23 @@ def test_verify_all_hands_over_every_authenticated_entry_once_in_order(
     assert reader(root).verify_all(entries=lambda first, entries: seen.append((first, entries))) == len(expected)
     assert [first for first, _ in seen] == list(range(0, len(expected), TILE_WIDTH))
     assert [e for _, entries in seen for e in entries] == expected
+
+
+def test_verify_extension_checks_what_growth_added_and_blames_the_file(tmp_path: Path) -> None:
+    """``verify_extension(old)`` recomputes the tiles and bundles that growing from ``old`` made (as the deployer
+    does before uploading them create-only); it reads nothing of the log before ``old``."""
+    root = tmp_path / "log"
+    build(root, 300, 200, 70_000)
+    log = reader(root)
+    assert log.verify_extension(log.size) == log.size % TILE_WIDTH
+    assert log.verify_extension(500) == log.verify_all() - 500 // TILE_WIDTH * TILE_WIDTH
+    # Damage before the old size goes unread; damage after it is named.
+    early = root / Tile(-1, 0, TILE_WIDTH).path
+    early.write_bytes(b"\0" + early.read_bytes()[1:])
+    assert reader(root).verify_extension(70_000) >= 0
+    late = root / Tile(0, 274, TILE_WIDTH).path  # full tiles 273 and 274 are what growing from 70,000 made
+    late.write_bytes(late.read_bytes()[:-1] + b"\1")
+    with pytest.raises(CorruptLog, match=r"tile/0/274: does not match its hash in the level above"):
+        reader(root).verify_extension(70_000)
+    with pytest.raises(LogError):
+        log.verify_extension(log.size + 1)

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from publisher.config import Config
 from publisher.entries import ASSOCIATION_TYPE, parse_entry
+from publisher.errors import UsageError
 from publisher.publication import CRL_DIR, EVIDENCE_DIR, LOG_DIR, PKI_DIR, STATUS_FILE, status, status_bytes
 from publisher.site.state import write_if_changed
 from publisher.tlog import LogReader, open_log
@@ -40,6 +41,7 @@ from verifier.cpl_verify import (
     LOOKUP_TYPE,
     TILE_WIDTH,
     Lookup,
+    SiteError,
     lookup_tile_path,
     parse_commitment,
     shard_leaf_path,
@@ -74,9 +76,14 @@ def _link(src: Path, dst: Path) -> bool:
 
 
 def _public_files(tree: Path) -> Iterator[Path]:
-    """Files under ``tree``, skipping hidden names (private state, temporaries)."""
+    """Files under ``tree``, skipping hidden names (private state, temporaries); a symbolic link is refused
+    (linking it would publish whatever it points to)."""
     for dirpath, dirnames, filenames in os.walk(tree):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in [*dirnames, *filenames]:
+            path = Path(dirpath) / name
+            if path.is_symlink():
+                raise UsageError(f"{path} is a symbolic link: the site publishes only the publication's own files")
         for name in filenames:
             if not name.startswith("."):
                 yield Path(dirpath) / name
@@ -117,6 +124,8 @@ def export_tree(config: Config, out: Path, generated_at: str, since: int = 0) ->
     generated = {**lookup.shard_files(touched_only=result.lookup_resumed), **lookup.tile_files()}
     if lookup.last_type == LOOKUP_TYPE:
         generated[LOOKUP_COMMITMENT] = log.entry(log.size - 1)
+    else:  # the log no longer ends with a commitment: an old copy would claim one
+        (log_out / LOOKUP_COMMITMENT).unlink(missing_ok=True)
     for rel, data in generated.items():
         result.written += write_if_changed(log_out / rel, data)
     # The publication's own status.json (what its last publish recorded), else one made now.
@@ -147,7 +156,7 @@ def _lookup(log: LogReader, log_out: Path, since: int) -> tuple[Lookup, bool]:
             for index, raw in enumerate(log.entries(resumed.size), resumed.size):
                 resumed.add(index, parse_entry(raw))
             return resumed, True
-        except ValueError:  # a shard the new entries touch does not match the commitment: start again
+        except (ValueError, OSError):  # a shard the new entries touch does not match the commitment: start again
             pass
     lookup = Lookup()
     for index, raw in enumerate(log.entries()):
@@ -158,7 +167,10 @@ def _lookup(log: LogReader, log_out: Path, since: int) -> tuple[Lookup, bool]:
 def _resumed_lookup(log: LogReader, log_out: Path, since: int) -> Lookup | None:
     """The lookup the site's files hold for the log at ``since``, checked against the log's commitment there
     (None when the log did not end with one at ``since``, or the site's files do not match it)."""
-    commitment = parse_commitment(since - 1, log.entry(since - 1))
+    try:
+        commitment = parse_commitment(since - 1, log.entry(since - 1))
+    except SiteError:  # a malformed commitment: the audit reports it; the site's lookup is built afresh
+        return None
     if commitment is None:
         return None
     try:

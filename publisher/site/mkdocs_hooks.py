@@ -77,7 +77,7 @@ def _generator(config: Any) -> str:
     for name, path in sources:
         if path.exists():
             digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
-    for package in ("mkdocs", "mkdocs-material"):
+    for package in ("mkdocs", "mkdocs-material", "Markdown", "pymdown-extensions"):
         digest.update(importlib.metadata.version(package).encode())
     return digest.hexdigest()
 
@@ -137,10 +137,7 @@ def on_files(files: Files, config: Any) -> Files:
     )
 
     # The manufacturer pages: rewritten when touched, rendered by MkDocs only when their Markdown changed.
-    touched = set(changes.chunks)
-    for mid in changes.new_chunks:  # the previous newest page moves, and its older neighbour links to it
-        last = len(state.makers[mid].starts) - 1
-        touched |= {(mid, n) for n in (last - 1, last - 2) if n >= 0}
+    touched = changes.pages(state.makers)
     page_src = cache_dir(site) / "pages"
     rewritten = 0
     for mid, n in sorted(touched):

@@ -105,8 +105,20 @@ class Changes:
 
     chunks: set[tuple[str, int]] = field(default_factory=set)  # (manufacturer ID, chunk)
     shards: set[str] = field(default_factory=set)
-    new_chunks: set[str] = field(default_factory=set)  # manufacturers that gained a chunk
+    chunks_before: dict[str, int] = field(default_factory=dict)  # manufacturers that gained chunks: how many before
+    renamed: set[str] = field(default_factory=set)  # manufacturers whose name changed (every page shows it)
     entries: int = 0
+
+    def pages(self, makers: dict[str, Maker]) -> set[tuple[str, int]]:
+        """Every chunk whose page changed: those rows were added to or marked in; when a manufacturer gained
+        chunks, its pages from the one before its old newest to its new newest (the old newest becomes an
+        older page, the one before it links to it); all of a renamed manufacturer's pages."""
+        touched = set(self.chunks)
+        for mid, before in self.chunks_before.items():
+            touched |= {(mid, n) for n in range(max(before - 2, 0), len(makers[mid].starts))}
+        for mid in self.renamed:
+            touched |= {(mid, n) for n in range(len(makers[mid].starts))}
+        return touched
 
 
 class SiteState:
@@ -198,10 +210,12 @@ class SiteState:
             maker = self.makers.get(mid)
             if maker is None:
                 maker = self.makers[mid] = Maker(str(row[R_ORG]), slug_of(mid))
-            maker.name = str(row[R_ORG])  # the newest certificate's name
+            elif maker.name != row[R_ORG]:
+                maker.name = str(row[R_ORG])  # the newest certificate's name
+                changes.renamed.add(mid)
             if maker.count % ROWS_PER_PAGE == 0:
+                changes.chunks_before.setdefault(mid, len(maker.starts))
                 maker.starts.append(index)
-                changes.new_chunks.add(mid)
             n = len(maker.starts) - 1
             self.chunk(mid, n).append(row)
             maker.count += 1

@@ -323,6 +323,33 @@ class LogReader:
         progress(size, size)
         return size
 
+    def verify_extension(self, old_size: int) -> int:
+        """Recompute what growing from ``old_size`` created or grew (every such tile and bundle, and the
+        partials of the sizes on the way) against the signed root; return the entries checked.
+
+        Each new full tile is authenticated by its parent, itself new or on the right edge, which
+        ``check_right_edge`` authenticates against the root: the work follows the growth, not the log.
+        """
+        size = self.size
+        if not 0 <= old_size <= size:
+            raise LogError(f"cannot check growth from size {old_size} to size {size}")
+        edge, _ = self.check_right_edge()
+        for tile in right_edge(size):
+            self._check_stale_partials(tile, edge[tile.level])
+        checked = size % TILE_WIDTH
+        for tile in new_tiles(old_size, size):
+            if tile.level < 0 or not tile.full:  # bundles with their hash tile; partials are the right edge
+                continue
+            hashes = self.read_tile(tile)
+            parent = self.read_tile(tile_for(tile.level + 1, tile.index // TILE_WIDTH, size))
+            if root_of(hashes) != parent[tile.index % TILE_WIDTH]:
+                raise CorruptLog(f"{self.where(tile.path)}: does not match its hash in the level above")
+            if tile.level == 0:
+                self._check_bundle(tile, hashes)
+                checked += TILE_WIDTH
+            self._check_stale_partials(tile, hashes)
+        return checked
+
     def _check_bundle(self, tile: Tile, hashes: list[bytes]) -> list[bytes]:
         """The entries of level-0 ``tile``'s bundle, checked against its ``hashes`` (and its stale partials)."""
         bundle = Tile(-1, tile.index, tile.width)
