@@ -196,3 +196,13 @@ def anonymous_get(url: str) -> tuple[int, dict[str, str], bytes]:
             return resp.status, dict(resp.headers), resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, dict(exc.headers), exc.read()
+
+
+def anonymous_put(url: str, data: bytes) -> int:
+    """PUT without credentials: the status the store answers (the public may read, never write)."""
+    request = urllib.request.Request(url, data=data, method="PUT")  # noqa: S310 - a 127.0.0.1 URL
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 - a 127.0.0.1 URL the test made
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)

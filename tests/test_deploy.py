@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from publication_fixtures import Pub, new_publication
-from s3_fixtures import S3Server, anonymous_get, s3_server  # noqa: F401 - the fixture ``s3``
+from s3_fixtures import S3Server, anonymous_get, anonymous_put, s3_server  # noqa: F401 - the fixture ``s3``
 from site_fixtures import REPO, build_site, write_submission
 
 from publisher import demo
@@ -172,6 +172,7 @@ def test_a_deployed_site_verifies_from_the_bucket_and_a_redeploy_uploads_what_ch
     assert headers["Content-Type"] == "application/pkix-crl" and body == (setup.site / "crl" / "ica.crl").read_bytes()
     status, headers, _ = anonymous_get(base + "index.html")
     assert headers["Content-Type"].startswith("text/html")
+    assert anonymous_put(base + "log/checkpoint", b"forged") == 403  # the public reads, never writes
     # The verifier, against the bucket's HTTP endpoint.
     state = tmp_path / "state"
     assert verify(s3, bucket, setup.trust, "crl", state=state)["exit_code"] == 0
@@ -495,3 +496,19 @@ def test_a_store_that_ignores_conditional_writes_is_refused(
     with pytest.raises(DeployRefused, match="ignores conditional writes"):
         Deployer(s3.client(), setup.site, Target(bucket, "cpl")).run()
     assert not [k for k in _keys(s3, bucket) if not k.endswith(".cpl-deploy.lock")]
+
+
+def test_the_s3_server_binds_loopback_only_and_leaves_nothing_running(tmp_path: Path) -> None:
+    """What the session fixture does, checked end to end on a server of its own."""
+    from s3_fixtures import _listening, start_seaweedfs, stop_seaweedfs
+
+    server = start_seaweedfs(tmp_path / "weed")
+    try:
+        addresses = _listening(server.process.pid)
+        assert addresses and all(a.startswith("127.0.0.1:") for a in addresses), addresses
+        assert anonymous_get(f"{server.endpoint}/")[0] in (200, 403)
+    finally:
+        stop_seaweedfs(server)
+    assert server.process.poll() is not None
+    assert not _listening(server.process.pid)
+    assert not [p for port in server.ports for p in Path("/tmp").glob(f"*{port}*.sock")]
