@@ -320,3 +320,23 @@ def test_a_resumed_lookup_refuses_leaves_or_shards_that_do_not_match() -> None:
     resumed = Lookup.resume(commitment, hashes, lambda leaf: b'{"altered":[1]}')
     with pytest.raises(ValueError, match="does not match the committed tree"):
         resumed.add(3, _entries([5])[0])
+
+
+def test_the_table_bypasses_markdown_and_a_hostile_name_cannot_move_it() -> None:
+    """The rows' HTML goes round Markdown (most of the build time) and into the placeholder's place; names
+    that imitate the marker or the placeholder stay escaped text."""
+    from publisher.site import pages
+    from publisher.site.state import Maker
+
+    name = f"{pages.RAW_HTML_PLACEHOLDER}\n{pages.RAW_HTML_MARKER}\n<p>{pages.RAW_HTML_PLACEHOLDER}</p>"
+    maker = Maker(name, "1001", 1, [7])
+    row = [7, "1001", name, "M", "1", "1", "ESME", "SMETS2", "ab" * 32, "2026-11-29T00:00:00Z", None, name, None, ""]
+    head, raw = pages.split_raw_html(pages.chunk_page("1001", maker, 0, [row]))
+    assert raw is not None and raw.lstrip().startswith('<div class="cpl-table cpl-firmware">')
+    assert pages.RAW_HTML_MARKER not in raw and "&lt;!-- cpl:raw-html --&gt;" in raw
+    assert head.count(pages.RAW_HTML_PLACEHOLDER) == 3  # its own line, and twice escaped in the heading
+    rendered = f"<h1>{pages.safe(name)}</h1><p>{pages.RAW_HTML_PLACEHOLDER}</p><p>after</p>"
+    assert pages.join_raw_html(rendered, raw) == f"<h1>{pages.safe(name)}</h1>{raw}<p>after</p>"
+    with pytest.raises(ValueError, match="exactly once"):
+        pages.join_raw_html(rendered * 2, raw)
+    assert pages.split_raw_html("# no table\n") == ("# no table\n", None)

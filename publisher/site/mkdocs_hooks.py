@@ -222,6 +222,18 @@ def on_files(files: Files, config: Any) -> Files:
     return files
 
 
+def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
+    head, raw = pages.split_raw_html(markdown)
+    if raw is not None:
+        _state.setdefault("raw", {})[page.file.src_uri] = raw
+    return head
+
+
+def on_page_content(html: str, page: Any, config: Any, files: Any) -> str:
+    raw = _state.get("raw", {}).pop(page.file.src_uri, None)
+    return html if raw is None else pages.join_raw_html(html, raw)
+
+
 def on_post_build(config: Any) -> None:
     pub: Config = _state["pub"]
     site = Path(config["site_dir"])

@@ -187,10 +187,34 @@ def chunk_page(mid: str, maker: Maker, n: int, rows: list[Row]) -> str:
             "",
             f"<p>{maker.count} associations in all.</p>" if n == last else "",
             nav,
-            table(FIRMWARE_HEADERS, [_firmware_row(r, up) for r in rows], "cpl-firmware"),
+            RAW_HTML_PLACEHOLDER,
+            "",
             OFFLINE_PROOF,
+            RAW_HTML_MARKER,
+            table(FIRMWARE_HEADERS, [_firmware_row(r, up) for r in rows], "cpl-firmware"),
         ]
     )
+
+
+# A page's HTML block that Markdown need not parse (a table of a thousand escaped rows is most of the build
+# time): the page's Markdown ends at RAW_HTML_MARKER, the block follows it, and the hooks put it in place of
+# RAW_HTML_PLACEHOLDER's paragraph after Markdown has run (``split_raw_html``, ``join_raw_html``).
+RAW_HTML_MARKER = "<!-- cpl:raw-html -->"
+RAW_HTML_PLACEHOLDER = "CPL-RAW-HTML-BLOCK"
+
+
+def split_raw_html(markdown: str) -> tuple[str, str | None]:
+    """A page's Markdown and the raw HTML block after its marker (None when it has none)."""
+    head, marker, raw = markdown.partition("\n" + RAW_HTML_MARKER + "\n")
+    return (head, raw) if marker else (markdown, None)
+
+
+def join_raw_html(html: str, raw: str) -> str:
+    """The rendered page with the raw HTML block where its placeholder paragraph is."""
+    rendered = f"<p>{RAW_HTML_PLACEHOLDER}</p>"
+    if html.count(rendered) != 1:
+        raise ValueError("a page with a raw HTML block must render its placeholder exactly once")
+    return html.replace(rendered, raw)
 
 
 def firmware_index(makers: dict[str, Maker]) -> str:
