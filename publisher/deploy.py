@@ -16,9 +16,11 @@ The bucket is treated as Sunlight and Tessera treat theirs:
   moves it backwards or to a fork, and a deploy cut short at any point leaves the old
   checkpoint over tiles that include its tree.
 * **One deployer at a time**: a lock object (``.cpl-deploy.lock``) created with
-  ``If-None-Match: *`` and renewed by compare-and-swap; a lock left by a killed
-  deployer is taken over once it expires (or at once, when its holder was a process
-  on this machine that is gone).
+  ``If-None-Match: *``, renewed by compare-and-swap and removed by a conditional
+  delete; a lock left by a killed deployer is taken over once it has not been
+  renewed for its time to live by the store's own clock (or at once, when its
+  holder was a process of this host and PID namespace that is gone). Taking it
+  also proves the store honours conditional writes, which all of the above needs.
 
 What is already in the bucket is found by listing it (ETags are the objects' MD5 for
 single-part uploads, as S3 and S3-compatible stores compute them), so a deploy uploads
@@ -49,6 +51,7 @@ from cryptography.hazmat.primitives import hashes
 from publisher.errors import Refused, UsageError, VerificationFailed
 from publisher.pki.der import parse_time
 from publisher.publication import CRL_ARCHIVE, CRL_DIR, EVIDENCE_DIR, LOG_DIR, now_utc
+from publisher.site.export import public_files
 from publisher.site.state import cache_dir
 from publisher.storage import ImmutableObjectChanged
 from publisher.tlog import LogReader, read_vkey
@@ -160,11 +163,10 @@ def crl_cache(next_update: dt.datetime | None, now: dt.datetime) -> str:
 
 @dataclass(frozen=True)
 class Local:
-    """A site file: its path relative to the site, size and MD5 (hex, as the store's ETag)."""
+    """A site file: its path relative to the site and its MD5 (hex, as the store's ETag)."""
 
     rel: str
     path: Path
-    size: int
     md5: str
 
 
@@ -198,18 +200,8 @@ def md5_hex(data: bytes) -> str:
 
 
 def site_files(site: Path) -> Iterator[Path]:
-    """The site's files, without hidden ones (caches, temporaries) and host configuration; a symbolic link is
-    refused (uploading it would publish whatever it points to)."""
-    for dirpath, dirnames, filenames in os.walk(site):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in [*dirnames, *sorted(filenames)]:
-            path = Path(dirpath) / name
-            if name.startswith(".") or path.relative_to(site).as_posix() in SKIPPED:
-                continue
-            if path.is_symlink():
-                raise UsageError(f"{path} is a symbolic link: a deploy uploads only the site's own files")
-            if path.is_file():
-                yield path
+    """The site's files to upload: its public files (``export.public_files``) but host configuration."""
+    return (p for p in public_files(site) if p.relative_to(site).as_posix() not in SKIPPED)
 
 
 def _pid_namespace() -> str:
@@ -262,7 +254,7 @@ class Deployer:
             known = memo.get(rel)
             digest = known[3] if known and known[:3] == stamp else md5_hex(path.read_bytes())
             seen[rel] = [*stamp, digest]
-            out.append(Local(rel, path, st.st_size, digest))
+            out.append(Local(rel, path, digest))
         if memo_path.parent.is_dir():
             memo_path.write_text(json.dumps(seen))
         return out

@@ -75,23 +75,23 @@ def _link(src: Path, dst: Path) -> bool:
     return True
 
 
-def _public_files(tree: Path) -> Iterator[Path]:
-    """Files under ``tree``, skipping hidden names (private state, temporaries); a symbolic link is refused
-    (linking it would publish whatever it points to)."""
+def public_files(tree: Path) -> Iterator[Path]:
+    """Files under ``tree`` in sorted order, skipping hidden names (private state, caches, temporaries); a
+    symbolic link is refused (linking or uploading it would publish whatever it points to). The one walk of
+    what is published: the export's from the publication, the deploy's from the site."""
     for dirpath, dirnames, filenames in os.walk(tree):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for name in [*dirnames, *filenames]:
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in [*dirnames, *sorted(f for f in filenames if not f.startswith("."))]:
             path = Path(dirpath) / name
             if path.is_symlink():
-                raise UsageError(f"{path} is a symbolic link: the site publishes only the publication's own files")
-        for name in filenames:
-            if not name.startswith("."):
-                yield Path(dirpath) / name
+                raise UsageError(f"{path} is a symbolic link: only the publication's own files are published")
+            if name not in dirnames:
+                yield path
 
 
 def link_tree(src: Path, dst: Path) -> int:
     """Hard-link every public file of ``src`` into ``dst``; returns how many were not there already."""
-    return sum(_link(f, dst / f.relative_to(src)) for f in _public_files(src))
+    return sum(_link(f, dst / f.relative_to(src)) for f in public_files(src))
 
 
 def export_tree(config: Config, out: Path, generated_at: str, since: int = 0) -> Export:
