@@ -54,6 +54,8 @@ Layout: the sections of this file, in order, and what each owns.
     Merkle trees         RFC 9162 leaf and node hashes, roots, inclusion and consistency proofs (pure)
     signed notes         C2SP signed-note: parsing, key IDs, Ed25519 signatures and cosignatures
     checkpoints          C2SP tlog-checkpoint bodies and signatures, c2sp.org/tlog-proof@v1 files
+    witnessing           C2SP tlog-cosignature (Cosigner), tlog-policy (Policy, check_witnessing) and both
+                         sides of tlog-witness's add-checkpoint (witness_check, response_cosignatures)
     tiles                C2SP tlog-tiles: paths, tile arithmetic, entry bundles, proofs from tiles, and
                          TreeCheck, the one tree check (a tree recomputed from its entries, tile by tile)
     errors               the exception families (VerifyFailed, UsageError, FetchError) and exit codes
@@ -130,9 +132,15 @@ __all__ = [  # noqa: RUF022 - grouped by section, in the order the module define
     "UnverifiedNote", "b64decode_strict", "b64encode", "check_key_name", "key_id", "Verifier", "Signature", "Note",
     "check_note_chars", "parse_note", "open_note",
     # checkpoints and proof files (C2SP tlog-checkpoint, tlog-proof)
-    "PROOF_HEADER", "CheckpointError", "ForgedCheckpoint", "UntrustedCheckpoint", "NoLogSignature", "WrongOrigin",
+    "PROOF_HEADER", "CheckpointError", "ForgedCheckpoint", "ForgedCosignature",
+    "UntrustedCheckpoint", "NoLogSignature", "WrongOrigin",
     "Checkpoint", "parse_body", "SignedCheckpoint", "open_checkpoint",
     "parse_unverified", "TlogProof", "parse_tlog_proof", "verify_tlog_proof",
+    # witnessing (C2SP tlog-cosignature, tlog-policy, tlog-witness)
+    "WITNESS_SIZE_TYPE", "MAX_WITNESS_PROOF", "MAX_ADD_CHECKPOINT", "COSIGNATURE_SKEW", "MAX_POLICY_ITEMS",
+    "parse_skey", "format_skey", "Cosigner", "cosignature_time", "signature_lines", "PolicyError", "PolicyWitness",
+    "PolicyGroup", "Policy", "parse_policy", "Cosigned", "Witnessing", "check_witnessing", "WitnessRefusal",
+    "AddCheckpoint", "parse_add_checkpoint", "witness_check", "parse_size_body", "response_cosignatures",
     # tiles (C2SP tlog-tiles): paths, arithmetic, bundles, proofs from tiles, the one tree check
     "TILE_HEIGHT", "TILE_WIDTH", "MAX_ENTRY_SIZE", "MAX_LEVEL", "U16", "TileError", "Tile", "encode_index",
     "parse_path", "level_width", "tile_for", "right_edge", "split_hashes", "decode_bundle", "TileReader",
@@ -445,6 +453,10 @@ class NoteError(ValueError):
 class BadSignature(NoteError):
     """A signature made with a trusted key's ID does not verify: the note was forged or altered."""
 
+    def __init__(self, message: str, key: Verifier | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
 
 class UnverifiedNote(NoteError):
     """No trusted key signed the note."""
@@ -531,7 +543,7 @@ class Verifier:
         try:
             key.verify(signature, message)
         except InvalidSignature as exc:
-            raise BadSignature(f"signature by {self.name} (key {self.key_id:08x}) does not verify") from exc
+            raise BadSignature(f"signature by {self.name} (key {self.key_id:08x}) does not verify", self) from exc
 
 
 @dataclass(frozen=True)
@@ -630,6 +642,11 @@ class ForgedCheckpoint(CheckpointError):
     """A signature made with the pinned log key's ID does not verify."""
 
 
+class ForgedCosignature(ForgedCheckpoint):
+    """A cosignature made with a trusted cosigner key's ID does not verify: forged, altered, or copied from
+    another checkpoint."""
+
+
 class UntrustedCheckpoint(CheckpointError):
     """The log's own key did not sign the checkpoint (another key did, or none)."""
 
@@ -707,6 +724,8 @@ def open_checkpoint(
         raw = data.decode("utf-8") if isinstance(data, bytes) else data
         note = open_note(raw, verifiers)
     except BadSignature as exc:
+        if exc.key is not None and exc.key.sig_type == SIG_COSIGNATURE_ED25519:
+            raise ForgedCosignature(f"checkpoint: {exc}") from exc
         raise ForgedCheckpoint(f"checkpoint: {exc}") from exc
     except UnverifiedNote as exc:
         raise UntrustedCheckpoint(f"checkpoint: {exc}") from exc
@@ -800,6 +819,424 @@ def verify_tlog_proof(proof: TlogProof, leaf: bytes, origin: str, verifiers: Seq
     except ProofError as exc:
         raise CheckpointError(str(exc)) from exc
     return signed
+
+
+# =====================================================================================================
+# Witnessing: cosigning (C2SP tlog-cosignature v1.0.1, Ed25519 type 0x04), the policy a client enforces
+# (C2SP tlog-policy), and both sides of the add-checkpoint exchange (C2SP tlog-witness v1.0.0). Pure.
+# =====================================================================================================
+
+WITNESS_SIZE_TYPE = "text/x.tlog.size"  # the Content-Type of a 409's body
+MAX_WITNESS_PROOF = 63  # consistency proof lines a client may send
+MAX_ADD_CHECKPOINT = 64 * 1024  # the largest add-checkpoint body a witness reads
+COSIGNATURE_SKEW = 600  # seconds a cosignature's time may be ahead of the verifier's clock
+MAX_POLICY_ITEMS = 256  # logs, witnesses and groups each (the spec asks for at least 32)
+
+
+def parse_skey(skey: str, sig_type: int) -> tuple[str, ed25519.Ed25519PrivateKey]:
+    """Go's note signer key ``PRIVATE+KEY+<name>+<hex key id>+<base64(type || 32-byte seed)>``: the name and
+    the key, the type and key ID checked."""
+    parts = skey.strip().split("+", 4)
+    if len(parts) != 5 or parts[0] != "PRIVATE" or parts[1] != "KEY":
+        raise NoteError("signer key must be PRIVATE+KEY+<name>+<hex key id>+<base64 key>")
+    name, hex_id, b64 = parts[2], parts[3], parts[4]
+    check_key_name(name)
+    raw = b64decode_strict(b64, "signer key")
+    if len(raw) != 33 or raw[0] != sig_type:
+        raise NoteError(f"signer key is not an Ed25519 (type 0x{sig_type:02x}) seed")
+    key = ed25519.Ed25519PrivateKey.from_private_bytes(raw[1:])
+    public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    if not re.fullmatch(r"[0-9a-f]{8}", hex_id) or int(hex_id, 16) != key_id(name, sig_type, public):
+        raise NoteError("signer key ID does not match the key")
+    return name, key
+
+
+def format_skey(name: str, sig_type: int, key: ed25519.Ed25519PrivateKey) -> str:
+    """The ``PRIVATE+KEY+...`` string of ``key`` (keep it secret)."""
+    seed = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+    public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return f"PRIVATE+KEY+{name}+{key_id(name, sig_type, public):08x}+{b64encode(bytes([sig_type]) + seed)}"
+
+
+@dataclass(frozen=True)
+class Cosigner:
+    """A witness's Ed25519 cosigning key (type 0x04): ``cosignature/v1`` lines over checkpoints."""
+
+    name: str
+    private_key: ed25519.Ed25519PrivateKey
+
+    @classmethod
+    def generate(cls, name: str) -> Cosigner:
+        check_key_name(name)
+        return cls(name, ed25519.Ed25519PrivateKey.generate())
+
+    @classmethod
+    def from_skey(cls, skey: str) -> Cosigner:
+        """Parse ``PRIVATE+KEY+<name>+<hex id>+<base64(0x04 || seed)>``."""
+        return cls(*parse_skey(skey, SIG_COSIGNATURE_ED25519))
+
+    @property
+    def skey(self) -> str:
+        return format_skey(self.name, SIG_COSIGNATURE_ED25519, self.private_key)
+
+    @property
+    def verifier(self) -> Verifier:
+        public = self.private_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        return Verifier(self.name, key_id(self.name, SIG_COSIGNATURE_ED25519, public), SIG_COSIGNATURE_ED25519, public)
+
+    def cosign(self, text: str, timestamp: int) -> str:
+        """The ``— name base64`` line (with newline) cosigning checkpoint body ``text`` as of ``timestamp``."""
+        if not 0 < timestamp < 1 << 63:
+            raise NoteError("a cosignature's timestamp must be between 1 and 2**63 - 1")
+        signature = self.private_key.sign(f"cosignature/v1\ntime {timestamp}\n".encode() + text.encode())
+        payload = self.verifier.key_id.to_bytes(4, "big") + struct.pack(">Q", timestamp) + signature
+        return f"{EM_DASH} {self.name} {b64encode(payload)}\n"
+
+
+def cosignature_time(signature: Signature) -> int:
+    """The timestamp of a type 0x04 cosignature (its first 8 bytes, big-endian seconds)."""
+    if len(signature.signature) != 72:
+        raise NoteError(f"cosignature by {signature.name} is {len(signature.signature)} bytes, expected 72")
+    return int(struct.unpack(">Q", signature.signature[:8])[0])
+
+
+def signature_lines(note: Note) -> list[str]:
+    """A note's signature lines, as written (with newlines)."""
+    return [f"{EM_DASH} {s.name} {b64encode(s.key_id.to_bytes(4, 'big') + s.signature)}\n" for s in note.signatures]
+
+
+class PolicyError(ValueError):
+    """A tlog-policy file is malformed."""
+
+
+@dataclass(frozen=True)
+class PolicyWitness:
+    """A ``witness <name> <vkey> [<url>]`` line."""
+
+    name: str
+    verifier: Verifier
+    url: str | None = None
+
+
+@dataclass(frozen=True)
+class PolicyGroup:
+    """A ``group <name> <k|any|all> <member>...`` line: witnessed when ``threshold`` members are."""
+
+    name: str
+    threshold: int
+    members: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A C2SP tlog-policy: the logs, the witnesses, their groups and the quorum (a name, or ``none``)."""
+
+    logs: tuple[tuple[Verifier, str | None], ...]
+    witnesses: tuple[PolicyWitness, ...]
+    groups: tuple[PolicyGroup, ...]
+    quorum: str
+
+    def witness(self, name: str) -> PolicyWitness | None:
+        return next((w for w in self.witnesses if w.name == name), None)
+
+    def satisfied(self, cosigned: Iterable[str]) -> bool:
+        """Whether the witnesses named in ``cosigned`` meet the quorum."""
+        return self._witnessed(self.quorum, frozenset(cosigned))
+
+    def _witnessed(self, name: str, cosigned: frozenset[str]) -> bool:
+        if name == "none":
+            return True
+        group = next((g for g in self.groups if g.name == name), None)
+        if group is None:
+            return name in cosigned
+        return sum(self._witnessed(m, cosigned) for m in group.members) >= group.threshold
+
+    def counted(self, name: str | None = None) -> list[str]:
+        """The witnesses whose cosignatures the quorum (or group ``name``) counts, in policy order."""
+        name = self.quorum if name is None else name
+        group = next((g for g in self.groups if g.name == name), None)
+        if group is None:
+            return [] if name == "none" else [name]
+        out: list[str] = []
+        for m in group.members:
+            out += [w for w in self.counted(m) if w not in out]
+        return out
+
+    def describe(self, name: str | None = None) -> str:
+        """The quorum in words: ``2 of (secas, ofgem)``, ``none``."""
+        name = self.quorum if name is None else name
+        group = next((g for g in self.groups if g.name == name), None)
+        if group is None:
+            return name
+        inner = ", ".join(self.describe(m) for m in group.members)
+        k = "all" if group.threshold == len(group.members) and len(group.members) > 1 else str(group.threshold)
+        return f"{k} of ({inner})"
+
+    def text(self) -> str:
+        """The policy as a tlog-policy file."""
+        lines = [f"log {v.vkey}" + (f" {url}" if url else "") for v, url in self.logs]
+        lines += [f"witness {w.name} {w.verifier.vkey}" + (f" {w.url}" if w.url else "") for w in self.witnesses]
+        lines += [f"group {g.name} {g.threshold} {' '.join(g.members)}" for g in self.groups]
+        return "\n".join([*lines, f"quorum {self.quorum}"]) + "\n"
+
+
+_POLICY_WS = re.compile(r"[ \t]+")
+
+
+def parse_policy(data: str | bytes) -> Policy:
+    """Parse a C2SP tlog-policy file strictly: names defined before use, one quorum line, no duplicate keys."""
+    if isinstance(data, bytes):
+        try:
+            data = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise PolicyError("the policy is not UTF-8 text") from exc
+    logs: list[tuple[Verifier, str | None]] = []
+    witnesses: list[PolicyWitness] = []
+    groups: list[PolicyGroup] = []
+    quorum: str | None = None
+    keys: set[bytes] = set()
+
+    def vkey(text: str, sig_type: int, n: int) -> Verifier:
+        try:
+            v = Verifier.from_vkey(text)
+        except NoteError as exc:
+            raise PolicyError(f"line {n}: {exc}") from exc
+        if v.sig_type != sig_type:
+            what = "a log key must be an Ed25519 note key (type 0x01)" if sig_type == SIG_ED25519 else (
+                "a witness key must be an Ed25519 cosignature key (type 0x04)")  # fmt: skip
+            raise PolicyError(f"line {n}: {what}")
+        if v.public_key in keys:
+            raise PolicyError(f"line {n}: the key {v.vkey} wraps a public key listed earlier")
+        keys.add(v.public_key)
+        return v
+
+    for n, line in enumerate(data.split("\n"), 1):
+        bad = next((c for c in line if c != "\t" and (ord(c) < 0x20 or ord(c) == 0x7F)), None)
+        if bad is not None:
+            raise PolicyError(f"line {n}: control character U+{ord(bad):04X}")
+        words = _POLICY_WS.split(line.strip(" \t"))
+        if words == [""] or words[0].startswith("#"):
+            continue
+        if quorum is not None:
+            raise PolicyError(f"line {n}: nothing may follow the quorum line except comments")
+        names = {w.name for w in witnesses} | {g.name for g in groups}
+        keyword, rest = words[0], words[1:]
+        if keyword == "log" and len(rest) in (1, 2):
+            logs.append((vkey(rest[0], SIG_ED25519, n), rest[1] if len(rest) == 2 else None))
+        elif keyword == "witness" and len(rest) in (2, 3):
+            if rest[0] == "none" or rest[0] in names:
+                raise PolicyError(f"line {n}: the name {rest[0]!r} is reserved or already defined")
+            v = vkey(rest[1], SIG_COSIGNATURE_ED25519, n)
+            witnesses.append(PolicyWitness(rest[0], v, rest[2] if len(rest) == 3 else None))
+        elif keyword == "group" and len(rest) >= 3:
+            name, k, members = rest[0], rest[1], tuple(rest[2:])
+            if name == "none" or name in names:
+                raise PolicyError(f"line {n}: the name {name!r} is reserved or already defined")
+            unknown = [m for m in members if m not in names]
+            if unknown:
+                raise PolicyError(f"line {n}: group {name} names {', '.join(unknown)}, not defined on an earlier line")
+            if len(set(members)) != len(members):
+                raise PolicyError(f"line {n}: group {name} lists a member twice")
+            if k in ("any", "all"):
+                threshold = 1 if k == "any" else len(members)
+            elif re.fullmatch(r"[1-9][0-9]{0,3}", k) and int(k) <= len(members):
+                threshold = int(k)
+            else:
+                raise PolicyError(f"line {n}: group {name}'s threshold {k!r} must be any, all or 1 to {len(members)}")
+            groups.append(PolicyGroup(name, threshold, members))
+        elif keyword == "quorum" and len(rest) == 1:
+            if rest[0] != "none" and rest[0] not in names:
+                raise PolicyError(f"line {n}: the quorum {rest[0]!r} is not defined on an earlier line")
+            quorum = rest[0]
+        else:
+            raise PolicyError(
+                f"line {n}: expected 'log <vkey> [url]', 'witness <name> <vkey> [url]', "
+                "'group <name> <k|any|all> <member>...' or 'quorum <name|none>'"
+            )
+        if max(len(logs), len(witnesses), len(groups)) > MAX_POLICY_ITEMS:
+            raise PolicyError(f"more than {MAX_POLICY_ITEMS} logs, witnesses or groups")
+    if quorum is None:
+        raise PolicyError("the policy has no quorum line ('quorum none' asks for no cosignatures)")
+    return Policy(tuple(logs), tuple(witnesses), tuple(groups), quorum)
+
+
+@dataclass(frozen=True)
+class Cosigned:
+    """One policy witness's valid cosignature on a checkpoint: who, with which key, and when."""
+
+    name: str
+    vkey: str
+    timestamp: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "vkey": self.vkey, "time": iso_utc(datetime.fromtimestamp(self.timestamp, UTC))}
+
+
+@dataclass(frozen=True)
+class Witnessing:
+    """What a policy's witnesses said about one checkpoint: the valid cosignatures counted, those dated in
+    the future (not counted), whether the quorum is met, and the counted witnesses that did not cosign."""
+
+    cosigned: tuple[Cosigned, ...]
+    future: tuple[Cosigned, ...]
+    satisfied: bool
+    missing: tuple[str, ...]
+    quorum: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "quorum": self.quorum,
+            "satisfied": self.satisfied,
+            "cosigned": [c.to_json() for c in self.cosigned],
+            "future": [c.to_json() for c in self.future],
+            "missing": list(self.missing),
+        }
+
+
+def check_witnessing(note: Note, policy: Policy, now: int, skew: int = COSIGNATURE_SKEW) -> Witnessing:
+    """Judge a note already opened (``open_note``) with the policy's witness keys among its verifiers, so
+    every cosignature by a known witness key verified: the quorum counts those dated at most ``skew``
+    seconds after ``now``; a witness whose key signed twice counts once, with its newest time."""
+    found: dict[str, Cosigned] = {}
+    future: list[Cosigned] = []
+    verified = {(v.name, v.key_id) for v in note.verified_by}
+    for sig in note.signatures:
+        w = next((w for w in policy.witnesses if (w.verifier.name, w.verifier.key_id) == (sig.name, sig.key_id)), None)
+        if w is None or (sig.name, sig.key_id) not in verified:
+            continue
+        c = Cosigned(w.name, w.verifier.vkey, cosignature_time(sig))
+        if c.timestamp > now + skew:
+            future.append(c)
+        elif w.name not in found or found[w.name].timestamp < c.timestamp:
+            found[w.name] = c
+    cosigned = tuple(found[w.name] for w in policy.witnesses if w.name in found)
+    missing = tuple(name for name in policy.counted() if name not in found)
+    return Witnessing(cosigned, tuple(future), policy.satisfied(found), missing, policy.describe())
+
+
+class WitnessRefusal(Exception):
+    """A witness's refusal of an add-checkpoint request: the HTTP status tlog-witness names, and for 409 the
+    size the witness holds."""
+
+    def __init__(self, status: int, message: str, size: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.size = size
+
+
+@dataclass(frozen=True)
+class AddCheckpoint:
+    """An add-checkpoint request body: the old size, a consistency proof from it, the signed checkpoint."""
+
+    old: int
+    proof: tuple[bytes, ...]
+    checkpoint: str  # the signed note, verbatim
+
+    def encode(self) -> bytes:
+        return (
+            "".join([f"old {self.old}\n", *(b64encode(h) + "\n" for h in self.proof), "\n", self.checkpoint])
+        ).encode()
+
+
+def parse_add_checkpoint(body: bytes) -> AddCheckpoint:
+    """Parse a request body; ``WitnessRefusal`` (400) if malformed."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise WitnessRefusal(400, "the request is not UTF-8") from exc
+    head, sep, checkpoint = text.partition("\n\n")
+    if not sep:
+        raise WitnessRefusal(400, "the request has no empty line before the checkpoint")
+    lines = head.split("\n")
+    m = re.fullmatch(r"old (0|[1-9][0-9]{0,18})", lines[0])
+    if m is None:
+        raise WitnessRefusal(400, "the request must start with 'old <size>'")
+    if len(lines) - 1 > MAX_WITNESS_PROOF:
+        raise WitnessRefusal(400, f"the consistency proof has more than {MAX_WITNESS_PROOF} lines")
+    proof = []
+    for n, line in enumerate(lines[1:], 1):
+        try:
+            h = b64decode_strict(line, f"proof line {n}")
+        except NoteError as exc:
+            raise WitnessRefusal(400, str(exc)) from exc
+        if len(h) != HASH_SIZE:
+            raise WitnessRefusal(400, f"proof line {n} is {len(h)} bytes, expected {HASH_SIZE}")
+        proof.append(h)
+    return AddCheckpoint(int(m.group(1)), tuple(proof), checkpoint)
+
+
+def witness_check(
+    request: AddCheckpoint, logs: dict[str, list[Verifier]], latest: Callable[[str], Checkpoint | None]
+) -> SignedCheckpoint:
+    """A witness's checks of an add-checkpoint request, in the order tlog-witness gives them: the origin known
+    (404), a trusted log signature and no bad one (403), old size not above the checkpoint's (400), old size
+    equal to the size last cosigned, ``latest(origin)`` (409), the empty root at size 0, an empty proof from
+    size 0, equal roots at equal sizes, a valid consistency proof (422). Returns the verified checkpoint to
+    cosign; raises ``WitnessRefusal``."""
+    try:
+        origin = parse_unverified(request.checkpoint).origin
+    except CheckpointError as exc:
+        raise WitnessRefusal(400, str(exc)) from exc
+    keys = logs.get(origin)
+    if not keys:
+        raise WitnessRefusal(404, f"unknown log origin {origin!r}")
+    try:
+        signed = open_checkpoint(request.checkpoint, origin, keys)
+    except (ForgedCheckpoint, UntrustedCheckpoint) as exc:
+        raise WitnessRefusal(403, str(exc)) from exc
+    except CheckpointError as exc:
+        raise WitnessRefusal(400, str(exc)) from exc
+    cp = signed.checkpoint
+    if request.old > cp.size:
+        raise WitnessRefusal(400, f"old size {request.old} is above the checkpoint's size {cp.size}")
+    held = latest(origin)
+    held_size = held.size if held is not None else 0
+    if request.old != held_size:
+        raise WitnessRefusal(409, f"the latest size cosigned for {origin} is {held_size}", held_size)
+    if cp.size == 0 and cp.root != EMPTY_ROOT:
+        raise WitnessRefusal(422, "a checkpoint of size 0 must carry the empty tree's root")
+    if request.old == 0:
+        if request.proof:
+            raise WitnessRefusal(422, "a consistency proof from size 0 must be empty")
+    elif held is not None and request.old == cp.size:
+        if cp.root != held.root or request.proof:
+            raise WitnessRefusal(422, f"another tree of size {cp.size} was cosigned (a fork)")
+    elif held is not None:
+        try:
+            verify_consistency(request.old, cp.size, held.root, cp.root, request.proof)
+        except ProofError as exc:
+            raise WitnessRefusal(
+                422, f"the checkpoint does not extend the tree of size {request.old} cosigned before: {exc}"
+            ) from exc
+    return signed
+
+
+def parse_size_body(body: bytes) -> int:
+    """A 409 response's ``text/x.tlog.size`` body: the witness's size, then a newline."""
+    m = re.fullmatch(rb"(0|[1-9][0-9]{0,18})\n", body)
+    if m is None:
+        raise WitnessRefusal(409, "the witness answered 409 without a valid size")
+    return int(m.group(1))
+
+
+def response_cosignatures(text: str, response: bytes, witness: Verifier) -> list[str]:
+    """The lines of a 200 response by ``witness``'s key that verify over the checkpoint body ``text`` (other
+    keys' lines are ignored); ``NoteError`` if the response is malformed or the witness's line is forged."""
+    try:
+        lines = response.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise NoteError("the response is not UTF-8") from exc
+    if not lines or not lines.endswith("\n") or any(not x.startswith(EM_DASH + " ") for x in lines[:-1].split("\n")):
+        raise NoteError("the response is not a sequence of signature lines")
+    note = parse_note(text + "\n" + lines)
+    out = []
+    for sig, line in zip(note.signatures, signature_lines(note)):
+        if (sig.name, sig.key_id) == (witness.name, witness.key_id):
+            witness.verify(text, sig.signature)
+            if cosignature_time(sig) == 0:
+                raise NoteError(f"the cosignature by {witness.name} has no timestamp")
+            out.append(line)
+    return out
 
 
 # =====================================================================================================
@@ -1694,7 +2131,19 @@ class Trust:
     org_id_attribute: str = "organizationIdentifier"
     intermediates: list[str] = field(default_factory=list)
     crl_issuers: list[CertPin] = field(default_factory=list)  # with the roots: the CRLs that must be checked
+    policy: Policy | None = None  # the witnesses and the quorum every accepted checkpoint must meet
     source: str = "command line"
+
+    def set_policy(self, policy: Policy, where: str) -> None:
+        """Enforce ``policy`` (C2SP tlog-policy): its witnesses' keys verify cosignatures, and its ``log``
+        keys are pinned unless log keys are pinned already, in which case they must be among them."""
+        pinned = {v.vkey for v in self.verifiers if v.sig_type == SIG_ED25519}
+        logs = [v for v, _ in policy.logs]
+        if pinned and any(v.vkey not in pinned for v in logs):
+            raise UsageError(f"{where}: the policy names a log key that is not the pinned log key")
+        self.verifiers = [v for v in self.verifiers if v.sig_type == SIG_ED25519] or logs
+        self.verifiers += [w.verifier for w in policy.witnesses]
+        self.policy = policy
 
     def role_of(self, ou: str) -> str | None:
         for role, value in self.roles.items():
@@ -1704,9 +2153,12 @@ class Trust:
 
     def to_json(self) -> dict[str, Any]:
         """The trust file (``--trust``) that pins exactly this; ``parse_trust`` reads it back."""
-        vkeys = [v.vkey for v in self.verifiers]
+        vkeys = [v.vkey for v in self.verifiers if v.sig_type == SIG_ED25519]
+        log: dict[str, Any] = {"origin": self.origin, "vkey": vkeys[0] if len(vkeys) == 1 else vkeys}
+        if self.policy is not None:
+            log["policy"] = self.policy.text()
         out: dict[str, Any] = {
-            "log": {"origin": self.origin, "vkey": vkeys[0] if len(vkeys) == 1 else vkeys},
+            "log": log,
             "iki_roots": [pin.to_json() for pin in self.roots],
             "extended_key_usage": self.eku,
         }
@@ -1780,14 +2232,28 @@ def parse_trust(obj: Any, where: str) -> Trust:
     vkeys = log.get("vkey", [])
     if isinstance(vkeys, str):
         vkeys = [vkeys]
-    extra = log.get("witnesses", [])
-    if not isinstance(vkeys, list) or not isinstance(extra, list):
+    if not isinstance(vkeys, list):
         raise UsageError(f"{where}: 'log.vkey' must be a verifier key string or a list of them")
-    for v in [*vkeys, *extra]:
+    if "witnesses" in log:
+        raise UsageError(
+            f"{where}: 'log.witnesses' is replaced by 'log.policy', a C2SP tlog-policy naming the witnesses and "
+            "the quorum ('quorum none' to verify cosignatures without requiring any)"
+        )
+    for v in vkeys:
         try:
             trust.verifiers.append(Verifier.from_vkey(str(v)))
         except NoteError as exc:
             raise UsageError(f"{where}: log verifier key: {exc}") from exc
+    policy = log.get("policy")
+    if policy is not None:
+        if isinstance(policy, list) and all(isinstance(line, str) for line in policy):
+            policy = "\n".join(policy) + "\n"
+        if not isinstance(policy, str):
+            raise UsageError(f"{where}: 'log.policy' must be a C2SP tlog-policy text (a string or a list of lines)")
+        try:
+            trust.set_policy(parse_policy(policy), where)
+        except PolicyError as exc:
+            raise UsageError(f"{where}: log.policy: {exc}") from exc
     origin = log.get("origin")
     if origin is not None:
         if not isinstance(origin, str) or not origin:
@@ -4168,12 +4634,17 @@ def _checkpoint_lines(note: str) -> str:
 
 
 def verify_checkpoint_note(ctx: Context, data: bytes | str, where: str) -> SignedCheckpoint:
-    """A checkpoint verified with the pinned key(s), failures explained."""
+    """A checkpoint verified with the pinned key(s), failures explained, and judged by the witness policy."""
     origin = ctx.origin
     try:
-        return open_checkpoint(data, origin, ctx.trust.verifiers)
+        signed = open_checkpoint(data, origin, ctx.trust.verifiers)
     except CheckpointError as exc:
-        if isinstance(exc, ForgedCheckpoint):
+        if isinstance(exc, ForgedCosignature):
+            meaning = (
+                "a cosignature made with a pinned witness key's ID does not verify: it was forged, altered, or "
+                "copied from another checkpoint"
+            )
+        elif isinstance(exc, ForgedCheckpoint):
             meaning = (
                 "a signature made with the pinned log key's ID does not verify: the checkpoint was forged or altered"
             )
@@ -4186,6 +4657,30 @@ def verify_checkpoint_note(ctx: Context, data: bytes | str, where: str) -> Signe
         else:
             meaning = "it is malformed"
         raise VerifyFailed(f"{where}: {exc}; {meaning}. Trust nothing the site says about the log.") from exc
+    if ctx.trust.policy is not None:
+        check_quorum(ctx, ctx.trust.policy, signed, where)
+    return signed
+
+
+def check_quorum(ctx: Context, policy: Policy, signed: SignedCheckpoint, where: str) -> Witnessing:
+    """Report who cosigned ``signed`` and when; fail unless ``policy``'s quorum is met."""
+    w = check_witnessing(signed.note, policy, int(ctx.now.timestamp()))
+    ctx.out.result["witnessing"] = w.to_json()
+    size = signed.checkpoint.size
+    for c in w.future:
+        ctx.out.warn(
+            f"{where}: the cosignature by {c.name} is dated {iso_utc(datetime.fromtimestamp(c.timestamp, UTC))}, "
+            "in the future: not counted"
+        )
+    said = ", ".join(f"{c.name} at {c.to_json()['time']}" for c in w.cosigned) or "no witness"
+    if not w.satisfied:
+        raise VerifyFailed(
+            f"{where}: the checkpoint of size {size} is cosigned by {said}; the witness policy needs {w.quorum}. "
+            f"Missing: {', '.join(w.missing) or 'none'}. A checkpoint the witnesses have not seen may be a split "
+            "view shown to you alone: do not rely on it (retry later: cosignatures may still be on their way)"
+        )
+    ctx.out.say(f"witnessed: size {size} cosigned by {said} (policy: {w.quorum})")
+    return w
 
 
 def fork_evidence(
@@ -6078,6 +6573,258 @@ def cmd_check_submission(ctx: Context) -> int:
 
 
 # =====================================================================================================
+# witness: a C2SP tlog-witness (add-checkpoint, and the monitoring checkpoint) for the parties of this
+# scheme, run with this one file; and witness keygen
+# =====================================================================================================
+
+
+class WitnessStore:
+    """A witness's state folder: for each log origin, the latest checkpoint cosigned (``logs/<hex SHA-256 of
+    the origin>``, the note served to monitors), written durably before the answer; refused requests that
+    carry a valid log signature kept in ``evidence/``. One process per folder (an exclusive lock)."""
+
+    def __init__(self, directory: Path) -> None:
+        try:
+            import fcntl
+        except ImportError as exc:  # pragma: no cover - not POSIX
+            raise UsageError("witness serve needs a POSIX system (file locks)") from exc
+        self.dir = directory
+        try:
+            (directory / "logs").mkdir(parents=True, exist_ok=True)
+            (directory / "evidence").mkdir(exist_ok=True)
+            self._lock = open(directory / "lock", "a")  # noqa: SIM115 - held for the store's life
+        except OSError as exc:
+            raise UsageError(f"cannot use the witness state folder {directory}: {exc.strerror or exc}") from exc
+        try:
+            fcntl.flock(self._lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            self._lock.close()
+            raise UsageError(f"another witness process uses the state folder {directory}") from exc
+        self.mutex = threading.Lock()  # a check and its update are one step (tlog-witness's race)
+        self._latest: dict[str, Checkpoint | None] = {}
+
+    def path(self, origin: str) -> Path:
+        return self.dir / "logs" / hashlib.sha256(origin.encode()).hexdigest()
+
+    def note(self, origin_hash: str) -> bytes | None:
+        """The stored note of the log whose origin hashes to ``origin_hash`` (lowercase hex), if any."""
+        if not re.fullmatch(r"[0-9a-f]{64}", origin_hash):
+            return None
+        try:
+            return (self.dir / "logs" / origin_hash).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def latest(self, origin: str) -> Checkpoint | None:
+        """The checkpoint last cosigned for ``origin`` (None: never)."""
+        if origin not in self._latest:
+            data = self.note(hashlib.sha256(origin.encode()).hexdigest())
+            self._latest[origin] = parse_unverified(data) if data is not None else None
+        return self._latest[origin]
+
+    def save(self, origin: str, note: str) -> None:
+        """Replace ``origin``'s note durably: a temporary file, fsync, rename, fsync of the folder."""
+        self._durable(self.path(origin), note.encode())
+        self._latest[origin] = parse_unverified(note)
+
+    def keep_evidence(self, body: bytes) -> None:
+        digest = hashlib.sha256(body).hexdigest()
+        self._durable(self.dir / "evidence" / f"{digest}.txt", body)
+
+    @staticmethod
+    def _durable(path: Path, data: bytes) -> None:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        self._lock.close()
+
+
+class WitnessService:
+    """The witness's answers: ``add_checkpoint`` (status, content type, body) per tlog-witness, persisting
+    before it answers 200; ``monitoring`` the latest cosigned checkpoint of a log."""
+
+    def __init__(
+        self, cosigner: Cosigner, logs: dict[str, list[Verifier]], store: WitnessStore, clock: Callable[[], float]
+    ) -> None:
+        self.cosigner = cosigner
+        self.logs = logs
+        self.store = store
+        self.clock = clock
+
+    def add_checkpoint(self, body: bytes) -> tuple[int, str, bytes]:
+        try:
+            request = parse_add_checkpoint(body)
+            with self.store.mutex:
+                signed = witness_check(request, self.logs, self.store.latest)
+                line = self.cosigner.cosign(signed.checkpoint.body(), max(1, int(self.clock())))
+                logs = {(v.name, v.key_id) for v in signed.note.verified_by}
+                kept = [
+                    text
+                    for sig, text in zip(signed.note.signatures, signature_lines(signed.note))
+                    if (sig.name, sig.key_id) in logs
+                ]
+                self.store.save(signed.checkpoint.origin, signed.note.text + "\n" + "".join(kept) + line)
+            return 200, "text/plain; charset=utf-8", line.encode()
+        except WitnessRefusal as refusal:
+            if refusal.status == 422:  # signed by the log, and inconsistent: evidence of misbehaviour
+                self.store.keep_evidence(body)
+            if refusal.status == 409:
+                return 409, WITNESS_SIZE_TYPE, f"{refusal.size}\n".encode()
+            return refusal.status, "text/plain; charset=utf-8", (str(refusal) + "\n").encode()
+
+    def monitoring(self, path: str) -> bytes | None:
+        m = re.fullmatch(r"/([0-9a-f]{64})/checkpoint", path)
+        return self.store.note(m.group(1)) if m else None
+
+
+def _witness_handler(service: WitnessService, quiet: bool) -> type[Any]:
+    import http.server
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as tlog-witness recommends
+        server_version = f"cpl-verify-witness/{__version__}"
+
+        def _send(self, status: int, content_type: str, body: bytes) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self) -> None:
+            if self.path != "/add-checkpoint":
+                self._send(404, "text/plain; charset=utf-8", b"not found\n")
+                return
+            length = self.headers.get("Content-Length")
+            if length is None or not length.isdigit():
+                self.close_connection = True
+                self._send(411, "text/plain; charset=utf-8", b"Content-Length required\n")
+                return
+            if int(length) > MAX_ADD_CHECKPOINT:
+                self.close_connection = True
+                self._send(413, "text/plain; charset=utf-8", b"request too large\n")
+                return
+            self._send(*service.add_checkpoint(self.rfile.read(int(length))))
+
+        def do_GET(self) -> None:
+            note = service.monitoring(self.path)
+            if note is None:
+                self._send(404, "text/plain; charset=utf-8", b"no checkpoint cosigned for this log\n")
+            else:
+                self._send(200, "text/plain; charset=utf-8", note)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            if not quiet:
+                sys.stderr.write(printable(f"{self.address_string()} {format % args}") + "\n")
+
+    return Handler
+
+
+def _read_cosigner(path: str) -> Cosigner:
+    try:
+        return Cosigner.from_skey(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UsageError(f"cannot read the witness key {path}: {exc.strerror or exc}") from exc
+    except (NoteError, UnicodeDecodeError) as exc:
+        raise UsageError(
+            f"{path}: not a witness key (PRIVATE+KEY+<name>+<id>+<base64 of 0x04 and seed>): {exc}"
+        ) from exc
+
+
+def witness_serve(args: argparse.Namespace) -> int:
+    """``witness serve``: answer add-checkpoint requests for the ``--log`` keys until stopped (SIGTERM or
+    Ctrl-C); prints ``listening on http://HOST:PORT/`` and the witness's verifier key first."""
+    import http.server
+    import signal
+
+    cosigner = _read_cosigner(args.key)
+    logs: dict[str, list[Verifier]] = {}
+    for text in args.log:
+        try:
+            v = Verifier.from_vkey(text)
+        except NoteError as exc:
+            raise UsageError(f"--log: {exc}") from exc
+        if v.sig_type != SIG_ED25519:
+            raise UsageError(f"--log {text}: a log key is an Ed25519 note key (type 0x01)")
+        logs.setdefault(v.name, []).append(v)  # the key's name is the log's origin (C2SP tlog-checkpoint)
+    host, sep, port = args.listen.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise UsageError("--listen must be HOST:PORT (PORT 0: any free port)")
+    store = WitnessStore(Path(args.state).expanduser())
+    try:
+        service = WitnessService(cosigner, logs, store, time.time)
+        try:
+            server = http.server.ThreadingHTTPServer(
+                (host.strip("[]"), int(port)), _witness_handler(service, args.quiet)
+            )
+        except OSError as exc:
+            raise UsageError(f"cannot listen on {args.listen}: {exc.strerror or exc}") from exc
+        server.daemon_threads = True
+
+        def stop(signum: int, frame: Any) -> None:
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, stop)
+        bound_host, bound_port = str(server.server_address[0]), int(server.server_address[1])
+        sys.stdout.write(f"listening on http://{bound_host}:{bound_port}/ as {cosigner.verifier.vkey}\n")
+        for origin in sorted(logs):
+            sys.stdout.write(f"witnessing {origin}\n")
+        sys.stdout.flush()
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()
+    finally:
+        store.close()
+    return EXIT_OK
+
+
+def witness_keygen(args: argparse.Namespace) -> int:
+    """``witness keygen``: a new cosigning key in ``--key`` (created, never overwritten, mode 0600); prints
+    the verifier key to give the log operator and clients."""
+    try:
+        cosigner = Cosigner.generate(args.name)
+    except NoteError as exc:
+        raise UsageError(f"--name: {exc}") from exc
+    try:
+        fd = os.open(args.key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError as exc:
+        raise UsageError(f"{args.key} exists: a witness key is never overwritten") from exc
+    except OSError as exc:
+        raise UsageError(f"cannot create {args.key}: {exc.strerror or exc}") from exc
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(cosigner.skey + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    if args.json:
+        sys.stdout.write(json.dumps({"name": cosigner.name, "vkey": cosigner.verifier.vkey, "key": args.key}) + "\n")
+    else:
+        sys.stdout.write(cosigner.verifier.vkey + "\n")
+    return EXIT_OK
+
+
+def cmd_witness(args: argparse.Namespace) -> int:
+    """``witness serve|keygen``: no trust file, site or state; exit 0, or 2 for a usage or I/O error."""
+    try:
+        return witness_serve(args) if args.witness_command == "serve" else witness_keygen(args)
+    except UsageError as exc:
+        sys.stderr.write(f"cpl-verify: error: {printable(str(exc))}\n")
+        return EXIT_ERROR
+
+
+# =====================================================================================================
 # Command line
 # =====================================================================================================
 
@@ -6116,6 +6863,23 @@ exit codes:
   2  usage, input, network or I/O error: nothing was concluded
   3  verified, and the answer is no: replaced, not found, logged only for another model, a signer's key
      compromised before the approval, a revoked or expired certificate, or not proven (see 'basis')
+"""
+
+
+WITNESS_HELP = """\
+A witness (C2SP tlog-witness v1.0.0) cosigns a log's checkpoint only after checking that it extends every
+checkpoint of that log it cosigned before; clients that require its cosignature (a trust file's
+"log.policy") cannot be shown a history the witness has not seen.
+
+  cpl-verify witness keygen --name secas.example/witness --key witness.key     # prints the verifier key
+  cpl-verify witness serve --key witness.key --state witness-state --listen 127.0.0.1:7380 \\
+      --log "$(cat log-vkey)"
+
+serve answers POST /add-checkpoint (200 cosignature lines; 409 text/x.tlog.size with its size; 400
+malformed; 403 bad or missing log signature; 404 unknown log; 422 inconsistent, kept in DIR/evidence/)
+and GET /<hex SHA-256 of the origin>/checkpoint (the latest cosigned checkpoint). Each cosigned checkpoint
+is on disk (fsync) before the answer; the check and the update are one step; one process per --state.
+Exit codes: 0 stopped (SIGTERM, Ctrl-C), 2 usage or I/O error.
 """
 
 
@@ -6231,6 +6995,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("check-submission", "before submitting: what SECAS's intake would say about a CPL submission folder")
     p.add_argument("folder", help="the submission folder: spreadsheet, request.json, .p7s signatures")
+
+    w = sub.add_parser("witness", help="run a C2SP tlog-witness: cosign the log's checkpoints (serve, keygen)",
+                       description=WITNESS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    ws = w.add_subparsers(dest="witness_command", metavar="SUBCOMMAND", required=True)
+    p = ws.add_parser("serve", help="answer add-checkpoint requests (C2SP tlog-witness) until stopped",
+                      description=WITNESS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--key", required=True, metavar="FILE", help="the witness's cosigning key (witness keygen)")
+    p.add_argument("--state", required=True, metavar="DIR", help="what it cosigned, per log (keep it: its memory)")
+    p.add_argument("--listen", required=True, metavar="HOST:PORT", help="address to serve on (PORT 0: any free)")
+    p.add_argument("--log", action="append", required=True, metavar="VKEY",
+                   help="a log's verifier key; its name is the log's origin (repeatable)")  # fmt: skip
+    p.add_argument("--quiet", action="store_true", help="do not log each request on stderr")
+    p = ws.add_parser("keygen", help="create a cosigning key (Ed25519, C2SP tlog-cosignature type 0x04)")
+    p.add_argument("--name", required=True, help="the witness's key name, e.g. secas.example/witness")
+    p.add_argument("--key", required=True, metavar="FILE", help="where to write the private key (created, 0600)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 
@@ -6337,6 +7117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return EXIT_ERROR
+    if args.command == "witness":
+        return cmd_witness(args)
     ctx: Context | None = None
     code, error, evidence = EXIT_ERROR, "", ""
     try:

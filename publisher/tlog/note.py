@@ -9,7 +9,6 @@ signing. Pure logic on strings and bytes; the cryptography comes from
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import serialization
@@ -27,9 +26,11 @@ from verifier.cpl_verify import (
     b64decode_strict,
     b64encode,
     check_key_name,
+    format_skey,
     key_id,
     open_note,
     parse_note,
+    parse_skey,
 )
 from verifier.cpl_verify import check_note_chars as _check_chars
 
@@ -68,27 +69,12 @@ class Signer:
     @classmethod
     def from_skey(cls, skey: str) -> Signer:
         """Parse Go's ``PRIVATE+KEY+<name>+<hex id>+<base64(0x01 || seed)>`` form."""
-        parts = skey.strip().split("+", 4)
-        if len(parts) != 5 or parts[0] != "PRIVATE" or parts[1] != "KEY":
-            raise NoteError("signer key must be PRIVATE+KEY+<name>+<hex key id>+<base64 key>")
-        name, hex_id, b64 = parts[2], parts[3], parts[4]
-        check_key_name(name)
-        raw = b64decode_strict(b64, "signer key")
-        if len(raw) != 33 or raw[0] != SIG_ED25519:
-            raise NoteError("signer key is not an Ed25519 (type 0x01) seed")
-        signer = cls(name, Ed25519PrivateKey.from_private_bytes(raw[1:]))
-        if not re.fullmatch(r"[0-9a-f]{8}", hex_id) or int(hex_id, 16) != signer.verifier.key_id:
-            raise NoteError("signer key ID does not match the key")
-        return signer
+        return cls(*parse_skey(skey, SIG_ED25519))
 
     @property
     def skey(self) -> str:
         """The private key string (keep secret)."""
-        seed = self.private_key.private_bytes(
-            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
-        )
-        v = self.verifier
-        return f"PRIVATE+KEY+{self.name}+{v.key_id:08x}+{b64encode(bytes([SIG_ED25519]) + seed)}"
+        return format_skey(self.name, SIG_ED25519, self.private_key)
 
     @property
     def verifier(self) -> Verifier:
