@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from publisher.errors import UsageError
-from verifier.cpl_verify import DEFAULT_EKU, DEFAULT_ROLES, MAX_SIGNING_SKEW
+from verifier.cpl_verify import DEFAULT_EKU, DEFAULT_ROLES, MAX_SIGNING_SKEW, Policy, PolicyError, parse_policy
 
 CONFIG_NAME = "publisher.toml"
 # The profile's defaults are the verifier's (a consumer's defaults and the publisher's agree by construction).
@@ -86,6 +86,18 @@ class Profile:
 
 
 DEFAULT_SIGNING_SKEW_SECONDS = 300
+DEFAULT_WITNESS_TIMEOUT_SECONDS = 10.0
+BELOW_QUORUM = ("refuse", "warn")
+
+
+@dataclass(frozen=True)
+class WitnessingConfig:
+    """``[witnessing]``: the witnesses asked to cosign each checkpoint (a C2SP tlog-policy whose witness lines
+    carry their submission URLs), what to do below the quorum, and how long one request may take."""
+
+    policy: Policy
+    below_quorum: str = "refuse"  # or "warn"
+    timeout: float = DEFAULT_WITNESS_TIMEOUT_SECONDS
 
 
 @dataclass(frozen=True)
@@ -102,6 +114,7 @@ class Config:
     rules: PolicyRules
     # How far a signature's signingTime may be ahead of the intake's clock ([intake] signing_time_skew_seconds).
     signing_skew: dt.timedelta = dt.timedelta(seconds=DEFAULT_SIGNING_SKEW_SECONDS)
+    witnessing: WitnessingConfig | None = None
 
     def issuer(self, name: str) -> IssuerConfig:
         for issuer in self.issuers:
@@ -167,6 +180,35 @@ def _oid(value: object, where: str) -> str:
     if not isinstance(value, str) or not _OID_RE.fullmatch(value):
         raise ConfigError(f"{where}: {value!r} is not a dotted OID")
     return value
+
+
+def _witnessing(data: dict[str, object]) -> WitnessingConfig | None:
+    table = data.get("witnessing")
+    if table is None:
+        return None
+    if not isinstance(table, dict):
+        raise ConfigError("[witnessing] must be a table")
+    where = "[witnessing]"
+    try:
+        policy = parse_policy(_str(table, "policy", where))
+    except PolicyError as exc:
+        raise ConfigError(f"{where} policy: {exc}") from exc
+    if policy.logs:
+        raise ConfigError(f"{where} policy: leave out 'log' lines: the log is this publication's")
+    if not policy.witnesses:
+        raise ConfigError(f"{where} policy: no witness is listed")
+    for w in policy.witnesses:
+        if w.url is None or not re.fullmatch(r"https?://[^\s/]+(/[^\s]*)?", w.url):
+            raise ConfigError(f"{where} policy: witness {w.name} needs its submission URL (http or https)")
+    if policy.quorum == "none":
+        raise ConfigError(f"{where} policy: 'quorum none' asks for no cosignature; name the witnesses' quorum")
+    below = _str(table, "below_quorum", where, "refuse")
+    if below not in BELOW_QUORUM:
+        raise ConfigError(f"{where}: 'below_quorum' is 'refuse' or 'warn'")
+    timeout = _number(table, "timeout_seconds", where, DEFAULT_WITNESS_TIMEOUT_SECONDS)
+    if not 0 < timeout <= 600:
+        raise ConfigError(f"{where}: 'timeout_seconds' must be more than 0 and at most 600")
+    return WitnessingConfig(policy, below, timeout)
 
 
 def parse(text: str, root: Path) -> Config:
@@ -279,6 +321,7 @@ def parse(text: str, root: Path) -> Config:
         profile=profile,
         rules=rules,
         signing_skew=dt.timedelta(seconds=skew),
+        witnessing=_witnessing(data),
     )
 
 

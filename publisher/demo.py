@@ -4,16 +4,24 @@ A demo IKI hierarchy, certificates for three manufacturers, two suppliers and
 the DCC, about 30 signed submissions (good ones, SMETS1 and communications
 hubs endorsed by the DCC, a replacement after an investigation, and bad ones
 that end up rejected with reports), two revocations, CRLs and the log, built
-by the real commands in three publishes (three git commits).
+by the real commands in three publishes (three git commits). Two witnesses
+(``cpl-verify witness serve``, on 127.0.0.1, for the duration of the build)
+cosign every checkpoint, and the trust file requires both (a 2-of-2 policy).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime as dt
 import hashlib
 import json
+import selectors
 import shutil
+import subprocess
+import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from publisher import publication, scaffold
@@ -25,9 +33,11 @@ from publisher.publish import gitstate, operations
 from publisher.publish.job import init_repository, publish
 from publisher.site.lookup import model_lookup_key
 from publisher.tlog import read_vkey
-from verifier.cpl_verify import CertPin, Trust
+from verifier.cpl_verify import CertPin, Cosigner, Policy, PolicyWitness, Trust, Verifier
 
 DEMO_ORIGIN = "demo.cpl-transparency.example/log"
+# The demo's witnesses: parties of the scheme that would run one (policy name, key name).
+DEMO_WITNESSES = (("secas", "secas.demo.example/witness"), ("ssc", "ssc.demo.example/witness"))
 DEMO_SITE = "http://127.0.0.1:8000"
 MARKER = ".cpl-demo"
 HEADER = (
@@ -115,10 +125,75 @@ def _row(org: Party, model: str, hw: str, fw: str, device: str, smets: str, labe
     return (org.org_id, org.name.replace("&", "and"), model, hw, fw, device, smets, image_hash(label))
 
 
+@dataclasses.dataclass
+class Witness:
+    """A running ``cpl-verify witness serve``: its policy name, key, URL and process."""
+
+    name: str
+    verifier: Verifier
+    url: str
+    process: subprocess.Popen[bytes]
+
+
+def start_witness(name: str, key_name: str, folder: Path, log: Verifier, timeout: float = 30.0) -> Witness:
+    """Start a witness of ``log`` on 127.0.0.1 (any free port) with its key and state in ``folder`` (created
+    on first use); returns once it listens."""
+    folder.mkdir(parents=True, exist_ok=True)
+    key_file = folder / "witness.key"
+    if not key_file.exists():
+        key_file.write_text(Cosigner.generate(key_name).skey + "\n")
+        key_file.chmod(0o600)
+    argv = [sys.executable, "-m", "verifier.cpl_verify", "witness", "serve", "--key", str(key_file)]
+    argv += ["--state", str(folder / "state"), "--listen", "127.0.0.1:0", "--log", log.vkey, "--quiet"]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None  # noqa: S101 - stdout=PIPE
+    with selectors.DefaultSelector() as sel:
+        sel.register(process.stdout, selectors.EVENT_READ)
+        line = process.stdout.readline().decode() if sel.select(timeout) else ""
+    if not line.startswith("listening on "):
+        process.kill()
+        _, err = process.communicate()
+        raise UsageError(f"the witness {name} did not start: {err.decode(errors='replace').strip() or line}")
+    url, vkey = line.split()[2], line.split()[4]
+    return Witness(name, Verifier.from_vkey(vkey), url.rstrip("/"), process)
+
+
+def stop_witness(witness: Witness) -> None:
+    """Stop a witness started by ``start_witness`` (SIGTERM, then SIGKILL after 10 s)."""
+    witness.process.terminate()
+    try:
+        witness.process.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        witness.process.kill()
+        witness.process.communicate()
+
+
+@contextlib.contextmanager
+def demo_witnesses(folder: Path, log: Verifier) -> Iterator[list[Witness]]:
+    """The demo's two witnesses, running for the duration of the ``with`` block."""
+    running: list[Witness] = []
+    try:
+        for name, key_name in DEMO_WITNESSES:
+            running.append(start_witness(name, key_name, folder / name, log))
+        yield running
+    finally:
+        for w in running:
+            stop_witness(w)
+
+
+def witnessing_table(witnesses: list[Witness]) -> str:
+    """The ``[witnessing]`` table asking ``witnesses`` to cosign, all of them required."""
+    lines = [f"witness {w.name} {w.verifier.vkey} {w.url}" for w in witnesses]
+    lines += [f"group everyone all {' '.join(w.name for w in witnesses)}", "quorum everyone"]
+    policy = "".join(f"  {line}\n" for line in lines)
+    return f'\n[witnessing]\nbelow_quorum = "refuse"\ntimeout_seconds = 10\npolicy = """\n{policy}"""\n'
+
+
 def trust_of(config: Config) -> dict[str, object]:
     """The trust file a consumer pins for this publication (``cpl-verify --trust``), written by the verifier's
-    own ``Trust``: the log's published key, the root, and each issuing CA with its PEM (so a manufacturer's
-    ``check-submission`` can build chains without the site)."""
+    own ``Trust``: the log's published key, the root, each issuing CA with its PEM (so a manufacturer's
+    ``check-submission`` can build chains without the site), and the witness policy (without the witnesses'
+    submission URLs, which only the log uses)."""
     pki = config.root / publication.PKI_DIR
     trust = Trust(
         site=DEMO_SITE,
@@ -132,6 +207,10 @@ def trust_of(config: Config) -> dict[str, object]:
         ],
         eku=config.profile.extended_key_usage,
     )
+    if config.witnessing is not None:
+        p = config.witnessing.policy
+        witnesses = tuple(PolicyWitness(w.name, w.verifier) for w in p.witnesses)
+        trust.set_policy(Policy(((trust.verifiers[0], None),), witnesses, p.groups, p.quorum), "the demo")
     return trust.to_json()
 
 
@@ -145,6 +224,13 @@ def build(out: Path) -> dict[str, object]:
     pub, keys_dir, org_dir = out / "publication", private_dir(out) / "keys", private_dir(out) / "certs"
     scaffold.init_publication(pub, keys_dir, DEMO_SITE, DEMO_ORIGIN)
     init_repository(pub)
+    with demo_witnesses(private_dir(out) / "witnesses", read_vkey(pub / publication.LOG_DIR)) as witnesses:
+        with (pub / publication.CONFIG_NAME).open("a") as f:
+            f.write(witnessing_table(witnesses))
+        return _build(out, pub, org_dir)
+
+
+def _build(out: Path, pub: Path, org_dir: Path) -> dict[str, object]:
     config = load_config(pub)
     now = publication.now_utc()
     orgs = {o[0]: issue_party(config, o[1], o[0], o[2], now, folder=org_dir) for o in _ORGANISATIONS}
@@ -215,7 +301,14 @@ def build(out: Path) -> dict[str, object]:
         "trust": str(out / "trust.json"),
         "keys": str(private_dir(out)),
         "sample_model_key": model_lookup_key("1001", "ESME-100", "1.0", "2.0"),
+        "witnesses": second.witnessing.to_json() if second.witnessing else None,
     }
+
+
+def _witness_lines(report: object) -> list[str]:
+    if not isinstance(report, dict):
+        return []
+    return [f"  cosigned by witness {c['name']} at {c['time']}" for c in report.get("cosigned", [])]
 
 
 def describe(info: dict[str, object]) -> str:
@@ -227,7 +320,8 @@ def describe(info: dict[str, object]) -> str:
             f"  log: {info['size']} entries, root {info['root']}",
             f"  accepted submissions: {len(info['accepted'])}, rejected: {len(info['rejected'])}"  # type: ignore[arg-type]
             f" (reports in {pub}/inbox/*/rejection.txt)",
-            f"  trust file for the verifier: {info['trust']}",
+            f"  trust file for the verifier: {info['trust']} (it requires both witnesses' cosignatures)",
+            *_witness_lines(info.get("witnesses")),
             f"  private keys: {info['keys']} (outside the publication and any git work tree)",
             "Verify the log and its history:",
             f"  .venv/bin/cpl-publisher log verify {info['log']} --vkey '{info['vkey']}'",

@@ -976,7 +976,10 @@ class Policy:
         """The policy as a tlog-policy file."""
         lines = [f"log {v.vkey}" + (f" {url}" if url else "") for v, url in self.logs]
         lines += [f"witness {w.name} {w.verifier.vkey}" + (f" {w.url}" if w.url else "") for w in self.witnesses]
-        lines += [f"group {g.name} {g.threshold} {' '.join(g.members)}" for g in self.groups]
+        lines += [
+            f"group {g.name} {'all' if g.threshold == len(g.members) else g.threshold} {' '.join(g.members)}"
+            for g in self.groups
+        ]
         return "\n".join([*lines, f"quorum {self.quorum}"]) + "\n"
 
 
@@ -1219,9 +1222,10 @@ def parse_size_body(body: bytes) -> int:
     return int(m.group(1))
 
 
-def response_cosignatures(text: str, response: bytes, witness: Verifier) -> list[str]:
-    """The lines of a 200 response by ``witness``'s key that verify over the checkpoint body ``text`` (other
-    keys' lines are ignored); ``NoteError`` if the response is malformed or the witness's line is forged."""
+def response_cosignatures(text: str, response: bytes, witness: Verifier) -> list[tuple[str, int]]:
+    """The lines of a 200 response by ``witness``'s key that verify over the checkpoint body ``text``, with
+    their timestamps (other keys' lines are ignored); ``NoteError`` if the response is malformed or the
+    witness's line does not verify or has no timestamp."""
     try:
         lines = response.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -1233,9 +1237,10 @@ def response_cosignatures(text: str, response: bytes, witness: Verifier) -> list
     for sig, line in zip(note.signatures, signature_lines(note)):
         if (sig.name, sig.key_id) == (witness.name, witness.key_id):
             witness.verify(text, sig.signature)
-            if cosignature_time(sig) == 0:
+            when = cosignature_time(sig)
+            if when == 0:
                 raise NoteError(f"the cosignature by {witness.name} has no timestamp")
-            out.append(line)
+            out.append((line, when))
     return out
 
 

@@ -7,23 +7,41 @@ from pathlib import Path
 
 import git
 
-from publisher.cli.common import EXIT_OK, PUBLICATION, UsageError, emit, pinned_verifier, vkey_option
+from publisher.cli.common import EXIT_FAILED, EXIT_OK, PUBLICATION, UsageError, emit, pinned_verifier, vkey_option
 from publisher.config import load as load_config
 from publisher.publication import VKEY
 from publisher.publish.history import verify_history
-from publisher.publish.job import publish
+from publisher.publish.job import publish, witness
+from publisher.publish.witnessing import WitnessReport
 from publisher.tlog.note import Verifier
+
+
+def _witness_exit(report: WitnessReport | None) -> int:
+    """Exit 1 when the checkpoint is below the quorum and the configuration refuses to publish it."""
+    below = report is not None and not report.verdict.satisfied and report.below_quorum == "refuse"
+    return EXIT_FAILED if below else EXIT_OK
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
     config = load_config(Path(args.dir))
-    result = publish(config, show_progress=not args.json)
+    result = publish(config, show_progress=not args.json, witness=not args.no_witness)
     if result.committed:
         text = f"committed {result.committed[:12]}: {result.message.strip()}"
     else:
         text = f"nothing to publish (log size {result.size})"
+    if result.witnessing is not None:
+        text += "\n" + "\n".join(result.witnessing.lines())
     emit(args, result.to_json(), text)
-    return EXIT_OK
+    return _witness_exit(result.witnessing)
+
+
+def cmd_witness(args: argparse.Namespace) -> int:
+    report = witness(load_config(Path(args.dir)))
+    text = "\n".join(report.lines())
+    if report.committed:
+        text += f"\ncommitted {report.committed[:12]}"
+    emit(args, report.to_json(), text)
+    return _witness_exit(report)
 
 
 def cmd_history_verify(args: argparse.Namespace) -> int:
@@ -59,7 +77,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     """Add the ``publish`` and ``history`` commands."""
     pub = PUBLICATION
     p = sub.add_parser("publish", parents=[common, pub], help="refresh CRLs, take in submissions, log, commit")
+    p.add_argument(
+        "--no-witness",
+        action="store_true",
+        help="commit without asking the witnesses (then push, and run 'witness': where the work tree does not "
+        "outlive the job, a witness must only see a checkpoint that is pushed)",
+    )
     p.set_defaults(func=cmd_publish)
+    p = sub.add_parser(
+        "witness",
+        parents=[common, pub],
+        help="ask the [witnessing] witnesses to cosign the committed checkpoint; commit their cosignatures "
+        "(exit 1: below the quorum with below_quorum = refuse)",
+    )
+    p.set_defaults(func=cmd_witness)
     hist = sub.add_parser("history", parents=[common], help="the publication's git history").add_subparsers(
         dest="history_command", required=True
     )

@@ -13,7 +13,9 @@ the last entry already is one; checks the new checkpoint is consistent with HEAD
 ``status.json``; and commits everything, the inbox included (moves to
 ``processed/`` and rejection reports), in one commit. Every step is
 idempotent, so a publish killed at any instant is finished by the next one.
-With nothing to do it changes nothing.
+With nothing to do it changes nothing. Then, with ``[witnessing]``, it asks
+the witnesses for the cosignatures the committed checkpoint lacks
+(``witnessing``), which ``cpl-publisher witness`` also does on its own.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from publisher.publication import (
     status,
     status_bytes,
 )
-from publisher.publish import gitstate, transaction
+from publisher.publish import gitstate, transaction, witnessing
 from publisher.tlog import open_log_for_writing
 from publisher.tlog.checkpoint import CheckpointError, SignedCheckpoint, open_checkpoint
 from publisher.tlog.engine import CorruptLog, LogError, LogReader
@@ -72,6 +74,7 @@ class PublishResult:
     crls: dict[str, int] = field(default_factory=dict)
     intake: IntakeReport = field(default_factory=IntakeReport)
     message: str = ""
+    witnessing: witnessing.WitnessReport | None = None
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -81,6 +84,7 @@ class PublishResult:
             "root": self.root,
             "crls": self.crls,
             "intake": self.intake.to_json(),
+            "witnessing": self.witnessing.to_json() if self.witnessing else None,
         }
 
 
@@ -183,12 +187,31 @@ def _dirty(repo: git.Repo) -> bool:
     return bool(repo.git.status("--porcelain", "--untracked-files=all", "--", *COMMITTED))
 
 
-def publish(config: Config, now: dt.datetime | None = None, show_progress: bool = False) -> PublishResult:
-    """Run one publish (see the module docstring), finishing an interrupted one first; returns what it did."""
+def publish(
+    config: Config, now: dt.datetime | None = None, show_progress: bool = False, witness: bool = True
+) -> PublishResult:
+    """Run one publish (see the module docstring), finishing an interrupted one first, then (with
+    ``[witnessing]`` and ``witness``) ask the witnesses; returns what it did."""
     now = now or now_utc()
     repo = _repo(config)
     with transaction.session(config.root, "publish") as session:
-        return _publish(session, repo, config, now, show_progress)
+        result = _publish(session, repo, config, now, show_progress)
+        if witness and config.witnessing is not None:
+            result.witnessing = witnessing.witness(session, config, config.witnessing)
+        return result
+
+
+def witness(config: Config) -> witnessing.WitnessReport:
+    """``cpl-publisher witness``: ask the witnesses for the cosignatures HEAD's checkpoint lacks, and commit
+    them (the work tree's state must be HEAD's)."""
+    if config.witnessing is None:
+        raise PublishRefused(f"{CONFIG_NAME} has no [witnessing] table: no witness to ask")
+    repo = _repo(config)
+    with transaction.session(config.root, "witness") as session:
+        if not repo.head.is_valid():
+            raise PublishRefused("nothing is committed yet: publish first")
+        check_clean(repo)
+        return witnessing.witness(session, config, config.witnessing)
 
 
 def _publish(

@@ -20,6 +20,7 @@ site's old checkpoint, and the next export (from that size) completes it.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 from collections.abc import Iterator
@@ -28,10 +29,11 @@ from pathlib import Path
 
 from publisher.config import Config
 from publisher.entries import ASSOCIATION_TYPE, parse_entry
-from publisher.errors import UsageError
+from publisher.errors import Refused, UsageError
 from publisher.publication import CRL_DIR, EVIDENCE_DIR, LOG_DIR, PKI_DIR, STATUS_FILE, status, status_bytes
 from publisher.site.state import write_if_changed
 from publisher.tlog import LogReader, open_log
+from publisher.tlog.checkpoint import CheckpointError, Witnessing, open_witnessed
 from publisher.tlog.tiles import new_tiles
 from verifier.cpl_verify import (
     HASH_SIZE,
@@ -94,10 +96,35 @@ def link_tree(src: Path, dst: Path) -> int:
     return sum(_link(f, dst / f.relative_to(src)) for f in public_files(src))
 
 
+class NotWitnessed(Refused):
+    """The checkpoint is below the witness quorum and ``[witnessing] below_quorum`` is ``refuse``."""
+
+
+def witnessing_of(config: Config, log: LogReader) -> Witnessing | None:
+    """The witness policy's verdict on the log's checkpoint (None without ``[witnessing]``); ``NotWitnessed``
+    when it is below the quorum and the configuration refuses to publish such a checkpoint."""
+    if config.witnessing is None:
+        return None
+    now = int(dt.datetime.now(dt.UTC).timestamp())
+    try:
+        _, verdict = open_witnessed(log.signed.raw, config.origin, log.verifiers, config.witnessing.policy, now)
+    except CheckpointError as exc:
+        raise NotWitnessed(f"{LOG_DIR}/checkpoint: {exc}") from exc
+    if not verdict.satisfied and config.witnessing.below_quorum == "refuse":
+        who = ", ".join(c.name for c in verdict.cosigned) or "no witness"
+        raise NotWitnessed(
+            f"the checkpoint of size {log.size} is cosigned by {who}; the witness quorum {verdict.quorum} is not met "
+            f"(missing: {', '.join(verdict.missing)}) and [witnessing] below_quorum = refuse: not published. "
+            "Run 'cpl-publisher witness' when the witnesses are back"
+        )
+    return verdict
+
+
 def export_tree(config: Config, out: Path, generated_at: str, since: int = 0) -> Export:
     """Write the machine-readable site tree into ``out``; ``since``: the log size ``out`` was exported at
-    (0: everything)."""
+    (0: everything). ``NotWitnessed`` (nothing written) when the witness policy forbids publishing it."""
     log = open_log(config)
+    witnessing_of(config, log)
     since = min(since, log.size)
     result = Export({})
     for sub in (CRL_DIR, PKI_DIR):  # a few files a day: walked whole

@@ -26,17 +26,19 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import hashes
+from mkdocs.exceptions import PluginError
 from mkdocs.structure.files import File, Files
 from mkdocs.utils import clean_directory
 
 from publisher.config import Config
 from publisher.config import load as load_config
 from publisher.entries import parse_entry
+from publisher.errors import Refused
 from publisher.pki.der import parse_time
 from publisher.pki.registers import load_revocations
 from publisher.publication import CRL_DIR, LOG_DIR, STATUS_FILE, VKEY, load_certificate, now_utc
 from publisher.site import pages
-from publisher.site.export import export_tree
+from publisher.site.export import export_tree, witnessing_of
 from publisher.site.state import SiteState, cache_dir, write_if_changed
 from publisher.tlog import LogReader, open_log
 from publisher.tlog.checkpoint import parse_unverified
@@ -123,6 +125,10 @@ def on_files(files: Files, config: Any) -> Files:
     pub: Config = _state["pub"]
     site = Path(config["site_dir"])
     log = open_log(pub)
+    try:
+        witnessing = witnessing_of(pub, log)  # before anything is written: a refused checkpoint changes nothing
+    except Refused as exc:
+        raise PluginError(str(exc)) from exc
     generator = _generator(config)
     dirty = bool(_state.get("dirty"))
     state = SiteState.load(cache_dir(site)) if dirty else None
@@ -173,7 +179,9 @@ def on_files(files: Files, config: Any) -> Files:
             issuer.name, json.loads(meta_path.read_text()), revoked, archive
         )
     generated["firmware/index.md"] = pages.firmware_index(state.makers)
-    generated["transparency-log.md"] = pages.log_page(log.signed.raw, (pub.root / VKEY).read_text(), state.recent[::-1])
+    generated["transparency-log.md"] = pages.log_page(
+        log.signed.raw, (pub.root / VKEY).read_text(), state.recent[::-1], witnessing
+    )
 
     def described(path: Path) -> tuple[str, str, str]:
         cert = load_certificate(path)

@@ -13,7 +13,7 @@ import html
 from collections.abc import Iterable
 
 from publisher.site.state import R_ENDORSER, R_HASH, R_INDEX, R_MID, R_MODEL, R_REPLACED_BY, R_REPLACES, Maker, Row
-from verifier.cpl_verify import Rule
+from verifier.cpl_verify import Rule, Witnessing
 from verifier.cpl_verify import clean_cell as clean
 
 
@@ -262,8 +262,33 @@ def _firmware_row(r: Row, up: str) -> list[str]:
     ]
 
 
-def log_page(checkpoint: str, vkey: str, recent: list[Row]) -> str:
-    """The log page: checkpoint, key, how proofs work, recent entries."""
+def witnesses_section(w: Witnessing | None) -> list[str]:
+    """Who cosigned the current checkpoint and when, against the policy's quorum."""
+    if w is None:
+        return ["## Witnesses", "This log's checkpoints are signed by the log alone: no witness is configured.", ""]
+    rows = [[safe(c.name), f"<code>{safe(c.vkey)}</code>", safe(c.to_json()["time"])] for c in w.cosigned]
+    verdict = (
+        f"The witness quorum, {safe(w.quorum)}, is **met**."
+        if w.satisfied
+        else f"**Below the witness quorum** ({safe(w.quorum)}): no cosignature yet from {safe(', '.join(w.missing))}. "
+        "Clients that enforce the policy refuse this checkpoint until the cosignatures arrive."
+    )
+    return [
+        "## Witnesses",
+        "Independent witnesses cosign a checkpoint ([C2SP tlog-cosignature](https://c2sp.org/tlog-cosignature))",
+        "only after checking it extends every checkpoint of this log they cosigned before, so the log cannot",
+        "show different histories to different people. The verifier requires the quorum in its trust file's",
+        "policy ([C2SP tlog-policy](https://c2sp.org/tlog-policy)).",
+        "",
+        table(["Witness", "Key", "Cosigned at (UTC)"], rows) if rows else "No witness has cosigned it yet.",
+        "",
+        verdict,
+        "",
+    ]
+
+
+def log_page(checkpoint: str, vkey: str, recent: list[Row], witnessing: Witnessing | None = None) -> str:
+    """The log page: checkpoint, its witnesses, key, how proofs work, recent entries."""
     rows = [[safe(r[R_INDEX]), safe(r[R_MID]), safe(r[R_MODEL]), f"<code>{safe(r[R_HASH])}</code>"] for r in recent]
     return "\n".join(
         [
@@ -275,6 +300,7 @@ def log_page(checkpoint: str, vkey: str, recent: list[Row]) -> str:
             "## Current checkpoint",
             f'<pre class="cpl-checkpoint">{safe_block(checkpoint)}</pre>',
             "",
+            *witnesses_section(witnessing),
             "## Verifier key",
             f"<pre>{safe(vkey.strip())}</pre>",
             "Pin this key from a source you trust (not only this page), then check any proof with it.",

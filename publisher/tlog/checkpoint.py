@@ -1,4 +1,5 @@
-"""C2SP checkpoints (tlog-checkpoint v1.0.0) and c2sp.org/tlog-proof@v1 files. Pure logic.
+"""C2SP checkpoints (tlog-checkpoint v1.0.0), c2sp.org/tlog-proof@v1 files, and witness cosignatures judged
+by a C2SP tlog-policy. Pure logic.
 
 One implementation: parsing and verification live in the consumer verifier
 (``verifier/cpl_verify.py``) and are re-exported here.
@@ -6,12 +7,18 @@ One implementation: parsing and verification live in the consumer verifier
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from verifier.cpl_verify import (
     PROOF_HEADER,
     Checkpoint,
     CheckpointError,
+    Policy,
     SignedCheckpoint,
     TlogProof,
+    Verifier,
+    Witnessing,
+    check_witnessing,
     open_checkpoint,
     parse_body,
     parse_tlog_proof,
@@ -25,9 +32,20 @@ __all__ = [
     "CheckpointError",
     "SignedCheckpoint",
     "TlogProof",
+    "Witnessing",
     "open_checkpoint",
+    "open_witnessed",
     "parse_body",
     "parse_tlog_proof",
     "parse_unverified",
     "verify_tlog_proof",
 ]
+
+
+def open_witnessed(
+    note: str | bytes, origin: str, log_keys: Sequence[Verifier], policy: Policy, now: int
+) -> tuple[SignedCheckpoint, Witnessing]:
+    """A checkpoint verified with the log's key and every witness key of ``policy`` (a cosignature by one of
+    them that does not verify is ``CheckpointError``), and the policy's verdict on it as of ``now``."""
+    signed = open_checkpoint(note, origin, [*log_keys, *(w.verifier for w in policy.witnesses)])
+    return signed, check_witnessing(signed.note, policy, now)
