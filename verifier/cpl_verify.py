@@ -6855,8 +6855,13 @@ trust file (--trust FILE, JSON):
    "iki_roots": [{"name": "iki-root", "sha256": "<SHA-256 of the root certificate's DER>", "pem": "..."}],
    "extended_key_usage": "1.3.6.1.4.1.55555.1.1"}
   "pem" is optional: a root pinned by "sha256" alone is fetched from <site>/pki/<name>.pem and must match.
-  Optional: "log.url" (log prefix, default <site>/log/), "log.witnesses" (cosigner keys), "roles"
-  (role -> OU), "organisation_id_attribute", "intermediates" (CA names under <site>/pki/).
+  Optional: "log.url" (log prefix, default <site>/log/), "roles" (role -> OU),
+  "organisation_id_attribute", "intermediates" (CA names under <site>/pki/), and "log.policy": a
+  C2SP tlog-policy (text) naming the witnesses and the quorum every accepted checkpoint must meet:
+     "policy": "witness secas secas.example/witness+1a2b3c4d+B...\nwitness ssc ssc.example/w+...\n
+                group both all secas ssc\nquorum both\n"
+  (--policy FILE reads one from a file). Each command that accepts a checkpoint reports who cosigned it
+  and when, and fails below the quorum, naming the missing witnesses.
 
   "crl_issuers": [{"name": "ica", "sha256": "..."}] pins the issuing CAs whose CRLs are checked (with the
   roots' own): 'crl' with no --issuer checks every one and fails if any CRL is missing.
@@ -6905,6 +6910,9 @@ def _common_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
     g.add_argument("--tofu", action="store_true", default=d, help="pin what the site serves (prints what it pinned)")
     g.add_argument("--vkey", action="append", default=d, metavar="KEY", help="pin a log verifier key (repeatable)")
     g.add_argument("--origin", default=d, help="the log's origin (default: the log key's name)")
+    g.add_argument("--policy", default=d, metavar="FILE",
+                   help="a C2SP tlog-policy file: the witnesses and the quorum every checkpoint must meet "
+                   "(replaces the trust file's log.policy)")  # fmt: skip
     g.add_argument("--root", action="append", default=d, metavar="PEM", help="pin an IKI root certificate file")
     g.add_argument("--root-name", default=d, metavar="NAME", help="with --tofu: the root's name under /pki/")
     g.add_argument("--eku", default=d, metavar="OID", help="the IKI extended key usage OID")
@@ -6927,6 +6935,7 @@ DEFAULTS: dict[str, Any] = {
     "tofu": False,
     "vkey": None,
     "origin": None,
+    "policy": None,
     "root": None,
     "root_name": "iki-root",
     "eku": None,
@@ -7062,6 +7071,14 @@ def build_context(args: argparse.Namespace) -> Context:
             raise UsageError(f"--vkey: {exc}") from exc
     if args.origin:
         trust.origin = args.origin
+    if args.policy:
+        try:
+            policy = parse_policy(Path(args.policy).expanduser().read_bytes())
+        except OSError as exc:
+            raise UsageError(f"cannot read the policy {args.policy}: {exc.strerror or exc}") from exc
+        except PolicyError as exc:
+            raise UsageError(f"--policy {args.policy}: {exc}") from exc
+        trust.set_policy(policy, f"--policy {args.policy}")
     if args.root:
         trust.roots = []
         for path in args.root:

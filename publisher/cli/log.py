@@ -6,16 +6,19 @@ import argparse
 import dataclasses
 import os
 import sys
+import time
 from pathlib import Path
 
 from publisher.cli.common import EXIT_OK, UsageError, emit, pinned_verifier, vkey_option
 from publisher.config import ConfigError, KeySource
+from publisher.errors import VerificationFailed
 from publisher.progress import Progress
-from publisher.tlog.checkpoint import parse_tlog_proof, verify_tlog_proof
+from publisher.tlog.checkpoint import CheckpointError, open_witnessed, parse_tlog_proof, verify_tlog_proof
 from publisher.tlog.engine import LogReader, TileLog, read_vkey
 from publisher.tlog.merkle import leaf_hash
 from publisher.tlog.note import NoteError, Signer, Verifier, b64encode
 from publisher.tlog.signer import load_log_signer
+from verifier.cpl_verify import PolicyError, parse_policy
 
 
 def load_signer(args: argparse.Namespace) -> Signer:
@@ -96,8 +99,36 @@ def cmd_log_verify(args: argparse.Namespace) -> int:
     progress = Progress("checking entries", enabled=not args.json)
     count = reader.verify_all(progress.update)
     progress.done()
-    summary = {"verified": True, "size": count, "root": b64encode(reader.root_hash), "vkey": verifier.vkey}
-    emit(args, summary, f"OK: all {count} entries, tiles and bundles match the signed checkpoint\nkey {how}")
+    summary: dict[str, object] = {
+        "verified": True,
+        "size": count,
+        "root": b64encode(reader.root_hash),
+        "vkey": verifier.vkey,
+    }
+    text = f"OK: all {count} entries, tiles and bundles match the signed checkpoint\nkey {how}"
+    others = sum(1 for s in reader.signed.note.signatures if (s.name, s.key_id) != (verifier.name, verifier.key_id))
+    if args.policy is None:
+        if others:
+            text += f"\n{others} other signature line(s), cosignatures perhaps: not checked (give --policy FILE)"
+        emit(args, summary, text)
+        return EXIT_OK
+    try:
+        policy = parse_policy(Path(args.policy).read_bytes())
+        _, verdict = open_witnessed(reader.signed.raw, verifier.name, [verifier], policy, int(time.time()))
+    except OSError as exc:
+        raise UsageError(f"cannot read {args.policy}: {exc.strerror or exc}") from exc
+    except PolicyError as exc:
+        raise UsageError(f"{args.policy}: {exc}") from exc
+    except CheckpointError as exc:
+        raise VerificationFailed(f"the checkpoint's cosignatures: {exc}") from exc
+    summary["witnessing"] = verdict.to_json()
+    who = ", ".join(f"{c.name} ({c.to_json()['time']})" for c in verdict.cosigned) or "no witness"
+    text += f"\ncosigned by {who}"
+    if not verdict.satisfied:
+        raise VerificationFailed(
+            f"{text}; the policy's quorum {verdict.quorum} is NOT met (missing: {', '.join(verdict.missing)})"
+        )
+    emit(args, summary, f"{text}: quorum {verdict.quorum} met")
     return EXIT_OK
 
 
@@ -161,6 +192,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     p = log.add_parser("verify", parents=[common], help="recompute every tile and bundle against the signed checkpoint")
     p.add_argument("log", help="log folder")
     vkey_option(p, default="the log's own vkey file, not pinned")
+    p.add_argument(
+        "--policy",
+        metavar="FILE",
+        help="a C2SP tlog-policy file: verify the witnesses' cosignatures and require its quorum (exit 1 below it)",
+    )
     p.set_defaults(func=cmd_log_verify)
 
     p = log.add_parser("proof", parents=[common], help="write a c2sp.org/tlog-proof@v1 file for one entry")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 import git
@@ -37,6 +38,9 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 def cmd_witness(args: argparse.Namespace) -> int:
     report = witness(load_config(Path(args.dir)))
+    if report is None:
+        emit(args, {"witnessing": None}, "no [witnessing] table in publisher.toml: no witness to ask")
+        return EXIT_OK
     text = "\n".join(report.lines())
     if report.committed:
         text += f"\ncommitted {report.committed[:12]}"
@@ -56,19 +60,32 @@ def cmd_history_verify(args: argparse.Namespace) -> int:
     else:
         verifier = Verifier.from_vkey(repo.head.commit.tree[VKEY].data_stream.read().decode())
         how = "from log/vkey in HEAD (pass --vkey to pin it)"
-    report = verify_history(repo, config.origin, [verifier])
+    policy = config.witnessing.policy if config.witnessing else None
+    report = verify_history(repo, config.origin, [verifier], policy, int(time.time()))
     text = (
         f"OK: {report.walked} commits append-only; {report.commits} moved the checkpoint, each consistent with "
         f"the one before, {report.files_checked} added tiles and bundles hash to their signed roots "
         f"(log size {report.final_size}; key {how})"
     )
-    summary = {
+    summary: dict[str, object] = {
         "verified": True,
         "commits": report.commits,
         "walked": report.walked,
         "files_checked": report.files_checked,
         "size": report.final_size,
+        "trees": report.trees,
     }
+    final = report.final_witnessing
+    if final is not None:
+        who = ", ".join(f"{c.name} ({c.to_json()['time']})" for c in final.cosigned) or "no witness"
+        state = "met" if final.satisfied else f"NOT met (missing: {', '.join(final.missing)})"
+        text += (
+            f"\nwitnesses: every cosignature by a [witnessing] witness verifies; {report.witnessed} of "
+            f"{report.trees} trees reached the quorum {final.quorum}; HEAD's checkpoint is cosigned by {who}: "
+            f"quorum {state}"
+        )
+        summary["witnessed_trees"] = report.witnessed
+        summary["witnessing"] = final.to_json()
     emit(args, summary, text)
     return EXIT_OK
 

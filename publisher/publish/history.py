@@ -9,7 +9,9 @@ parent:
 * its ``log/checkpoint`` verifies with the pinned key and is consistent with
   each parent's (a proof built from the tiles as committed in this commit);
 * every tile and entry bundle it adds hashes as its signed root requires,
-  and the right edge of its tree hashes to that root.
+  and the right edge of its tree hashes to that root;
+* with a witness policy, every cosignature by one of its witnesses verifies;
+  the report says which trees reached the quorum and who cosigned HEAD's.
 
 Files a commit did not add were checked by the commit that added them and
 are unchanged since (the first rule), so the work is proportional to what
@@ -19,6 +21,7 @@ rewritten entry is named with the first commit that holds it.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import git
@@ -26,7 +29,7 @@ import git
 from publisher.errors import VerificationFailed
 from publisher.pki import registers
 from publisher.publication import CERTS_DIR, CRL_ARCHIVE, EVIDENCE_DIR, LOG_DIR, VKEY
-from publisher.tlog.checkpoint import CheckpointError, SignedCheckpoint, open_checkpoint
+from publisher.tlog.checkpoint import CheckpointError, SignedCheckpoint, Witnessing, open_checkpoint
 from publisher.tlog.engine import LogError, LogReader
 from publisher.tlog.merkle import ProofError, leaf_hash, root_of
 from publisher.tlog.note import Verifier
@@ -40,6 +43,7 @@ from publisher.tlog.tiles import (
     split_hashes,
     tile_for,
 )
+from verifier.cpl_verify import Policy, check_witnessing
 
 LOG = LOG_DIR
 CHECKPOINT = f"{LOG}/checkpoint"
@@ -61,6 +65,9 @@ class HistoryReport:
     final_size: int
     walked: int = 0  # every commit compared with its parents
     files_checked: int = 0  # tiles and bundles hashed
+    trees: int = 0  # distinct trees (sizes) committed
+    witnessed: int = 0  # of those, how many some commit showed with the policy's quorum of cosignatures
+    final_witnessing: Witnessing | None = None  # HEAD's checkpoint, judged by the policy
 
 
 @dataclass(frozen=True)
@@ -224,11 +231,25 @@ def _check_commit(repo: git.Repo, walk: _Walk, sha: str, origin: str, verifiers:
         raise HistoryBroken(f"{where}: {exc}") from exc
 
 
-def verify_history(repo: git.Repo, origin: str, verifiers: list[Verifier]) -> HistoryReport:
-    """Check every commit of HEAD's history (see the module docstring); raise ``HistoryBroken`` at the first fault."""
+def verify_history(
+    repo: git.Repo, origin: str, verifiers: list[Verifier], policy: Policy | None = None, now: int = 0
+) -> HistoryReport:
+    """Check every commit of HEAD's history (see the module docstring); raise ``HistoryBroken`` at the first
+    fault. With ``policy``, cosignatures are verified and judged as of ``now`` (POSIX seconds)."""
     shas = repo.git.rev_list("--reverse", "--topo-order", "HEAD").split()
     walk = _Walk()
+    keys = [*verifiers, *(w.verifier for w in policy.witnesses)] if policy else verifiers
     for sha in shas:
-        _check_commit(repo, walk, sha, origin, verifiers)
+        _check_commit(repo, walk, sha, origin, keys)
     final = walk.checkpoints.get(shas[-1]) if shas else None
-    return HistoryReport(walk.moved, final.checkpoint.size if final else 0, len(shas), walk.files)
+    trees = {c.checkpoint.size for c in walk.checkpoints.values() if c is not None}
+    report = HistoryReport(walk.moved, final.checkpoint.size if final else 0, len(shas), walk.files, len(trees))
+    if policy is None:
+        return report
+    met = {
+        c.checkpoint.size
+        for c in walk.checkpoints.values()
+        if c is not None and check_witnessing(c.note, policy, now).satisfied
+    }
+    judged = check_witnessing(final.note, policy, now) if final else None
+    return dataclasses.replace(report, witnessed=len(met), final_witnessing=judged)
