@@ -18,6 +18,7 @@ import json
 import re
 import shutil
 import struct
+import time
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -50,8 +51,8 @@ from publisher.entries import canonical_json
 from publisher.pki.crl import Revocation
 from publisher.tlog import TileLog
 from publisher.tlog.checkpoint import Checkpoint, parse_unverified
-from publisher.tlog.note import Signer, sign_note
-from verifier.cpl_verify import ASSOCIATION_RULES, RULES, Lookup, describe_cert, main
+from publisher.tlog.note import Signer
+from verifier.cpl_verify import ASSOCIATION_RULES, RULES, Cosigner, Lookup, describe_cert, main
 
 Key = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 VERIFIER = Path(__file__).resolve().parents[1] / "verifier" / "cpl_verify.py"
@@ -67,7 +68,7 @@ class Kit:
     world: World
     base: Path
     parties: dict[str, Party]
-    witness: Signer
+    witness: Cosigner
     crl_entries: list[dict[str, Any]]  # the world's crl/v1 entries: iki-root #1, ica #1, ica #2
     unpublished_ca: x509.Certificate  # carried only inside signatures: no CRL, not under /pki/
 
@@ -77,7 +78,7 @@ class Kit:
     def trust_file(self, witness: bool) -> Path:
         trust = self.world.trust()
         if witness:
-            trust["log"]["witnesses"] = [self.witness.verifier.vkey]
+            trust["log"]["policy"] = f"witness w {self.witness.verifier.vkey}\nquorum w\n"
         path = self.base / f"trust-{witness}.json"
         path.write_text(json.dumps(trust))
         return path
@@ -183,7 +184,7 @@ def kit(tmp_path_factory: pytest.TempPathFactory) -> Kit:
     )
     crl_entries = [e for e in map(json.loads, world.entries()) if e["type"] == "crl/v1"]
     assert [(e["issuer"], e["number"]) for e in crl_entries] == [("iki-root", 1), ("ica", 1), ("ica", 2)]
-    return Kit(world, base, parties, Signer.generate("witness.example"), crl_entries, unpublished)
+    return Kit(world, base, parties, Cosigner.generate("witness.example"), crl_entries, unpublished)
 
 
 # =====================================================================================================
@@ -430,9 +431,11 @@ def good(kit: Kit, model: str = "M1", **kw: Any) -> tuple[Submission, dict[str, 
 # -- the checkpoint and the tiles -----------------------------------------------------------------------
 
 
-def _resign_checkpoint(kit: Kit, site: Path, signers: list[Signer]) -> None:
+def _resign_checkpoint(kit: Kit, site: Path, signers: list[Signer], cosigners: list[Cosigner]) -> None:
     cp = parse_unverified((site / "log" / "checkpoint").read_bytes())
-    swap(site, "log/checkpoint", sign_note(Checkpoint(ORIGIN, cp.size, cp.root).body(), signers).encode())
+    text = Checkpoint(ORIGIN, cp.size, cp.root).body()
+    lines = [s.signature_line(text) for s in signers] + [c.cosign(text, int(time.time())) for c in cosigners]
+    swap(site, "log/checkpoint", (text + "\n" + "".join(lines)).encode())
 
 
 @refused("checkpoint-signed-by-a-witness-only")
@@ -442,7 +445,7 @@ def witness_only(kit: Kit) -> Crafted:
         [e],
         sub.files,
         ["checkpoint carries no valid signature of the log key 'cpl.example.test/log'"],
-        tamper=lambda site: _resign_checkpoint(kit, site, [kit.witness]),
+        tamper=lambda site: _resign_checkpoint(kit, site, [], [kit.witness]),
         witness=True,
     )
 
@@ -450,8 +453,12 @@ def witness_only(kit: Kit) -> Crafted:
 @accepted("checkpoint-cosigned-by-a-witness")
 def witness_cosigned(kit: Kit) -> Crafted:
     sub, e = good(kit)
-    signers = [kit.world.signer, kit.witness]
-    return Crafted([e], sub.files, tamper=lambda site: _resign_checkpoint(kit, site, signers), witness=True)
+    return Crafted(
+        [e],
+        sub.files,
+        tamper=lambda site: _resign_checkpoint(kit, site, [kit.world.signer], [kit.witness]),
+        witness=True,
+    )
 
 
 @refused("entries-reordered")
