@@ -135,16 +135,18 @@ class Witness:
     process: subprocess.Popen[bytes]
 
 
-def start_witness(name: str, key_name: str, folder: Path, log: Verifier, timeout: float = 30.0) -> Witness:
-    """Start a witness of ``log`` on 127.0.0.1 (any free port) with its key and state in ``folder`` (created
-    on first use); returns once it listens."""
+def start_witness(
+    name: str, key_name: str, folder: Path, log: Verifier, port: int = 0, timeout: float = 30.0
+) -> Witness:
+    """Start a witness of ``log`` on 127.0.0.1 (``port``; 0: any free one) with its key and state in
+    ``folder`` (created on first use); returns once it listens."""
     folder.mkdir(parents=True, exist_ok=True)
     key_file = folder / "witness.key"
     if not key_file.exists():
         key_file.write_text(Cosigner.generate(key_name).skey + "\n")
         key_file.chmod(0o600)
     argv = [sys.executable, "-m", "verifier.cpl_verify", "witness", "serve", "--key", str(key_file)]
-    argv += ["--state", str(folder / "state"), "--listen", "127.0.0.1:0", "--log", log.vkey, "--quiet"]
+    argv += ["--state", str(folder / "state"), "--listen", f"127.0.0.1:{port}", "--log", log.vkey, "--quiet"]
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert process.stdout is not None  # noqa: S101 - stdout=PIPE
     with selectors.DefaultSelector() as sel:
@@ -287,7 +289,7 @@ def _build(out: Path, pub: Path, org_dir: Path) -> dict[str, object]:
     trust = trust_of(config)
     (out / "trust.json").write_text(json.dumps(trust, indent=1) + "\n")
     (out / MARKER).write_text(
-        f"built by cpl-publisher demo; safe to delete while the publication is at HEAD {second.committed}\n"
+        f"built by cpl-publisher demo; safe to delete while the publication is at HEAD {_demo_head(pub)}\n"
     )
     return {
         "publication": str(pub),

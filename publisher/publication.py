@@ -104,6 +104,17 @@ def status(config: Config, log: LogReader, generated_at: str) -> dict[str, objec
     }
 
 
+def status_with_checkpoint(root: Path, note: str) -> bytes | None:
+    """The committed ``status.json`` naming ``note`` as the checkpoint (the same tree with cosignatures
+    added), or None when the publication has none yet."""
+    path = root / STATUS_FILE
+    if not path.exists():
+        return None
+    state = json.loads(path.read_text())
+    state["log"]["checkpoint_sha256"] = hashlib.sha256(note.encode()).hexdigest()
+    return status_bytes(state)
+
+
 def public_files(root: Path) -> Storage:
     """Where the publication at ``root`` keeps its public files (the one place a ``Storage`` is chosen)."""
     return LocalStorage(root)

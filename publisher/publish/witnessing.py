@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 from publisher import fsio
 from publisher.config import Config, WitnessingConfig
 from publisher.errors import Refused
-from publisher.publication import CHECKPOINT, Change, Operation, now_utc
+from publisher.publication import CHECKPOINT, STATUS_FILE, Change, Operation, now_utc, status_with_checkpoint
 from publisher.publish.transaction import PRIVATE_DIR
 from publisher.tlog import open_log
 from publisher.tlog.checkpoint import CheckpointError, SignedCheckpoint, open_witnessed
@@ -248,6 +248,10 @@ def witness(op: Operation, config: Config, witnessing: WitnessingConfig) -> Witn
         note = signed.raw + "".join(lines)
         names = ", ".join(a.name for a in answers if a.cosigned)
         message = f"witness: cosignatures of log size {size} by {names}\n\nat {now_utc().isoformat()}\n"
-        report.committed = op.apply(Change("witness", message, writes={CHECKPOINT: note.encode()}))
+        writes = {CHECKPOINT: note.encode()}
+        state = status_with_checkpoint(config.root, note)
+        if state is not None:
+            writes[STATUS_FILE] = state
+        report.committed = op.apply(Change("witness", message, writes=writes))
         report.verdict = judge(witnessing, open_log(config))[1]
     return report
