@@ -40,6 +40,7 @@ def serve(respond: Callable[[bytes], Answer], verifier: Verifier) -> Served:
 
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # as our witness: no delayed-ACK wait between headers and body
 
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
