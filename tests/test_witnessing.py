@@ -679,3 +679,46 @@ def test_ci_asks_the_witnesses_only_for_a_pushed_checkpoint(
     view = d.clone("view")
     assert (view / "log" / "checkpoint").read_text().startswith(pending)
     assert set(_cosigners((view / "log" / "checkpoint").read_text(), w.verifier)) == {"secas"}
+
+
+def test_a_witness_key_named_like_the_log_never_stands_in_for_the_log_signature() -> None:
+    from publisher.tlog.note import Signer
+    from verifier.cpl_verify import EMPTY_ROOT, Checkpoint, NoLogSignature, open_checkpoint
+
+    log = Signer.generate("log.example/l")
+    impostor = Cosigner.generate("log.example/l")  # a cosigner key that bears the log's name
+    text = Checkpoint("log.example/l", 0, EMPTY_ROOT).body()
+    note = text + "\n" + impostor.cosign(text, int(time.time()))
+    with pytest.raises(NoLogSignature):
+        open_checkpoint(note, "log.example/l", [log.verifier, impostor.verifier])
+
+
+def test_vkey_on_the_command_line_keeps_the_trust_files_witnesses(cosigned: tuple[Setup, Witness, Witness]) -> None:
+    setup, a, b = cosigned
+    trust = setup.trust(
+        [f"witness secas {a.verifier.vkey}", f"witness ssc {b.verifier.vkey}", "group g all secas ssc", "quorum g"]
+    )
+    code, out = setup.verify(trust, "--vkey", setup.log.vkey, "consistency", site=setup.site())
+    assert code == 0 and out["result"]["witnessing"]["satisfied"], out  # type: ignore[index]
+
+
+def test_a_witness_that_cannot_persist_answers_500_and_one_with_a_damaged_memory_does_not_start(
+    setup: Setup, our_witnesses: Callable[[str, Verifier], Witness]
+) -> None:
+    w = our_witnesses("secas", setup.log)
+    setup.configure([("secas", w.verifier, w.url)])
+    state = setup.tmp / "witnesses" / "secas" / "state"
+    (state / "logs").rename(state / "logs.away")
+    (state / "logs").write_text("not a folder")  # the witness can no longer write its memory
+    code, text = setup.cli("witness")
+    assert code == 1 and "HTTP 500 (the witness cannot store its state" in text, text
+    assert _cosigners(setup.checkpoint(), w.verifier) == {}
+    stop_witness(w)
+
+    (state / "logs").unlink()
+    (state / "logs.away").rename(state / "logs")
+    (state / "logs" / ("0" * 64)).write_text("garbage\n")
+    argv = [sys.executable, "-m", "verifier.cpl_verify", "witness", "serve", "--key", str(state.parent / "witness.key")]
+    argv += ["--state", str(state), "--listen", "127.0.0.1:0", "--log", setup.log.vkey]
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and "restore it from a backup" in done.stderr, done

@@ -734,8 +734,8 @@ def open_checkpoint(
     cp = parse_body(note.text)
     if cp.origin != origin:
         raise WrongOrigin(f"checkpoint is for origin {cp.origin!r}, expected {origin!r}")
-    if require_log_key and not any(v.name == origin for v in note.verified_by):
-        if not any(v.name == origin for v in verifiers):
+    if require_log_key and not any(v.name == origin and v.sig_type == SIG_ED25519 for v in note.verified_by):
+        if not any(v.name == origin and v.sig_type == SIG_ED25519 for v in verifiers):
             raise CheckpointError(
                 f"no trusted key is named after the origin {origin!r}: pin the log's own key (other keys count "
                 "only as cosigners)"
@@ -6607,6 +6607,15 @@ class WitnessStore:
             raise UsageError(f"another witness process uses the state folder {directory}") from exc
         self.mutex = threading.Lock()  # a check and its update are one step (tlog-witness's race)
         self._latest: dict[str, Checkpoint | None] = {}
+        for path in sorted((directory / "logs").iterdir()):  # a damaged memory is refused at start, not mid-request
+            if not path.name.startswith("."):
+                try:
+                    parse_unverified(path.read_bytes())
+                except (CheckpointError, OSError) as exc:
+                    self._lock.close()
+                    raise UsageError(
+                        f"{path}: not a checkpoint this witness stored ({exc}); restore it from a backup"
+                    ) from exc
 
     def path(self, origin: str) -> Path:
         return self.dir / "logs" / hashlib.sha256(origin.encode()).hexdigest()
@@ -6680,9 +6689,16 @@ class WitnessService:
                 ]
                 self.store.save(signed.checkpoint.origin, signed.note.text + "\n" + "".join(kept) + line)
             return 200, "text/plain; charset=utf-8", line.encode()
+        except OSError as exc:  # not persisted: no cosignature leaves
+            return (
+                500,
+                "text/plain; charset=utf-8",
+                f"the witness cannot store its state: {exc.strerror or exc}\n".encode(),
+            )
         except WitnessRefusal as refusal:
             if refusal.status == 422:  # signed by the log, and inconsistent: evidence of misbehaviour
-                self.store.keep_evidence(body)
+                with contextlib.suppress(OSError):  # kept if it can be; the refusal is answered regardless
+                    self.store.keep_evidence(body)
             if refusal.status == 409:
                 return 409, WITNESS_SIZE_TYPE, f"{refusal.size}\n".encode()
             return refusal.status, "text/plain; charset=utf-8", (str(refusal) + "\n").encode()
@@ -7074,6 +7090,8 @@ def build_context(args: argparse.Namespace) -> Context:
             raise UsageError(f"--vkey: {exc}") from exc
     if args.origin:
         trust.origin = args.origin
+    if args.vkey and trust.policy is not None and not args.policy:
+        trust.set_policy(trust.policy, trust.source)  # the trust file's witnesses, beside the --vkey log key
     if args.policy:
         try:
             policy = parse_policy(Path(args.policy).expanduser().read_bytes())
