@@ -531,15 +531,16 @@ class Verifier:
         key = ed25519.Ed25519PublicKey.from_public_bytes(self.public_key)
         message = text.encode()
         if self.sig_type == SIG_COSIGNATURE_ED25519:
+            # A known key's line that is malformed fails to verify, as a wrong signature does (signed-note).
             if len(signature) != 72:
-                raise NoteError(f"cosignature by {self.name} is {len(signature)} bytes, expected 72")
+                raise BadSignature(f"cosignature by {self.name} is {len(signature)} bytes, expected 72", self)
             (timestamp,) = struct.unpack(">Q", signature[:8])
             if timestamp >= 1 << 63:
-                raise NoteError(f"cosignature by {self.name} has an invalid timestamp")
+                raise BadSignature(f"cosignature by {self.name} has an invalid timestamp", self)
             message = f"cosignature/v1\ntime {timestamp}\n".encode() + message
             signature = signature[8:]
         elif len(signature) != 64:
-            raise NoteError(f"signature by {self.name} is {len(signature)} bytes, expected 64")
+            raise BadSignature(f"signature by {self.name} is {len(signature)} bytes, expected 64", self)
         try:
             key.verify(signature, message)
         except InvalidSignature as exc:
@@ -6798,13 +6799,13 @@ def witness_serve(args: argparse.Namespace) -> int:
         def stop(signum: int, frame: Any) -> None:
             raise KeyboardInterrupt
 
-        signal.signal(signal.SIGTERM, stop)
-        bound_host, bound_port = str(server.server_address[0]), int(server.server_address[1])
-        sys.stdout.write(f"listening on http://{bound_host}:{bound_port}/ as {cosigner.verifier.vkey}\n")
-        for origin in sorted(logs):
-            sys.stdout.write(f"witnessing {origin}\n")
-        sys.stdout.flush()
         try:
+            signal.signal(signal.SIGTERM, stop)
+            bound_host, bound_port = str(server.server_address[0]), int(server.server_address[1])
+            sys.stdout.write(f"listening on http://{bound_host}:{bound_port}/ as {cosigner.verifier.vkey}\n")
+            for origin in sorted(logs):
+                sys.stdout.write(f"witnessing {origin}\n")
+            sys.stdout.flush()
             server.serve_forever()
         except KeyboardInterrupt:
             pass
