@@ -193,8 +193,6 @@ def _witnessing(data: dict[str, object]) -> WitnessingConfig | None:
         policy = parse_policy(_str(table, "policy", where))
     except PolicyError as exc:
         raise ConfigError(f"{where} policy: {exc}") from exc
-    if policy.logs:
-        raise ConfigError(f"{where} policy: leave out 'log' lines: the log is this publication's")
     if not policy.witnesses:
         raise ConfigError(f"{where} policy: no witness is listed")
     for w in policy.witnesses:

@@ -34,6 +34,7 @@ from publisher.site.export import NotWitnessed, export_tree
 from publisher.tlog import read_vkey
 from verifier.cpl_verify import (
     EM_DASH,
+    Checkpoint,
     Cosigner,
     PolicyError,
     Verifier,
@@ -93,7 +94,7 @@ def test_the_spec_example_policy_parses_judges_and_round_trips() -> None:
         (["witness a {A}"], "no quorum line"),
         (["witness a {A}", "quorum b"], "not defined on an earlier line"),
         (["group g any a", "witness a {A}", "quorum g"], "not defined on an earlier line"),
-        (["witness a {A}", "witness b {A}", "quorum a"], "wraps a public key listed earlier"),
+        (["witness a {A}", "witness b {A}", "quorum a"], "wraps a public key"),
         (["witness a {A}", "witness a {B}", "quorum a"], "already defined"),
         (["witness none {A}", "quorum none"], "reserved"),
         (["witness a {A}", "witness b {B}", "group g 3 a b", "quorum g"], "threshold"),
@@ -101,7 +102,8 @@ def test_the_spec_example_policy_parses_judges_and_round_trips() -> None:
         (["witness a {A}", "group g any a a", "quorum g"], "twice"),
         (["witness a {L}", "quorum a"], r"cosignature key \(type 0x04\)"),
         (["log {A}", "quorum none"], r"note key \(type 0x01\)"),
-        (["witness a {A}", "quorum a", "quorum a"], "nothing may follow the quorum line"),
+        (["witness a {A}", "quorum a", "quorum a"], "a second quorum line"),
+        (["witness a {A}", "witness b {B}", "group g any a", "group h 2 g a b", "quorum h"], "count a twice"),
         (["witness a {A}\r", "quorum a"], "control character"),
         (["witnesses a {A}", "quorum a"], "expected 'log"),
         (["witness a not-a-vkey", "quorum a"], "line 1"),
@@ -110,7 +112,12 @@ def test_the_spec_example_policy_parses_judges_and_round_trips() -> None:
 def test_a_malformed_policy_is_refused_with_the_line_and_the_rule(lines: list[str], message: str) -> None:
     from publisher.tlog.note import Signer
 
-    keys = {"A": _wkey("a.example/w").vkey, "B": _wkey("b.example/w").vkey, "L": Signer.generate("l").verifier.vkey}
+    a = Cosigner.generate("a.example/w")
+    keys = {
+        "A": a.verifier.vkey,
+        "B": _wkey("b.example/w").vkey,
+        "L": Signer.generate("l").verifier.vkey,
+    }
     with pytest.raises(PolicyError, match=message):
         parse_policy("\n".join(line.format(**keys) for line in lines) + "\n")
 
@@ -141,7 +148,19 @@ def test_quorum_evaluation_matches_a_direct_reading_of_the_spec(
     for name, (k, members) in groups.items():
         word = {1: "any", len(members): "all"}.get(k, str(k)) if style == "words" else str(k)
         lines.append(f"group {name} {word} {' '.join(members)}")
-    policy = parse_policy("\n".join([*lines, f"quorum {quorum}"]) + "\n")
+
+    def under(name: str) -> set[str]:
+        return set().union(*(under(m) for m in groups[name][1])) if name in groups else {name}
+
+    overlapping = any(
+        under(x) & under(y) for _, members in groups.values() for x, y in itertools.combinations(members, 2)
+    )
+    text = "\n".join([*lines, f"quorum {quorum}"]) + "\n"
+    if overlapping:  # a witness would count twice in one group: refused (tlog-policy's intent)
+        with pytest.raises(PolicyError, match="twice"):
+            parse_policy(text)
+        return
+    policy = parse_policy(text)
     cosigned = set(data.draw(st.lists(st.sampled_from(witnesses), unique=True)))
 
     def witnessed(name: str) -> bool:  # "at least k of its n members have witnessed"
@@ -295,7 +314,7 @@ def test_a_witness_down_holds_back_the_site_until_a_later_run_adds_its_cosignatu
     head = git(setup.pub.root, "rev-parse", "HEAD").strip()
     code, text = setup.cli("publish")
     assert code == 1, text
-    assert "witness ssc: FAILED: unreachable" in text and "NOT FOR PUBLICATION" in text and "missing: ssc" in text
+    assert "witness ssc: FAILED: no answer" in text and "NOT FOR PUBLICATION" in text and "missing: ssc" in text
     # The log's commit (and the cosignature that came) are committed: nothing is lost or half-written.
     assert git(setup.pub.root, "rev-list", "--count", f"{head}..HEAD").strip() == "2"
     assert git(setup.pub.root, "status", "--porcelain").strip() == ""
@@ -377,7 +396,7 @@ def test_a_slow_witness_times_out_without_holding_up_the_others(
         started = time.monotonic()
         code, text = setup.cli("witness")
         assert time.monotonic() - started < 3.5, "one request is bounded by timeout_seconds"
-        assert code == 1 and "witness slow: FAILED: unreachable" in text and "timed out" in text, text
+        assert code == 1 and "witness slow: FAILED: no answer" in text and "timed out" in text, text
         assert "witness fast: cosigned" in text
         assert set(_cosigners(setup.checkpoint(), fast.verifier)) == {"fast"}
     finally:
@@ -722,3 +741,145 @@ def test_a_witness_that_cannot_persist_answers_500_and_one_with_a_damaged_memory
     argv += ["--state", str(state), "--listen", "127.0.0.1:0", "--log", setup.log.vkey]
     done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=30)
     assert done.returncode == 2 and "restore it from a backup" in done.stderr, done
+
+
+def test_a_policy_file_is_read_as_octets_in_any_line_order() -> None:
+    a, b = _wkey("a.example/w"), _wkey("b.example/w")
+    text = f"# comment in Latin-1: caf\xe9\nwitness a {a.vkey}\nquorum g2\n".encode("latin-1")
+    with pytest.raises(PolicyError, match="not defined on an earlier line"):
+        parse_policy(text)
+    policy = parse_policy(f"witness a {a.vkey}\ngroup g any a\nquorum g\nwitness b {b.vkey}\n".encode())
+    assert [w.name for w in policy.witnesses] == ["a", "b"] and policy.counted() == ["a"]
+    assert parse_policy(b"# \xff\xfe opaque\nwitness \xc3\xa9 " + a.vkey.encode() + b"\nquorum \xc3\xa9\n").satisfied(
+        {"\xe9"}
+    )
+
+
+def test_a_witness_that_drips_its_answer_is_cut_off_at_the_timeout(setup: Setup) -> None:
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def drip() -> None:
+        conn, _ = listener.accept()
+        conn.recv(65536)
+        for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 1000:
+            try:
+                conn.send(bytes([byte]))
+            except OSError:
+                return
+            time.sleep(0.2)
+
+    threading.Thread(target=drip, daemon=True).start()
+    try:
+        setup.configure([("drip", _wkey("drip.test/w"), f"http://127.0.0.1:{listener.getsockname()[1]}")], timeout=1)
+        started = time.monotonic()
+        code, text = setup.cli("witness")
+        assert time.monotonic() - started < 4, "the whole answer is bounded, not each byte"
+        assert code == 1 and "timed out" in text, text
+    finally:
+        listener.close()
+
+
+def test_a_witness_whose_disk_fails_after_the_rename_checks_the_disk_next_time(tmp_path: Path) -> None:
+    from publisher.tlog.note import Signer, sign_note
+    from verifier.cpl_verify import AddCheckpoint, WitnessService, WitnessStore, consistency_proof, leaf_hash
+
+    log = Signer.generate("log.example/l")
+    leaves = [leaf_hash(b"%d" % i) for i in range(12)]
+
+    def note(size: int, extra: bytes = b"") -> str:
+        from verifier.cpl_verify import root_of
+
+        tree = leaves[:size] if not extra else [*leaves[: size - 1], leaf_hash(extra)]
+        return sign_note(Checkpoint(log.name, size, root_of(tree)).body(), [log])
+
+    def proof(old: int, new: int) -> tuple[bytes, ...]:
+        from verifier.cpl_verify import list_hash_range
+
+        return tuple(consistency_proof(old, new, list_hash_range(leaves[:new])))
+
+    store = WitnessStore(tmp_path / "state")
+    service = WitnessService(Cosigner.generate("w.example/w"), {log.name: [log.verifier]}, store, time.time)
+    assert service.add_checkpoint(AddCheckpoint(0, (), note(5)).encode())[0] == 200
+    durable = WitnessStore._durable
+
+    def renamed_then_failed(path: Path, data: bytes) -> None:
+        durable(path, data)  # on disk, renamed into place...
+        raise OSError(5, "Input/output error")  # ...and then the folder's fsync fails
+
+    store._durable = renamed_then_failed  # type: ignore[method-assign]
+    status, _, body = service.add_checkpoint(AddCheckpoint(5, proof(5, 10), note(10)).encode())
+    assert status == 500 and b"cannot store its state" in body
+    store._durable = durable  # type: ignore[method-assign]
+    # The disk holds size 10: a request from 5 is now stale, and a fork of 5..12 is not cosigned.
+    status, ctype, body = service.add_checkpoint(AddCheckpoint(5, proof(5, 12), note(12)).encode())
+    assert (status, ctype, body) == (409, "text/x.tlog.size", b"10\n")
+    fork = note(10, b"forked")
+    status, _, _ = service.add_checkpoint(AddCheckpoint(10, (), fork).encode())
+    assert status == 422
+    assert [p.read_text() for p in (tmp_path / "state" / "evidence").iterdir()] == [fork]
+    # A consistency proof that does not verify is the requester's error, not the log's: not kept.
+    bad = AddCheckpoint(10, (b"\0" * 32,), note(12)).encode()
+    assert service.add_checkpoint(bad)[0] == 422
+    assert len(list((tmp_path / "state" / "evidence").iterdir())) == 1
+    store.close()
+
+
+def test_tofu_with_a_policy_alone_pins_the_logs_key_not_a_witness(cosigned: tuple[Setup, Witness, Witness]) -> None:
+    setup, a, b = cosigned
+    trust = setup.tmp / "policy-only.json"
+    policy = f"witness secas {a.verifier.vkey}\nwitness ssc {b.verifier.vkey}\ngroup g all secas ssc\nquorum g\n"
+    trust.write_text(json.dumps({"log": {"policy": policy}}))
+    code, out = setup.verify(trust, "--tofu", "consistency", site=setup.site())
+    assert code == 0 and out["result"]["checkpoint"]["origin"] == "witnessed.example/log", out  # type: ignore[index]
+
+
+def test_an_as_of_time_does_not_turn_real_cosignatures_into_future_ones(
+    cosigned: tuple[Setup, Witness, Witness],
+) -> None:
+    setup, a, b = cosigned
+    policy = [f"witness secas {a.verifier.vkey}", f"witness ssc {b.verifier.vkey}", "group g all secas ssc"]
+    code, out = setup.verify(setup.trust([*policy, "quorum g"]), "--now", "2026-01-01T00:00:00Z", "consistency")
+    assert code == 0, out
+
+
+def test_a_shared_policy_file_with_log_lines_serves_the_publisher_too(
+    setup: Setup, our_witnesses: Callable[[str, Verifier], Witness]
+) -> None:
+    w = our_witnesses("secas", setup.log)
+    path = setup.pub.root / "publisher.toml"
+    setup.configure([("secas", w.verifier, w.url)])
+    path.write_text(path.read_text().replace('policy = """\n', f'policy = """\nlog {setup.log.vkey}\n'))
+    code, text = setup.cli("witness")
+    assert code == 0 and "met" in text, text
+    other = Cosigner.generate("x").verifier  # any key but this log's
+    from publisher.tlog.note import Signer
+
+    path.write_text(path.read_text().replace(f"log {setup.log.vkey}", f"log {Signer.generate('o').verifier.vkey}"))
+    code, text = setup.cli("witness")
+    assert code == 1 and "name other log keys" in text, text
+    assert other.vkey not in text
+
+
+def test_the_witness_never_reads_an_unread_body_as_a_request_and_refuses_odd_lengths(
+    setup: Setup, our_witnesses: Callable[[str, Verifier], Witness]
+) -> None:
+    import socket
+
+    w = our_witnesses("secas", setup.log)
+    port = int(w.url.split(":")[-1])
+    origin = __import__("hashlib").sha256(setup.log.name.encode()).hexdigest()
+    smuggled = f"GET /{origin}/checkpoint HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"POST /other HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(smuggled) + smuggled)
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    assert answer.count(b"HTTP/1.1 ") == 1 and answer.startswith(b"HTTP/1.1 404")
+    for length in ("\u00b2", "-1", "1e3", "5_0"):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(f"POST /add-checkpoint HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n".encode())
+            assert s.recv(65536).startswith(b"HTTP/1.1 411"), length
+    assert w.process.poll() is None, "the witness is still serving"

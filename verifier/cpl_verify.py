@@ -955,13 +955,7 @@ class Policy:
     def counted(self, name: str | None = None) -> list[str]:
         """The witnesses whose cosignatures the quorum (or group ``name``) counts, in policy order."""
         name = self.quorum if name is None else name
-        group = next((g for g in self.groups if g.name == name), None)
-        if group is None:
-            return [] if name == "none" else [name]
-        out: list[str] = []
-        for m in group.members:
-            out += [w for w in self.counted(m) if w not in out]
-        return out
+        return [] if name == "none" else list(dict.fromkeys(_policy_witnesses(name, self.groups)))
 
     def describe(self, name: str | None = None) -> str:
         """The quorum in words: ``2 of (secas, ofgem)``, ``none``."""
@@ -987,18 +981,22 @@ class Policy:
 _POLICY_WS = re.compile(r"[ \t]+")
 
 
+def _policy_witnesses(name: str, groups: Sequence[PolicyGroup]) -> list[str]:
+    """The witnesses under ``name`` (itself when it is a witness)."""
+    group = next((g for g in groups if g.name == name), None)
+    return [w for m in group.members for w in _policy_witnesses(m, groups)] if group else [name]
+
+
 def parse_policy(data: str | bytes) -> Policy:
     """Parse a C2SP tlog-policy file strictly: names defined before use, one quorum line, no duplicate keys."""
-    if isinstance(data, bytes):
-        try:
-            data = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise PolicyError("the policy is not UTF-8 text") from exc
+    if isinstance(data, bytes):  # octets with the high bit set are opaque (names, URLs, comments)
+        data = data.decode("utf-8", "surrogateescape")
     logs: list[tuple[Verifier, str | None]] = []
     witnesses: list[PolicyWitness] = []
     groups: list[PolicyGroup] = []
     quorum: str | None = None
     keys: set[bytes] = set()
+    ids: set[tuple[str, int]] = set()
 
     def vkey(text: str, sig_type: int, n: int) -> Verifier:
         try:
@@ -1009,9 +1007,10 @@ def parse_policy(data: str | bytes) -> Policy:
             what = "a log key must be an Ed25519 note key (type 0x01)" if sig_type == SIG_ED25519 else (
                 "a witness key must be an Ed25519 cosignature key (type 0x04)")  # fmt: skip
             raise PolicyError(f"line {n}: {what}")
-        if v.public_key in keys:
-            raise PolicyError(f"line {n}: the key {v.vkey} wraps a public key listed earlier")
+        if v.public_key in keys or (v.name, v.key_id) in ids:
+            raise PolicyError(f"line {n}: the key {v.vkey} wraps a public key, or has a name and ID, listed earlier")
         keys.add(v.public_key)
+        ids.add((v.name, v.key_id))
         return v
 
     for n, line in enumerate(data.split("\n"), 1):
@@ -1021,8 +1020,6 @@ def parse_policy(data: str | bytes) -> Policy:
         words = _POLICY_WS.split(line.strip(" \t"))
         if words == [""] or words[0].startswith("#"):
             continue
-        if quorum is not None:
-            raise PolicyError(f"line {n}: nothing may follow the quorum line except comments")
         names = {w.name for w in witnesses} | {g.name for g in groups}
         keyword, rest = words[0], words[1:]
         if keyword == "log" and len(rest) in (1, 2):
@@ -1041,6 +1038,12 @@ def parse_policy(data: str | bytes) -> Policy:
                 raise PolicyError(f"line {n}: group {name} names {', '.join(unknown)}, not defined on an earlier line")
             if len(set(members)) != len(members):
                 raise PolicyError(f"line {n}: group {name} lists a member twice")
+            seen: set[str] = set()
+            for m in members:  # each witness contributes to a group in one way only (tlog-policy's intent)
+                under = set(_policy_witnesses(m, groups))
+                if under & seen:
+                    raise PolicyError(f"line {n}: group {name} would count {', '.join(sorted(under & seen))} twice")
+                seen |= under
             if k in ("any", "all"):
                 threshold = 1 if k == "any" else len(members)
             elif re.fullmatch(r"[1-9][0-9]{0,3}", k) and int(k) <= len(members):
@@ -1049,6 +1052,8 @@ def parse_policy(data: str | bytes) -> Policy:
                 raise PolicyError(f"line {n}: group {name}'s threshold {k!r} must be any, all or 1 to {len(members)}")
             groups.append(PolicyGroup(name, threshold, members))
         elif keyword == "quorum" and len(rest) == 1:
+            if quorum is not None:
+                raise PolicyError(f"line {n}: a second quorum line")
             if rest[0] != "none" and rest[0] not in names:
                 raise PolicyError(f"line {n}: the quorum {rest[0]!r} is not defined on an earlier line")
             quorum = rest[0]
@@ -1122,10 +1127,11 @@ class WitnessRefusal(Exception):
     """A witness's refusal of an add-checkpoint request: the HTTP status tlog-witness names, and for 409 the
     size the witness holds."""
 
-    def __init__(self, status: int, message: str, size: int | None = None) -> None:
+    def __init__(self, status: int, message: str, size: int | None = None, fork: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.size = size
+        self.fork = fork  # two log-signed trees of one size: evidence by itself (a proof sent is not)
 
 
 @dataclass(frozen=True)
@@ -1203,8 +1209,10 @@ def witness_check(
         if request.proof:
             raise WitnessRefusal(422, "a consistency proof from size 0 must be empty")
     elif held is not None and request.old == cp.size:
-        if cp.root != held.root or request.proof:
-            raise WitnessRefusal(422, f"another tree of size {cp.size} was cosigned (a fork)")
+        if cp.root != held.root:
+            raise WitnessRefusal(422, f"another tree of size {cp.size} was cosigned (a fork)", fork=True)
+        if request.proof:
+            raise WitnessRefusal(422, "a consistency proof between equal sizes must be empty")
     elif held is not None:
         try:
             verify_consistency(request.old, cp.size, held.root, cp.root, request.proof)
@@ -2140,14 +2148,18 @@ class Trust:
     policy: Policy | None = None  # the witnesses and the quorum every accepted checkpoint must meet
     source: str = "command line"
 
+    def log_keys(self) -> list[Verifier]:
+        """The pinned log keys (type 0x01); the other verifiers are the witnesses' cosigning keys."""
+        return [v for v in self.verifiers if v.sig_type == SIG_ED25519]
+
     def set_policy(self, policy: Policy, where: str) -> None:
         """Enforce ``policy`` (C2SP tlog-policy): its witnesses' keys verify cosignatures, and its ``log``
         keys are pinned unless log keys are pinned already, in which case they must be among them."""
-        pinned = {v.vkey for v in self.verifiers if v.sig_type == SIG_ED25519}
+        pinned = {v.vkey for v in self.log_keys()}
         logs = [v for v, _ in policy.logs]
         if pinned and any(v.vkey not in pinned for v in logs):
             raise UsageError(f"{where}: the policy names a log key that is not the pinned log key")
-        self.verifiers = [v for v in self.verifiers if v.sig_type == SIG_ED25519] or logs
+        self.verifiers = self.log_keys() or logs
         self.verifiers += [w.verifier for w in policy.witnesses]
         self.policy = policy
 
@@ -2159,7 +2171,7 @@ class Trust:
 
     def to_json(self) -> dict[str, Any]:
         """The trust file (``--trust``) that pins exactly this; ``parse_trust`` reads it back."""
-        vkeys = [v.vkey for v in self.verifiers if v.sig_type == SIG_ED25519]
+        vkeys = [v.vkey for v in self.log_keys()]
         log: dict[str, Any] = {"origin": self.origin, "vkey": vkeys[0] if len(vkeys) == 1 else vkeys}
         if self.policy is not None:
             log["policy"] = self.policy.text()
@@ -4616,11 +4628,12 @@ class Context:
 
     @property
     def origin(self) -> str:
-        if not self.trust.verifiers:
+        logs = self.trust.log_keys()
+        if not logs:
             raise UsageError(
                 "no log verifier key is pinned: give --trust FILE or --vkey KEY (or --tofu to pin what the site serves)"
             )
-        return self.trust.origin or self.trust.verifiers[0].name
+        return self.trust.origin or logs[0].name
 
     def lookup_view(self) -> LookupView:
         """The lookup of the latest checkpoint (see ``LookupView``), made once per run."""
@@ -4670,7 +4683,7 @@ def verify_checkpoint_note(ctx: Context, data: bytes | str, where: str) -> Signe
 
 def check_quorum(ctx: Context, policy: Policy, signed: SignedCheckpoint, where: str) -> Witnessing:
     """Report who cosigned ``signed`` and when; fail unless ``policy``'s quorum is met."""
-    w = check_witnessing(signed.note, policy, int(ctx.now.timestamp()))
+    w = check_witnessing(signed.note, policy, int(time.time()))  # the real clock: --now is for CRL questions
     ctx.out.result["witnessing"] = w.to_json()
     size = signed.checkpoint.size
     for c in w.future:
@@ -6586,8 +6599,11 @@ def cmd_check_submission(ctx: Context) -> int:
 
 class WitnessStore:
     """A witness's state folder: for each log origin, the latest checkpoint cosigned (``logs/<hex SHA-256 of
-    the origin>``, the note served to monitors), written durably before the answer; refused requests that
-    carry a valid log signature kept in ``evidence/``. One process per folder (an exclusive lock)."""
+    the origin>``, the note served to monitors), written durably before the answer; log-signed checkpoints
+    that fork a cosigned one (same size, another root) kept in ``evidence/``. One process per folder (an
+    exclusive lock)."""
+
+    MAX_EVIDENCE = 1000
 
     def __init__(self, directory: Path) -> None:
         try:
@@ -6638,13 +6654,19 @@ class WitnessStore:
         return self._latest[origin]
 
     def save(self, origin: str, note: str) -> None:
-        """Replace ``origin``'s note durably: a temporary file, fsync, rename, fsync of the folder."""
+        """Replace ``origin``'s note durably: a temporary file, fsync, rename, fsync of the folder. If any step
+        fails the disk may hold either note, so the next check reads the disk again rather than trusting
+        memory."""
+        self._latest.pop(origin, None)
         self._durable(self.path(origin), note.encode())
         self._latest[origin] = parse_unverified(note)
 
-    def keep_evidence(self, body: bytes) -> None:
-        digest = hashlib.sha256(body).hexdigest()
-        self._durable(self.dir / "evidence" / f"{digest}.txt", body)
+    def keep_evidence(self, note: str) -> None:
+        """Keep a log-signed checkpoint that forks the one cosigned: once, and at most ``MAX_EVIDENCE`` of them."""
+        folder = self.dir / "evidence"
+        path = folder / f"{hashlib.sha256(note.encode()).hexdigest()}.txt"
+        if not path.exists() and sum(1 for _ in folder.iterdir()) < self.MAX_EVIDENCE:
+            self._durable(path, note.encode())
 
     @staticmethod
     def _durable(path: Path, data: bytes) -> None:
@@ -6680,26 +6702,29 @@ class WitnessService:
         try:
             request = parse_add_checkpoint(body)
             with self.store.mutex:
-                signed = witness_check(request, self.logs, self.store.latest)
-                line = self.cosigner.cosign(signed.checkpoint.body(), max(1, int(self.clock())))
-                logs = {(v.name, v.key_id) for v in signed.note.verified_by}
-                kept = [
-                    text
-                    for sig, text in zip(signed.note.signatures, signature_lines(signed.note))
-                    if (sig.name, sig.key_id) in logs
-                ]
-                self.store.save(signed.checkpoint.origin, signed.note.text + "\n" + "".join(kept) + line)
+                try:
+                    signed = witness_check(request, self.logs, self.store.latest)
+                except WitnessRefusal as refusal:
+                    if refusal.fork:
+                        with contextlib.suppress(OSError):  # kept if it can be; the refusal is answered regardless
+                            self.store.keep_evidence(request.checkpoint)
+                    raise
+                cp = signed.checkpoint
+                line = self.cosigner.cosign(cp.body(), max(1, int(self.clock())))
+                held = self.store.latest(cp.origin)
+                if held is None or (held.size, held.root) != (cp.size, cp.root):  # the same tree is stored already
+                    logs = {(v.name, v.key_id) for v in signed.note.verified_by}
+                    kept = [
+                        text
+                        for sig, text in zip(signed.note.signatures, signature_lines(signed.note))
+                        if (sig.name, sig.key_id) in logs
+                    ]
+                    self.store.save(cp.origin, signed.note.text + "\n" + "".join(kept) + line)
             return 200, "text/plain; charset=utf-8", line.encode()
-        except OSError as exc:  # not persisted: no cosignature leaves
-            return (
-                500,
-                "text/plain; charset=utf-8",
-                f"the witness cannot store its state: {exc.strerror or exc}\n".encode(),
-            )
+        except OSError as exc:  # no cosignature is answered unless the state it vouches for is on disk
+            message = f"the witness cannot store its state: {exc.strerror or exc}\n"
+            return 500, "text/plain; charset=utf-8", message.encode()
         except WitnessRefusal as refusal:
-            if refusal.status == 422:  # signed by the log, and inconsistent: evidence of misbehaviour
-                with contextlib.suppress(OSError):  # kept if it can be; the refusal is answered regardless
-                    self.store.keep_evidence(body)
             if refusal.status == 409:
                 return 409, WITNESS_SIZE_TYPE, f"{refusal.size}\n".encode()
             return refusal.status, "text/plain; charset=utf-8", (str(refusal) + "\n").encode()
@@ -6707,6 +6732,35 @@ class WitnessService:
     def monitoring(self, path: str) -> bytes | None:
         m = re.fullmatch(r"/([0-9a-f]{64})/checkpoint", path)
         return self.store.note(m.group(1)) if m else None
+
+
+WITNESS_IDLE_TIMEOUT = 30.0  # seconds a witness connection may stall
+WITNESS_MAX_CONNECTIONS = 64
+
+
+def _witness_server(address: tuple[str, int], handler: type[Any]) -> Any:
+    """A threading HTTP server that serves at most ``WITNESS_MAX_CONNECTIONS`` connections at once (more are
+    closed at once): stalled clients cannot exhaust threads or file descriptors."""
+    import http.server
+
+    slots = threading.BoundedSemaphore(WITNESS_MAX_CONNECTIONS)
+
+    class Server(http.server.ThreadingHTTPServer):
+        daemon_threads = True
+
+        def process_request(self, request: Any, client_address: Any) -> None:
+            if not slots.acquire(blocking=False):
+                self.shutdown_request(request)
+                return
+            super().process_request(request, client_address)
+
+        def process_request_thread(self, request: Any, client_address: Any) -> None:
+            try:
+                super().process_request_thread(request, client_address)
+            finally:
+                slots.release()
+
+    return Server(address, handler)
 
 
 def _witness_handler(service: WitnessService, quiet: bool) -> type[Any]:
@@ -6718,6 +6772,7 @@ def _witness_handler(service: WitnessService, quiet: bool) -> type[Any]:
         # Headers and body leave in two writes; with Nagle's algorithm the body would wait for the client's
         # delayed ACK (about 40 ms a request on a keep-alive connection).
         disable_nagle_algorithm = True
+        timeout = WITNESS_IDLE_TIMEOUT  # a connection that stalls (mid-request or idle) is closed
 
         def _send(self, status: int, content_type: str, body: bytes) -> None:
             self.send_response(status)
@@ -6728,10 +6783,11 @@ def _witness_handler(service: WitnessService, quiet: bool) -> type[Any]:
 
         def do_POST(self) -> None:
             if self.path != "/add-checkpoint":
+                self.close_connection = True  # its body is not read: the connection cannot carry on
                 self._send(404, "text/plain; charset=utf-8", b"not found\n")
                 return
             length = self.headers.get("Content-Length")
-            if length is None or not length.isdigit():
+            if length is None or not re.fullmatch(r"[0-9]{1,9}", length):
                 self.close_connection = True
                 self._send(411, "text/plain; charset=utf-8", b"Content-Length required\n")
                 return
@@ -6769,7 +6825,6 @@ def _read_cosigner(path: str) -> Cosigner:
 def witness_serve(args: argparse.Namespace) -> int:
     """``witness serve``: answer add-checkpoint requests for the ``--log`` keys until stopped (SIGTERM or
     Ctrl-C); prints ``listening on http://HOST:PORT/`` and the witness's verifier key first."""
-    import http.server
     import signal
 
     cosigner = _read_cosigner(args.key)
@@ -6789,12 +6844,9 @@ def witness_serve(args: argparse.Namespace) -> int:
     try:
         service = WitnessService(cosigner, logs, store, time.time)
         try:
-            server = http.server.ThreadingHTTPServer(
-                (host.strip("[]"), int(port)), _witness_handler(service, args.quiet)
-            )
+            server = _witness_server((host.strip("[]"), int(port)), _witness_handler(service, args.quiet))
         except OSError as exc:
             raise UsageError(f"cannot listen on {args.listen}: {exc.strerror or exc}") from exc
-        server.daemon_threads = True
 
         def stop(signum: int, frame: Any) -> None:
             raise KeyboardInterrupt
@@ -7050,16 +7102,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _tofu(args: argparse.Namespace, trust: Trust, site: Source | None, log: Source | None) -> list[str]:
     pinned = []
-    if not trust.verifiers:
+    if not trust.log_keys():
         if log is None:
             raise UsageError("--tofu needs --site (or --log) to fetch the log key from")
         text = log.get("vkey", CAP_SMALL, "the log's verifier key").decode("utf-8", "replace").strip()
         try:
-            trust.verifiers = [Verifier.from_vkey(text)]
+            key = Verifier.from_vkey(text)
         except NoteError as exc:
             raise VerifyFailed(f"the site's log/vkey is not a verifier key: {exc}") from exc
-        trust.origin = trust.origin or trust.verifiers[0].name
-        pinned.append(f"log key {trust.verifiers[0].vkey}")
+        if key.sig_type != SIG_ED25519:
+            raise VerifyFailed("the site's log/vkey is not a log key (type 0x01)")
+        trust.verifiers.insert(0, key)
+        trust.origin = trust.origin or key.name
+        pinned.append(f"log key {key.vkey}")
     if not trust.roots and site is not None:
         name = args.root_name
         data = site.get_optional(f"pki/{name}.pem", CAP_SMALL, f"IKI root {name}")

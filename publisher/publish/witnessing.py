@@ -17,8 +17,11 @@ does not outlive the job (CI), push the commit before asking (``publish --no-wit
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import http.client
 import json
+import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -126,10 +129,19 @@ def judge(witnessing: WitnessingConfig, log: LogReader) -> tuple[SignedCheckpoin
 
 
 def _post(url: str, body: bytes, timeout: float) -> tuple[int, str, bytes]:
-    """POST ``body`` to ``url``: status, content type, body (at most ``MAX_RESPONSE`` bytes)."""
+    """POST ``body`` to ``url``: status, content type, body (at most ``MAX_RESPONSE`` bytes), all within
+    ``timeout`` seconds: a witness that drips its answer is cut off too."""
     parts = urlsplit(url)
     cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
     conn = cls(parts.hostname or "", parts.port, timeout=timeout)
+
+    def cut_off() -> None:
+        if conn.sock is not None:
+            with contextlib.suppress(OSError):
+                conn.sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked read, which then fails
+
+    timer = threading.Timer(timeout, cut_off)
+    timer.start()
     try:
         conn.request(
             "POST", parts.path or "/", body, {"Content-Type": "text/plain; charset=utf-8", "User-Agent": USER_AGENT}
@@ -139,7 +151,12 @@ def _post(url: str, body: bytes, timeout: float) -> tuple[int, str, bytes]:
         if len(data) > MAX_RESPONSE:
             raise OSError(f"the answer is larger than {MAX_RESPONSE} bytes")
         return response.status, response.getheader("Content-Type", ""), data
+    except (OSError, http.client.HTTPException) as exc:
+        if not timer.is_alive():
+            raise TimeoutError(f"timed out: no whole answer within {timeout:g} s") from exc
+        raise
     finally:
+        timer.cancel()
         conn.close()
 
 
@@ -163,7 +180,7 @@ def ask(
             try:
                 status, content_type, body = _post(url, request.encode(), timeout)
             except (OSError, http.client.HTTPException) as exc:
-                answer.error = f"unreachable at {url}: {exc}"
+                answer.error = f"no answer from {url}: {exc}"
                 return answer
             if status == 409:
                 held = parse_size_body(body)

@@ -46,6 +46,9 @@ def open_witnessed(
     note: str | bytes, origin: str, log_keys: Sequence[Verifier], policy: Policy, now: int
 ) -> tuple[SignedCheckpoint, Witnessing]:
     """A checkpoint verified with the log's key and every witness key of ``policy`` (a cosignature by one of
-    them that does not verify is ``CheckpointError``), and the policy's verdict on it as of ``now``."""
+    them that does not verify is ``CheckpointError``), and the policy's verdict on it as of ``now``. A policy
+    that names logs (a file shared with other tools) must name this one."""
+    if policy.logs and not {v.vkey for v, _ in policy.logs} & {v.vkey for v in log_keys}:
+        raise CheckpointError("the witness policy's 'log' lines name other log keys than this log's")
     signed = open_checkpoint(note, origin, [*log_keys, *(w.verifier for w in policy.witnesses)])
     return signed, check_witnessing(signed.note, policy, now)
