@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -245,6 +246,25 @@ def test_the_checkpoint_never_moves_back_nor_to_a_fork(s3: S3Server, setup: Setu
     forked = deploy(s3, fork_site, bucket)
     assert forked.returncode == 1 and "does not extend the bucket's" in forked.stderr and "a fork" in forked.stderr
     assert bucket_checkpoint(s3, bucket) == newer
+
+
+def test_the_same_tree_with_fewer_signatures_never_replaces_the_buckets(s3: S3Server, setup: Setup) -> None:
+    from verifier.cpl_verify import Cosigner, parse_note
+
+    bucket = s3.new_bucket()
+    plain = setup.snapshot("plain")
+    cosigned = setup.snapshot("cosigned")
+    note = (cosigned / "log" / "checkpoint").read_text()
+    witness = Cosigner.generate("witness.example/w")
+    (cosigned / "log" / "checkpoint").write_text(note + witness.cosign(parse_note(note).text, int(time.time())))
+    assert deploy(s3, plain, bucket).returncode == 0
+    done = deploy(s3, cosigned, bucket)  # the late cosignature reaches the bucket
+    assert done.returncode == 0 and json.loads(done.stdout)["checkpoint"] == "moved", done.stdout
+    with_cosignature = bucket_checkpoint(s3, bucket)
+    assert with_cosignature.startswith(note) and with_cosignature != note
+    again = deploy(s3, plain, bucket)  # an older build of the same tree: the bucket keeps the cosignature
+    assert again.returncode == 0 and json.loads(again.stdout)["checkpoint"] == "unchanged", again.stdout
+    assert bucket_checkpoint(s3, bucket) == with_cosignature
 
 
 def test_compare_and_swap_on_the_checkpoint(s3: S3Server, setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
