@@ -883,3 +883,28 @@ def test_the_witness_never_reads_an_unread_body_as_a_request_and_refuses_odd_len
             s.sendall(f"POST /add-checkpoint HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n".encode())
             assert s.recv(65536).startswith(b"HTTP/1.1 411"), length
     assert w.process.poll() is None, "the witness is still serving"
+
+
+def test_the_readme_witness_flow_runs_as_written_and_cosigns(setup: Setup) -> None:
+    from test_deployment import VENV_BIN, readme_block
+
+    keygen, serve_line = readme_block("witness-flow")
+    listener = __import__("socket").create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    listener.close()
+    env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "LOG_VKEY": setup.log.vkey, "PORT": str(port)}
+    done = subprocess.run(["bash", "-e", "-c", keygen], cwd=setup.tmp, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    vkey = Verifier.from_vkey((setup.tmp / "witness.vkey").read_text())
+    server = subprocess.Popen(
+        ["bash", "-e", "-c", f"exec {serve_line}"], cwd=setup.tmp, env=env, stdout=subprocess.PIPE
+    )
+    try:
+        assert server.stdout is not None and server.stdout.readline().startswith(b"listening on")
+        setup.configure([("secas", vkey, f"http://127.0.0.1:{port}")])
+        code, text = setup.cli("witness")
+        assert code == 0 and "witness secas: cosigned" in text, text
+        assert set(_cosigners(setup.checkpoint(), vkey)) == {"secas"}
+    finally:
+        server.terminate()
+        assert server.wait(timeout=10) == 0
