@@ -59,11 +59,9 @@ import http.client
 import http.server
 import json
 import os
-import selectors
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -149,20 +147,9 @@ def alternate(r: int) -> tuple[str, str]:
 
 
 # -- witness processes -----------------------------------------------------------------------
-def spawn(argv: list[str], name: str, timeout: float = 30.0) -> demo.Witness:
-    """Start a witness process that prints ``listening on URL as VKEY`` first (as ``cpl-verify witness serve``
-    does); returns once it listens."""
-    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
-    assert process.stdout is not None
-    with selectors.DefaultSelector() as sel:
-        sel.register(process.stdout, selectors.EVENT_READ)
-        line = process.stdout.readline().decode() if sel.select(timeout) else ""
-    if not line.startswith("listening on "):
-        process.kill()
-        _, err = process.communicate()
-        raise RuntimeError(f"witness {name} did not start: {err.decode(errors='replace').strip() or line}")
-    url, vkey = line.split()[2], line.split()[4]
-    return demo.Witness(name, Verifier.from_vkey(vkey), url.rstrip("/"), process)
+def spawn(argv: list[str], name: str) -> demo.Witness:
+    """A witness process started from the repository root (``demo.spawn_witness``)."""
+    return demo.spawn_witness(argv, name, cwd=REPO)
 
 
 def start_ours(folder: Path, logs: Sequence[Verifier]) -> demo.Witness:

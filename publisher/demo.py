@@ -147,7 +147,13 @@ def start_witness(
         key_file.chmod(0o600)
     argv = [sys.executable, "-m", "verifier.cpl_verify", "witness", "serve", "--key", str(key_file)]
     argv += ["--state", str(folder / "state"), "--listen", f"127.0.0.1:{port}", "--log", log.vkey, "--quiet"]
-    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return spawn_witness(argv, name, timeout)
+
+
+def spawn_witness(argv: list[str], name: str, timeout: float = 30.0, cwd: Path | None = None) -> Witness:
+    """Run a witness process that prints ``listening on URL as VKEY`` first, as ``cpl-verify witness serve``
+    does; returns once it listens."""
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd)
     assert process.stdout is not None  # noqa: S101 - stdout=PIPE
     with selectors.DefaultSelector() as sel:
         sel.register(process.stdout, selectors.EVENT_READ)

@@ -361,9 +361,12 @@ def test_warn_mode_publishes_below_the_quorum_loudly(
     assert "Below the witness quorum" in page and "secas" in page
 
 
-def _scripted(setup: Setup, respond: Callable[[bytes], Answer], name: str = "odd") -> tuple[Served, str]:
-    """A misbehaving witness, configured beside nothing else; returns it and the run's failure message."""
-    served = serve(respond, _wkey(f"{name}.test/w"))
+def _scripted(
+    setup: Setup, respond: Callable[[bytes], Answer], key: Verifier | None = None, name: str = "odd"
+) -> tuple[Served, str]:
+    """A misbehaving witness (``key``: its key; default a new one), configured beside nothing else; returns it
+    and the run's failure message."""
+    served = serve(respond, key or _wkey(f"{name}.test/w"))
     try:
         setup.configure([(name, served.verifier, served.url)], timeout=1)
         before = setup.checkpoint()
@@ -439,36 +442,17 @@ def test_bad_or_foreign_cosignatures_are_not_added(setup: Setup) -> None:
         raw[-1] ^= 1
         return 200, "text/plain", f"{line[0]} {line[1]} {b64encode(bytes(raw))}\n".encode()
 
-    served = serve(forged, witness.verifier)
-    try:
-        setup.configure([("odd", witness.verifier, served.url)], timeout=2)
-        code, text = setup.cli("witness")
-        assert code == 1 and "does not verify" in text, text
-    finally:
-        served.close()
-    served = serve(lambda body: (200, "text/plain", _cosign_as(other, body)), witness.verifier)
-    try:
-        setup.configure([("odd", witness.verifier, served.url)], timeout=2)
-        code, text = setup.cli("witness")
-        assert code == 1 and "holds no cosignature by its key" in text, text
-    finally:
-        served.close()
-    for garbage in (b"not a signature line\n", b"", EM_DASH.encode() + b" odd.test/w AAAA\n"):
-        served = serve(lambda _, g=garbage: (200, "text/plain", g), witness.verifier)  # type: ignore[misc]
-        try:
-            setup.configure([("odd", witness.verifier, served.url)], timeout=2)
-            code, text = setup.cli("witness")
-            assert code == 1 and "witness odd: FAILED" in text, text
-        finally:
-            served.close()
-    served = serve(lambda body: (200, "text/plain", _cosign_as(witness, body, 2**40)), witness.verifier)
-    try:
-        setup.configure([("odd", witness.verifier, served.url)], timeout=2)
-        code, text = setup.cli("witness")
-        assert code == 1 and "dated in the future" in text, text
-    finally:
-        served.close()
-    assert EM_DASH not in setup.checkpoint().split("\n\n", 1)[1].replace(EM_DASH + " witnessed.example/log", "")
+    answers: list[tuple[Callable[[bytes], Answer], str]] = [
+        (forged, "does not verify"),
+        (lambda body: (200, "text/plain", _cosign_as(other, body)), "holds no cosignature by its key"),
+        (lambda body: (200, "text/plain", _cosign_as(witness, body, 2**40)), "dated in the future"),
+        (lambda _: (200, "text/plain", b"not a signature line\n"), "malformed"),
+        (lambda _: (200, "text/plain", b""), "malformed"),
+        (lambda _: (200, "text/plain", EM_DASH.encode() + b" odd.test/w AAAA\n"), "malformed"),
+    ]
+    for respond, message in answers:
+        _, text = _scripted(setup, respond, witness.verifier)
+        assert "witness odd: FAILED" in text and message in text, text
 
 
 def test_a_fork_shown_to_a_witness_is_refused_and_reported(

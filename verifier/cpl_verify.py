@@ -4628,12 +4628,14 @@ class Context:
 
     @property
     def origin(self) -> str:
-        logs = self.trust.log_keys()
-        if not logs:
+        if not self.trust.verifiers:
             raise UsageError(
                 "no log verifier key is pinned: give --trust FILE or --vkey KEY (or --tofu to pin what the site serves)"
             )
-        return self.trust.origin or logs[0].name
+        logs = self.trust.log_keys()
+        if self.trust.origin or not logs:  # only cosigner keys: the checkpoint check says what is missing
+            return self.trust.origin or self.trust.verifiers[0].name
+        return logs[0].name
 
     def lookup_view(self) -> LookupView:
         """The lookup of the latest checkpoint (see ``LookupView``), made once per run."""

@@ -135,7 +135,10 @@ def _post(url: str, body: bytes, timeout: float) -> tuple[int, str, bytes]:
     cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
     conn = cls(parts.hostname or "", parts.port, timeout=timeout)
 
+    fired = threading.Event()
+
     def cut_off() -> None:
+        fired.set()
         if conn.sock is not None:
             with contextlib.suppress(OSError):
                 conn.sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked read, which then fails
@@ -152,7 +155,7 @@ def _post(url: str, body: bytes, timeout: float) -> tuple[int, str, bytes]:
             raise OSError(f"the answer is larger than {MAX_RESPONSE} bytes")
         return response.status, response.getheader("Content-Type", ""), data
     except (OSError, http.client.HTTPException) as exc:
-        if not timer.is_alive():
+        if fired.is_set():
             raise TimeoutError(f"timed out: no whole answer within {timeout:g} s") from exc
         raise
     finally:
