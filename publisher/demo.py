@@ -53,9 +53,31 @@ _ORGANISATIONS = [
 ]
 
 
+def image_bytes(label: str) -> bytes:
+    """A stand-in Manufacturer Image: a few bytes that only the demo approves."""
+    return f"demo firmware image {label}".encode()
+
+
 def image_hash(label: str) -> str:
-    """A stand-in Manufacturer Image hash."""
-    return hashlib.sha256(f"demo firmware image {label}".encode()).hexdigest()
+    """The SHA-256 of the stand-in image ``label``, as submitted."""
+    return hashlib.sha256(image_bytes(label)).hexdigest()
+
+
+# Sample images to try the check page and ``cpl-verify inclusion --file`` on: file name -> image label.
+SAMPLE_FIRMWARE = {
+    "current-acme-ESME-100-fw2.0.bin": "1001-0-0-fixed",  # approved in round 2, replacing the next one
+    "replaced-acme-ESME-100-fw2.0.bin": "1001-0-0",  # approved in round 1, replaced after an investigation
+    "current-brightwater-GSME-101-fw2.0.bin": "1002-1-0",
+    "unknown-never-submitted.bin": "never submitted",
+}
+
+
+def write_sample_firmware(folder: Path) -> list[Path]:
+    """The sample images (``SAMPLE_FIRMWARE``) in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, label in SAMPLE_FIRMWARE.items():
+        (folder / name).write_bytes(image_bytes(label))
+    return sorted(folder.iterdir())
 
 
 def private_dir(out: Path) -> Path:
@@ -294,6 +316,7 @@ def _build(out: Path, pub: Path, org_dir: Path) -> dict[str, object]:
 
     trust = trust_of(config)
     (out / "trust.json").write_text(json.dumps(trust, indent=1) + "\n")
+    samples = write_sample_firmware(out / "firmware")
     (out / MARKER).write_text(
         f"built by cpl-publisher demo; safe to delete while the publication is at HEAD {_demo_head(pub)}\n"
     )
@@ -310,6 +333,7 @@ def _build(out: Path, pub: Path, org_dir: Path) -> dict[str, object]:
         "keys": str(private_dir(out)),
         "sample_model_key": model_lookup_key("1001", "ESME-100", "1.0", "2.0"),
         "witnesses": second.witnessing.to_json() if second.witnessing else None,
+        "firmware": [str(p) for p in samples],
     }
 
 
@@ -331,6 +355,12 @@ def describe(info: dict[str, object]) -> str:
             f"  trust file for the verifier: {info['trust']} (it requires both witnesses' cosignatures)",
             *_witness_lines(info.get("witnesses")),
             f"  private keys: {info['keys']} (outside the publication and any git work tree)",
+            "Try the verifier on the sample firmware images (current, replaced, never submitted):",
+            *(
+                f"  .venv/bin/cpl-verify --trust {info['trust']} --site {Path(str(info['trust'])).parent / 'site'} "
+                f"inclusion --file {p}"
+                for p in info.get("firmware", [])  # type: ignore[attr-defined]
+            ),
             "Verify the log and its history:",
             f"  .venv/bin/cpl-publisher log verify {info['log']} --vkey '{info['vkey']}'",
             f"  .venv/bin/cpl-publisher history verify --dir {pub} --vkey '{info['vkey']}'",

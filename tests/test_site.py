@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import html
 import json
+import os
 import re
+import shutil
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
@@ -435,3 +437,25 @@ def test_a_manufacturer_page_is_titled_by_its_certificate_not_its_spreadsheet(tm
     heading = re.search(r"<h1[^>]*>(.*?)</h1>", page, re.S)
     assert heading is not None and heading.group(1).startswith("Acme Meters Ltd"), heading
     assert "Famous Meters plc" not in re.sub(r"<[^>]+>", "", heading.group(1))
+
+
+def test_the_readme_first_steps_check_the_demo_firmware(demo_site: SiteBuild, tmp_path: Path) -> None:
+    """The sample images: one current, one replaced, one never submitted, checked as the README says."""
+    from test_deployment import VENV_BIN, readme_block
+
+    out = Path(str(demo_site.info["trust"])).parent
+    assert sorted(p.name for p in (out / "firmware").iterdir()) == sorted(demo.SAMPLE_FIRMWARE)
+    work = tmp_path / "build" / "demo"
+    work.mkdir(parents=True)
+    shutil.copy(out / "trust.json", work / "trust.json")
+    shutil.copytree(out / "firmware", work / "firmware")
+    (work / "site").symlink_to(demo_site.site)
+    env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
+    verdicts = []
+    for line in readme_block("first-steps"):
+        done = subprocess.run(["bash", "-e", "-c", line], cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, f"{line}\n{done.stdout}{done.stderr}"
+        json_line = line.split(" || ")[0].replace("cpl-verify ", "cpl-verify --json ", 1)
+        raw = subprocess.run(["bash", "-c", json_line], cwd=tmp_path, env=env, capture_output=True, text=True)
+        verdicts.append(json.loads(raw.stdout)["result"]["verdict"])
+    assert verdicts == ["current", "replaced", "not-found"]
