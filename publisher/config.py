@@ -86,6 +86,7 @@ class Profile:
 
 
 DEFAULT_SIGNING_SKEW_SECONDS = 300
+DEFAULT_PUBLISH_INTERVAL_HOURS = 24.0  # the publish job's schedule: the site calls a publish older than this late
 DEFAULT_WITNESS_TIMEOUT_SECONDS = 10.0
 BELOW_QUORUM = ("refuse", "warn")
 
@@ -115,6 +116,7 @@ class Config:
     # How far a signature's signingTime may be ahead of the intake's clock ([intake] signing_time_skew_seconds).
     signing_skew: dt.timedelta = dt.timedelta(seconds=DEFAULT_SIGNING_SKEW_SECONDS)
     witnessing: WitnessingConfig | None = None
+    publish_interval_hours: float = DEFAULT_PUBLISH_INTERVAL_HOURS
 
     def issuer(self, name: str) -> IssuerConfig:
         for issuer in self.issuers:
@@ -222,6 +224,9 @@ def parse(text: str, root: Path) -> Config:
     if not origin or any(c.isspace() for c in origin) or "+" in origin:
         raise ConfigError("[publication]: 'origin' must be non-empty, without spaces or '+'")
     site_url = _str(pub, "site_url", "[publication]").rstrip("/")
+    interval = _number(pub, "publish_interval_hours", "[publication]", DEFAULT_PUBLISH_INTERVAL_HOURS)
+    if not 0 < interval <= 24 * 31:
+        raise ConfigError("[publication]: 'publish_interval_hours' must be more than 0 and at most 744 (31 days)")
     if not re.fullmatch(r"https?://[^\s/]+(/[^\s]*)?", site_url):
         raise ConfigError("[publication]: 'site_url' must be an http(s) URL")
     log = data.get("log", {})
@@ -320,6 +325,7 @@ def parse(text: str, root: Path) -> Config:
         rules=rules,
         signing_skew=dt.timedelta(seconds=skew),
         witnessing=_witnessing(data),
+        publish_interval_hours=interval,
     )
 
 

@@ -94,6 +94,7 @@ def status(config: Config, log: LogReader, generated_at: str) -> dict[str, objec
             crls[issuer.name] = json.loads(meta_path.read_text())
     return {
         "generated_at": generated_at,
+        "publish_interval_hours": config.publish_interval_hours,
         "log": {
             "origin": config.origin,
             "size": log.size,

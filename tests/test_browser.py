@@ -7,6 +7,7 @@ names that render as inert text (no dialog ever fires).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import subprocess
@@ -219,3 +220,53 @@ def test_hostile_model_ids_in_search_results_are_text(hostile_site: SiteBuild, w
         assert watched.page.locator("#cpl-search-results script").count() == 0
     assert not watched.dialogs, watched.dialogs
     assert not watched.foreign(), watched.foreign()
+
+
+def _status_at(demo_site: SiteBuild, browser: Any, when: dt.datetime) -> dict[str, Any]:
+    """The home page viewed with the browser's clock at ``when``: the CRL status cells, the publish's
+    schedule cell, the as-of line."""
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.clock.install(time=when)
+        page.goto(demo_site.url)
+        page.wait_for_function("() => document.querySelector('[data-cpl-as-of]').textContent.includes('browser')")
+        cells = page.locator("[data-cpl-next-update]")
+        return {
+            "crls": [(cells.nth(i).inner_text(), cells.nth(i).get_attribute("class")) for i in range(cells.count())],
+            "publish": page.inner_text("[data-cpl-published]"),
+            "publish_class": page.get_attribute("[data-cpl-published]", "class"),
+            "as_of": page.inner_text("[data-cpl-as-of]"),
+            "checkpoint": page.inner_text("[data-cpl-checkpoint-age]"),
+        }
+    finally:
+        context.close()
+
+
+def test_freshness_is_computed_when_the_page_is_viewed(demo_site: SiteBuild, browser: Any) -> None:
+    status = json.loads((demo_site.site / "status.json").read_text())
+    published = dt.datetime.fromisoformat(status["last_publish"]["at"].replace("Z", "+00:00"))
+    first_expiry = min(
+        dt.datetime.fromisoformat(m["next_update"].replace("Z", "+00:00")) for m in status["crls"].values()
+    )
+    now = _status_at(demo_site, browser, published + dt.timedelta(hours=1))
+    assert all(text == "fresh" and "cpl-ok" in str(css) for text, css in now["crls"]), now
+    assert now["publish"].startswith("on schedule") and "cpl-ok" in str(now["publish_class"])
+    assert "computed by your browser" in now["as_of"]
+    assert "cosigned by 2 witnesses" in now["checkpoint"], now
+    # 15 days past the first CRL's nextUpdate, with the page as it was built: red, and in words.
+    later = _status_at(demo_site, browser, first_expiry + dt.timedelta(days=15))
+    expired = [(t, c) for t, c in later["crls"] if t.startswith("EXPIRED 15 d")]
+    assert expired and all("cpl-bad" in str(c) for _, c in expired), later
+    assert later["publish"].startswith("LATE: no publish for") and "cpl-bad" in str(later["publish_class"])
+
+
+def test_without_scripts_the_status_says_as_of_when(demo_site: SiteBuild, browser: Any) -> None:
+    context = browser.new_context(java_script_enabled=False)
+    try:
+        page = context.new_page()
+        page.goto(demo_site.url)
+        assert "Status as of the last publish" in page.inner_text("[data-cpl-as-of]")
+        assert page.inner_text("[data-cpl-next-update]") == "fresh"
+    finally:
+        context.close()

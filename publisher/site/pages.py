@@ -30,11 +30,34 @@ def table(headers: list[str], rows: Iterable[list[str]], css: str = "") -> str:
     return f'\n<div class="cpl-table {css}"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>\n'
 
 
+def _time(value: object) -> dt.datetime:
+    return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
 def _fresh(meta: dict[str, object], now: dt.datetime) -> str:
-    next_update = dt.datetime.fromisoformat(str(meta["next_update"]).replace("Z", "+00:00"))
-    if next_update > now:
-        return '<span class="cpl-ok">fresh</span>'
-    return '<span class="cpl-bad">STALE: do not rely on it</span>'
+    """The CRL's status as of ``now`` (the build); status.js recomputes it when the page is viewed."""
+    next_update = str(meta["next_update"])
+    if _time(next_update) > now:
+        text, css = "fresh", "cpl-ok"
+    else:
+        text, css = "EXPIRED: do not rely on it", "cpl-bad"
+    return f'<span class="cpl-status {css}" data-cpl-next-update="{safe(next_update)}">{text}</span>'
+
+
+LATE_FACTOR = 1.25  # a publish is late past its interval plus a quarter (a daily job: 30 h); status.js agrees
+
+
+def _late(at: str, hours: float, now: dt.datetime) -> str:
+    """The last publish's age as of ``now``; LATE past the schedule (status.js recomputes it when viewed)."""
+    if not at:
+        return '<span class="cpl-status cpl-bad">never published</span>'
+    age = now - _time(at)
+    late = age > dt.timedelta(hours=hours * LATE_FACTOR)
+    text, css = ("LATE: the publish job has not run on schedule", "cpl-bad") if late else ("on schedule", "cpl-ok")
+    return (
+        f'<span class="cpl-status {css}" data-cpl-published="{safe(at)}" data-cpl-interval-hours="{hours:g}">'
+        f"{text}</span>"
+    )
 
 
 def home(status: dict[str, object], now: dt.datetime) -> str:
@@ -48,7 +71,7 @@ def home(status: dict[str, object], now: dt.datetime) -> str:
             f'<a href="crl/{safe(name)}/">{safe(name)}</a>',
             safe(meta["number"]),
             safe(meta["this_update"]),
-            safe(meta["next_update"]),
+            f'{safe(meta["next_update"])} <span class="cpl-until" data-cpl-until="{safe(meta["next_update"])}"></span>',
             _fresh(meta, now),
             safe(meta["entries"]),
             f'<a href="crl/{safe(name)}.crl">DER</a> · <a href="crl/{safe(name)}.pem">PEM</a>',
@@ -81,14 +104,17 @@ def home(status: dict[str, object], now: dt.datetime) -> str:
                 ],
                 "cpl-log",
             ),
-            f"Checkpoint signed at the last publish, {safe(last.get('at', status.get('generated_at', '')))}.",
+            f"Checkpoint signed at the last publish, {safe(last.get('at', status.get('generated_at', '')))}"
+            '<span class="cpl-checkpoint-age" data-cpl-checkpoint-age></span>.',
             "",
             "## Last publish",
             table(
-                ["Time", "Accepted submissions", "Rejected submissions", "New CRLs"],
+                ["Time", "Schedule", "Accepted submissions", "Rejected submissions", "New CRLs"],
                 [
                     [
-                        safe(last.get("at", "")),
+                        safe(last.get("at", ""))
+                        + f' <span class="cpl-ago" data-cpl-ago="{safe(last.get("at", ""))}"></span>',
+                        _late(str(last.get("at", "")), float(str(status.get("publish_interval_hours", 24))), now),
                         safe(", ".join(last.get("accepted", [])) or "none"),
                         safe(", ".join(last.get("rejected", [])) or "none"),
                         safe(", ".join(f"{k} #{v}" for k, v in last.get("crls", {}).items()) or "none"),
@@ -96,7 +122,12 @@ def home(status: dict[str, object], now: dt.datetime) -> str:
                 ],
             ),
             "",
-            'Machine-readable: <a href="status.json">status.json</a>.',
+            f'<p class="cpl-as-of" data-cpl-as-of="{safe(now.strftime("%Y-%m-%dT%H:%M:%SZ"))}">'
+            f"Status as of the last publish, {safe(now.strftime('%Y-%m-%d %H:%M:%S'))} UTC. With scripts on, "
+            "your browser recomputes it from the published data when you view the page.</p>",
+            "",
+            'Machine-readable: <a href="status.json">status.json</a>. These dates are what the site says: the '
+            "[verifier](verify.md) checks the CRLs' own signed dates and the log's signed checkpoint.",
         ]
     )
 
