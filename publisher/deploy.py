@@ -52,6 +52,7 @@ from publisher.errors import Refused, UsageError, VerificationFailed
 from publisher.pki.der import parse_time
 from publisher.publication import CRL_ARCHIVE, CRL_DIR, EVIDENCE_DIR, LOG_DIR, now_utc
 from publisher.site.export import public_files
+from publisher.site.feeds import TYPES as FEED_TYPES
 from publisher.site.state import cache_dir
 from publisher.storage import ImmutableObjectChanged
 from publisher.tlog import LogReader, read_vkey
@@ -147,6 +148,8 @@ def policy(rel: str, crl_next_update: dict[str, dt.datetime], now: dt.datetime) 
         return Policy(False, content_type, crl_cache(crl_next_update.get(issuer), now))
     if rel.startswith((f"{LOG_DIR}/", "search/")) or rel == "status.json":
         return Policy(False, content_type, DATA_CACHE)
+    if rel.startswith("feeds/") and suffix in FEED_TYPES:  # Atom and JSON Feed: cached like the pages they follow
+        return Policy(False, FEED_TYPES[suffix], PAGE_CACHE)
     return Policy(False, content_type, PAGE_CACHE)
 
 

@@ -112,25 +112,34 @@ def test_home_page_shows_crls_and_log(demo_site: SiteBuild, watched: Watched) ->
     assert not watched.foreign(), watched.foreign()
 
 
-def test_firmware_search_by_model_and_hash(demo_site: SiteBuild, watched: Watched) -> None:
+def test_one_search_box_finds_manufacturers_models_hashes_and_references(
+    demo_site: SiteBuild, watched: Watched
+) -> None:
     watched.page.goto(urljoin(demo_site.url, "firmware/"))
     text = search(watched, "ESME-100")
-    assert "ESME-100" in text
-    assert "Log index" in text
-    rows = watched.page.locator("#cpl-search-results tbody tr")
-    assert rows.count() >= 1
-    text = search(watched, "esme-100")  # case-insensitive
-    assert "ESME-100" in text
-    image = rows.first.locator("td").nth(8).inner_text().strip()
+    assert "ESME-100" in text and "Log index" in text
+    cards = watched.page.locator("#cpl-search-results tbody.cpl-assoc")
+    assert cards.count() == 2  # the replaced approval and its replacement
+    statuses = [cards.nth(i).locator("td").first.inner_text() for i in range(2)]
+    assert statuses[0].startswith("current") and "replaces #" in statuses[0]  # newest first
+    assert statuses[1].startswith("replaced by #")
+    assert "ESME-100" in search(watched, "esme-100")  # case-insensitive
+    image = cards.first.locator("code.cpl-hash").inner_text().strip()
     assert len(image) == 64
     assert image in search(watched, image)
     assert image in search(watched, image[:8])
     assert "0 associations" in search(watched, "NO-SUCH-MODEL")
-    # Each result says whether the association is current.
-    search(watched, "ESME-100")
-    assert rows.first.locator("td").nth(10).inner_text().strip() in {"current"} | {
-        f"replaced by #{i}" for i in range(int(demo_site.info["size"]))
-    }
+    # A manufacturer by name (any part of it) or ID: links to its page.
+    text = search(watched, "brightwater")
+    assert "1 manufacturer" in text and "Brightwater Devices (1002)" in text
+    link = watched.page.locator("#cpl-search-results .cpl-makers a").first.get_attribute("href")
+    assert link is not None and link.endswith("/firmware/1002/")
+    assert "1 manufacturer" in search(watched, "1003")
+    # A Panel reference and a submission ID, matched whole.
+    assert "1 association" in search(watched, "PANEL-S025") and "INV-2026-007" in watched.page.inner_text(
+        "#cpl-search-results"
+    )
+    assert "3 associations" in search(watched, "s003")
     assert not watched.dialogs
     assert not watched.foreign(), watched.foreign()
 
@@ -215,7 +224,7 @@ def test_hostile_model_ids_in_search_results_are_text(hostile_site: SiteBuild, w
         results = search(watched, text)
         assert "1 association " in results, results
         cells = watched.page.locator("#cpl-search-results tbody td").all_inner_texts()
-        assert shown(text) in cells
+        assert any(shown(text) in c for c in cells), cells
         assert watched.page.locator("#cpl-search-results img, #cpl-search-results svg").count() == 0
         assert watched.page.locator("#cpl-search-results script").count() == 0
     assert not watched.dialogs, watched.dialogs
@@ -268,5 +277,69 @@ def test_without_scripts_the_status_says_as_of_when(demo_site: SiteBuild, browse
         page.goto(demo_site.url)
         assert "Status as of the last publish" in page.inner_text("[data-cpl-as-of]")
         assert page.inner_text("[data-cpl-next-update]") == "fresh"
+    finally:
+        context.close()
+
+
+PAGES = ["", "firmware/", "firmware/1001/", "firmware/1003/", "transparency-log/", "pki/", "crl/ica/",
+         "submission-rules/", "verify/", "verify/download/"]  # fmt: skip
+SCREENSHOTS = Path(__file__).resolve().parents[1] / "build" / "screenshots"
+
+
+@pytest.mark.parametrize(("width", "height"), [(1366, 768), (390, 844)])
+def test_no_page_scrolls_sideways_and_screenshots_are_kept(
+    demo_site: SiteBuild, browser: Any, width: int, height: int
+) -> None:
+    """Every page at a laptop's and a phone's width: nothing wider than the window (the firmware tables turn
+    into cards on a phone). A screenshot of each is written to build/screenshots/ for a reviewer."""
+    context = browser.new_context(viewport={"width": width, "height": height})
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    wide = []
+    try:
+        page = context.new_page()
+        for path in PAGES:
+            assert page.goto(urljoin(demo_site.url, path)).ok, path  # type: ignore[union-attr]
+            page.wait_for_load_state("networkidle")
+            overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+            if overflow > 0:
+                wide.append((path, overflow))
+            # Nor does an association table scroll inside itself (what people look for, hidden to the right).
+            inner = page.evaluate(
+                "() => Math.max(0, ...[...document.querySelectorAll('.cpl-firmware')]"
+                ".map(e => e.scrollWidth - e.clientWidth))"
+            )
+            if inner > 0:
+                wide.append((path + " (association table)", inner))
+            name = (path.strip("/").replace("/", "-") or "home") + f"-{width}.png"
+            page.screenshot(path=str(SCREENSHOTS / name), full_page=True)
+        if width < 600:  # cards: the labels are shown beside the values
+            page.goto(urljoin(demo_site.url, "firmware/1001/"))
+            label = page.evaluate(
+                "() => getComputedStyle(document.querySelector('.cpl-firmware td'), '::before').content"
+            )
+            assert "Status" in label
+            assert (
+                page.evaluate("() => getComputedStyle(document.querySelector('.cpl-firmware thead')).display") == "none"
+            )
+    finally:
+        context.close()
+    assert not wide, f"pages wider than {width} px (path, extra px): {wide}"
+
+
+def test_a_hash_is_shown_whole_on_one_line_and_copied_with_one_click(demo_site: SiteBuild, browser: Any) -> None:
+    context = browser.new_context(viewport={"width": 1366, "height": 768})
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=demo_site.url.rstrip("/"))
+    try:
+        page = context.new_page()
+        page.goto(urljoin(demo_site.url, "firmware/1001/"))
+        code = page.locator("code.cpl-hash").first
+        digest = code.inner_text()
+        assert len(digest) == 64
+        box = code.bounding_box()
+        line = page.evaluate("e => parseFloat(getComputedStyle(e).lineHeight) || 0", code.element_handle())
+        assert box is not None and box["height"] < 2 * max(line, 10), "the hash stays on one line"
+        page.locator("button.cpl-copy").first.click()
+        page.wait_for_function("() => document.querySelector('button.cpl-copy').textContent === 'Copied'")
+        assert page.evaluate("() => navigator.clipboard.readText()") == digest
     finally:
         context.close()

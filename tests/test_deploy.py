@@ -26,8 +26,10 @@ from publisher import demo
 from publisher.deploy import (
     CHECKPOINT_CACHE,
     IMMUTABLE_CACHE,
+    PAGE_CACHE,
     Deployer,
     DeployRefused,
+    Policy,
     Target,
     crl_cache,
     policy,
@@ -58,6 +60,14 @@ def test_the_policy_of_each_kind_of_file() -> None:
     assert policy("firmware/1001/index.html", nu, NOW).content_type == "text/html; charset=utf-8"
     assert not policy("log/lookup/hash/abc.json", nu, NOW).immutable
     assert policy("pki/ica.pem", nu, NOW).content_type == "application/x-pem-file"
+    for rel, kind in [
+        ("feeds/approvals.atom", "application/atom+xml"),
+        ("feeds/crls.json", "application/feed+json"),
+        ("feeds/manufacturer/m-0123456789ab.atom", "application/atom+xml"),
+        ("feeds/manufacturer/1001.json", "application/feed+json"),
+    ]:
+        assert policy(rel, nu, NOW) == Policy(False, kind, PAGE_CACHE), rel
+    assert policy("search/makers.json", nu, NOW).content_type == "application/json"  # a .json elsewhere: JSON
 
 
 @given(st.integers(-(10**6), 10**8))

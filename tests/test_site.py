@@ -32,6 +32,7 @@ from site_fixtures import (
 
 from publisher import demo
 from publisher.config import load as load_config
+from publisher.entries import json_entries
 from publisher.site.lookup import model_lookup_key, shard_path
 from publisher.tlog import open_log
 from publisher.tlog.checkpoint import open_checkpoint
@@ -178,9 +179,12 @@ def test_the_submission_rules_page_is_the_verifiers_table_and_in_the_navigation(
     site = demo_site.site
     rules_page = site / "submission-rules" / "index.html"
     raw = rules_page.read_text(encoding="utf-8")
-    table = re.search(r'class="cpl-table cpl-rules"><table>.*?<tbody>(.*?)</tbody>', raw, re.S)
+    table = re.search(r'class="cpl-table cpl-rules"><table class="cpl-grid">.*?<tbody>(.*?)</tbody>', raw, re.S)
     assert table, "no rules table on the page"
-    rows = [re.findall(r"<td>(.*?)</td>", row, re.S) for row in re.findall(r"<tr>(.*?)</tr>", table.group(1), re.S)]
+    rows = [
+        re.findall(r'<td data-label="[^"]*">(.*?)</td>', row, re.S)
+        for row in re.findall(r"<tr>(.*?)</tr>", table.group(1), re.S)
+    ]
     # Every rule of the verifier's table, in its order, each cell HTML-escaped (no copy to drift).
     assert [[re.sub(r"<[^>]+>", "", cell) for cell in row] for row in rows] == [
         [html.escape(r.id, quote=True), html.escape(r.clause, quote=True), html.escape(r.statement, quote=True)]
@@ -459,3 +463,29 @@ def test_the_readme_first_steps_check_the_demo_firmware(demo_site: SiteBuild, tm
         raw = subprocess.run(["bash", "-c", json_line], cwd=tmp_path, env=env, capture_output=True, text=True)
         verdicts.append(json.loads(raw.stdout)["result"]["verdict"])
     assert verdicts == ["current", "replaced", "not-found"]
+
+
+def test_charts_explain_the_history_with_their_numbers_beside_them(demo_site: SiteBuild) -> None:
+    """Inline SVG drawn at build time (no script), named and described for screen readers, with the same
+    numbers in a table: the log's size and approvals by month, and each CRL's revocations."""
+    log_page = (demo_site.site / "transparency-log" / "index.html").read_text()
+    svgs = re.findall(r'<svg class="cpl-chart"[^>]*role="img"[^>]*>(.*?)</svg>', log_page, re.S)
+    assert len(svgs) == 2 and all("<title" in s and "<desc" in s and "<script" not in s for s in svgs)
+    tables = re.findall(r'<table class="cpl-numbers">.*?<tbody>(.*?)</tbody>', log_page, re.S)
+    sizes = [int(c.replace(",", "")) for c in re.findall(r"<tr><td>[^<]*</td><td>([^<]*)</td></tr>", tables[0])]
+    approvals = [int(c.replace(",", "")) for c in re.findall(r"<tr><td>[^<]*</td><td>([^<]*)</td></tr>", tables[1])]
+    assert sizes[-1] == demo_site.info["size"]
+    entries = json_entries(open_log(load_config(demo_site.publication)).entries())
+    assert sum(approvals) == sum(1 for _, e in entries if e.get("type") == "cpl-association/v1")
+    pki = (demo_site.site / "pki" / "index.html").read_text()
+    assert 'aria-labelledby="revoked-title revoked-desc"' in pki
+    assert "<td>ica</td>" not in pki and ">ica</text>" in pki  # the series is named in the legend
+
+
+def test_chart_axes_are_round_and_labels_escaped() -> None:
+    from publisher.site import charts
+
+    assert charts._ticks(0) == [0] and charts._ticks(7) == [0, 2, 4, 6, 8]
+    assert charts._ticks(123) == [0, 50, 100, 150] and len(charts._ticks(10**9 + 1)) <= 6
+    svg = charts.bar_chart("x", "<script>", [("<b>", 1)], "u&v")
+    assert "<script>" not in svg and "&lt;script&gt;" in svg and "<b>" not in svg

@@ -36,9 +36,6 @@ def make(site: Path, publication: Path, monkeypatch: pytest.MonkeyPatch, dirty: 
     """Build as ``mkdocs build [--dirty] -d site`` does (in this process, so the page size above applies)."""
     monkeypatch.setenv("CPL_PUBLICATION", str(publication))
     config = load_config(str(REPO / "mkdocs.yml"), site_dir=str(site))
-    # MkDocs keeps plugin instances for the life of a process (for `mkdocs serve`), and Material's search
-    # carries a dirty build's index into the next build; each `mkdocs build` command is a process of its own.
-    config.plugins["material/search"].search_index_prev = None
     config.plugins.on_startup(command="build", dirty=dirty)
     try:
         build(config, dirty=dirty)
@@ -49,7 +46,7 @@ def make(site: Path, publication: Path, monkeypatch: pytest.MonkeyPatch, dirty: 
 
 
 def submit(p: Pub, sub_id: str, n: int, replaces: int | None = None) -> None:
-    rows = [
+    rows: list[tuple[str, ...]] = [
         (p.maker.org_id, "Acme", f"ESME-{sub_id}-{k}", "1.0", "1.0", "ESME", "SMETS2", demo.image_hash(f"{sub_id}{k}"))
         for k in range(n)
     ]
@@ -123,7 +120,7 @@ def test_an_incremental_build_reads_only_new_entries_and_equals_a_full_build(
     same_site(site, full)
     # The replaced row says so on its page.
     page = (site / "firmware" / "1001" / "page-1" / "index.html").read_text()
-    assert re.search(r"replaced by #\d+", page)
+    assert re.search(r"replaced</span> by #\d+", page)
 
 
 def test_a_build_over_an_unchanged_publication_writes_nothing_new(
@@ -332,9 +329,12 @@ def test_the_table_bypasses_markdown_and_a_hostile_name_cannot_move_it() -> None
     maker = Maker(name, "1001", 1, [7])
     row = [7, "1001", name, "M", "1", "1", "ESME", "SMETS2", "ab" * 32, "2026-11-29T00:00:00Z", None, name, None, ""]
     head, raw = pages.split_raw_html(pages.chunk_page("1001", maker, 0, [row]))
-    assert raw is not None and raw.lstrip().startswith('<div class="cpl-table cpl-firmware">')
+    assert raw is not None and raw.lstrip().startswith('<div class="cpl-firmware">')
     assert pages.RAW_HTML_MARKER not in raw and "&lt;!-- cpl:raw-html --&gt;" in raw
-    assert head.count(pages.RAW_HTML_PLACEHOLDER) == 3  # its own line, and twice escaped in the heading
+    # Its own line, twice escaped in the heading, and twice in the title (reduced to letters, digits and
+    # dashes there, it cannot form the placeholder's paragraph).
+    assert head.count(pages.RAW_HTML_PLACEHOLDER) == 5
+    assert head.count(f"<p>{pages.RAW_HTML_PLACEHOLDER}</p>") == 0
     rendered = f"<h1>{pages.safe(name)}</h1><p>{pages.RAW_HTML_PLACEHOLDER}</p><p>after</p>"
     assert pages.join_raw_html(rendered, raw) == f"<h1>{pages.safe(name)}</h1>{raw}<p>after</p>"
     with pytest.raises(ValueError, match="exactly once"):

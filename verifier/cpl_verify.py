@@ -15,8 +15,10 @@ site serves is checked against them.
     python cpl_verify.py --trust trust.json --state ~/.cpl consistency
     python cpl_verify.py --trust trust.json audit                # the whole log, every entry's evidence
     python cpl_verify.py --trust trust.json check-submission DIR # a manufacturer's pre-check: intake's verdict
+    python cpl_verify.py --trust trust.json --state ~/.cpl watch --manufacturer 1001 --certificate SHA256  # alerts
 
-Exit codes: 0 yes, 1 verification failed, 2 usage, network or I/O error, 3 verified but no (see --help).
+Exit codes: 0 yes, 1 verification failed, 2 usage, network or I/O error, 3 verified but no (see --help);
+watch: 4 new entries naming the manufacturer, 5 new entries and at least one flagged (an unexpected signer).
 Fetching: --timeout bounds each request as a whole, --deadline the whole command
 (exit 2); size caps count decoded bytes (gzip); a site folder is read only for
 regular files inside it (no FIFOs, devices or symbolic links out of it).
@@ -48,6 +50,11 @@ What is checked, and against what:
                the site's CRLs and log (without a site: the chains to the pinned roots, and "NOT CHECKED"
                for revocation and 4.3(b)); exit 0 intake would accept it, 1 it would refuse it (by rule ID),
                3 nothing is refused but some rule could not be judged (each named NOT CHECKED)
+  watch        every entry since the last run (--state, per watch) naming the manufacturer ID(s) or signed
+               with the given certificates: each bundle read proved against the checkpoint (itself proved
+               consistent with the one in --state and where the watch stopped); flagged: a watched
+               manufacturer's entry signed by a certificate not listed, a watched key used for another
+               manufacturer's model. Exit 0 nothing new, 4 new entries, 5 new entries and a flag
 
 Layout: the sections of this file, in order, and what each owns.
   The library (``__all__``; imported by the publisher; never uses a name of the tool below it):
@@ -80,6 +87,7 @@ Layout: the sections of this file, in order, and what each owns.
     cert / link          one end-entity certificate (a file, or a TLS endpoint's): the verdict
     inclusion            a firmware hash or device model: its approvals, replacements and signers
     consistency/monitor  the newest checkpoint against the remembered one, once or repeatedly
+    watch                alerts for manufacturers: new entries naming them or their certificates, proved
     audit                Auditor: the whole log (its parts: Report, Tree, Signatures, Entries)
     check-submission     a submission folder judged as intake would
     command line         argparse, trust and --tofu, build_context, main
@@ -5740,17 +5748,32 @@ def _inclusion(ctx: Context) -> int:
 def save_proof(ctx: Context, fetcher: TileFetcher, signed: SignedCheckpoint, index: int) -> None:
     """``--save-proof FILE``: a c2sp.org/tlog-proof@v1 file for entry ``index`` under the verified checkpoint,
     the entry in its ``extra`` line, so the file alone proves it offline (``inclusion --proof FILE``)."""
-    cp = signed.checkpoint
-    entry = fetcher.bundle(index // TILE_WIDTH)[index % TILE_WIDTH]
-    proof = tuple(inclusion_proof(index, cp.size, fetcher.hash_range()))
-    verify_inclusion(index, cp.size, leaf_hash(entry), proof, cp.root)  # what is saved verifies
     path = Path(ctx.args.save_proof).expanduser()
     try:
-        path.write_text(TlogProof(index, proof, signed.raw, entry).encode())
+        path.write_text(tlog_proof_of(fetcher, signed, index).encode())
     except OSError as exc:
         raise UsageError(f"--save-proof: cannot write {path}: {exc.strerror or exc}") from exc
     ctx.out.result["saved_proof"] = str(path)
     ctx.out.say(f"proof of entry {index} saved to {path} (c2sp.org/tlog-proof@v1; check it with --proof {path})")
+
+
+def tlog_proof_of(
+    fetcher: TileFetcher, signed: SignedCheckpoint, index: int, hash_range: HashRange | None = None
+) -> TlogProof:
+    """The c2sp.org/tlog-proof@v1 of entry ``index`` under the verified checkpoint, the entry in its ``extra``
+    line (so the proof alone proves it offline); the proof is verified before it is returned. ``hash_range``:
+    the fetcher's, or one that remembers its answers (many proofs in one bundle share most of their hashes)."""
+    cp = signed.checkpoint
+    entry = fetcher.bundle(index // TILE_WIDTH)[index % TILE_WIDTH]
+    proof = tuple(inclusion_proof(index, cp.size, hash_range or fetcher.hash_range()))
+    try:
+        verify_inclusion(index, cp.size, leaf_hash(entry), proof, cp.root)  # what is saved verifies
+    except ProofError as exc:
+        raise VerifyFailed(
+            f"entry {index} is not proved to be in the log: {fetcher.blame(cp.root)}; "
+            "the site's data is damaged or tampered with"
+        ) from exc
+    return TlogProof(index, proof, signed.raw, entry)
 
 
 def _inclusion_at_index(ctx: Context, fetcher: TileFetcher, signed: SignedCheckpoint) -> int:
@@ -5900,6 +5923,296 @@ def cmd_monitor(ctx: Context) -> int:
         if code != EXIT_OK or (count and n >= count) or not ctx.args.interval:
             return code
         time.sleep(float(ctx.args.interval))
+
+
+# =====================================================================================================
+# watch: alerts for manufacturers: every entry since the last run that names a manufacturer or uses its
+# certificates, each proved against the verified checkpoint, remembered per watch in --state
+# =====================================================================================================
+
+EXIT_NEW_ENTRIES = 4  # watch: verified, and new entries naming the manufacturer(s) appeared
+EXIT_UNEXPECTED = 5  # watch: verified, new entries appeared, and at least one is flagged (Watch.flags)
+
+_FINGERPRINT_PREFIX_RE = re.compile(r"^(?:sha-?256(?: fingerprint)?\s*[:=]\s*)", re.IGNORECASE)
+
+
+def parse_certificate_sha256(text: str) -> str:
+    """A certificate's SHA-256 as users paste it: HEX, ``sha256:HEX``, colon-separated pairs, or the
+    ``sha256 Fingerprint=AB:CD:...`` line of ``openssl x509 -fingerprint -sha256``; UsageError otherwise."""
+    value = _FINGERPRINT_PREFIX_RE.sub("", text.strip())
+    value = value.replace(":", "").replace(" ", "").lower()
+    if not _HEX64_RE.fullmatch(value):
+        raise UsageError(
+            f"--certificate {text!r}: give the SHA-256 of the certificate's DER (64 hex digits; also accepted: "
+            "sha256:HEX, AB:CD:... pairs, and openssl's 'sha256 Fingerprint=' line)"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class Watch:
+    """What one ``watch`` looks for: manufacturer IDs (as device models name them) and certificate SHA-256s."""
+
+    manufacturers: tuple[str, ...]
+    certificates: tuple[str, ...]
+
+    @property
+    def key(self) -> str:
+        """Its name in --state: two watches of other manufacturers or certificates keep separate positions."""
+        query = {"certificates": list(self.certificates), "manufacturers": list(self.manufacturers)}
+        return canonical_json(query).decode()
+
+    def matched_by(self, entry: dict[str, Any]) -> list[str]:
+        """Which fields of an association entry make it one of this watch's (empty: not one)."""
+        man, end = _party(entry, "manufacturer"), _party(entry, "endorser")
+        found = []
+        if _model_of(entry)[0] in self.manufacturers:
+            found.append("device_model.manufacturer_id")
+        if str(man.get("organisation_id", "")) in self.manufacturers:
+            found.append("manufacturer.organisation_id")
+        if str(man.get("certificate_sha256", "")).lower() in self.certificates:
+            found.append("manufacturer.certificate_sha256")
+        if str(end.get("certificate_sha256", "")).lower() in self.certificates:
+            found.append("endorser.certificate_sha256")
+        return found
+
+    def flags(self, entry: dict[str, Any], matched: list[str]) -> list[dict[str, str]]:
+        """The findings about a matched entry that need a person's attention (exit 5): ``unexpected-signer``,
+        a watched manufacturer's entry whose Manufacturer signature is by a certificate not listed (judged only
+        when certificates are listed), and ``other-manufacturer``, a watched certificate or organisation ID
+        that signed another manufacturer's device model."""
+        man = _party(entry, "manufacturer")
+        mid = _model_of(entry)[0]
+        cert = str(man.get("certificate_sha256", "")).lower()
+        out = []
+        names_us = "device_model.manufacturer_id" in matched or "manufacturer.organisation_id" in matched
+        if names_us and self.certificates and cert not in self.certificates:
+            out.append(
+                {
+                    "flag": "unexpected-signer",
+                    "message": f"the entry names manufacturer {mid} but its Manufacturer signature is by the "
+                    f"certificate {cert} ({man.get('organisation')}, ID {man.get('organisation_id')}), which is not "
+                    "in the --certificate list: a certificate issued in this name that you did not list",
+                }
+            )
+        if "device_model.manufacturer_id" not in matched:
+            out.append(
+                {
+                    "flag": "other-manufacturer",
+                    "message": f"the entry is for a device model of manufacturer {mid}, which is not watched, but "
+                    f"matched by {', '.join(matched)}: a watched certificate or organisation signed another "
+                    "manufacturer's model",
+                }
+            )
+        return out
+
+
+def watch_of(args: argparse.Namespace) -> Watch:
+    ids = []
+    for given in args.manufacturer or []:
+        mid = str(given).strip()
+        if not mid:
+            raise UsageError("--manufacturer: give a manufacturer ID (as the CPL's device models name it)")
+        ids.append(mid)
+    if not ids:
+        raise UsageError("watch needs at least one --manufacturer ID")
+    certs = [parse_certificate_sha256(c) for c in args.certificate or []]
+    return Watch(tuple(sorted(set(ids))), tuple(sorted(set(certs))))
+
+
+def proved_bundle(ctx: Context, fetcher: TileFetcher, signed: SignedCheckpoint, bundle: int) -> list[bytes]:
+    """The entries of ``bundle``, every one authenticated against the verified checkpoint by one proof.
+
+    The inclusion proof is the bundle's first entry's, and its hashes inside the bundle's subtree (the
+    siblings at heights 0 to 7) are computed from the bundle's own entries, never taken from a published
+    tile: a proof that verifies fixes every entry of the bundle (changing any one changes one of those
+    hashes). So a bundle costs one proof, O(log n), and reading k new entries O(k + log n) hashes.
+    """
+    cp = signed.checkpoint
+    entries = fetcher.bundle(bundle)
+    own = fetcher.bundle_hashes[bundle]
+
+    def read(tile: Tile) -> list[bytes]:
+        return own if tile.level == 0 and tile.index == bundle else fetcher.read_tile(tile)
+
+    first = bundle * TILE_WIDTH
+    try:
+        proof = inclusion_proof(first, cp.size, tile_hash_range(cp.size, read))
+        verify_inclusion(first, cp.size, own[0], proof, cp.root)
+    except ProofError as exc:
+        last = first + len(entries) - 1
+        raise VerifyFailed(
+            f"entries {first} to {last} are not proved to be in the log: {fetcher.blame(cp.root)}; the site's data "
+            "is damaged or tampered with"
+        ) from exc
+    return entries
+
+
+def remembering(hash_range: HashRange) -> HashRange:
+    """``hash_range``, each answer computed once."""
+    known: dict[tuple[int, int], bytes] = {}
+
+    def cached(start: int, end: int) -> bytes:
+        key = (start, end)
+        if key not in known:
+            known[key] = hash_range(start, end)
+        return known[key]
+
+    return cached
+
+
+def _watch_position(ctx: Context, w: Watch, fetcher: TileFetcher, signed: SignedCheckpoint) -> int | None:
+    """The first index this watch has not reported (None: never run with this --state), after proving the
+    checkpoint it stopped at a prefix of ``signed`` (a rewritten history under reported entries is a fork)."""
+    watches = ctx.state.data.get("watch")
+    logs = watches.get(ctx.origin) if isinstance(watches, dict) else None
+    record = logs.get(w.key) if isinstance(logs, dict) else None
+    if record is None:
+        return None
+    where = f"where this watch stopped (--state {ctx.args.state})"
+    try:
+        position = int(record["next_index"])
+        old = open_checkpoint(str(record["checkpoint"]), ctx.origin, ctx.trust.verifiers)
+    except (KeyError, TypeError, ValueError, CheckpointError) as exc:
+        raise UsageError(
+            f"the state folder's record of this watch is unreadable ({exc}); use another --state folder"
+        ) from exc
+    if position != old.checkpoint.size:
+        raise UsageError("the state folder's record of this watch is inconsistent; use another --state folder")
+    check_consistent(ctx, fetcher, old, signed, where)
+    return position
+
+
+def cmd_watch(ctx: Context) -> int:
+    """Report every entry since the last run that names the watched manufacturer(s) or uses the watched
+    certificates, each proved; remember where it stopped only once all of it is verified."""
+    w = watch_of(ctx.args)
+    if not ctx.state.enabled:
+        raise UsageError(
+            "watch needs --state DIR: it remembers there which entries it has already reported (and the checkpoint, "
+            "to detect a fork or rollback); without it every run would report the whole history again"
+        )
+    signed, fetcher = latest_checkpoint(ctx)
+    cp = signed.checkpoint
+    position = _watch_position(ctx, w, fetcher, signed)
+    first_run = position is None
+    start = (cp.size if ctx.args.since_now else 0) if position is None else position
+    res = ctx.out.result
+    res["watch"] = {"manufacturers": list(w.manufacturers), "certificates": list(w.certificates)}
+    res["checkpoint"] = {"origin": cp.origin, "size": cp.size, "root": b64encode(cp.root), "note": signed.raw}
+    res["first_run"] = first_run
+    res["range"] = {"start": start, "end": cp.size}
+    certs = f"; certificates {', '.join(c[:16] + '...' for c in w.certificates)}" if w.certificates else ""
+    ctx.out.say(f"watching manufacturer {', '.join(w.manufacturers)}{certs}")
+    ctx.out.say(f"checkpoint verified: {cp.origin}, size {cp.size}, root {b64encode(cp.root)}")
+    if first_run and ctx.args.since_now:
+        ctx.out.say(f"  first run with --since-now: the {cp.size} entries logged so far are not reported")
+    elif first_run:
+        ctx.out.say(f"  first run with this state folder: reading the whole history ({cp.size} entries)")
+    matches: list[dict[str, Any]] = []
+    proofs: dict[int, TlogProof] = {}
+    bundles = range(start // TILE_WIDTH, (cp.size + TILE_WIDTH - 1) // TILE_WIDTH) if start < cp.size else range(0)
+    for bundle in bundles:
+        ctx.out.progress(f"reading entries: {max(start, bundle * TILE_WIDTH):,} of {cp.size:,}")
+        ranges = remembering(fetcher.hash_range())  # one bundle's proofs share most hashes: kept per bundle
+        for offset, raw in enumerate(proved_bundle(ctx, fetcher, signed, bundle)):
+            index = bundle * TILE_WIDTH + offset
+            if index < start:
+                continue
+            entry = parse_entry(raw)
+            if entry is None or entry.get("type") != ASSOCIATION_TYPE:
+                continue
+            matched = w.matched_by(entry)
+            if matched:
+                proofs[index] = tlog_proof_of(fetcher, signed, index, ranges)
+                matches.append(_watch_match(proofs[index], cp.size, raw, entry, w, matched))
+    ctx.out.progress("")
+    if ctx.args.save_proofs and matches:
+        _save_watch_proofs(ctx, proofs, matches)
+    flagged = sum(1 for m in matches if m["flags"])
+    res["matches"] = matches
+    res["new"] = len(matches)
+    res["flagged"] = flagged
+    what = f"manufacturer {', '.join(w.manufacturers)}" + (" or a watched certificate" if w.certificates else "")
+    read = f"entries {start} to {cp.size - 1} read, each bundle proved against the signed checkpoint"
+    if not matches:
+        said = read if start < cp.size else f"no entry added since size {start}"
+        ctx.out.say(f"NOTHING NEW for {what}: {said}")
+    else:
+        n = len(matches)
+        ctx.out.say(f"NEW: {n} entr{'y' if n == 1 else 'ies'} for {what}" + (f", {flagged} FLAGGED" if flagged else "")
+                    + f" ({read}):")  # fmt: skip
+        for m in matches:
+            _say_watch_match(ctx, m)
+    watches = ctx.state.data.get("watch")
+    if not isinstance(watches, dict):
+        watches = ctx.state.data["watch"] = {}
+    if not isinstance(watches.get(ctx.origin), dict):
+        watches[ctx.origin] = {}
+    watches[ctx.origin][w.key] = {
+        "manufacturers": list(w.manufacturers),
+        "certificates": list(w.certificates),
+        "next_index": cp.size,
+        "checkpoint": signed.raw,
+        "updated_at": iso_utc(datetime.now(UTC).replace(microsecond=0)),
+    }
+    if flagged:
+        return EXIT_UNEXPECTED
+    return EXIT_NEW_ENTRIES if matches else EXIT_OK
+
+
+def _watch_match(
+    proof: TlogProof, size: int, raw: bytes, entry: dict[str, Any], w: Watch, matched: list[str]
+) -> dict[str, Any]:
+    """What ``watch`` reports of a matched entry: the association, who signed with which certificate, why it
+    matched, what is flagged, and its inclusion proof (verified)."""
+    a = describe_association(proof.index, entry)
+    for party in ("manufacturer", "endorser"):
+        p = _party(entry, party)
+        a[party] = {k: p.get(k) for k in ("organisation", "organisation_id", "role", "certificate_sha256")}
+    a["manufacturer_name"] = entry.get("manufacturer_name")
+    a["replaces"] = entry.get("replaces") if isinstance(entry.get("replaces"), dict) else None
+    a["matched_by"] = matched
+    a["flags"] = w.flags(entry, matched)
+    a["proof"] = {
+        "leaf_hash": b64encode(leaf_hash(raw)),
+        "checkpoint_size": size,
+        "hashes": [b64encode(h) for h in proof.proof],
+        "saved": None,
+    }
+    return a
+
+
+def _save_watch_proofs(ctx: Context, proofs: dict[int, TlogProof], matches: list[dict[str, Any]]) -> None:
+    """``--save-proofs DIR``: ``DIR/<index>.tlog-proof`` per reported entry (c2sp.org/tlog-proof@v1, the entry
+    in its ``extra`` line: ``inclusion --proof FILE`` checks it offline)."""
+    folder = Path(ctx.args.save_proofs).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for m in matches:
+            path = folder / f"{m['index']}.tlog-proof"
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(proofs[m["index"]].encode())
+            os.replace(tmp, path)
+            m["proof"]["saved"] = str(path)
+    except OSError as exc:
+        raise FetchError(f"--save-proofs: cannot write in {folder}: {exc.strerror or exc}") from exc
+
+
+def _say_watch_match(ctx: Context, m: dict[str, Any]) -> None:
+    _say_association(ctx, {k: v for k, v in m.items() if v is not None or k != "replaces"})
+    man, end = m["manufacturer"], m["endorser"]
+    ctx.out.say(f"  certificates:  manufacturer {man['certificate_sha256']}")
+    ctx.out.say(f"                 endorser     {end['certificate_sha256']}")
+    if m["replaces"] is None:
+        ctx.out.say("  replaces:      no earlier entry")
+    ctx.out.say(f"  matched by:    {', '.join(m['matched_by'])}")
+    p = m["proof"]
+    saved = f"; saved to {p['saved']}" if p["saved"] else ""
+    ctx.out.say(f"  proof:         leaf hash {p['leaf_hash']}, included in the checkpoint of size "
+                f"{p['checkpoint_size']}{saved}")  # fmt: skip
+    for f in m["flags"]:
+        ctx.out.say(f"  {f['flag'].upper().replace('-', ' ')}: {f['message']}")
 
 
 # =====================================================================================================
@@ -6908,7 +7221,7 @@ def cmd_witness(args: argparse.Namespace) -> int:
 # =====================================================================================================
 
 DEFAULT_DEADLINE = 300.0  # seconds for a whole command (for monitor: each check)
-AUDIT_DEADLINE = 3600.0  # audit downloads the whole log
+AUDIT_DEADLINE = 3600.0  # audit downloads the whole log (and so does a first watch)
 
 
 COMMANDS: dict[str, Callable[[Context], int]] = {
@@ -6920,6 +7233,7 @@ COMMANDS: dict[str, Callable[[Context], int]] = {
     "monitor": cmd_monitor,
     "audit": cmd_audit,
     "check-submission": cmd_check_submission,
+    "watch": cmd_watch,
 }
 
 TRUST_HELP = """\
@@ -6947,6 +7261,28 @@ exit codes:
   2  usage, input, network or I/O error: nothing was concluded
   3  verified, and the answer is no: replaced, not found, logged only for another model, a signer's key
      compromised before the approval, a revoked or expired certificate, or not proven (see 'basis')
+  4  watch: verified, and new entries naming the watched manufacturer(s) or certificates appeared
+  5  watch: verified, new entries appeared, and at least one is flagged (UNEXPECTED SIGNER: a manufacturer
+     certificate not in the --certificate list; OTHER MANUFACTURER: a watched key used for another's model)
+"""
+
+WATCH_HELP = """\
+Alerts for manufacturers: every log entry added since the last run (remembered in --state, per watch) that
+names the manufacturer ID(s) (device_model.manufacturer_id, or the manufacturer signer's organisation ID)
+or was signed with one of the certificates (manufacturer or endorser), each proved against the verified
+checkpoint, which is itself proved consistent with the last one seen (a fork or rollback fails, exit 1).
+
+  cpl-verify --trust trust.json --state ~/.cpl-watch watch --manufacturer 1001 \\
+      --certificate sha256:<SHA-256 of your certificate's DER> [--certificate ...] [--save-proofs DIR]
+
+The first run reports the whole history (it reads the whole log once); --since-now starts at the current
+size instead. The position is saved only after a run that verified everything, so a failed run reports
+the same entries again next time. Flagged (exit 5): UNEXPECTED SIGNER, an entry naming a watched
+manufacturer signed by a manufacturer certificate not listed with --certificate (only when some are
+listed); OTHER MANUFACTURER, a watched certificate or organisation signing another manufacturer's model.
+Exit codes: 0 nothing new, 4 new entries, 5 new entries and at least one flagged, 1 verification failed,
+2 usage, network or I/O error. A crontab line that mails (MAILTO) the report only when the exit code is not 0:
+  17 * * * *  out=$(cpl-verify --trust trust.json --state ~/.cpl-watch watch --manufacturer 1001 2>&1) || echo "$out"
 """
 
 
@@ -6980,7 +7316,8 @@ def _common_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
     g.add_argument("--site", default=d, metavar="URL_OR_DIR", help="the site: https:// or http:// URL, or a folder")
     g.add_argument("--log", default=d, metavar="URL_OR_DIR", help="the log prefix (default: <site>/log/)")
     g.add_argument("--trust", default=d, metavar="FILE", help="trust file (format below)")
-    g.add_argument("--state", default=d, metavar="DIR", help="remember the last checkpoint and CRL numbers here")
+    g.add_argument("--state", default=d, metavar="DIR",
+                   help="remember the last checkpoint, CRL numbers and watch positions here")  # fmt: skip
     g.add_argument("--tofu", action="store_true", default=d, help="pin what the site serves (prints what it pinned)")
     g.add_argument("--vkey", action="append", default=d, metavar="KEY", help="pin a log verifier key (repeatable)")
     g.add_argument("--origin", default=d, help="the log's origin (default: the log key's name)")
@@ -6993,8 +7330,8 @@ def _common_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
     g.add_argument("--timeout", type=float, default=d, metavar="SECONDS",
                    help="the most one request may take: connect, headers and body (default 20)")  # fmt: skip
     g.add_argument("--deadline", type=float, default=d, metavar="SECONDS",
-                   help="stop with exit code 2 after this long (default 300; audit 3600; monitor: each check; "
-                   "0: no limit)")  # fmt: skip
+                   help="stop with exit code 2 after this long (default 300; audit 3600; watch 3600: a first run reads "
+                   "the whole log; monitor: each check; 0: no limit)")  # fmt: skip
     g.add_argument("--max-crl-bytes", type=int, default=d, metavar="N", help="largest CRL accepted (128 MiB)")
     g.add_argument("--now", type=_parse_now, default=d, metavar="TIME", help="check as of this UTC time")
     g.add_argument("--json", action="store_true", default=d, help="machine-readable output")
@@ -7083,6 +7420,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("check-submission", "before submitting: what SECAS's intake would say about a CPL submission folder")
     p.add_argument("folder", help="the submission folder: spreadsheet, request.json, .p7s signatures")
+
+    p = add("watch", "alerts for manufacturers: every new entry naming them or their certificates, proved")
+    p.description = WATCH_HELP
+    p.add_argument("--manufacturer", action="append", required=True, metavar="ID",
+                   help="a manufacturer ID, as the CPL's device models name it (repeatable; at least one)")  # fmt: skip
+    p.add_argument("--certificate", action="append", metavar="SHA256",
+                   help="the SHA-256 of a certificate's DER (HEX, sha256:HEX or AB:CD:...; repeatable): "
+                   "entries it signed are reported; the manufacturer's, signed by another, are flagged")  # fmt: skip
+    p.add_argument("--since-now", action="store_true",
+                   help="on the first run, start at the log's current size, not with its whole history")  # fmt: skip
+    p.add_argument("--save-proofs", metavar="DIR",
+                   help="write DIR/<index>.tlog-proof (c2sp.org/tlog-proof@v1) for each reported entry")  # fmt: skip
 
     w = sub.add_parser("witness", help="run a C2SP tlog-witness: cosign the log's checkpoints (serve, keygen)",
                        description=WITNESS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
@@ -7177,7 +7526,7 @@ def build_context(args: argparse.Namespace) -> Context:
         raise UsageError("--timeout must be more than 0 and at most 86400 seconds")
     if args.deadline is not None and not args.deadline >= 0:
         raise UsageError("--deadline must be 0 (no limit) or more seconds")
-    default_deadline = AUDIT_DEADLINE if args.command == "audit" else DEFAULT_DEADLINE
+    default_deadline = AUDIT_DEADLINE if args.command in ("audit", "watch") else DEFAULT_DEADLINE
     deadline = Deadline(default_deadline if args.deadline is None else args.deadline)
     # Messages about a URL say where it came from: the command line, the trust file or the state folder.
     trust_from = (

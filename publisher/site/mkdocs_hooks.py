@@ -6,8 +6,7 @@ The publication folder is ``$CPL_PUBLICATION`` or ``extra.publication`` in mkdoc
 ``mkdocs build --dirty`` is an incremental build: it reads only the log entries added
 since the last build (``publisher.site.state``), rewrites only the manufacturer pages,
 search and lookup shards those entries touch, and MkDocs re-renders only pages whose
-Markdown changed. Pages in the navigation and the search index (a few) are rendered
-every time, so the search index stays whole. When the cache beside the site does not
+Markdown changed (and those in the navigation, a few). When the cache beside the site does not
 describe this site and a prefix of this log, the dirty build starts from a clean site.
 ``mkdocs build`` (clean) is always a full build. Each build leaves a report of what it
 did in ``last-build.json`` in the cache folder.
@@ -34,13 +33,25 @@ from publisher.config import Config
 from publisher.config import load as load_config
 from publisher.entries import parse_entry
 from publisher.errors import Refused
+from publisher.pki.crl import CRLError, entry_serials, revoked_entries
 from publisher.pki.der import parse_time
 from publisher.pki.registers import load_revocations
 from publisher.publication import CRL_DIR, LOG_DIR, STATUS_FILE, VKEY, load_certificate, now_utc
-from publisher.site import pages
+from publisher.site import check_page, feeds, pages
 from publisher.site.export import export_tree, witnessing_of
-from publisher.site.state import SiteState, cache_dir, write_if_changed
-from publisher.tlog import LogReader, open_log
+from publisher.site.state import (
+    C_ENTRIES,
+    C_ISSUER,
+    C_NUMBER,
+    C_SHA256,
+    FEED_ITEMS,
+    MAKERS_FILE,
+    RECENT,
+    SiteState,
+    cache_dir,
+    write_if_changed,
+)
+from publisher.tlog import LogReader, open_log, read_vkey
 from publisher.tlog.checkpoint import parse_unverified
 from publisher.tlog.merkle import ProofError, verify_consistency
 from verifier.cpl_verify import RULES, iso_utc
@@ -141,6 +152,7 @@ def on_files(files: Files, config: Any) -> Files:
         ((i, parse_entry(raw)) for i, raw in enumerate(log.entries(since), since)),
         lambda i: parse_entry(log.entry(i)),
     )
+    _count_crl_entries(pub, state)
 
     # The manufacturer pages: rewritten when touched, rendered by MkDocs only when their Markdown changed.
     touched = changes.pages(state.makers)
@@ -149,6 +161,9 @@ def on_files(files: Files, config: Any) -> Files:
     for mid, n in sorted(touched):
         maker = state.makers[mid]
         text = pages.chunk_page(mid, maker, n, state.chunk(mid, n))
+        text = feeds.advertise(
+            text, [feeds.maker_feed(maker.slug), feeds.APPROVALS], _up(pages.chunk_page_path(maker, n), config)
+        )
         rewritten += write_if_changed(page_src / pages.chunk_page_path(maker, n), text.encode())
     for maker in state.makers.values():
         for n in range(len(maker.starts)):
@@ -180,7 +195,7 @@ def on_files(files: Files, config: Any) -> Files:
         )
     generated["firmware/index.md"] = pages.firmware_index(state.makers)
     generated["transparency-log.md"] = pages.log_page(
-        log.signed.raw, (pub.root / VKEY).read_text(), state.recent[::-1], witnessing
+        log.signed.raw, (pub.root / VKEY).read_text(), state.recent[-RECENT:][::-1], witnessing, state.months
     )
 
     def described(path: Path) -> tuple[str, str, str]:
@@ -189,7 +204,14 @@ def on_files(files: Files, config: Any) -> Files:
 
     anchors = [described(p) for p in pub.trust_anchors]
     others = [described(i.certificate) for i in pub.issuers if i.certificate not in pub.trust_anchors]
-    generated["pki.md"] = pages.pki_page(anchors, others)
+    by_issuer: dict[str, list[str]] = {}
+    for r in revocations:
+        by_issuer.setdefault(r.issuer, []).append(r.revoked_at)
+    generated["pki.md"] = pages.pki_page(anchors, others, by_issuer)
+    # The check page: the log's key and the witness policy built in, as the verifier's trust file pins them.
+    log_key = read_vkey(pub.root / LOG_DIR)
+    policy = check_page.client_policy(pub.witnessing.policy if pub.witnessing else None, log_key)
+    generated[check_page.CHECK_PAGE] = check_page.check_page(pub.origin, log_key.vkey, policy)
     # From the verifier's table itself, never a copy: the page cannot drift from what intake and audit run.
     generated[pages.RULES_PAGE] = pages.rules_page(RULES)
     if VERIFIER.exists():
@@ -205,18 +227,18 @@ def on_files(files: Files, config: Any) -> Files:
             f"SHA-256: <code>{digest}</code>",
             "",
             "Check the digest before you run it: `sha256sum cpl_verify.py`.",
+            *check_page.digests_section(check_page.script_digests(Path(config["docs_dir"]))),
         ]
     )
     for uri, content in generated.items():
+        if uri in PAGE_FEEDS or uri.startswith("crl/"):  # the issuer pages: crl/<issuer>.md
+            paths = PAGE_FEEDS.get(uri, [feeds.REVOCATIONS, feeds.CRLS])
+            content = feeds.advertise(content, paths, _up(uri, config), visible=uri != "index.md")
         existing = files.get_file_from_path(uri)
         if existing is not None:
             files.remove(existing)
         files.append(File.generated(config, uri, content=content))
-    if dirty:
-        # Pages from docs_dir are indexed for search, and a dirty build indexes only what it renders.
-        for file in files.documentation_pages():
-            if file.abs_src_path and not file.abs_src_path.startswith(str(page_src)) and not file.generated_by:
-                file.content_string = Path(file.abs_src_path).read_text(encoding="utf-8")
+    _state["feeds"] = _feed_documents(pub, config, state, {mid for mid, _ in touched}, revocations)
     _state.update(
         state=state,
         since=since,
@@ -228,6 +250,56 @@ def on_files(files: Files, config: Any) -> Files:
         started=started,
     )  # fmt: skip
     return files
+
+
+# The feeds each generated page names (home: in its head only, its visible line is for ``home()`` to place);
+# each issuer page (crl/<issuer>.md) the revocations and CRLs; a manufacturer's pages its own and all approvals.
+PAGE_FEEDS = {
+    "index.md": [feeds.APPROVALS, feeds.REVOCATIONS, feeds.CRLS],
+    "firmware/index.md": [feeds.APPROVALS],
+    "transparency-log.md": [feeds.APPROVALS, feeds.CRLS],
+    "pki.md": [feeds.REVOCATIONS, feeds.CRLS],
+}
+
+
+def _up(uri: str, config: Any) -> str:
+    """From the page of ``uri`` to the site's root (``../`` per level of its URL)."""
+    return "../" * File(uri, "", config["site_dir"], config["use_directory_urls"]).url.count("/")
+
+
+def _count_crl_entries(pub: Config, state: SiteState) -> None:
+    """How many certificates each newly logged CRL revokes (a crl/v1 entry does not say), read once from its
+    archived DER when that is the DER the entry names; otherwise left unknown and tried again next build."""
+    issuers = {i.name for i in pub.issuers}
+    for row in state.crls:
+        if row[C_ENTRIES] is not None or row[C_ISSUER] not in issuers or not isinstance(row[C_NUMBER], int):
+            continue
+        try:
+            der = (pub.root / CRL_DIR / "archive" / row[C_ISSUER] / f"{row[C_NUMBER]}.crl").read_bytes()
+            if hashlib.sha256(der).hexdigest() == row[C_SHA256]:
+                row[C_ENTRIES] = len(entry_serials(revoked_entries(der).body))
+        except (OSError, CRLError):
+            pass
+
+
+def _feed_documents(
+    pub: Config, config: Any, state: SiteState, makers: set[str], revocations: list[Any]
+) -> dict[str, bytes]:
+    """The feeds' files: the global ones (a hundred items each, whatever the log's size) every build, and the
+    feeds of the manufacturers whose pages this build touched (rows added or marked, or renamed): the others'
+    newest rows and names are unchanged, so are their feeds, and the site keeps their files. Regenerating all
+    would cost a chunk read per manufacturer per build (a thousand at a million entries); this costs what the
+    publish changed. An unchanged file is not rewritten (``write_if_changed``)."""
+    site = feeds.Site(pub.site_url, str(config["site_name"]))
+    out = {
+        **feeds.documents(site, feeds.approvals(site, state.recent[-FEED_ITEMS:])),
+        **feeds.documents(site, feeds.revocations(site, revocations)),
+        **feeds.documents(site, feeds.crls(site, state.crls)),
+    }
+    for mid in sorted(makers):
+        maker = state.makers[mid]
+        out.update(feeds.documents(site, feeds.manufacturer(site, mid, maker, state.newest(mid, FEED_ITEMS))))
+    return out
 
 
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
@@ -242,6 +314,14 @@ def on_page_content(html: str, page: Any, config: Any, files: Any) -> str:
     return html if raw is None else pages.join_raw_html(html, raw)
 
 
+def on_post_page(output: str, page: Any, config: Any) -> str:
+    """The page's feeds (its ``feeds`` front matter) as ``<link rel="alternate">`` in its head."""
+    paths = feeds.advertised(page.meta.get("feeds"))
+    if not paths:
+        return output
+    return output.replace("</head>", feeds.head_links(paths, "../" * page.url.count("/")) + "</head>", 1)
+
+
 def on_post_build(config: Any) -> None:
     pub: Config = _state["pub"]
     site = Path(config["site_dir"])
@@ -251,6 +331,9 @@ def on_post_build(config: Any) -> None:
     written = export.written
     for rel in sorted(_state["shards"]):
         written += write_if_changed(site / rel, state.shard_bytes(rel))
+    written += write_if_changed(site / MAKERS_FILE, state.makers_bytes())
+    for rel, data in sorted(_state["feeds"].items()):
+        written += write_if_changed(site / rel, data)
     if VERIFIER.exists():
         data = VERIFIER.read_bytes()
         written += write_if_changed(site / "verify" / "cpl_verify.py", data)
@@ -292,4 +375,18 @@ HEADERS = """/log/checkpoint
   Cache-Control: public, max-age=300
 /status.json
   Cache-Control: public, max-age=60
+/feeds/*
+  Cache-Control: public, max-age=300
+/feeds/approvals.atom
+  Content-Type: application/atom+xml
+/feeds/approvals.json
+  Content-Type: application/feed+json
+/feeds/revocations.atom
+  Content-Type: application/atom+xml
+/feeds/revocations.json
+  Content-Type: application/feed+json
+/feeds/crls.atom
+  Content-Type: application/atom+xml
+/feeds/crls.json
+  Content-Type: application/feed+json
 """

@@ -12,7 +12,19 @@ import datetime as dt
 import html
 from collections.abc import Iterable
 
-from publisher.site.state import R_ENDORSER, R_HASH, R_INDEX, R_MID, R_MODEL, R_REPLACED_BY, R_REPLACES, Maker, Row
+from publisher.site import charts, feeds
+from publisher.site.state import (
+    R_ENDORSER,
+    R_HASH,
+    R_INDEX,
+    R_MID,
+    R_MODEL,
+    R_ORG,
+    R_REPLACED_BY,
+    R_REPLACES,
+    Maker,
+    Row,
+)
 from verifier.cpl_verify import Rule, Witnessing
 from verifier.cpl_verify import clean_cell as clean
 
@@ -23,11 +35,17 @@ def safe(value: object) -> str:
 
 
 def table(headers: list[str], rows: Iterable[list[str]], css: str = "") -> str:
-    """A raw-HTML table block; cells must already be safe HTML."""
-    head = "".join(f"<th>{h}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    # The class goes on the wrapper: Material styles only tables without a class of their own.
-    return f'\n<div class="cpl-table {css}"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>\n'
+    """A raw-HTML table block that becomes one card per row on a phone (each cell labelled with its header);
+    cells must already be safe HTML. The table's own class keeps Material's scrolling wrapper off it."""
+    head = "".join(f'<th scope="col">{h}</th>' for h in headers)
+    body = "".join(
+        "<tr>" + "".join(f'<td data-label="{h}">{c}</td>' for h, c in zip(headers, row, strict=True)) + "</tr>"
+        for row in rows
+    )
+    return (
+        f'\n<div class="cpl-table {css}"><table class="cpl-grid"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{body}</tbody></table></div>\n"
+    )
 
 
 def _time(value: object) -> dt.datetime:
@@ -86,6 +104,8 @@ def home(status: dict[str, object], now: dt.datetime) -> str:
             "verifiable log of the firmware hashes approved on the Central Products List",
             "(SEC Appendix Z 4.1 to 4.3), each checked against the [submission rules](submission-rules.md).",
             "Nothing here needs an account; the [verifier](verify.md) checks everything without trusting this site.",
+            "",
+            feeds.visible_links([feeds.APPROVALS, feeds.REVOCATIONS, feeds.CRLS], ""),
             "",
             "## Certificate revocation lists",
             table(
@@ -165,18 +185,9 @@ def issuer_page(name: str, meta: dict[str, object], revoked: list[dict[str, str]
     )
 
 
-FIRMWARE_HEADERS = [
-    "Log index",
-    "Model",
-    "Hardware",
-    "Firmware",
-    "Type",
-    "SMETS",
-    "Image SHA-256",
-    "Approved",
-    "Endorsed by",
-    "History",
-]
+# What people came for first: is it current, and who endorsed it; then the model, when, and where in the log.
+# The image hash has a row of its own, in full on one line (site_src/javascripts/search.js builds the same).
+FIRMWARE_HEADERS = ["Status", "Endorsed by", "Device model", "Approved (UTC)", "Log index"]
 
 
 def chunk_page_path(maker: Maker, n: int) -> str:
@@ -185,33 +196,37 @@ def chunk_page_path(maker: Maker, n: int) -> str:
     return f"firmware/{maker.slug}/index.md" if n == last else f"firmware/{maker.slug}/page-{n + 1}/index.md"
 
 
+def _title_text(name: str) -> str:
+    """A submitted name reduced to what a browser title may safely carry: letters, digits, spaces and a few
+    marks (MkDocs copies the title into ``<title>`` and the YAML front matter unescaped)."""
+    kept = "".join(c for c in clean(name) if c.isalnum() or c in " .,&'()-")
+    return " ".join(kept.split())[:60] or "Manufacturer"
+
+
 def chunk_page(mid: str, maker: Maker, n: int, rows: list[Row]) -> str:
     """One page of a manufacturer's associations (``ROWS_PER_PAGE`` rows, oldest first).
 
     The newest chunk is the manufacturer's own page, with links to every older page; an older page
     links only to its neighbours, so a publish rewrites the pages it adds rows to, not all of them."""
     last = len(maker.starts) - 1
-    up = "../../../" if n != last else "../../"
     first, end = rows[0][R_INDEX] if rows else 0, rows[-1][R_INDEX] if rows else 0
     if n == last:
         older = " · ".join(f'<a href="page-{k + 1}/">{maker.starts[k]}…</a>' for k in range(last))
         nav = f"<p>Older associations, by first log index: {older}</p>" if last else ""
         heading = f"<h1>{safe(maker.name)} ({safe(mid)})</h1>"
-        title = f"Approved firmware: {maker.slug}"
+        title = f"{_title_text(maker.name)} ({maker.slug}): approved firmware"
     else:
         newer = "../" if n + 1 == last else f"../page-{n + 2}/"
         back = f'<a href="../page-{n}/">older</a> · ' if n > 0 else ""
         nav = f'<p>{back}<a href="{newer}">newer</a> · <a href="../">{safe(maker.name)}: newest</a></p>'
         heading = f"<h1>{safe(maker.name)} ({safe(mid)}): log indices {first} to {end}</h1>"
-        title = f"Approved firmware: {maker.slug}, page {n + 1}"
+        title = f"{_title_text(maker.name)} ({maker.slug}): approved firmware, page {n + 1}"
     # The heading is raw HTML and the title built from the slug (letters, digits, a hash): a Markdown
     # heading would render Markdown inside a submitted name, and MkDocs puts heading text into <title>.
     return "\n".join(
         [
             "---",
             f'title: "{title}"',  # quoted: a colon inside would end the YAML value
-            "search:",
-            "  exclude: true",
             "---",
             "",
             heading,
@@ -222,7 +237,7 @@ def chunk_page(mid: str, maker: Maker, n: int, rows: list[Row]) -> str:
             "",
             OFFLINE_PROOF,
             RAW_HTML_MARKER,
-            table(FIRMWARE_HEADERS, [_firmware_row(r, up) for r in rows], "cpl-firmware"),
+            firmware_table(rows),
         ]
     )
 
@@ -259,10 +274,12 @@ def firmware_index(makers: dict[str, Maker]) -> str:
             "",
             "Every firmware hash the Panel associated with a device model, as logged. Each was submitted",
             "signed and endorsed, and passed the [submission rules](../submission-rules.md) before it was logged.",
-            "Search by device model ID or by image hash (a full SHA-256 or its first 4+ hex digits):",
+            "Search by manufacturer name or ID, device model ID, image hash (a full SHA-256 or its first 4+ hex",
+            "digits), Panel reference or submission ID:",
             "",
             '<div class="cpl-search"><input id="cpl-search" type="search" autocomplete="off" '
-            'placeholder="model ID or image hash" aria-label="Search firmware">'
+            'placeholder="manufacturer, model, image hash, Panel reference or submission ID" '
+            'aria-label="Search firmware">'
             '<div id="cpl-search-results" aria-live="polite"></div></div>',
             "",
             table(["Manufacturer ID", "Name", "Associations"], rows),
@@ -277,20 +294,44 @@ OFFLINE_PROOF = (
 )
 
 
-def _firmware_row(r: Row, up: str) -> list[str]:
-    history = []
-    if r[R_REPLACES] is not None:
-        history.append(f"replaces #{safe(r[R_REPLACES])} ({safe(r[R_REPLACES + 1])})")
+def firmware_table(rows: Iterable[Row], with_maker: bool = False) -> str:
+    """Associations as a table that becomes cards on a phone: one ``tbody`` each, a row of what people look
+    for first and a row with the full image hash and a copy button (shown when scripts run); ``with_maker``:
+    the manufacturer too (where rows of several are shown)."""
+    head = "".join(f'<th scope="col">{h}</th>' for h in FIRMWARE_HEADERS)
+    return (
+        f'\n<div class="cpl-firmware"><table class="cpl-assoc-table"><thead><tr>{head}</tr></thead>'
+        + "".join(_association(r, with_maker) for r in rows)
+        + "</table></div>\n"
+    )
+
+
+def _association(r: Row, with_maker: bool) -> str:
     if r[R_REPLACED_BY] is not None:
-        history.append(f"replaced by #{safe(r[R_REPLACED_BY])}")
-    return [
-        safe(r[R_INDEX]),
-        *(safe(v) for v in r[R_MODEL:R_HASH]),
-        f"<code>{safe(r[R_HASH])}</code>",
-        safe(r[R_HASH + 1]),
+        status = f'<span class="cpl-bad">replaced</span> by #{safe(r[R_REPLACED_BY])}'
+    else:
+        status = '<span class="cpl-ok">current</span>'
+    if r[R_REPLACES] is not None:
+        status += f"<br>replaces #{safe(r[R_REPLACES])} ({safe(r[R_REPLACES + 1])})"
+    model = " · ".join(
+        [f"<strong>{safe(r[R_MODEL])}</strong>", f"hw {safe(r[4])}", f"fw {safe(r[5])}", safe(r[6]), safe(r[7])]
+        + ([f"{safe(r[R_ORG])} ({safe(r[R_MID])})"] if with_maker else [])
+    )
+    cells = [
+        status,
         safe(r[R_ENDORSER]),
-        "<br>".join(history) or "current",
+        model,
+        safe(str(r[R_HASH + 1]).replace("T", " ").rstrip("Z")),
+        safe(r[R_INDEX]),
     ]
+    first = "".join(f'<td data-label="{h}">{c}</td>' for h, c in zip(FIRMWARE_HEADERS, cells, strict=True))
+    digest = safe(r[R_HASH])
+    hash_row = (
+        f'<td colspan="{len(FIRMWARE_HEADERS)}" data-label="Image SHA-256"><code class="cpl-hash">{digest}</code>'
+        f'<button type="button" class="cpl-copy" data-copy="{digest}" aria-label="Copy the image SHA-256">'
+        "Copy</button></td>"
+    )
+    return f'<tbody class="cpl-assoc"><tr>{first}</tr><tr class="cpl-hash-row">{hash_row}</tr></tbody>'
 
 
 def witnesses_section(w: Witnessing | None) -> list[str]:
@@ -318,9 +359,58 @@ def witnesses_section(w: Witnessing | None) -> list[str]:
     ]
 
 
-def log_page(checkpoint: str, vkey: str, recent: list[Row], witnessing: Witnessing | None = None) -> str:
-    """The log page: checkpoint, its witnesses, key, how proofs work, recent entries."""
-    rows = [[safe(r[R_INDEX]), safe(r[R_MID]), safe(r[R_MODEL]), f"<code>{safe(r[R_HASH])}</code>"] for r in recent]
+def history_charts(months: dict[str, list[int]]) -> list[str]:
+    """The log's size and the approvals, month by month (every month from the first, gaps shown as zero)."""
+    if not months:
+        return []
+    labels = _month_range(min(months), max(months))
+    size, sizes = 0, []
+    for m in labels:
+        size = months.get(m, [0, size])[1] or size
+        sizes.append(size)
+    return [
+        "## The log over time",
+        charts.line_chart(
+            "log-size", "Log size (entries) at the end of each month", labels, {"entries": sizes}, "entries"
+        ),
+        charts.bar_chart(
+            "approvals", "Approvals per month", [(m, months.get(m, [0, 0])[0]) for m in labels], "approvals"
+        ),
+    ]
+
+
+def revocation_chart(revoked: dict[str, list[str]]) -> list[str]:
+    """How many certificates each issuer's CRL lists, at the end of each month (revocations are final, so
+    the count only grows). ``revoked``: issuer -> the revocation dates (RFC 3339)."""
+    dates = [d[:7] for ds in revoked.values() for d in ds]
+    if not dates:
+        return []
+    labels = _month_range(min(dates), max(dates))
+    series = {issuer: [sum(d[:7] <= m for d in ds) for m in labels] for issuer, ds in sorted(revoked.items())}
+    return [
+        "## Revocations over time",
+        charts.line_chart("revoked", "Certificates on each CRL, by month", labels, series, "revoked"),
+    ]
+
+
+def _month_range(first: str, last: str) -> list[str]:
+    """Every "YYYY-MM" from ``first`` to ``last``."""
+    year, month = int(first[:4]), int(first[5:7])
+    out: list[str] = []
+    while f"{year:04d}-{month:02d}" <= last and len(out) < 1200:
+        out.append(f"{year:04d}-{month:02d}")
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    return out
+
+
+def log_page(
+    checkpoint: str,
+    vkey: str,
+    recent: list[Row],
+    witnessing: Witnessing | None = None,
+    months: dict[str, list[int]] | None = None,
+) -> str:
+    """The log page: checkpoint, its witnesses, key, how proofs work, the log over time, recent entries."""
     return "\n".join(
         [
             "# The transparency log",
@@ -333,7 +423,7 @@ def log_page(checkpoint: str, vkey: str, recent: list[Row], witnessing: Witnessi
             "",
             *witnesses_section(witnessing),
             "## Verifier key",
-            f"<pre>{safe(vkey.strip())}</pre>",
+            f'<pre class="cpl-key">{safe(vkey.strip())}</pre>',
             "Pin this key from a source you trust (not only this page), then check any proof with it.",
             "",
             "## How proofs work",
@@ -344,8 +434,9 @@ def log_page(checkpoint: str, vkey: str, recent: list[Row], witnessing: Witnessi
             "from it to the tree root and the signed checkpoint. Anyone holding it and the pinned key can check",
             "it offline.",
             "",
+            *history_charts(months or {}),
             "## Most recent associations",
-            table(["Index", "Manufacturer", "Model", "Image SHA-256"], rows) if rows else "None yet.",
+            firmware_table(recent, with_maker=True) if recent else "None yet.",
         ]
     )
 
@@ -355,8 +446,12 @@ def safe_block(text: str) -> str:
     return "\n".join(safe(line) for line in text.rstrip("\n").split("\n"))
 
 
-def pki_page(anchors: list[tuple[str, str, str]], intermediates: list[tuple[str, str, str]]) -> str:
-    """Trust anchors and CA certificates: name, subject, SHA-256 fingerprint."""
+def pki_page(
+    anchors: list[tuple[str, str, str]],
+    intermediates: list[tuple[str, str, str]],
+    revoked: dict[str, list[str]] | None = None,
+) -> str:
+    """Trust anchors and CA certificates: name, subject, SHA-256 fingerprint; revocations over time."""
 
     def rows(items: list[tuple[str, str, str]]) -> list[list[str]]:
         return [[f'<a href="{safe(n)}.pem">{safe(n)}.pem</a>', safe(s), f"<code>{safe(f)}</code>"] for n, s, f in items]
@@ -371,6 +466,7 @@ def pki_page(anchors: list[tuple[str, str, str]], intermediates: list[tuple[str,
             table(["Certificate", "Subject", "SHA-256"], rows(anchors)),
             "## Issuing CAs",
             table(["Certificate", "Subject", "SHA-256"], rows(intermediates)),
+            *revocation_chart(revoked or {}),
         ]
     )
 

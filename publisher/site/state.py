@@ -24,18 +24,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from verifier.cpl_verify import ASSOCIATION_TYPE
+from verifier.cpl_verify import ASSOCIATION_TYPE, CRL_TYPE
 
 ROWS_PER_PAGE = 1000
-RECENT = 50
-FORMAT = 1
+RECENT = 50  # associations on the log page
+FEED_ITEMS = 100  # items in a feed (publisher.site.feeds): the newest approvals, revocations or CRLs
+FORMAT = 2  # 2: rows carry the Panel reference and the submission ID; search shards carry whole rows
 
 # A row: the fields the pages and the search box show, as a list (compact JSON).
 # index, manufacturer ID, organisation, model, hardware, firmware, type, SMETS, image SHA-256, approved,
-# replaced by (index or null), endorser, replaces (index or null), investigation reference.
+# replaced by (index or null), endorser, replaces (index or null), investigation reference, Panel reference,
+# submission ID. site_src/javascripts/search.js reads rows by these positions too.
 Row = list[Any]
 R_INDEX, R_MID, R_ORG, R_MODEL, R_HASH, R_REPLACED_BY, R_ENDORSER, R_REPLACES = 0, 1, 2, 3, 8, 10, 11, 12
-SEARCH_FIELDS = 11  # the search shards carry the fields up to "replaced by" (the search box shows no more)
+R_PANEL, R_SUBMISSION = 14, 15
+R_HARDWARE, R_FIRMWARE, R_TYPE, R_SMETS, R_APPROVED, R_INVESTIGATION = 4, 5, 6, 7, 9, 13
+
+# A logged CRL (a crl/v1 entry), for the CRL feed: log index, issuer, CRL number, thisUpdate, nextUpdate,
+# SHA-256 of the DER, and how many certificates it revokes (None until read from the archived DER).
+CrlRow = list[Any]
+C_INDEX, C_ISSUER, C_NUMBER, C_THIS_UPDATE, C_NEXT_UPDATE, C_SHA256, C_ENTRIES = range(7)
+MAKERS_FILE = "search/makers.json"  # every manufacturer: ID, name, page slug, associations
 
 
 def row_of(index: int, entry: dict[str, Any]) -> Row:
@@ -64,7 +73,14 @@ def row_of(index: int, entry: dict[str, Any]) -> Row:
         get("endorser", "organisation"),
         rep_index,
         get("replaces", "investigation_ref") if rep_index is not None else "",
+        get("panel_ref"),
+        get("submission_id"),
     ]
+
+
+def crl_row_of(index: int, entry: dict[str, Any]) -> CrlRow:
+    """The CRL row of ``crl/v1`` entry ``index`` (how many it revokes is not in the entry: None)."""
+    return [index, *(entry.get(k, "") for k in ("issuer", "number", "this_update", "next_update", "sha256")), None]
 
 
 def cache_dir(site_dir: Path) -> Path:
@@ -79,10 +95,21 @@ def slug_of(manufacturer_id: str) -> str:
     return "m-" + hashlib.sha256(manufacturer_id.encode()).hexdigest()[:12]
 
 
-def search_shards_of(row: Row) -> tuple[str, str]:
-    """The two search shards a row is found in: by image hash prefix, and by the lower-cased model ID."""
-    model = hashlib.sha256(str(row[R_MODEL]).lower().encode()).hexdigest()[:2]
-    return f"search/hash/{str(row[R_HASH])[:2]}.json", f"search/model/{model}.json"
+def search_key(text: str) -> str:
+    """The shard a search term is looked up in: the first two hex digits of SHA-256 of it, lower-cased (the
+    search box computes the same in the browser)."""
+    return hashlib.sha256(text.lower().encode()).hexdigest()[:2]
+
+
+def search_shards_of(row: Row) -> list[str]:
+    """The search shards a row is found in: by image hash prefix, by model ID, and by Panel reference and
+    submission ID (one ``ref`` shard each; both are matched whole, case-insensitively)."""
+    refs = {f"search/ref/{search_key(str(r))}.json" for r in (row[R_PANEL], row[R_SUBMISSION]) if r}
+    return [
+        f"search/hash/{str(row[R_HASH])[:2]}.json",
+        f"search/model/{search_key(str(row[R_MODEL]))}.json",
+        *sorted(refs),
+    ]
 
 
 @dataclass
@@ -130,7 +157,10 @@ class SiteState:
         self.checkpoint = ""
         self.generator = ""
         self.makers: dict[str, Maker] = {}
-        self.recent: list[Row] = []
+        self.recent: list[Row] = []  # the newest max(RECENT, FEED_ITEMS) associations, oldest first
+        self.crls: list[CrlRow] = []  # the newest FEED_ITEMS logged CRLs, oldest first
+        # The log by month ("YYYY-MM", from the entries' own times): [approvals, log size at its end].
+        self.months: dict[str, list[int]] = {}
         self._chunks: dict[tuple[str, int], list[Row]] = {}
         self._shards: dict[str, list[Row]] = {}
 
@@ -145,7 +175,7 @@ class SiteState:
                 return None
             state.size, state.checkpoint, state.generator = int(meta["size"]), meta["checkpoint"], meta["generator"]
             state.makers = {mid: Maker(**m) for mid, m in meta["makers"].items()}
-            state.recent = meta["recent"]
+            state.recent, state.crls, state.months = meta["recent"], meta["crls"], meta["months"]
         except (OSError, ValueError, KeyError, TypeError):
             return None
         return state
@@ -174,6 +204,8 @@ class SiteState:
             "generator": generator,
             "makers": {mid: m.__dict__ for mid, m in sorted(self.makers.items())},
             "recent": self.recent,
+            "crls": self.crls,
+            "months": self.months,
         }
         _write(self.cache / "state.json", json.dumps(meta, indent=0).encode())
 
@@ -184,6 +216,20 @@ class SiteState:
             path = self.cache / "rows" / self.makers[mid].slug / f"{n}.json"
             self._chunks[key] = json.loads(path.read_bytes()) if path.exists() else []
         return self._chunks[key]
+
+    def newest(self, mid: str, n: int) -> list[Row]:
+        """A manufacturer's newest ``n`` rows, newest first: its newest chunk, and the ones before while they
+        hold fewer (read without keeping them: ``save`` writes back only the chunks an update loaded)."""
+        maker, out = self.makers[mid], list[Row]()
+        for k in range(len(maker.starts) - 1, -1, -1):
+            if len(out) >= n:
+                break
+            rows = self._chunks.get((mid, k))
+            if rows is None:
+                path = self.cache / "rows" / maker.slug / f"{k}.json"
+                rows = json.loads(path.read_bytes()) if path.exists() else []
+            out.extend(reversed(rows))
+        return out[:n]
 
     def shard(self, rel: str) -> list[Row]:
         """A search shard's rows (loaded once)."""
@@ -196,6 +242,10 @@ class SiteState:
         """A search shard as the site serves it."""
         return _dumps(self.shard(rel))
 
+    def makers_bytes(self) -> bytes:
+        """``MAKERS_FILE``: every manufacturer as [ID, name, slug, associations], by ID."""
+        return _dumps([[mid, m.name, m.slug, m.count] for mid, m in sorted(self.makers.items())])
+
     # -- the update ----------------------------------------------------------------------------------------
     def add(self, entries: Iterable[tuple[int, dict[str, Any] | None]], read_entry: Any) -> Changes:
         """Account for log entries in order from ``self.size``; ``read_entry(index)`` returns an earlier
@@ -203,6 +253,10 @@ class SiteState:
         changes = Changes()
         for index, entry in entries:
             changes.entries += 1
+            self._count(index, entry)
+            if entry is not None and entry.get("type") == CRL_TYPE:
+                self.crls.append(crl_row_of(index, entry))
+                del self.crls[:-FEED_ITEMS]
             if entry is None or entry.get("type") != ASSOCIATION_TYPE:
                 continue
             row = row_of(index, entry)
@@ -221,13 +275,26 @@ class SiteState:
             maker.count += 1
             changes.chunks.add((mid, n))
             for rel in search_shards_of(row):
-                self.shard(rel).append(row[:SEARCH_FIELDS])
+                self.shard(rel).append(list(row))
                 changes.shards.add(rel)
-            self.recent = [*self.recent, row][-RECENT:]
+            self.recent.append(row)
+            del self.recent[: -max(RECENT, FEED_ITEMS)]
             replaced = row[R_REPLACES]
             if isinstance(replaced, int) and 0 <= replaced < index:
                 self._mark_replaced(replaced, index, read_entry, changes)
         return changes
+
+    def _count(self, index: int, entry: dict[str, Any] | None) -> None:
+        """Month by month: approvals, and the log's size (an entry without a time of its own, such as a
+        lookup commitment, counts in the month of the entry before it)."""
+        when = (entry or {}).get("approved_at") or (entry or {}).get("this_update")
+        month = str(when)[:7] if isinstance(when, str) and len(when) >= 7 else max(self.months, default="")
+        if not month:
+            return
+        counts = self.months.setdefault(month, [0, 0])
+        counts[1] = max(counts[1], index + 1)
+        if entry is not None and entry.get("type") == ASSOCIATION_TYPE:
+            counts[0] += 1
 
     def _mark_replaced(self, replaced: int, by: int, read_entry: Any, changes: Changes) -> None:
         old = read_entry(replaced)
