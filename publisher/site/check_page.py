@@ -18,10 +18,12 @@ from publisher.site.pages import RAW_HTML_MARKER, RAW_HTML_PLACEHOLDER
 from verifier.cpl_verify import Policy, PolicyWitness, Verifier
 
 CHECK_PAGE = "check.md"
+ENTRY_PAGE = "entry.md"
 NOBLE = "vendor/noble-hashes-2.4.0"
 #: What the page runs, relative to the site (and to ``site_src``): check.js imports the others.
 SCRIPTS = (
     "javascripts/check.js",
+    "javascripts/entry.js",
     "javascripts/tlog.js",
     f"{NOBLE}/sha2.js",
     f"{NOBLE}/_md.js",
@@ -114,6 +116,38 @@ def check_page(origin: str, vkey: str, policy: str | None) -> str:
             "- It does not check the signers' certificates against the CRLs (whether the manufacturer's or the",
             "  endorser's key was revoked before the approval); the Python verifier does.",
             "- A checkpoint remembered in this browser protects only later visits from this browser.",
+            "",
+            RAW_HTML_MARKER,
+            widget,
+        ]
+    )
+
+
+def entry_page(origin: str, vkey: str, policy: str | None) -> str:
+    """``/entry/?i=<log index>``: one entry, proved in the browser (``entry.js``), with its history, evidence,
+    signers and offline proof. One page for every entry: the site keeps no file per entry (it grows with the
+    tiles, not with the entries), so the index is in the address's query."""
+    widget = (
+        f'<div id="cpl-entry" data-log="../log/" data-origin="{_attr(origin)}" data-vkey="{_attr(vkey.strip())}" '
+        f'data-policy="{_attr(policy or "")}"><div id="cpl-entry-result" aria-live="polite" aria-busy="true">'
+        "<p>Proving the entry…</p></div></div>"
+        "<noscript><p><strong>This page needs JavaScript.</strong> Without it: "
+        "<code>cpl-verify inclusion --index N</code> (see the verification guide).</p></noscript>"
+        '<script type="module" src="../javascripts/entry.js"></script>'
+    )
+    return "\n".join(
+        [
+            "---",
+            'title: "Log entry"',
+            "---",
+            "",
+            "# Log entry",
+            "",
+            "The entry whose log index ends this page's address (`?i=<index>`), proved included in the log's",
+            "signed checkpoint in your browser, as on the [check page](check.md) (what that proves, and what it",
+            "cannot, is said there).",
+            "",
+            RAW_HTML_PLACEHOLDER,
             "",
             RAW_HTML_MARKER,
             widget,

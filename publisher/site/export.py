@@ -21,6 +21,7 @@ site's old checkpoint, and the next export (from that size) completes it.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ from pathlib import Path
 from publisher.config import Config
 from publisher.entries import ASSOCIATION_TYPE, parse_entry
 from publisher.errors import Refused, UsageError
+from publisher.pki.registers import load_issued, load_revocations
 from publisher.publication import CRL_DIR, EVIDENCE_DIR, LOG_DIR, PKI_DIR, STATUS_FILE, status, status_bytes
 from publisher.site.state import write_if_changed
 from publisher.tlog import LogReader, open_log
@@ -155,6 +157,7 @@ def export_tree(config: Config, out: Path, generated_at: str, since: int = 0) ->
         (log_out / LOOKUP_COMMITMENT).unlink(missing_ok=True)
     for rel, data in generated.items():
         result.written += write_if_changed(log_out / rel, data)
+    result.written += write_if_changed(out / REVOKED_FILE, revoked_certificates(config.root))
     # The publication's own status.json (what its last publish recorded), else one made now.
     result.status = status(config, log, generated_at)
     published = config.root / STATUS_FILE
@@ -163,6 +166,28 @@ def export_tree(config: Config, out: Path, generated_at: str, since: int = 0) ->
     for name in ("vkey", "checkpoint"):  # the checkpoint last: it vouches for everything above
         result.linked += _link(log_src / name, log_out / name)
     return result
+
+
+REVOKED_FILE = f"{CRL_DIR}/revoked.json"
+
+
+def revoked_certificates(root: Path) -> bytes:
+    """``/crl/revoked.json``: every revoked certificate this publisher issued, by its SHA-256 (what a log entry
+    names its signers by), with issuer, serial, time, reason and invalidity date, from the registers. For the
+    pages; the signed CRLs remain the authority."""
+    issued = {(r.issuer, r.serial): r.cert_sha256 for r in load_issued(root)}
+    rows = [
+        {
+            "certificate_sha256": issued.get((r.issuer, r.serial)),
+            "issuer": r.issuer,
+            "serial": r.serial,
+            "revoked_at": r.revoked_at,
+            "reason": r.reason,
+            "invalidity_date": r.invalidity_date,
+        }
+        for r in load_revocations(root)
+    ]
+    return (json.dumps(rows, indent=0, sort_keys=True) + "\n").encode()
 
 
 def _evidence(raw: bytes) -> list[str]:

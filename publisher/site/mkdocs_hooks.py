@@ -212,6 +212,7 @@ def on_files(files: Files, config: Any) -> Files:
     log_key = read_vkey(pub.root / LOG_DIR)
     policy = check_page.client_policy(pub.witnessing.policy if pub.witnessing else None, log_key)
     generated[check_page.CHECK_PAGE] = check_page.check_page(pub.origin, log_key.vkey, policy)
+    generated[check_page.ENTRY_PAGE] = check_page.entry_page(pub.origin, log_key.vkey, policy)
     # From the verifier's table itself, never a copy: the page cannot drift from what intake and audit run.
     generated[pages.RULES_PAGE] = pages.rules_page(RULES)
     if VERIFIER.exists():

@@ -237,7 +237,7 @@ def chunk_page(mid: str, maker: Maker, n: int, rows: list[Row]) -> str:
             "",
             OFFLINE_PROOF,
             RAW_HTML_MARKER,
-            firmware_table(rows),
+            firmware_table(rows, up="../../" if n == last else "../../../"),
         ]
     )
 
@@ -294,19 +294,20 @@ OFFLINE_PROOF = (
 )
 
 
-def firmware_table(rows: Iterable[Row], with_maker: bool = False) -> str:
+def firmware_table(rows: Iterable[Row], up: str, with_maker: bool = False) -> str:
     """Associations as a table that becomes cards on a phone: one ``tbody`` each, a row of what people look
     for first and a row with the full image hash and a copy button (shown when scripts run); ``with_maker``:
-    the manufacturer too (where rows of several are shown)."""
+    the manufacturer too (where rows of several are shown); ``up``: the way from the page to the site's root
+    (each log index links to its entry page)."""
     head = "".join(f'<th scope="col">{h}</th>' for h in FIRMWARE_HEADERS)
     return (
         f'\n<div class="cpl-firmware"><table class="cpl-assoc-table"><thead><tr>{head}</tr></thead>'
-        + "".join(_association(r, with_maker) for r in rows)
+        + "".join(_association(r, up, with_maker) for r in rows)
         + "</table></div>\n"
     )
 
 
-def _association(r: Row, with_maker: bool) -> str:
+def _association(r: Row, up: str, with_maker: bool) -> str:
     if r[R_REPLACED_BY] is not None:
         status = f'<span class="cpl-bad">replaced</span> by #{safe(r[R_REPLACED_BY])}'
     else:
@@ -322,7 +323,7 @@ def _association(r: Row, with_maker: bool) -> str:
         safe(r[R_ENDORSER]),
         model,
         safe(str(r[R_HASH + 1]).replace("T", " ").rstrip("Z")),
-        safe(r[R_INDEX]),
+        f'<a href="{up}entry/?i={safe(r[R_INDEX])}">{safe(r[R_INDEX])}</a>',
     ]
     first = "".join(f'<td data-label="{h}">{c}</td>' for h, c in zip(FIRMWARE_HEADERS, cells, strict=True))
     digest = safe(r[R_HASH])
@@ -436,7 +437,7 @@ def log_page(
             "",
             *history_charts(months or {}),
             "## Most recent associations",
-            firmware_table(recent, with_maker=True) if recent else "None yet.",
+            firmware_table(recent, "../", with_maker=True) if recent else "None yet.",
         ]
     )
 

@@ -48,7 +48,9 @@
     cell(tr, HEADERS[2], [el("strong", String(r[I.model])), " · hw " + r[I.hw] + " · fw " + r[I.fw] + " · " +
       r[I.type] + " · " + r[I.smets] + " · " + r[I.org] + " (" + r[I.mid] + ")"]);
     cell(tr, HEADERS[3], [String(r[I.approved]).replace("T", " ").replace(/Z$/, "")]);
-    cell(tr, HEADERS[4], [String(r[I.index])]);
+    var entry = el("a", String(r[I.index]));
+    entry.href = new URL("entry/?i=" + encodeURIComponent(String(r[I.index])), root).href;
+    cell(tr, HEADERS[4], [entry]);
     var hashRow = body.insertRow();
     hashRow.className = "cpl-hash-row";
     var copy = el("button", "Copy", "cpl-copy");
