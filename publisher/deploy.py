@@ -146,7 +146,7 @@ def policy(rel: str, crl_next_update: dict[str, dt.datetime], now: dt.datetime) 
     if rel.startswith(f"{CRL_DIR}/") and rel.count("/") == 1:
         issuer = name[: -len(suffix)] if suffix else name
         return Policy(False, content_type, crl_cache(crl_next_update.get(issuer), now))
-    if rel.startswith((f"{LOG_DIR}/", "search/")) or rel == "status.json":
+    if rel.startswith((f"{LOG_DIR}/", "search/")) or rel in ("status.json", "revocations.json"):
         return Policy(False, content_type, DATA_CACHE)
     if rel.startswith("feeds/") and suffix in FEED_TYPES:  # Atom and JSON Feed: cached like the pages they follow
         return Policy(False, FEED_TYPES[suffix], PAGE_CACHE)

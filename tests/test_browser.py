@@ -282,7 +282,7 @@ def test_without_scripts_the_status_says_as_of_when(demo_site: SiteBuild, browse
 
 
 PAGES = ["", "firmware/", "firmware/1001/", "firmware/1003/", "transparency-log/", "pki/", "crl/ica/",
-         "submission-rules/", "verify/", "verify/download/"]  # fmt: skip
+         "submission-rules/", "verify/", "verify/download/", "check/", "entry/?i=47"]  # fmt: skip
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "build" / "screenshots"
 
 
@@ -310,7 +310,9 @@ def test_no_page_scrolls_sideways_and_screenshots_are_kept(
             )
             if inner > 0:
                 wide.append((path + " (association table)", inner))
-            name = (path.strip("/").replace("/", "-") or "home") + f"-{width}.png"
+            if path.startswith("entry/"):  # proved in the page: wait for the verdict before measuring
+                page.wait_for_selector("#cpl-entry-result[data-verdict]")
+            name = (path.split("?")[0].strip("/").replace("/", "-") or "home") + f"-{width}.png"
             page.screenshot(path=str(SCREENSHOTS / name), full_page=True)
         if width < 600:  # cards: the labels are shown beside the values
             page.goto(urljoin(demo_site.url, "firmware/1001/"))

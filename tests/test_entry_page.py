@@ -67,7 +67,7 @@ def test_an_entry_shows_its_fields_history_evidence_and_signers(demo_site: SiteB
 
 
 def test_a_signer_revoked_since_is_shown_revoked(demo_site: SiteBuild, browser: Any) -> None:
-    revoked = json.loads((demo_site.site / "crl" / "revoked.json").read_text())
+    revoked = json.loads((demo_site.site / "revocations.json").read_text())
     assert len(revoked) == 2 and all(len(r["certificate_sha256"] or "") == 64 for r in revoked)
     certs = {r["certificate_sha256"] for r in revoked}
     index = next(

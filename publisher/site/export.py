@@ -168,11 +168,11 @@ def export_tree(config: Config, out: Path, generated_at: str, since: int = 0) ->
     return result
 
 
-REVOKED_FILE = f"{CRL_DIR}/revoked.json"
+REVOKED_FILE = "revocations.json"  # beside status.json: no issuer's name can collide with it
 
 
 def revoked_certificates(root: Path) -> bytes:
-    """``/crl/revoked.json``: every revoked certificate this publisher issued, by its SHA-256 (what a log entry
+    """``/revocations.json``: every revoked certificate this publisher issued, by its SHA-256 (what a log entry
     names its signers by), with issuer, serial, time, reason and invalidity date, from the registers. For the
     pages; the signed CRLs remain the authority."""
     issued = {(r.issuer, r.serial): r.cert_sha256 for r in load_issued(root)}

@@ -66,7 +66,7 @@ async function signers(entry, revokedUrl) {
           (r.invalidity_date ? `, invalid since ${r.invalidity_date}` : "") + `), serial ${r.serial}.`)
       : para(el("strong", "not revoked", "cpl-ok"), " according to the revocations this site lists."));
   }
-  out.appendChild(el("p", "Revocation status comes from the site's list of the revocations it published (/crl/revoked.json), " +
+  out.appendChild(el("p", "Revocation status comes from the site's list of the revocations it published (/revocations.json), " +
     "not from the signed CRLs: the Python verifier checks the signers against the CRLs (cpl-verify inclusion --index N)."));
   return out;
 }
@@ -141,7 +141,7 @@ async function main() {
         li.append(link(what, new URL(`evidence/${digest}`, base).href), " · SHA-256 ", el("code", digest, "cpl-hash"));
         ul.appendChild(li);
       }
-      parts.push(ul, el("h2", "Signers"), await signers(entry, new URL("../crl/revoked.json", base).href));
+      parts.push(ul, el("h2", "Signers"), await signers(entry, new URL("../revocations.json", base).href));
     }
     const button = el("button", "Download the offline proof", "md-button");
     button.type = "button";
