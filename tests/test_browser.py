@@ -345,3 +345,24 @@ def test_a_hash_is_shown_whole_on_one_line_and_copied_with_one_click(demo_site: 
         assert page.evaluate("() => navigator.clipboard.readText()") == digest
     finally:
         context.close()
+
+
+def test_a_signer_revoked_since_is_marked_on_the_tables_and_in_search(demo_site: SiteBuild, watched: Watched) -> None:
+    """The demo revoked a supplier's certificate (superseded) after it endorsed, and a manufacturer's with
+    an invalidity date before its approvals (keyCompromise): the tables say so, in words."""
+    watched.page.goto(urljoin(demo_site.url, "firmware/1003/"))
+    watched.page.wait_for_selector(".cpl-revoked")
+    cards = watched.page.locator("tbody.cpl-assoc")
+    texts = [cards.nth(i).locator("td").first.inner_text() for i in range(cards.count())]
+    assert texts and all("before this approval" in t and "keyCompromise" in t for t in texts), texts
+    watched.page.goto(urljoin(demo_site.url, "firmware/1001/"))
+    watched.page.wait_for_selector(".cpl-revoked")
+    endorsers = watched.page.locator("tbody.cpl-assoc tr:first-child td:nth-child(2)").all_inner_texts()
+    statuses = watched.page.locator("tbody.cpl-assoc tr:first-child td:nth-child(1)").all_inner_texts()
+    for endorser, status in zip(endorsers, statuses, strict=True):
+        assert ("signer revoked since" in status) == (endorser == "Southern Gas & Electric"), (endorser, status)
+    watched.page.goto(urljoin(demo_site.url, "firmware/"))
+    assert "3 associations" in search(watched, "PPMID-102")  # Cobalt's, in the search results too
+    watched.page.wait_for_selector("#cpl-search-results .cpl-revoked")
+    assert "before this approval" in watched.page.inner_text("#cpl-search-results")
+    assert not watched.foreign(), watched.foreign()

@@ -390,6 +390,7 @@ def test_the_download_page_lists_the_scripts_digests(demo_site: SiteBuild, check
         "javascripts/search.js",
         "javascripts/status.js",
         "javascripts/copy.js",
+        "javascripts/signers.js",
     }
 
 

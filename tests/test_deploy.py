@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from publication_fixtures import Pub, new_publication
 from s3_fixtures import S3Server, anonymous_get, anonymous_put, s3_server  # noqa: F401 - the fixture ``s3``
 from site_fixtures import REPO, build_site, write_submission
+from workflow_lint import lint_workflow
 
 from publisher import demo
 from publisher.deploy import (
@@ -423,25 +424,7 @@ def test_the_readme_s3_workflow_lints_as_a_workflow(tmp_path: Path) -> None:
     folder = tmp_path / ".github" / "workflows"
     folder.mkdir(parents=True)
     (folder / "publish-s3.yml").write_text(text[: text.index("\n  build:\n") + 1] + "\n" + s3_workflow_text())
-    bin_ = Path(sys.executable).parent
-    schema = [
-        str(bin_ / "check-jsonschema"),
-        "--builtin-schema",
-        "vendor.github-workflows",
-        str(folder / "publish-s3.yml"),
-    ]
-    done = subprocess.run(schema, capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stdout + done.stderr
-    zizmor = [
-        str(bin_ / "zizmor"),
-        "--offline",
-        "--quiet",
-        "--config",
-        str(REPO / ".github" / "zizmor.yml"),
-        str(folder),
-    ]
-    done = subprocess.run(zizmor, capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stdout + done.stderr
+    lint_workflow(folder / "publish-s3.yml", ["--config", str(REPO / ".github" / "zizmor.yml")])
 
 
 def test_the_readme_s3_workflow_builds_and_deploys_from_a_clone(s3: S3Server, setup: Setup, tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from publisher.site.state import (
     R_ORG,
     R_REPLACED_BY,
     R_REPLACES,
+    R_SIGNERS,
     Maker,
     Row,
 )
@@ -332,7 +333,12 @@ def _association(r: Row, up: str, with_maker: bool) -> str:
         f'<button type="button" class="cpl-copy" data-copy="{digest}" aria-label="Copy the image SHA-256">'
         "Copy</button></td>"
     )
-    return f'<tbody class="cpl-assoc"><tr>{first}</tr><tr class="cpl-hash-row">{hash_row}</tr></tbody>'
+    # signers.js marks the status of an association whose signer's certificate was revoked since (or before).
+    signers = " ".join(safe(s) for s in (r[R_SIGNERS] if len(r) > R_SIGNERS else []))
+    return (
+        f'<tbody class="cpl-assoc" data-signers="{signers}" data-approved="{safe(r[R_HASH + 1])}">'
+        f'<tr>{first}</tr><tr class="cpl-hash-row">{hash_row}</tr></tbody>'
+    )
 
 
 def witnesses_section(w: Witnessing | None) -> list[str]:

@@ -29,15 +29,15 @@ from verifier.cpl_verify import ASSOCIATION_TYPE, CRL_TYPE
 ROWS_PER_PAGE = 1000
 RECENT = 50  # associations on the log page
 FEED_ITEMS = 100  # items in a feed (publisher.site.feeds): the newest approvals, revocations or CRLs
-FORMAT = 2  # 2: rows carry the Panel reference and the submission ID; search shards carry whole rows
+FORMAT = 3  # 2: rows carry the Panel reference and the submission ID, search shards whole rows; 3: signers
 
 # A row: the fields the pages and the search box show, as a list (compact JSON).
 # index, manufacturer ID, organisation, model, hardware, firmware, type, SMETS, image SHA-256, approved,
 # replaced by (index or null), endorser, replaces (index or null), investigation reference, Panel reference,
-# submission ID. site_src/javascripts/search.js reads rows by these positions too.
+# submission ID, the signers' certificates. site_src/javascripts/search.js reads rows by these positions too.
 Row = list[Any]
 R_INDEX, R_MID, R_ORG, R_MODEL, R_HASH, R_REPLACED_BY, R_ENDORSER, R_REPLACES = 0, 1, 2, 3, 8, 10, 11, 12
-R_PANEL, R_SUBMISSION = 14, 15
+R_PANEL, R_SUBMISSION, R_SIGNERS = 14, 15, 16  # R_SIGNERS: the manufacturer's and endorser's certificate SHA-256
 R_HARDWARE, R_FIRMWARE, R_TYPE, R_SMETS, R_APPROVED, R_INVESTIGATION = 4, 5, 6, 7, 9, 13
 
 # A logged CRL (a crl/v1 entry), for the CRL feed: log index, issuer, CRL number, thisUpdate, nextUpdate,
@@ -75,6 +75,7 @@ def row_of(index: int, entry: dict[str, Any]) -> Row:
         get("replaces", "investigation_ref") if rep_index is not None else "",
         get("panel_ref"),
         get("submission_id"),
+        [get("manufacturer", "certificate_sha256"), get("endorser", "certificate_sha256")],
     ]
 
 

@@ -9,7 +9,7 @@
   var out = document.getElementById("cpl-search-results");
   var root = new URL("../", document.baseURI.replace(/firmware\/.*$/, "firmware/"));
   var I = { index: 0, mid: 1, org: 2, model: 3, hw: 4, fw: 5, type: 6, smets: 7, hash: 8, approved: 9,
-            replacedBy: 10, endorser: 11, replaces: 12, investigation: 13, panel: 14, submission: 15 };
+            replacedBy: 10, endorser: 11, replaces: 12, investigation: 13, panel: 14, submission: 15, signers: 16 };
   var HEADERS = ["Status", "Endorsed by", "Device model", "Approved (UTC)", "Log index"];
 
   function sha256hex(text) {
@@ -39,6 +39,8 @@
   // The same layout as the manufacturer pages (publisher/site/pages.py firmware_table).
   function association(table, r) {
     var body = el("tbody", undefined, "cpl-assoc");
+    body.setAttribute("data-signers", (r[I.signers] || []).join(" "));
+    body.setAttribute("data-approved", String(r[I.approved]));
     var tr = body.insertRow();
     var status = r[I.replacedBy] === null ? [el("span", "current", "cpl-ok")]
       : [el("span", "replaced", "cpl-bad"), " by #" + r[I.replacedBy]];
@@ -84,6 +86,7 @@
     rows.forEach(function (r) { association(table, r); });
     wrap.appendChild(table);
     out.appendChild(wrap);
+    if (window.cplSigners) { window.cplSigners.mark(wrap); }
   }
   var makersList = null;
   function makers() {
