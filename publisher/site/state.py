@@ -29,7 +29,7 @@ from verifier.cpl_verify import ASSOCIATION_TYPE, CRL_TYPE
 ROWS_PER_PAGE = 1000
 RECENT = 50  # associations on the log page
 FEED_ITEMS = 100  # items in a feed (publisher.site.feeds): the newest approvals, revocations or CRLs
-FORMAT = 3  # 2: rows carry the Panel reference and the submission ID, search shards whole rows; 3: signers
+FORMAT = 4  # 2: Panel reference and submission ID; 3: signers; 4: ref shards hold small rows
 
 # A row: the fields the pages and the search box show, as a list (compact JSON).
 # index, manufacturer ID, organisation, model, hardware, firmware, type, SMETS, image SHA-256, approved,
@@ -37,14 +37,18 @@ FORMAT = 3  # 2: rows carry the Panel reference and the submission ID, search sh
 # submission ID, the signers' certificates. site_src/javascripts/search.js reads rows by these positions too.
 Row = list[Any]
 R_INDEX, R_MID, R_ORG, R_MODEL, R_HASH, R_REPLACED_BY, R_ENDORSER, R_REPLACES = 0, 1, 2, 3, 8, 10, 11, 12
-R_PANEL, R_SUBMISSION, R_SIGNERS = 14, 15, 16  # R_SIGNERS: the manufacturer's and endorser's certificate SHA-256
+# R_SIGNERS: the first SIGNER_HEX hex digits of the manufacturer's and the endorser's certificate SHA-256 (enough
+# to find them in /revocations.json; the entry page reads the whole hashes from the proved entry).
+R_PANEL, R_SUBMISSION, R_SIGNERS = 14, 15, 16
+SIGNER_HEX = 16
 R_HARDWARE, R_FIRMWARE, R_TYPE, R_SMETS, R_APPROVED, R_INVESTIGATION = 4, 5, 6, 7, 9, 13
 
 # A logged CRL (a crl/v1 entry), for the CRL feed: log index, issuer, CRL number, thisUpdate, nextUpdate,
 # SHA-256 of the DER, and how many certificates it revokes (None until read from the archived DER).
 CrlRow = list[Any]
 C_INDEX, C_ISSUER, C_NUMBER, C_THIS_UPDATE, C_NEXT_UPDATE, C_SHA256, C_ENTRIES = range(7)
-MAKERS_FILE = "search/makers.json"  # every manufacturer: ID, name, page slug, associations
+MAKERS_FILE = "search/makers.json"
+REF_SHARDS = "search/ref/"  # every manufacturer: ID, name, page slug, associations
 
 
 def row_of(index: int, entry: dict[str, Any]) -> Row:
@@ -75,7 +79,7 @@ def row_of(index: int, entry: dict[str, Any]) -> Row:
         get("replaces", "investigation_ref") if rep_index is not None else "",
         get("panel_ref"),
         get("submission_id"),
-        [get("manufacturer", "certificate_sha256"), get("endorser", "certificate_sha256")],
+        [get("manufacturer", "certificate_sha256")[:SIGNER_HEX], get("endorser", "certificate_sha256")[:SIGNER_HEX]],
     ]
 
 
@@ -105,7 +109,7 @@ def search_key(text: str) -> str:
 def search_shards_of(row: Row) -> list[str]:
     """The search shards a row is found in: by image hash prefix, by model ID, and by Panel reference and
     submission ID (one ``ref`` shard each; both are matched whole, case-insensitively)."""
-    refs = {f"search/ref/{search_key(str(r))}.json" for r in (row[R_PANEL], row[R_SUBMISSION]) if r}
+    refs = {f"{REF_SHARDS}{search_key(str(r))}.json" for r in (row[R_PANEL], row[R_SUBMISSION]) if r}
     return [
         f"search/hash/{str(row[R_HASH])[:2]}.json",
         f"search/model/{search_key(str(row[R_MODEL]))}.json",
@@ -276,7 +280,9 @@ class SiteState:
             maker.count += 1
             changes.chunks.add((mid, n))
             for rel in search_shards_of(row):
-                self.shard(rel).append(list(row))
+                # A reference shard points at the row in its hash shard: [index, Panel ref, submission ID, hash].
+                ref = [row[R_INDEX], row[R_PANEL], row[R_SUBMISSION], row[R_HASH]]
+                self.shard(rel).append(ref if rel.startswith(REF_SHARDS) else list(row))
                 changes.shards.add(rel)
             self.recent.append(row)
             del self.recent[: -max(RECENT, FEED_ITEMS)]
@@ -306,7 +312,8 @@ class SiteState:
         if mid not in self.makers:
             return
         n = self.makers[mid].chunk_of(replaced)
-        places = [(self.chunk(mid, n), None)] + [(self.shard(rel), rel) for rel in search_shards_of(old_row)]
+        shards = [rel for rel in search_shards_of(old_row) if not rel.startswith(REF_SHARDS)]
+        places = [(self.chunk(mid, n), None)] + [(self.shard(rel), rel) for rel in shards]
         for rows, rel in places:
             for r in rows:
                 if r[R_INDEX] == replaced:

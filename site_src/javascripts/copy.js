@@ -2,6 +2,21 @@
 (function () {
   "use strict";
   document.documentElement.classList.add("cpl-js");
+  // The pages carry the hashes only; each gets its button here (the search box makes its own).
+  function addButtons() {
+    document.querySelectorAll("code.cpl-hash").forEach(function (code) {
+      var next = code.nextElementSibling;
+      if (next && next.classList.contains("cpl-copy")) { return; }
+      var button = document.createElement("button");
+      button.type = "button";
+      button.className = "cpl-copy";
+      button.textContent = "Copy";
+      button.setAttribute("data-copy", code.textContent);
+      button.setAttribute("aria-label", "Copy the image SHA-256");
+      code.insertAdjacentElement("afterend", button);
+    });
+  }
+  if (document.readyState === "loading") { document.addEventListener("DOMContentLoaded", addButtons); } else { addButtons(); }
   document.addEventListener("click", function (event) {
     var button = event.target.closest ? event.target.closest(".cpl-copy") : null;
     if (!button) { return; }

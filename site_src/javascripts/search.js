@@ -30,9 +30,8 @@
     if (cls) { e.className = cls; }
     return e;
   }
-  function cell(tr, label, content) {
+  function cell(tr, label, content) {  // the card's label comes from the stylesheet, by column
     var td = tr.insertCell();
-    td.setAttribute("data-label", label);
     content.forEach(function (c) { td.appendChild(typeof c === "string" ? document.createTextNode(c) : c); });
     return td;
   }
@@ -102,10 +101,18 @@
         return Promise.all([fetchJson("search/model/" + h.slice(0, 2) + ".json"),
                             fetchJson("search/ref/" + h.slice(0, 2) + ".json")]);
       }).then(function (parts) {
-        return parts[0].filter(function (r) { return String(r[I.model]).toLowerCase() === lower; }).concat(
-          parts[1].filter(function (r) {
-            return String(r[I.panel]).toLowerCase() === lower || String(r[I.submission]).toLowerCase() === lower;
-          }));
+        // A reference shard holds [index, Panel ref, submission ID, hash]: the rows are in the hash shards.
+        var refs = parts[1].filter(function (r) {
+          return String(r[1]).toLowerCase() === lower || String(r[2]).toLowerCase() === lower;
+        });
+        var prefixes = Array.from(new Set(refs.map(function (r) { return String(r[3]).slice(0, 2); })));
+        var wanted = {};
+        refs.forEach(function (r) { wanted[r[0]] = true; });
+        return Promise.all(prefixes.map(function (p) { return fetchJson("search/hash/" + p + ".json"); }))
+          .then(function (shards) {
+            var byRef = [].concat.apply([], shards).filter(function (r) { return wanted[r[I.index]]; });
+            return parts[0].filter(function (r) { return String(r[I.model]).toLowerCase() === lower; }).concat(byRef);
+          });
       })
     ];
     if (/^[0-9a-f]{4,64}$/.test(lower)) {

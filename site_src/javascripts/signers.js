@@ -13,7 +13,10 @@
         .then(function (r) { return r.ok ? r.json() : []; })
         .then(function (rows) {
           var byCert = {};
-          (Array.isArray(rows) ? rows : []).forEach(function (r) { if (r.certificate_sha256) { byCert[r.certificate_sha256] = r; } });
+          // The rows name signers by the first 16 hex digits of their certificate's SHA-256 (site/state.py).
+          (Array.isArray(rows) ? rows : []).forEach(function (r) {
+            if (r.certificate_sha256) { byCert[String(r.certificate_sha256).slice(0, 16)] = r; }
+          });
           return byCert;
         }, function () { return {}; });
     }
