@@ -14,15 +14,21 @@ from collections.abc import Iterable
 
 from publisher.site import charts, feeds
 from publisher.site.state import (
+    R_APPROVED,
     R_ENDORSER,
+    R_FIRMWARE,
+    R_HARDWARE,
     R_HASH,
     R_INDEX,
+    R_INVESTIGATION,
     R_MID,
     R_MODEL,
     R_ORG,
     R_REPLACED_BY,
     R_REPLACES,
     R_SIGNERS,
+    R_SMETS,
+    R_TYPE,
     Maker,
     Row,
 )
@@ -314,16 +320,22 @@ def _association(r: Row, up: str, with_maker: bool) -> str:
     else:
         status = '<span class="cpl-ok">current</span>'
     if r[R_REPLACES] is not None:
-        status += f"<br>replaces #{safe(r[R_REPLACES])} ({safe(r[R_REPLACES + 1])})"
+        status += f"<br>replaces #{safe(r[R_REPLACES])} ({safe(r[R_INVESTIGATION])})"
     model = " · ".join(
-        [f"<strong>{safe(r[R_MODEL])}</strong>", f"hw {safe(r[4])}", f"fw {safe(r[5])}", safe(r[6]), safe(r[7])]
+        [
+            f"<strong>{safe(r[R_MODEL])}</strong>",
+            f"hw {safe(r[R_HARDWARE])}",
+            f"fw {safe(r[R_FIRMWARE])}",
+            safe(r[R_TYPE]),
+            safe(r[R_SMETS]),
+        ]
         + ([f"{safe(r[R_ORG])} ({safe(r[R_MID])})"] if with_maker else [])
     )
     cells = [
         status,
         safe(r[R_ENDORSER]),
         model,
-        safe(str(r[R_HASH + 1]).replace("T", " ").rstrip("Z")),
+        safe(str(r[R_APPROVED]).replace("T", " ").rstrip("Z")),
         f'<a href="{up}entry/?i={safe(r[R_INDEX])}">{safe(r[R_INDEX])}</a>',
     ]
     # Labels for the cards come from the stylesheet and copy buttons from copy.js: a thousand rows a page.
@@ -332,7 +344,7 @@ def _association(r: Row, up: str, with_maker: bool) -> str:
     # signers.js marks the status of an association whose signer's certificate was revoked since (or before).
     signers = " ".join(safe(s) for s in (r[R_SIGNERS] if len(r) > R_SIGNERS else []))
     return (
-        f'<tbody class="cpl-assoc" data-signers="{signers}" data-approved="{safe(r[R_HASH + 1])}">'
+        f'<tbody class="cpl-assoc" data-signers="{signers}" data-approved="{safe(r[R_APPROVED])}">'
         f'<tr>{first}</tr><tr class="cpl-hash-row">{hash_row}</tr></tbody>'
     )
 

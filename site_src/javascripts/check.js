@@ -43,15 +43,6 @@ async function hashFile(file, progress) {
   return tlog.hex(h.digest());
 }
 
-function store(origin) {
-  const key = "cpl-check/checkpoint/" + origin;
-  return {
-    get() { try { return window.localStorage.getItem(key); } catch (e) { return null; } },
-    set(raw) { try { window.localStorage.setItem(key, raw); } catch (e) { /* storage disabled: no memory */ } },
-    forget() { try { window.localStorage.removeItem(key); } catch (e) { /* nothing remembered */ } },
-  };
-}
-
 function definitionList(pairs) {
   const dl = el("dl", null, "cpl-check-fields");
   for (const [label, value] of pairs) {
@@ -107,7 +98,7 @@ function main() {
   const hashForm = document.getElementById("cpl-check-hash-form");
   const hashInput = document.getElementById("cpl-check-hash");
   const origin = root.getAttribute("data-origin");
-  const memory = store(origin);
+  const memory = tlog.checkpointMemory(origin);
   const ready = selfTest();
   ready.catch(() => {}); // reported by the first check
   let running = 0;

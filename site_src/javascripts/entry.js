@@ -21,15 +21,6 @@ function para(...parts) {
   return p;
 }
 
-// The same memory as the check page: a checkpoint verified on either page is the one the next visit extends.
-function store(origin) {
-  const key = "cpl-check/checkpoint/" + origin;
-  return {
-    get() { try { return window.localStorage.getItem(key); } catch (e) { return null; } },
-    set(raw) { try { window.localStorage.setItem(key, raw); } catch (e) { /* storage disabled: no memory */ } },
-  };
-}
-
 // Every field of the entry, nested objects flattened to dotted names, in the entry's own order.
 function fields(entry) {
   const dl = el("dl", null, "cpl-check-fields");
@@ -89,7 +80,7 @@ async function main() {
   const base = new URL(root.getAttribute("data-log"), document.baseURI).href;
   try {
     const client = await tlog.Client.create({
-      base, origin, vkey: root.getAttribute("data-vkey"), policy: root.getAttribute("data-policy") || null, store: store(origin),
+      base, origin, vkey: root.getAttribute("data-vkey"), policy: root.getAttribute("data-policy") || null, store: tlog.checkpointMemory(origin),
     });
     const current = await client.latest();
     const size = current.signed.checkpoint.size;

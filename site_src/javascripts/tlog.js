@@ -863,6 +863,17 @@ async function readCapped(response, cap, what) {
 
 // A client of one log: ``origin``, the pinned ``vkey`` and, when witnesses exist, the ``policy`` (tlog-policy
 // text); ``store`` remembers the last verified checkpoint ({get(), set(raw)}: the page's localStorage).
+// The checkpoint this browser last verified for a log, in its local storage: one memory for every page that
+// verifies (the check page, the entry page), so a visit to either proves the log only grew since the last.
+export function checkpointMemory(origin) {
+  const key = "cpl-check/checkpoint/" + origin;
+  return {
+    get() { try { return window.localStorage.getItem(key); } catch (e) { return null; } },
+    set(raw) { try { window.localStorage.setItem(key, raw); } catch (e) { /* storage disabled: no memory */ } },
+    forget() { try { window.localStorage.removeItem(key); } catch (e) { /* nothing remembered */ } },
+  };
+}
+
 export class Client {
   static async create({ base, origin, vkey, policy, store, fetchImpl, now }) {
     const log = await parseVkey(vkey);
