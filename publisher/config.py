@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from publisher.errors import UsageError
+from publisher.pkcs11_uri import Pkcs11Uri, Pkcs11UriError, parse_uri
 from verifier.cpl_verify import DEFAULT_EKU, DEFAULT_ROLES, MAX_SIGNING_SKEW, Policy, PolicyError, parse_policy
 
 CONFIG_NAME = "publisher.toml"
@@ -46,13 +47,31 @@ class PolicyRules:
 
 
 @dataclass(frozen=True)
+class TokenKey:
+    """A key inside a PKCS#11 token: its RFC 7512 URI, the module that reaches the token, and where the
+    PIN comes from (an environment variable or a file outside the publication; never the configuration)."""
+
+    uri: Pkcs11Uri
+    module: Path
+    pin_env: str | None = None
+    pin_file: Path | None = None
+
+    def describe(self) -> str:
+        return f"PKCS#11 key {self.uri} (module {self.module})"
+
+
+@dataclass(frozen=True)
 class KeySource:
-    """Where a private key comes from: a file outside the publication tree, or an environment variable."""
+    """Where a private key comes from: a file outside the publication tree, an environment variable,
+    or a PKCS#11 token (the key never leaves it)."""
 
     file: Path | None = None
     env: str | None = None
+    token: TokenKey | None = None
 
     def describe(self) -> str:
+        if self.token is not None:
+            return self.token.describe()
         return f"file {self.file}" if self.file else f"environment variable {self.env}"
 
 
@@ -165,10 +184,84 @@ def _bool(table: dict[str, object], key: str, where: str, default: bool) -> bool
     return value
 
 
-def _key_source(table: dict[str, object], where: str, base: Path) -> KeySource:
+_PIN_KEYS = ("pin", "pin_value", "user_pin")
+
+
+def token_key(
+    uri_text: str,
+    where: str,
+    base: Path,
+    module: str | None,
+    pin_env: str | None,
+    pin_file: str | None,
+    names_key: bool = True,
+) -> TokenKey:
+    """A ``TokenKey`` from a URI, a module path (or the URI's ``module-path``) and one PIN source (or the
+    URI's ``pin-source``); relative paths are taken from ``base``. With ``names_key`` false the URI names
+    only a token (where ``ca init`` makes its keys)."""
+    try:
+        uri = parse_uri(uri_text)
+    except Pkcs11UriError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+    if not uri.token:
+        raise ConfigError(f"{where}: the PKCS#11 URI must name the token (token=, serial=, manufacturer= or model=)")
+    if names_key and uri.object is None and uri.id is None:
+        raise ConfigError(f"{where}: the PKCS#11 URI must name the key (object= or id=)")
+    if uri.path.get("type", "private") != "private":
+        raise ConfigError(f"{where}: the PKCS#11 URI names a {uri.path['type']} object; a signing key is private")
+    in_uri = uri.query.get("module-path")
+    if module and in_uri and Path(module) != Path(in_uri):
+        raise ConfigError(f"{where}: the module path differs from the URI's module-path")
+    module = module or in_uri
+    if not module:
+        raise ConfigError(f"{where}: give the PKCS#11 module path ('pkcs11_module', or module-path in the URI)")
+    source = uri.query.get("pin-source")
+    if source is not None:
+        if pin_env or pin_file:
+            raise ConfigError(f"{where}: the URI's pin-source and pin_env/pin_file both give the PIN; keep one")
+        pin_file = source.removeprefix("file://")
+    if (pin_env is None) == (pin_file is None) or pin_env == "" or pin_file == "":
+        raise ConfigError(f"{where}: give the token's PIN source: exactly one of 'pin_env' or 'pin_file', non-empty")
+    return TokenKey(uri, (base / module), pin_env, (base / pin_file).resolve() if pin_file else None)
+
+
+def _token_source(table: dict[str, object], where: str, base: Path, defaults: dict[str, object]) -> KeySource:
+    def setting(name: str, default_name: str) -> str | None:
+        value = table.get(name, defaults.get(default_name))
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"{where}: '{name}' must be a string")
+        return value
+
+    pin_env, pin_file = table.get("pin_env"), table.get("pin_file")
+    if pin_env is None and pin_file is None:  # a key's own PIN source replaces [pkcs11]'s, never mixes with it
+        pin_env, pin_file = defaults.get("pin_env"), defaults.get("pin_file")
+    if not all(v is None or isinstance(v, str) for v in (pin_env, pin_file)):
+        raise ConfigError(f"{where}: 'pin_env' and 'pin_file' must be strings")
+    return KeySource(
+        token=token_key(
+            _str(table, "key_pkcs11", where),
+            where,
+            base,
+            setting("pkcs11_module", "module"),
+            pin_env if isinstance(pin_env, str) else None,
+            pin_file if isinstance(pin_file, str) else None,
+        )
+    )
+
+
+def _key_source(table: dict[str, object], where: str, base: Path, pkcs11: dict[str, object]) -> KeySource:
+    for name in _PIN_KEYS:
+        if name in table or name in pkcs11:
+            raise ConfigError(
+                f"{where}: '{name}': a PIN never goes in the configuration (it is committed); "
+                "use pin_env (an environment variable) or pin_file (a file outside the publication)"
+            )
+    given = [k for k in ("key_file", "key_env", "key_pkcs11") if table.get(k) is not None]
+    if len(given) != 1 or any(table.get(k) == "" for k in given):
+        raise ConfigError(f"{where}: give exactly one of 'key_file', 'key_env' or 'key_pkcs11', non-empty")
+    if given == ["key_pkcs11"]:
+        return _token_source(table, where, base, pkcs11)
     key_file, key_env = table.get("key_file"), table.get("key_env")
-    if (key_file is None) == (key_env is None) or key_file == "" or key_env == "":
-        raise ConfigError(f"{where}: give exactly one of 'key_file' or 'key_env', non-empty")
     if key_file is not None:
         if not isinstance(key_file, str):
             raise ConfigError(f"{where}: 'key_file' must be a string")
@@ -232,7 +325,10 @@ def parse(text: str, root: Path) -> Config:
     log = data.get("log", {})
     if not isinstance(log, dict):
         raise ConfigError("[log] must be a table")
-    log_key = _key_source(log, "[log]", root)
+    pkcs11 = data.get("pkcs11", {})
+    if not isinstance(pkcs11, dict) or set(pkcs11) - {"module", "pin_env", "pin_file", *_PIN_KEYS}:
+        raise ConfigError("[pkcs11] is a table of 'module', 'pin_env' and 'pin_file' (defaults for key_pkcs11)")
+    log_key = _key_source(log, "[log]", root, pkcs11)
 
     issuers = []
     raw_issuers = data.get("issuers", [])
@@ -257,7 +353,7 @@ def parse(text: str, root: Path) -> Config:
             IssuerConfig(
                 name=name,
                 certificate=root / _str(item, "certificate", where),
-                key=_key_source(item, where, root),
+                key=_key_source(item, where, root, pkcs11),
                 crl_lifetime=dt.timedelta(days=lifetime),
                 refresh_fraction=fraction,
                 is_root=is_root,

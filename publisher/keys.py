@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from publisher.config import ConfigError, KeySource
 
@@ -24,6 +26,35 @@ DEFAULT_ALGORITHM = "ec-p256"
 
 class KeyUnusable(ConfigError):
     """A key cannot be used (custody rule, format or type)."""
+
+
+class IssuerKey(Protocol):
+    """A CA key that signs as X.509 expects, wherever it lives (a file, an environment variable, a token)."""
+
+    def public_key(self) -> PublicKey:
+        """The public half."""
+        ...
+
+    def sign(self, data: bytes, algorithm: hashes.HashAlgorithm) -> bytes:
+        """An X.509 signature of ``data`` hashed with ``algorithm``: DER ECDSA-Sig-Value or RSA PKCS#1 v1.5."""
+        ...
+
+
+@dataclass(frozen=True)
+class FileIssuerKey:
+    """An ``IssuerKey`` held in memory (read from a file or an environment variable)."""
+
+    private: PrivateKey
+
+    def public_key(self) -> PublicKey:
+        """The public half."""
+        return self.private.public_key()
+
+    def sign(self, data: bytes, algorithm: hashes.HashAlgorithm) -> bytes:
+        """ECDSA or RSA PKCS#1 v1.5 over ``data``."""
+        if isinstance(self.private, ec.EllipticCurvePrivateKey):
+            return self.private.sign(data, ec.ECDSA(algorithm))
+        return self.private.sign(data, padding.PKCS1v15(), algorithm)
 
 
 def generate(algorithm: str = DEFAULT_ALGORITHM) -> PrivateKey:
@@ -113,12 +144,31 @@ def read_key_material(source: KeySource, publication: Path | None) -> bytes:
     return text.encode()
 
 
+def as_issuer_key(key: IssuerKey | PrivateKey) -> IssuerKey:
+    """``key`` as an ``IssuerKey`` (a ``cryptography`` private key is wrapped)."""
+    if isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        return FileIssuerKey(key)
+    return key
+
+
+def load_issuer_key(source: KeySource, publication: Path) -> IssuerKey:
+    """An issuer key from its configured source: a token (checked present, with both key objects), or a
+    file or environment variable under the custody rules of ``load_private_key``."""
+    if source.token is not None:
+        from publisher import hsm  # here: hsm imports this module, and file keys need no PKCS#11 library
+
+        return hsm.TokenIssuerKey.open(source.token, publication)
+    return FileIssuerKey(load_private_key(source, publication))
+
+
 def load_private_key(source: KeySource, publication: Path) -> PrivateKey:
-    """Load an issuer key from its configured source, enforcing the custody rules.
+    """Load an issuer key from its file or environment variable, enforcing the custody rules.
 
     Refused: a key file git tracks, one inside the publication folder, and one
     inside a git work tree that git does not ignore.
     """
+    if source.token is not None:
+        raise KeyUnusable(f"{source.describe()} lives in a token: its private key cannot be read")
     data = read_key_material(source, publication)
     try:
         key = serialization.load_pem_private_key(data, password=None)

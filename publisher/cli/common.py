@@ -8,6 +8,7 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
+from publisher.config import TokenKey, token_key
 from publisher.errors import UsageError
 from publisher.tlog.note import Verifier
 from verifier.cpl_verify import NoteError
@@ -20,6 +21,8 @@ __all__ = [
     "UsageError",
     "emit",
     "pinned_verifier",
+    "token_from_args",
+    "token_options",
     "vkey_option",
 ]
 
@@ -40,6 +43,26 @@ VKEY_HELP = "the log's verifier key to pin: the key string, or a file holding it
 def vkey_option(p: argparse.ArgumentParser, required: bool = False, default: str = "") -> None:
     """Add ``--vkey``, the same option with the same meaning wherever a log is verified."""
     p.add_argument("--vkey", required=required, help=VKEY_HELP + (f" (default: {default})" if default else ""))
+
+
+def token_options(p: argparse.ArgumentParser, what: str) -> None:
+    """Add ``--pkcs11 URI``, ``--pkcs11-module`` and ``--pin-env``/``--pin-file``: a key in a PKCS#11 token."""
+    g = p.add_argument_group("PKCS#11 token (the key never leaves it)")
+    g.add_argument("--pkcs11", metavar="URI", help=f"RFC 7512 URI of {what}, e.g. 'pkcs11:token=dcc-cpl;object=log'")
+    g.add_argument("--pkcs11-module", metavar="PATH", help="the token's PKCS#11 library (or module-path in the URI)")
+    pin = g.add_mutually_exclusive_group()
+    pin.add_argument("--pin-env", metavar="VAR", help="environment variable holding the token's user PIN")
+    pin.add_argument("--pin-file", metavar="FILE", help="file holding the token's user PIN (outside the publication)")
+
+
+def token_from_args(args: argparse.Namespace, names_key: bool = True) -> TokenKey | None:
+    """The token key ``token_options`` describe (with ``names_key`` false, just the token), or None without
+    ``--pkcs11``."""
+    if not args.pkcs11:
+        if args.pkcs11_module or args.pin_env or args.pin_file:
+            raise UsageError("--pkcs11-module, --pin-env and --pin-file go with --pkcs11 URI")
+        return None
+    return token_key(args.pkcs11, "--pkcs11", Path.cwd(), args.pkcs11_module, args.pin_env, args.pin_file, names_key)
 
 
 def pinned_verifier(vkey: str) -> Verifier:

@@ -9,27 +9,31 @@ import sys
 import time
 from pathlib import Path
 
-from publisher.cli.common import EXIT_OK, UsageError, emit, pinned_verifier, vkey_option
-from publisher.config import ConfigError, KeySource
+from publisher.cli.common import EXIT_OK, UsageError, emit, pinned_verifier, token_from_args, token_options, vkey_option
+from publisher.config import KeySource
 from publisher.errors import VerificationFailed
 from publisher.progress import Progress
 from publisher.tlog.checkpoint import CheckpointError, open_witnessed, parse_tlog_proof, verify_tlog_proof
 from publisher.tlog.engine import LogReader, TileLog, read_vkey
 from publisher.tlog.merkle import leaf_hash
-from publisher.tlog.note import NoteError, Signer, Verifier, b64encode
+from publisher.tlog.note import NoteError, Signer, Verifier, b64encode, check_key_name
 from publisher.tlog.signer import load_log_signer
 from verifier.cpl_verify import PolicyError, parse_policy
 
 
 def load_signer(args: argparse.Namespace) -> Signer:
-    """The log signing key from ``--key-file`` or the environment variable ``--key-env`` names."""
-    if bool(args.key_file) == bool(args.key_env):
-        raise UsageError("the log signing key is needed: --key-file FILE or --key-env VAR (one of them)")
-    source = KeySource(file=Path(args.key_file)) if args.key_file else KeySource(env=args.key_env)
-    try:
-        return load_log_signer(source)
-    except ConfigError as exc:
-        raise UsageError(str(exc)) from exc
+    """The log signing key from ``--key-file``, the environment variable ``--key-env`` names, or a token
+    (``--pkcs11``; the key signs as ``--origin``, or as the name in the log's ``vkey``)."""
+    token = token_from_args(args)
+    if [bool(args.key_file), bool(args.key_env), token is not None].count(True) != 1:
+        raise UsageError("the log signing key is needed: --key-file FILE, --key-env VAR or --pkcs11 URI (one of them)")
+    source = KeySource(file=Path(args.key_file) if args.key_file else None, env=args.key_env or None, token=token)
+    origin = args.origin
+    if token is not None and origin is None:
+        if not (Path(args.log) / "vkey").is_file():
+            raise UsageError("--origin is needed with --pkcs11 to name a new log's key")
+        origin = read_vkey(Path(args.log)).name
+    return load_log_signer(source, None, origin)
 
 
 def load_verifier(args: argparse.Namespace, log_dir: Path | None) -> tuple[Verifier, str]:
@@ -42,6 +46,20 @@ def load_verifier(args: argparse.Namespace, log_dir: Path | None) -> tuple[Verif
 
 
 def cmd_log_keygen(args: argparse.Namespace) -> int:
+    token = token_from_args(args)
+    if (token is None) == (args.out is None):
+        raise UsageError("give --out FILE (a key file) or --pkcs11 URI (a key made inside a token), not both")
+    if token is not None:
+        from publisher import hsm  # here: file keys need no PKCS#11 library
+
+        try:
+            check_key_name(args.origin)
+        except NoteError as exc:
+            raise UsageError(str(exc)) from exc
+        vkey = Signer(args.origin, hsm.generate_ed25519(token, None)).verifier.vkey
+        summary = {"pkcs11": str(token.uri), "vkey": vkey}
+        emit(args, summary, f"created a non-extractable Ed25519 key in the token: {token.uri}\nvkey {vkey}")
+        return EXIT_OK
     out = Path(args.out)
     if out.exists():
         raise UsageError(f"{out} exists; refusing to overwrite a key")
@@ -165,6 +183,8 @@ def cmd_log_check_proof(args: argparse.Namespace) -> int:
 def _key_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--key-file", help="file holding the log signing key (keep it outside the repository)")
     p.add_argument("--key-env", help="environment variable holding the log signing key (for CI secrets)")
+    p.add_argument("--origin", help="with --pkcs11: the log's origin, the key's name (default: the log's vkey's)")
+    token_options(p, "the log's Ed25519 key")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
@@ -174,7 +194,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     )
     p = log.add_parser("keygen", parents=[common], help="generate an Ed25519 log signing key")
     p.add_argument("--origin", required=True, help="log origin, e.g. example.org/cpl-log (the key name)")
-    p.add_argument("--out", required=True, help="where to write the private key (created mode 0600)")
+    p.add_argument("--out", help="where to write the private key (created mode 0600)")
+    token_options(p, "the key to create inside the token (object= names it)")
     p.set_defaults(func=cmd_log_keygen)
 
     p = log.add_parser("init", parents=[common], help="create an empty log signed at size 0")

@@ -10,7 +10,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from publisher import keys, publication, scaffold
-from publisher.cli.common import EXIT_FAILED, EXIT_OK, PUBLICATION, UsageError, emit
+from publisher.cli.common import EXIT_FAILED, EXIT_OK, PUBLICATION, UsageError, emit, token_from_args, token_options
 from publisher.config import Config, PolicyRules, Profile
 from publisher.config import load as load_config
 from publisher.pki import authority, profile, revocation
@@ -32,26 +32,35 @@ def _parse_when(text: str, what: str) -> dt.datetime:
 
 
 def cmd_ca_init(args: argparse.Namespace) -> int:
+    token = token_from_args(args, names_key=False)
+    if (token is None) == (args.keys_dir is None):
+        raise UsageError("give --keys-dir DIR (key files) or --pkcs11 URI (keys made inside a token), not both")
     h = scaffold.init_publication(
         Path(args.dir),
-        Path(args.keys_dir),
+        Path(args.keys_dir) if args.keys_dir else None,
         args.site_url,
         args.origin,
         args.algorithm,
         args.root_name,
         args.issuer_name,
+        token=token,
     )
     summary = {
         "publication": str(Path(args.dir)),
         "root_sha256": h.root_cert.fingerprint(hashes.SHA256()).hex(),
         "issuing_sha256": h.issuing_cert.fingerprint(hashes.SHA256()).hex(),
-        "log_key_file": str(h.log_key_file),
+        "keys": h.keys,
     }
+    where = (
+        f"keys made inside the token {h.keys} (non-extractable)"
+        if token
+        else f"keys in {h.keys} (keep them outside the repository)"
+    )
     text = (
         f"created publication {args.dir}\n"
         f"  root ICA    SHA-256 {summary['root_sha256']}\n"
         f"  issuing ICA SHA-256 {summary['issuing_sha256']}\n"
-        f"  keys in {args.keys_dir} (keep them outside the repository)"
+        f"  {where}"
     )
     emit(args, summary, text)
     return EXIT_OK
@@ -211,7 +220,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
         dest="ca_command", required=True
     )
     p = ca.add_parser("init", parents=[common, pub], help="create a publication with a demo root and issuing ICA")
-    p.add_argument("--keys-dir", required=True, help="where the private keys go (outside the publication)")
+    p.add_argument("--keys-dir", help="where the private key files go (outside the publication); or --pkcs11")
+    token_options(p, "the token the keys are made in, e.g. 'pkcs11:token=dcc-cpl' (labels: the issuers, log)")
     p.add_argument("--site-url", required=True, help="base URL of the public site (CRL distribution points)")
     p.add_argument("--origin", required=True, help="log origin, e.g. dcc.example/cpl/log")
     p.add_argument("--algorithm", default=keys.DEFAULT_ALGORITHM, choices=keys.ALGORITHMS, help="CA key algorithm")

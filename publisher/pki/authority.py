@@ -108,7 +108,7 @@ def issue(
         refusals += check_one_role(who.organisation_id, who.role, issued, config.rules)
     if refusals:
         raise PolicyRefused(refusals)
-    issuer_key = keys.load_private_key(issuer_cfg.key, config.root)
+    issuer_key = keys.load_issuer_key(issuer_cfg.key, config.root)
     cert = profile.build_certificate(request, config.profile, issuer_key, issuer_cert)
     rel = f"{CERTS_DIR}/{issuer_name}/{cert.serial_number:x}.pem"
     op.apply(

@@ -21,10 +21,11 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtensionOID
 
 from publisher.errors import Refused
+from publisher.keys import IssuerKey, PrivateKey, PublicKey, as_issuer_key
 from publisher.pki import der
 from verifier.cpl_verify import VerifyFailed, iso_utc, verify_crl_signature
 
@@ -75,26 +76,19 @@ class SignatureScheme:
     hash: hashes.HashAlgorithm
 
 
-def signature_scheme(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> SignatureScheme:
+def signature_scheme(key: PublicKey | PrivateKey) -> SignatureScheme:
     """ECDSA P-256/SHA-256, ECDSA P-384/SHA-384, or RSA (3072 bits or more) PKCS#1 v1.5 with SHA-256."""
-    if isinstance(key, ec.EllipticCurvePrivateKey):
+    if isinstance(key, ec.EllipticCurvePublicKey | ec.EllipticCurvePrivateKey):
         if isinstance(key.curve, ec.SECP256R1):
             return SignatureScheme(der.sequence(der.oid("1.2.840.10045.4.3.2")), hashes.SHA256())
         if isinstance(key.curve, ec.SECP384R1):
             return SignatureScheme(der.sequence(der.oid("1.2.840.10045.4.3.3")), hashes.SHA384())
         raise CRLError(f"unsupported curve {key.curve.name}; use P-256 or P-384")
-    if isinstance(key, rsa.RSAPrivateKey):
+    if isinstance(key, rsa.RSAPublicKey | rsa.RSAPrivateKey):
         if key.key_size < 3072:
             raise CRLError(f"RSA key of {key.key_size} bits is too small; at least 3072 are required")
         return SignatureScheme(der.sequence(der.oid("1.2.840.113549.1.1.11"), b"\x05\x00"), hashes.SHA256())
     raise CRLError(f"unsupported key type {type(key).__name__}")
-
-
-def sign(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey, data: bytes, scheme: SignatureScheme) -> bytes:
-    """Sign ``data`` with the issuer key under ``scheme``."""
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        return key.sign(data, ec.ECDSA(scheme.hash))
-    return key.sign(data, padding.PKCS1v15(), scheme.hash)
 
 
 def _reason_extension(reason: str) -> bytes:
@@ -358,22 +352,23 @@ def build_tbs(spec: CRLSpec, revoked_der: bytes, scheme: SignatureScheme) -> byt
 def sign_crl(
     spec: CRLSpec,
     revocations: Iterable[Revocation] | EncodedEntries,
-    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey,
+    key: IssuerKey | PrivateKey,
 ) -> bytes:
     """Build and sign a CRL from revocations or entries already encoded; returns its DER.
 
     Check it with ``check_crl`` before publishing.
     """
+    key = as_issuer_key(key)
     if spec.issuer.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     ) != key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo):
         raise CRLError("the signing key does not belong to the issuer certificate")
     if spec.this_update > spec.issuer.not_valid_after_utc:
         raise CRLError("the issuer certificate has expired: its key must not be used any more")
-    scheme = signature_scheme(key)
+    scheme = signature_scheme(key.public_key())
     revoked = revocations.field() if isinstance(revocations, EncodedEntries) else encode_revoked(revocations)
     tbs = build_tbs(spec, revoked, scheme)
-    return der.sequence(tbs, scheme.algorithm_der, der.bit_string(sign(key, tbs, scheme)))
+    return der.sequence(tbs, scheme.algorithm_der, der.bit_string(key.sign(tbs, scheme.hash)))
 
 
 @dataclass(frozen=True)

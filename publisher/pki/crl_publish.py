@@ -227,7 +227,7 @@ def publish_one(
     expired = check_key_in_use(cert.not_valid_after_utc, now, f"issuer {issuer.name}'s certificate")
     if expired:
         raise CRLRefused(str(expired[0]))
-    key = keys.load_private_key(issuer.key, config.root)
+    key = keys.load_issuer_key(issuer.key, config.root)
     floor = 1
     if previous is not None:
         floor = crl_number(x509.load_der_x509_crl(previous.der)) + 1

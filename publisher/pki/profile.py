@@ -15,16 +15,18 @@ URL on the issuing ICA).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID, ObjectIdentifier
 
 from publisher.config import Profile
 from publisher.errors import UsageError
-from publisher.keys import PrivateKey, PublicKey, spki_sha256
+from publisher.keys import FileIssuerKey, IssuerKey, PrivateKey, PublicKey, as_issuer_key, spki_sha256
+from publisher.pki import der
 from publisher.pki.policy import CertFacts, Kind
 
 MAX_NAME = 128
@@ -34,11 +36,41 @@ class ProfileError(UsageError, ValueError):
     """A certificate or request does not fit the profile."""
 
 
-def signing_hash(key: PrivateKey) -> hashes.SHA256 | hashes.SHA384:
+def signing_hash(key: PublicKey | PrivateKey) -> hashes.SHA256 | hashes.SHA384:
     """SHA-384 for P-384 keys, SHA-256 otherwise."""
-    if isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP384R1):
+    if isinstance(key, ec.EllipticCurvePublicKey | ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP384R1):
         return hashes.SHA384()
     return hashes.SHA256()
+
+
+@functools.cache
+def _stand_in(kind: type[PublicKey]) -> PrivateKey:
+    """A throwaway key of one family (made once per process), used by ``sign_certificate`` only to get
+    the TBSCertificate out of ``cryptography``'s builder; nothing it signs is kept."""
+    if kind is ec.EllipticCurvePublicKey:
+        return ec.generate_private_key(ec.SECP256R1())
+    return rsa.generate_private_key(65537, 2048)
+
+
+def sign_certificate(builder: x509.CertificateBuilder, key: IssuerKey | PrivateKey) -> x509.Certificate:
+    """Sign the certificate ``builder`` describes with ``key``, wherever the key lives.
+
+    ``cryptography``'s builder signs only with its own key objects. For any other key (a token's), the
+    builder signs with a stand-in key of the same family: the TBSCertificate, signature algorithm
+    included, depends only on the family and the hash, never on the key. That TBSCertificate is then
+    signed by ``key`` and the certificate assembled; its signature is verified before it is returned.
+    """
+    key = as_issuer_key(key)
+    algorithm = signing_hash(key.public_key())
+    if isinstance(key, FileIssuerKey):
+        return builder.sign(key.private, algorithm)
+    family = ec.EllipticCurvePublicKey if isinstance(key.public_key(), ec.EllipticCurvePublicKey) else rsa.RSAPublicKey
+    draft = builder.sign(_stand_in(family), algorithm).public_bytes(serialization.Encoding.DER)
+    _, body, _ = der.read_header(draft, 0)
+    _, _, tbs_end = der.read_header(draft, body)
+    _, _, algorithm_end = der.read_header(draft, tbs_end)
+    tbs, algorithm_der = draft[body:tbs_end], draft[tbs_end:algorithm_end]
+    return x509.load_der_x509_certificate(der.sequence(tbs, algorithm_der, der.bit_string(key.sign(tbs, algorithm))))
 
 
 def _check_text(value: str, what: str) -> str:
@@ -96,7 +128,7 @@ class IssueRequest:
 def build_certificate(
     request: IssueRequest,
     profile: Profile,
-    issuer_key: PrivateKey,
+    issuer_key: IssuerKey | PrivateKey,
     issuer: x509.Certificate | None,
 ) -> x509.Certificate:
     """Sign a certificate of this profile (``issuer`` None: self-signed root)."""
@@ -140,7 +172,7 @@ def build_certificate(
         builder = builder.add_extension(
             x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
         )
-    return builder.sign(issuer_key, signing_hash(issuer_key))
+    return sign_certificate(builder, issuer_key)
 
 
 def facts_of_request(request: IssueRequest, role: str | None = None, approval_ref: str | None = None) -> CertFacts:

@@ -220,7 +220,7 @@ def _publish(
     result = PublishResult(resumed=session.interrupted)
     if repo.head.is_valid() and session.interrupted is None:
         check_clean(repo)
-    signer = load_log_signer(config.log_key, config.root)
+    signer = load_log_signer(config.log_key, config.root, config.origin)
     head_note = committed_checkpoint(repo)
     index = AssociationIndex()
     head = check_head(config, signer.verifier, head_note, index)

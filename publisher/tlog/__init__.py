@@ -30,4 +30,4 @@ def open_log(config: Config) -> LogReader:
 def open_log_for_writing(config: Config, signer: Signer | None = None) -> TileLog:
     """The publication's log with its configured signing key, or ``signer`` when the caller loaded it already
     (a context manager: its writer's lock)."""
-    return TileLog.open(config.root / LOG_DIR, signer or load_log_signer(config.log_key, config.root))
+    return TileLog.open(config.root / LOG_DIR, signer or load_log_signer(config.log_key, config.root, config.origin))

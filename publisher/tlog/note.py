@@ -10,9 +10,10 @@ signing. Pure logic on strings and bytes; the cryptography comes from
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from verifier.cpl_verify import (
     EM_DASH,
@@ -54,12 +55,24 @@ __all__ = [
 ]
 
 
+class Ed25519Key(Protocol):
+    """What signs for a ``Signer``: an ``Ed25519PrivateKey``, or a key in a token (``publisher.hsm``)."""
+
+    def sign(self, data: bytes) -> bytes:
+        """The Ed25519 signature of ``data``."""
+        ...
+
+    def public_key(self) -> Ed25519PublicKey:
+        """The public half."""
+        ...
+
+
 @dataclass(frozen=True)
 class Signer:
     """An Ed25519 note signer (type 0x01)."""
 
     name: str
-    private_key: Ed25519PrivateKey
+    private_key: Ed25519Key
 
     @classmethod
     def generate(cls, name: str) -> Signer:
@@ -73,7 +86,9 @@ class Signer:
 
     @property
     def skey(self) -> str:
-        """The private key string (keep secret)."""
+        """The private key string (keep secret); none for a key in a token."""
+        if not isinstance(self.private_key, Ed25519PrivateKey):
+            raise NoteError(f"the key of {self.name} lives in a token: it has no private key string")
         return format_skey(self.name, SIG_ED25519, self.private_key)
 
     @property

@@ -1,0 +1,344 @@
+"""Keys inside a PKCS#11 token (an HSM, SoftHSM, a cloud KMS's PKCS#11 library): signing and key generation,
+with the private key never leaving the token.
+
+Each signature opens its own session (load the module, find the token, log in, find the key, sign, log out),
+so a token removed or restarted between two signatures fails one signature with a clear error instead of
+leaving a stale handle, and nothing holds a login between commands. The module is finalised when the last
+session of the process closes. ``python-pkcs11`` does the PKCS#11 calls (the README says why this library).
+
+Mechanisms: ``CKM_ECDSA`` on a digest computed here (SoftHSM and several HSMs refuse ``CKM_ECDSA_SHA256``),
+its raw ``r || s`` re-encoded as the DER ECDSA-Sig-Value X.509 expects; ``CKM_SHA256_RSA_PKCS`` /
+``CKM_SHA384_RSA_PKCS`` for RSA; ``CKM_EDDSA`` for the log's Ed25519 key. Every signature is verified
+against the token's public key before it is returned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pkcs11
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
+
+from publisher.config import TokenKey
+from publisher.keys import KeyUnusable, PublicKey, check_custody
+
+# DER OIDs of the curves this publisher uses (CKA_EC_PARAMS).
+_CURVES: dict[bytes, ec.EllipticCurve] = {
+    bytes.fromhex("06082a8648ce3d030107"): ec.SECP256R1(),
+    bytes.fromhex("06052b81040022"): ec.SECP384R1(),
+}
+_ED25519_PARAMS = (bytes.fromhex("06032b6570"), bytes.fromhex("130c656477617264733235353139"))  # OID, "edwards25519"
+_RSA_MECHANISMS = {"sha256": Mechanism.SHA256_RSA_PKCS, "sha384": Mechanism.SHA384_RSA_PKCS}
+# Failures that mean the token went away or broke under us, not a configuration mistake.
+_GONE = (
+    pkcs11.exceptions.TokenNotPresent,
+    pkcs11.exceptions.DeviceRemoved,
+    pkcs11.exceptions.DeviceError,
+    pkcs11.exceptions.SessionClosed,
+    pkcs11.exceptions.SessionHandleInvalid,
+    pkcs11.exceptions.ObjectHandleInvalid,
+    pkcs11.exceptions.TokenNotRecognised,
+)
+
+
+class TokenError(KeyUnusable):
+    """A token key cannot be used: module, token, PIN or key missing or wrong, or the token failed."""
+
+
+_lock = threading.Lock()
+_open: dict[str, int] = {}  # module path -> sessions open in this process
+
+
+def read_pin(ref: TokenKey, publication: Path | None) -> str:
+    """The token's user PIN from its environment variable or its file (custody-checked like a key file)."""
+    if ref.pin_env is not None:
+        pin = os.environ.get(ref.pin_env, "")
+        if not pin:
+            raise TokenError(f"the PIN's environment variable {ref.pin_env} is empty or unset ({ref.describe()})")
+        return pin
+    if ref.pin_file is None:
+        raise TokenError(f"no PIN source for {ref.describe()}: give pin_env or pin_file")
+    if publication is not None:
+        check_custody(ref.pin_file, publication)
+    try:
+        pin = ref.pin_file.read_text().strip("\r\n")
+    except OSError as exc:
+        raise TokenError(f"cannot read the PIN file {ref.pin_file}: {exc.strerror or exc}") from exc
+    if not pin:
+        raise TokenError(f"the PIN file {ref.pin_file} is empty")
+    return pin
+
+
+def _library(module: Path) -> Any:
+    if not module.is_file():
+        raise TokenError(f"PKCS#11 module {module} does not exist (is the HSM's library installed?)")
+    try:
+        return pkcs11.lib(str(module))
+    except (RuntimeError, OSError, pkcs11.exceptions.PKCS11Error) as exc:
+        raise TokenError(f"cannot load the PKCS#11 module {module}: {exc}") from exc
+
+
+def _matches(token: Any, wanted: dict[str, str]) -> bool:
+    have = {
+        "token": token.label,
+        "manufacturer": token.manufacturer_id,
+        "model": token.model,
+        "serial": token.serial.decode("ascii", "replace").strip() if isinstance(token.serial, bytes) else token.serial,
+    }
+    return all(str(have[k]).strip() == v for k, v in wanted.items())
+
+
+def _token(lib: Any, ref: TokenKey) -> Any:
+    wanted = ref.uri.token
+    slot_id = ref.uri.path.get("slot-id")
+    tokens = []
+    for slot in lib.get_slots(token_present=True):
+        if slot_id is not None and str(slot.slot_id) != slot_id:
+            continue
+        token = slot.get_token()
+        if _matches(token, wanted):
+            tokens.append(token)
+    if not tokens:
+        labels = sorted(str(slot.get_token().label).strip() for slot in lib.get_slots(token_present=True))
+        present = ", ".join(repr(label) for label in labels if label) or "none initialised"
+        raise TokenError(f"no token matching {ref.uri} in {ref.module} (tokens present: {present})")
+    if len(tokens) > 1:
+        raise TokenError(f"{len(tokens)} tokens match {ref.uri}: add serial= to the URI to choose one")
+    return tokens[0]
+
+
+@contextmanager
+def session(ref: TokenKey, publication: Path | None, rw: bool = False) -> Iterator[Any]:
+    """A logged-in session on ``ref``'s token; PKCS#11 failures become ``TokenError`` naming the key."""
+    pin = read_pin(ref, publication)
+    key = str(ref.module)
+    with _lock:
+        lib = _library(ref.module)
+        _open[key] = _open.get(key, 0) + 1
+    try:
+        token = _token(lib, ref)
+        with token.open(user_pin=pin, rw=rw) as opened:
+            yield opened
+    except pkcs11.exceptions.PinIncorrect as exc:
+        raise TokenError(f"wrong PIN for the token of {ref.uri} (CKR_PIN_INCORRECT)") from exc
+    except pkcs11.exceptions.PinLocked as exc:
+        raise TokenError(f"the user PIN of the token of {ref.uri} is locked (CKR_PIN_LOCKED)") from exc
+    except _GONE as exc:
+        raise TokenError(
+            f"the token of {ref.uri} was removed or failed ({type(exc).__name__}); nothing was signed"
+        ) from exc
+    except pkcs11.exceptions.PKCS11Error as exc:
+        raise TokenError(f"the token of {ref.uri} refused: {type(exc).__name__} {exc}".rstrip()) from exc
+    finally:
+        with _lock:
+            _open[key] -= 1
+            if _open[key] == 0:
+                # Finalise so the next session reads the token afresh (a replaced or re-inserted token).
+                del _open[key]
+                lib.finalize()
+
+
+def _find(opened: Any, ref: TokenKey, object_class: ObjectClass) -> Any:
+    criteria: dict[Attribute, Any] = {Attribute.CLASS: object_class}
+    if ref.uri.object is not None:
+        criteria[Attribute.LABEL] = ref.uri.object
+    if ref.uri.id is not None:
+        criteria[Attribute.ID] = ref.uri.id
+    found = list(opened.get_objects(criteria))
+    what = "private key" if object_class == ObjectClass.PRIVATE_KEY else "public key"
+    if not found:
+        raise TokenError(f"no {what} matching {ref.uri} on the token")
+    if len(found) > 1:
+        raise TokenError(f"{len(found)} {what}s match {ref.uri}: name one by its id= in the URI")
+    return found[0]
+
+
+def _unwrap_point(raw: bytes) -> bytes:
+    """CKA_EC_POINT is a DER OCTET STRING holding the point (some tokens give the bare point)."""
+    if len(raw) >= 2 and raw[0] == 0x04:
+        length, start = raw[1], 2
+        if length & 0x80:
+            n = length & 0x7F
+            length, start = int.from_bytes(raw[2 : 2 + n], "big"), 2 + n
+        if start + length == len(raw):
+            return raw[start:]
+    return raw
+
+
+def _public(obj: Any) -> PublicKey | ed25519.Ed25519PublicKey:
+    key_type = obj[Attribute.KEY_TYPE]
+    if key_type == KeyType.RSA:
+        n = int.from_bytes(obj[Attribute.MODULUS], "big")
+        e = int.from_bytes(obj[Attribute.PUBLIC_EXPONENT], "big")
+        return rsa.RSAPublicNumbers(e, n).public_key()
+    params, point = obj[Attribute.EC_PARAMS], _unwrap_point(obj[Attribute.EC_POINT])
+    if key_type == KeyType.EC_EDWARDS and params in _ED25519_PARAMS:
+        return ed25519.Ed25519PublicKey.from_public_bytes(point)
+    if key_type == KeyType.EC and params in _CURVES:
+        return ec.EllipticCurvePublicKey.from_encoded_point(_CURVES[params], point)
+    raise TokenError(f"unsupported key type on the token ({key_type!r}): use ECDSA P-256/P-384, RSA or Ed25519")
+
+
+def public_key(ref: TokenKey, publication: Path | None) -> PublicKey | ed25519.Ed25519PublicKey:
+    """The public key of ``ref``, read from the token; also checks that its private key is there."""
+    with session(ref, publication) as opened:
+        _find(opened, ref, ObjectClass.PRIVATE_KEY)
+        return _public(_find(opened, ref, ObjectClass.PUBLIC_KEY))
+
+
+def _sign(ref: TokenKey, publication: Path | None, data: bytes, mechanism: Mechanism) -> bytes:
+    with session(ref, publication) as opened:
+        signature: bytes = _find(opened, ref, ObjectClass.PRIVATE_KEY).sign(data, mechanism=mechanism)
+        return signature
+
+
+class TokenIssuerKey:
+    """A CA key in a token, signing as X.509 expects (``keys.IssuerKey``)."""
+
+    def __init__(self, ref: TokenKey, publication: Path | None, public: PublicKey) -> None:
+        self.ref, self.publication, self._public = ref, publication, public
+
+    @classmethod
+    def open(cls, ref: TokenKey, publication: Path | None) -> TokenIssuerKey:
+        """The key ``ref`` names, after checking that the token, the PIN and both key objects are good."""
+        public = public_key(ref, publication)
+        if not isinstance(public, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
+            raise TokenError(f"{ref.uri} is an Ed25519 key; a CA key is ECDSA or RSA")
+        return cls(ref, publication, public)
+
+    def public_key(self) -> PublicKey:
+        """The key's public half (read from the token when opened)."""
+        return self._public
+
+    def sign(self, data: bytes, algorithm: hashes.HashAlgorithm) -> bytes:
+        """An X.509 signature of ``data``: DER ECDSA-Sig-Value, or RSA PKCS#1 v1.5."""
+        public = self._public
+        try:
+            if isinstance(public, ec.EllipticCurvePublicKey):
+                raw = _sign(self.ref, self.publication, hashlib.new(algorithm.name, data).digest(), Mechanism.ECDSA)
+                half = len(raw) // 2
+                signature = encode_dss_signature(int.from_bytes(raw[:half], "big"), int.from_bytes(raw[half:], "big"))
+                public.verify(signature, data, ec.ECDSA(algorithm))
+            else:
+                if algorithm.name not in _RSA_MECHANISMS:
+                    raise TokenError(f"no RSA mechanism for {algorithm.name}")
+                signature = _sign(self.ref, self.publication, data, _RSA_MECHANISMS[algorithm.name])
+                public.verify(signature, data, padding.PKCS1v15(), algorithm)
+        except InvalidSignature as exc:
+            raise TokenError(f"the token's signature with {self.ref.uri} does not verify with its public key") from exc
+        return signature
+
+
+class TokenEd25519Key:
+    """The log's Ed25519 key in a token (``CKM_EDDSA``), usable wherever an ``Ed25519PrivateKey`` signs."""
+
+    def __init__(self, ref: TokenKey, publication: Path | None, public: ed25519.Ed25519PublicKey) -> None:
+        self.ref, self.publication, self._public = ref, publication, public
+
+    @classmethod
+    def open(cls, ref: TokenKey, publication: Path | None) -> TokenEd25519Key:
+        """The key ``ref`` names, after checking that the token, the PIN and both key objects are good."""
+        public = public_key(ref, publication)
+        if not isinstance(public, ed25519.Ed25519PublicKey):
+            raise TokenError(f"{ref.uri} is not an Ed25519 key; the log signs with Ed25519")
+        return cls(ref, publication, public)
+
+    def public_key(self) -> ed25519.Ed25519PublicKey:
+        """The key's public half (read from the token when opened)."""
+        return self._public
+
+    def sign(self, data: bytes) -> bytes:
+        """A pure Ed25519 signature of ``data`` (RFC 8032), made in the token and verified here."""
+        signature = _sign(self.ref, self.publication, data, Mechanism.EDDSA)
+        try:
+            self._public.verify(signature, data)
+        except InvalidSignature as exc:
+            raise TokenError(f"the token's signature with {self.ref.uri} does not verify with its public key") from exc
+        return signature
+
+
+def _new_id() -> bytes:
+    return os.urandom(8)
+
+
+def generate_issuer_key(ref: TokenKey, publication: Path | None, algorithm: str) -> TokenIssuerKey:
+    """A new CA key pair made inside the token (``algorithm``: ec-p256, ec-p384, rsa-3072 or rsa-4096); see
+    ``_generate``."""
+    public = _generate(ref, publication, algorithm)
+    if not isinstance(public, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
+        raise TokenError(f"{algorithm} is not a CA key algorithm")
+    return TokenIssuerKey(ref, publication, public)
+
+
+def generate_ed25519(ref: TokenKey, publication: Path | None) -> TokenEd25519Key:
+    """A new Ed25519 key pair (the log's) made inside the token; see ``_generate``."""
+    public = _generate(ref, publication, "ed25519")
+    if not isinstance(public, ed25519.Ed25519PublicKey):
+        raise TokenError("the token did not make an Ed25519 key")
+    return TokenEd25519Key(ref, publication, public)
+
+
+def _generate(ref: TokenKey, publication: Path | None, algorithm: str) -> PublicKey | ed25519.Ed25519PublicKey:
+    """Create a non-extractable, sensitive key pair in the token, labelled and identified as ``ref`` says;
+    returns its public key. Refuses if an object with that label or id is already there: a key is never
+    replaced, and two keys never answer to one URI."""
+    if ref.uri.object is None:
+        raise TokenError(f"{ref.uri}: name the new key with object=<label>")
+    key_id = ref.uri.id if ref.uri.id is not None else _new_id()
+    common = {Attribute.LABEL: ref.uri.object, Attribute.ID: key_id, Attribute.TOKEN: True}
+    private = {
+        **common,
+        Attribute.PRIVATE: True,
+        Attribute.SENSITIVE: True,
+        Attribute.EXTRACTABLE: False,
+        Attribute.SIGN: True,
+        Attribute.DECRYPT: False,
+        Attribute.DERIVE: False,
+    }
+    public_template: dict[Attribute, Any] = {**common, Attribute.VERIFY: True, Attribute.PRIVATE: False}
+    with session(ref, publication, rw=True) as opened:
+        for criteria in ({Attribute.LABEL: ref.uri.object}, {Attribute.ID: key_id}):
+            if list(opened.get_objects(criteria)):
+                raise TokenError(f"the token already holds an object with the {next(iter(criteria)).name} of {ref.uri}")
+        if algorithm in ("ec-p256", "ec-p384"):
+            curve = "secp256r1" if algorithm == "ec-p256" else "secp384r1"
+            public_template[Attribute.EC_PARAMS] = next(p for p, c in _CURVES.items() if c.name == curve)
+            pub, _ = opened.generate_keypair(
+                KeyType.EC,
+                mechanism=Mechanism.EC_KEY_PAIR_GEN,
+                public_template=public_template,
+                private_template=private,
+                store=True,
+            )
+        elif algorithm in ("rsa-3072", "rsa-4096"):
+            public_template[Attribute.PUBLIC_EXPONENT] = (65537).to_bytes(3, "big")
+            pub, _ = opened.generate_keypair(
+                KeyType.RSA,
+                int(algorithm[4:]),
+                mechanism=Mechanism.RSA_PKCS_KEY_PAIR_GEN,
+                public_template=public_template,
+                private_template=private,
+                store=True,
+            )
+        elif algorithm == "ed25519":
+            public_template[Attribute.EC_PARAMS] = _ED25519_PARAMS[0]
+            pub, _ = opened.generate_keypair(
+                KeyType.EC_EDWARDS,
+                mechanism=Mechanism.EC_EDWARDS_KEY_PAIR_GEN,
+                public_template=public_template,
+                private_template=private,
+                store=True,
+            )
+        else:
+            raise TokenError(f"unknown key algorithm {algorithm!r}")
+        return _public(pub)
