@@ -16,6 +16,8 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+import os
+import secrets
 import selectors
 import shutil
 import subprocess
@@ -25,10 +27,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from publisher import publication, scaffold
-from publisher.config import Config
+from publisher.config import Config, TokenKey
 from publisher.config import load as load_config
 from publisher.errors import UsageError
 from publisher.parties import Party, issue_party, sign_detached
+from publisher.pkcs11_uri import Pkcs11Uri
 from publisher.publish import gitstate, operations
 from publisher.publish.job import init_repository, publish
 from publisher.site.lookup import model_lookup_key
@@ -88,6 +91,46 @@ def private_dir(out: Path) -> Path:
     """
     digest = hashlib.sha256(str(out.resolve()).encode()).hexdigest()[:12]
     return Path(tempfile.gettempdir()) / f"cpl-demo-keys-{digest}"
+
+
+# Where Debian's softhsm2 package puts the module (and, on some systems, its multiarch place).
+SOFTHSM_MODULES = (Path("/usr/lib/softhsm/libsofthsm2.so"), Path("/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so"))
+DEMO_SLOT_LABEL = "cpl-demo"
+
+
+def softhsm_module() -> Path:
+    """SoftHSM2's PKCS#11 module: ``$SOFTHSM2_MODULE``, or where Debian installs it."""
+    named = os.environ.get("SOFTHSM2_MODULE")
+    for module in [Path(named)] if named else SOFTHSM_MODULES:
+        if module.is_file():
+            return module
+    raise DemoRefused("SoftHSM2 is not installed (Debian: apt-get install softhsm2 opensc), or set SOFTHSM2_MODULE")
+
+
+def new_softhsm_token(folder: Path, label: str = DEMO_SLOT_LABEL) -> TokenKey:
+    """A fresh SoftHSM2 token in ``folder`` (its ``softhsm2.conf``, its ``tokens/`` and a random user PIN in
+    ``folder/user-pin``, mode 0600), made the process's token store through ``SOFTHSM2_CONF``; returns the
+    token (no key named yet) with the PIN read from that file."""
+    module = softhsm_module()
+    tokens = folder / "tokens"
+    tokens.mkdir(parents=True)
+    conf = folder / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {tokens.resolve()}\nobjectstore.backend = file\nlog.level = ERROR\n")
+    pin_file = folder / "user-pin"
+    pin, so_pin = secrets.token_hex(8), secrets.token_hex(8)
+    fd = os.open(pin_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(pin + "\n")
+    os.environ["SOFTHSM2_CONF"] = str(conf.resolve())
+    made = subprocess.run(
+        ["softhsm2-util", "--init-token", "--free", "--label", label, "--so-pin", so_pin, "--pin", pin],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if made.returncode != 0:
+        raise DemoRefused(f"softhsm2-util could not make the token: {made.stderr.strip() or made.stdout.strip()}")
+    return TokenKey(Pkcs11Uri({"token": label}), module, pin_file=pin_file.resolve())
 
 
 def _demo_head(pub: Path) -> str | None:
@@ -244,20 +287,46 @@ def trust_of(config: Config) -> dict[str, object]:
     return trust.to_json()
 
 
-def build(out: Path) -> dict[str, object]:
+def build(out: Path, hsm: bool = False) -> dict[str, object]:
     """Build the demo publication under ``out``; return what was made.
 
-    ``out/publication`` is the published git repository; the CA and log keys
-    and the organisations' keys are in ``private_dir(out)``, never published.
+    ``out/publication`` is the published git repository. The CA and log keys
+    and the organisations' keys are in ``private_dir(out)``, never published;
+    with ``hsm``, the CA and log keys are made inside a fresh SoftHSM2 token in
+    ``out/token`` instead (non-extractable), and the organisations' keys,
+    which are not the DCC's, are files in ``out/parties``.
     """
     _fresh_dir(out)
-    pub, keys_dir, org_dir = out / "publication", private_dir(out) / "keys", private_dir(out) / "certs"
-    scaffold.init_publication(pub, keys_dir, DEMO_SITE, DEMO_ORIGIN)
+    pub = out / "publication"
+    if hsm:
+        token = new_softhsm_token(out / "token")
+        org_dir = out / "parties"
+        keys = f"{token.uri} in the SoftHSM2 token of {out / 'token' / 'softhsm2.conf'}"
+        scaffold.init_publication(pub, None, DEMO_SITE, DEMO_ORIGIN, token=token)
+    else:
+        org_dir = private_dir(out) / "certs"
+        keys = f"{private_dir(out)} (outside the publication and any git work tree)"
+        scaffold.init_publication(pub, private_dir(out) / "keys", DEMO_SITE, DEMO_ORIGIN)
     init_repository(pub)
     with demo_witnesses(private_dir(out) / "witnesses", read_vkey(pub / publication.LOG_DIR)) as witnesses:
         with (pub / publication.CONFIG_NAME).open("a") as f:
             f.write(witnessing_table(witnesses))
-        return _build(out, pub, org_dir)
+        info = _build(out, pub, org_dir)
+    info["keys"] = keys
+    if hsm:
+        info["token"] = _token_info(out / "token")
+    return info
+
+
+def _token_info(folder: Path) -> dict[str, str]:
+    conf, pin = (folder / "softhsm2.conf").resolve(), (folder / "user-pin").resolve()
+    return {
+        "softhsm2_conf": str(conf),
+        "pin_file": str(pin),
+        "show_slots": f"SOFTHSM2_CONF={conf} softhsm2-util --show-slots",
+        "list_objects": f"SOFTHSM2_CONF={conf} pkcs11-tool --module {softhsm_module()} --token-label {DEMO_SLOT_LABEL} "
+        f'--login --pin "$(cat {pin})" --list-objects',
+    }
 
 
 def _build(out: Path, pub: Path, org_dir: Path) -> dict[str, object]:
@@ -330,7 +399,6 @@ def _build(out: Path, pub: Path, org_dir: Path) -> dict[str, object]:
         "rejected": sorted([*first.intake.rejected, *second.intake.rejected]),
         "root_sha256": trust["iki_roots"][0]["sha256"],  # type: ignore[index]
         "trust": str(out / "trust.json"),
-        "keys": str(private_dir(out)),
         "sample_model_key": model_lookup_key("1001", "ESME-100", "1.0", "2.0"),
         "witnesses": second.witnessing.to_json() if second.witnessing else None,
         "firmware": [str(p) for p in samples],
@@ -341,6 +409,17 @@ def _witness_lines(report: object) -> list[str]:
     if not isinstance(report, dict):
         return []
     return [f"  cosigned by witness {c['name']} at {c['time']}" for c in report.get("cosigned", [])]
+
+
+def _token_lines(token: object) -> list[str]:
+    if not isinstance(token, dict):
+        return []
+    return [
+        "  list the token's slots and objects (every CA key and the log key; none can be extracted):",
+        f"    {token['show_slots']}",
+        f"    {token['list_objects']}",
+        f"  to run the publisher on it: export SOFTHSM2_CONF={token['softhsm2_conf']}",
+    ]
 
 
 def describe(info: dict[str, object]) -> str:
@@ -354,7 +433,8 @@ def describe(info: dict[str, object]) -> str:
             f" (reports in {pub}/inbox/*/rejection.txt)",
             f"  trust file for the verifier: {info['trust']} (it requires both witnesses' cosignatures)",
             *_witness_lines(info.get("witnesses")),
-            f"  private keys: {info['keys']} (outside the publication and any git work tree)",
+            f"  the publisher's private keys: {info['keys']}",
+            *_token_lines(info.get("token")),
             "Try the verifier on the sample firmware images (current, replaced, never submitted):",
             *(
                 f"  .venv/bin/cpl-verify --trust {info['trust']} --site {Path(str(info['trust'])).parent / 'site'} "
