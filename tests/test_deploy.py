@@ -424,7 +424,7 @@ def test_the_readme_s3_workflow_lints_as_a_workflow(tmp_path: Path) -> None:
     folder = tmp_path / ".github" / "workflows"
     folder.mkdir(parents=True)
     (folder / "publish-s3.yml").write_text(text[: text.index("\n  build:\n") + 1] + "\n" + s3_workflow_text())
-    lint_workflow(folder / "publish-s3.yml", ["--config", str(REPO / ".github" / "zizmor.yml")])
+    lint_workflow(folder / "publish-s3.yml", ["--no-config"])
 
 
 def test_the_readme_s3_workflow_builds_and_deploys_from_a_clone(s3: S3Server, setup: Setup, tmp_path: Path) -> None:

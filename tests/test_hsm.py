@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -17,7 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from hsm_fixtures import VENV_BIN, Token, cli, need_softhsm, token_fixture  # noqa: F401  (the token fixture)
 from hypothesis import given
 from hypothesis import strategies as st
-from site_fixtures import build_site, serve
+from site_fixtures import REPO, build_site, serve
+from test_deployment import readme_block
 
 from publisher import demo, hsm
 from publisher.config import ConfigError, TokenKey, load, parse
@@ -305,6 +307,7 @@ def test_token_failures_are_clear_errors(token: Token, tmp_path: Path) -> None:
     # Wrong PIN.
     wrong = cli(token, "crl", "refresh", "--dir", str(pub), "--force", CPL_HSM_PIN="00000000")
     assert wrong.returncode == 2 and "wrong PIN" in wrong.stderr and "CKR_PIN_INCORRECT" in wrong.stderr
+    assert "00000000" not in wrong.stderr + wrong.stdout  # a PIN is never printed
     # PIN variable unset.
     unset = cli(token, "crl", "refresh", "--dir", str(pub), "--force", CPL_HSM_PIN="")
     assert unset.returncode == 2 and "CPL_HSM_PIN is empty or unset" in unset.stderr
@@ -485,7 +488,7 @@ def test_a_token_removed_mid_publish_fails_clearly_and_the_next_publish_recovers
     # While the token is away, publishing again fails the same clear way, and changes nothing.
     again = subprocess.run(
         [str(VENV_BIN / "cpl-publisher"), "publish", "--dir", str(pub), "--no-witness"],
-        capture_output=True, text=True, env={**__import__("os").environ},
+        capture_output=True, text=True, env=dict(os.environ),
     )  # fmt: skip
     assert again.returncode == 2
     assert "no token matching pkcs11:token=cpl-demo" in again.stderr
@@ -521,3 +524,39 @@ def test_a_token_pulled_out_while_signing_is_reported_as_removed(token: Token, t
         key.sign(b"\0" * 32, mechanism=pkcs11.Mechanism.ECDSA)
     token.restore(aside)
     assert hsm.TokenIssuerKey.open(ref, None).sign(b"after", hashes.SHA256())  # back in service
+
+
+def test_the_readme_hsm_flow_runs_verbatim(token: Token, tmp_path: Path) -> None:
+    block = "\n".join(readme_block("hsm-flow"))
+    env = {
+        **token.env,
+        "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
+        "PUB": str(tmp_path / "pub"),
+        "PARTIES": str(tmp_path / "parties"),
+        "TOKEN": "cpl-test",
+        "PKCS11_MODULE": MODULE,
+    }
+    done = subprocess.run(
+        ["bash", "-e", "-o", "pipefail", "-c", block], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+    assert "verify OK" in done.stderr + done.stdout
+    assert token.pin not in done.stdout + done.stderr
+    subjects = subprocess.run(["git", "log", "--format=%s"], cwd=tmp_path / "pub", capture_output=True, text=True)
+    assert subjects.stdout.splitlines()[0].startswith("publish: ")
+
+
+def test_make_demo_hsm_builds_the_demo_with_its_keys_in_a_token(tmp_path: Path) -> None:
+    need_softhsm()
+    out = tmp_path / "demo-hsm"
+    done = subprocess.run(
+        ["make", "--no-print-directory", "demo-hsm", f"DEMO_HSM={out}"],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    for part in ("publication/.git", "site/index.html", "trust.json", "token/softhsm2.conf", "firmware"):
+        assert (out / part).exists(), part
+    assert list((out / "parties").glob("*.key")) and not list((out / "publication").rglob("*.key"))
+    assert "softhsm2-util --show-slots" in done.stdout and "pkcs11-tool --module" in done.stdout
+    config = load(out / "publication")
+    assert config.log_key.token is not None and all(i.key.token for i in config.issuers)
