@@ -301,11 +301,11 @@ def build(out: Path, hsm: bool = False) -> dict[str, object]:
     if hsm:
         token = new_softhsm_token(out / "token")
         org_dir = out / "parties"
-        keys = f"{token.uri} in the SoftHSM2 token of {out / 'token' / 'softhsm2.conf'}"
+        keys = str(token.uri)
         scaffold.init_publication(pub, None, DEMO_SITE, DEMO_ORIGIN, token=token)
     else:
         org_dir = private_dir(out) / "certs"
-        keys = f"{private_dir(out)} (outside the publication and any git work tree)"
+        keys = str(private_dir(out))
         scaffold.init_publication(pub, private_dir(out) / "keys", DEMO_SITE, DEMO_ORIGIN)
     init_repository(pub)
     with demo_witnesses(private_dir(out) / "witnesses", read_vkey(pub / publication.LOG_DIR)) as witnesses:
@@ -433,7 +433,12 @@ def describe(info: dict[str, object]) -> str:
             f" (reports in {pub}/inbox/*/rejection.txt)",
             f"  trust file for the verifier: {info['trust']} (it requires both witnesses' cosignatures)",
             *_witness_lines(info.get("witnesses")),
-            f"  the publisher's private keys: {info['keys']}",
+            f"  the publisher's private keys: {info['keys']} "
+            + (
+                "(inside the SoftHSM2 token, non-extractable)"
+                if info.get("token")
+                else "(outside the publication and any git work tree)"
+            ),
             *_token_lines(info.get("token")),
             "Try the verifier on the sample firmware images (current, replaced, never submitted):",
             *(

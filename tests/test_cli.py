@@ -111,7 +111,7 @@ def test_missing_or_bad_key_is_a_usage_error(
     log, key, _ = log_with_entries
     code, _, err = run(capsys, "log", "append", str(log), str(key))
     assert code == 2
-    assert "--key-file FILE or --key-env VAR" in err
+    assert "--key-file FILE, --key-env VAR or --pkcs11 URI" in err
     code, _, err = run(capsys, "log", "append", str(log), "--key-env", "CPL_TEST_UNSET_KEY_VAR", str(key))
     assert code == 2
     assert "CPL_TEST_UNSET_KEY_VAR is empty or unset" in err

@@ -236,18 +236,18 @@ BAD = {
     # key sources
     "log-both-keys": (
         doc(log='key_file = "/k/log.key"\nkey_env = "CPL_LOG_KEY"'),
-        "[log]: give exactly one of 'key_file' or 'key_env'",
+        "[log]: give exactly one of 'key_file', 'key_env' or 'key_pkcs11'",
     ),
-    "log-no-key": (doc(log=""), "[log]: give exactly one of 'key_file' or 'key_env'"),
+    "log-no-key": (doc(log=""), "[log]: give exactly one of 'key_file', 'key_env' or 'key_pkcs11'"),
     "log-key-file-number": (doc(log="key_file = 5"), "[log]: 'key_file' must be a string"),
     "log-key-env-list": (doc(log='key_env = ["A"]'), "[log]: 'key_env' must be a string"),
     "issuer-both-keys": (
         doc(issuers=(ICA_ISSUER + '\nkey_file = "/k/ica.key"',)),
-        "[[issuers]] #1: give exactly one of 'key_file' or 'key_env'",
+        "[[issuers]] #1: give exactly one of 'key_file', 'key_env' or 'key_pkcs11'",
     ),
     "issuer-no-key": (
         doc(issuers=('name = "ica"\ncertificate = "pki/ica.pem"',)),
-        "[[issuers]] #1: give exactly one of 'key_file' or 'key_env'",
+        "[[issuers]] #1: give exactly one of 'key_file', 'key_env' or 'key_pkcs11'",
     ),
     # issuers
     "issuer-name-upper": (

@@ -952,7 +952,7 @@ def test_a_key_from_an_environment_variable(pub: Publication, monkeypatch: pytes
 
 def test_key_file_must_not_be_configured_with_key_env(pub: Publication) -> None:
     source = pub.config.issuer("ica").key.file
-    with pytest.raises(ConfigError, match="exactly one of 'key_file' or 'key_env'"):
+    with pytest.raises(ConfigError, match="exactly one of 'key_file', 'key_env' or 'key_pkcs11'"):
         pub.edit_config(f'key_file = "{source}"', f'key_file = "{source}"\nkey_env = "X"')
 
 
