@@ -33,11 +33,23 @@ from publisher.config import TokenKey
 from publisher.keys import KeyUnusable, PublicKey, check_custody
 
 # DER OIDs of the curves this publisher uses (CKA_EC_PARAMS).
-_CURVES: dict[bytes, ec.EllipticCurve] = {
-    bytes.fromhex("06082a8648ce3d030107"): ec.SECP256R1(),
-    bytes.fromhex("06052b81040022"): ec.SECP384R1(),
-}
+_P256, _P384 = bytes.fromhex("06082a8648ce3d030107"), bytes.fromhex("06052b81040022")
+_CURVES: dict[bytes, ec.EllipticCurve] = {_P256: ec.SECP256R1(), _P384: ec.SECP384R1()}
 _ED25519_PARAMS = (bytes.fromhex("06032b6570"), bytes.fromhex("130c656477617264733235353139"))  # OID, "edwards25519"
+_RSA_EXPONENT = {Attribute.PUBLIC_EXPONENT: (65537).to_bytes(3, "big")}
+# Key pairs ``_generate`` makes: key type, bits (RSA), mechanism, and the public template's parameters.
+_KEY_PAIRS: dict[str, tuple[KeyType, int | None, Mechanism, dict[Attribute, Any]]] = {
+    "ec-p256": (
+        KeyType.EC,
+        None,
+        Mechanism.EC_KEY_PAIR_GEN,
+        {Attribute.EC_PARAMS: _P256},
+    ),
+    "ec-p384": (KeyType.EC, None, Mechanism.EC_KEY_PAIR_GEN, {Attribute.EC_PARAMS: _P384}),
+    "rsa-3072": (KeyType.RSA, 3072, Mechanism.RSA_PKCS_KEY_PAIR_GEN, _RSA_EXPONENT),
+    "rsa-4096": (KeyType.RSA, 4096, Mechanism.RSA_PKCS_KEY_PAIR_GEN, _RSA_EXPONENT),
+    "ed25519": (KeyType.EC_EDWARDS, None, Mechanism.EC_EDWARDS_KEY_PAIR_GEN, {Attribute.EC_PARAMS: _ED25519_PARAMS[0]}),
+}
 _RSA_MECHANISMS = {"sha256": Mechanism.SHA256_RSA_PKCS, "sha384": Mechanism.SHA384_RSA_PKCS}
 # Failures that mean the token went away or broke under us, not a configuration mistake.
 _GONE = (
@@ -310,35 +322,15 @@ def _generate(ref: TokenKey, publication: Path | None, algorithm: str) -> Public
         for criteria in ({Attribute.LABEL: ref.uri.object}, {Attribute.ID: key_id}):
             if list(opened.get_objects(criteria)):
                 raise TokenError(f"the token already holds an object with the {next(iter(criteria)).name} of {ref.uri}")
-        if algorithm in ("ec-p256", "ec-p384"):
-            curve = "secp256r1" if algorithm == "ec-p256" else "secp384r1"
-            public_template[Attribute.EC_PARAMS] = next(p for p, c in _CURVES.items() if c.name == curve)
-            pub, _ = opened.generate_keypair(
-                KeyType.EC,
-                mechanism=Mechanism.EC_KEY_PAIR_GEN,
-                public_template=public_template,
-                private_template=private,
-                store=True,
-            )
-        elif algorithm in ("rsa-3072", "rsa-4096"):
-            public_template[Attribute.PUBLIC_EXPONENT] = (65537).to_bytes(3, "big")
-            pub, _ = opened.generate_keypair(
-                KeyType.RSA,
-                int(algorithm[4:]),
-                mechanism=Mechanism.RSA_PKCS_KEY_PAIR_GEN,
-                public_template=public_template,
-                private_template=private,
-                store=True,
-            )
-        elif algorithm == "ed25519":
-            public_template[Attribute.EC_PARAMS] = _ED25519_PARAMS[0]
-            pub, _ = opened.generate_keypair(
-                KeyType.EC_EDWARDS,
-                mechanism=Mechanism.EC_EDWARDS_KEY_PAIR_GEN,
-                public_template=public_template,
-                private_template=private,
-                store=True,
-            )
-        else:
-            raise TokenError(f"unknown key algorithm {algorithm!r}")
+        if algorithm not in _KEY_PAIRS:
+            raise TokenError(f"unknown key algorithm {algorithm!r} (choose from {', '.join(_KEY_PAIRS)})")
+        key_type, bits, mechanism, attributes = _KEY_PAIRS[algorithm]
+        pub, _ = opened.generate_keypair(
+            key_type,
+            bits,
+            mechanism=mechanism,
+            public_template={**public_template, **attributes},
+            private_template=private,
+            store=True,
+        )
         return _public(pub)
