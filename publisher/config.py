@@ -185,6 +185,21 @@ def _bool(table: dict[str, object], key: str, where: str, default: bool) -> bool
 
 
 _PIN_KEYS = ("pin", "pin_value", "user_pin")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# The URI attributes a token key is found by; the others (slot and library descriptions, vendor ``x-``
+# attributes, module-name) would be silently unmatched, so they are refused.
+_MATCHED = ("token", "manufacturer", "serial", "model", "object", "id", "type", "slot-id")
+
+
+def _pin_source(value: str, where: str) -> str:
+    """The file a URI's ``pin-source`` names: RFC 7512 makes it a URI; only a local ``file:`` one is taken."""
+    m = re.fullmatch(r"file:(?://(?:localhost)?)?(/[^?#]*)", value)
+    if m is None:
+        raise ConfigError(
+            f"{where}: the URI's pin-source must be a local file: URI (file:/path or file:///path); "
+            "commands and other schemes are refused"
+        )
+    return m.group(1)
 
 
 def token_key(
@@ -195,16 +210,24 @@ def token_key(
     pin_env: str | None,
     pin_file: str | None,
     names_key: bool = True,
+    publication: Path | None = None,
 ) -> TokenKey:
     """A ``TokenKey`` from a URI, a module path (or the URI's ``module-path``) and one PIN source (or the
     URI's ``pin-source``); relative paths are taken from ``base``. With ``names_key`` false the URI names
-    only a token (where ``ca init`` makes its keys)."""
+    only a token (where ``ca init`` makes its keys). The module must be an absolute path, outside
+    ``publication`` when given."""
     try:
         uri = parse_uri(uri_text)
     except Pkcs11UriError as exc:
         raise ConfigError(f"{where}: {exc}") from exc
     if not uri.token:
         raise ConfigError(f"{where}: the PKCS#11 URI must name the token (token=, serial=, manufacturer= or model=)")
+    unmatched = sorted(set(uri.path) - set(_MATCHED)) + sorted(set(uri.query) - {"module-path", "pin-source"})
+    if unmatched:
+        raise ConfigError(
+            f"{where}: the PKCS#11 URI's {', '.join(unmatched)} would not be matched: give the token by "
+            f"{', '.join(_MATCHED[:4])} or slot-id, and the key by object or id"
+        )
     if names_key and uri.object is None and uri.id is None:
         raise ConfigError(f"{where}: the PKCS#11 URI must name the key (object= or id=)")
     if uri.path.get("type", "private") != "private":
@@ -215,14 +238,21 @@ def token_key(
     module = module or in_uri
     if not module:
         raise ConfigError(f"{where}: give the PKCS#11 module path ('pkcs11_module', or module-path in the URI)")
+    # Native code loaded into the job that holds the PIN: an installed library, never a file of the publication.
+    inside = publication is not None and Path(module).resolve().is_relative_to(publication.resolve())
+    if not Path(module).is_absolute() or inside:
+        raise ConfigError(f"{where}: the PKCS#11 module must be an absolute path outside the publication: {module}")
     source = uri.query.get("pin-source")
     if source is not None:
         if pin_env or pin_file:
             raise ConfigError(f"{where}: the URI's pin-source and pin_env/pin_file both give the PIN; keep one")
-        pin_file = source.removeprefix("file://")
+        pin_file = _pin_source(source, where)
     if (pin_env is None) == (pin_file is None) or pin_env == "" or pin_file == "":
         raise ConfigError(f"{where}: give the token's PIN source: exactly one of 'pin_env' or 'pin_file', non-empty")
-    return TokenKey(uri, (base / module), pin_env, (base / pin_file).resolve() if pin_file else None)
+    if pin_env is not None and not _ENV_NAME.fullmatch(pin_env):
+        # Not echoed: an operator who typed the PIN itself here must not see it printed.
+        raise ConfigError(f"{where}: pin_env must name an environment variable (letters, digits, '_')")
+    return TokenKey(uri, Path(module), pin_env, (base / pin_file).resolve() if pin_file else None)
 
 
 def _token_source(table: dict[str, object], where: str, base: Path, defaults: dict[str, object]) -> KeySource:
@@ -245,6 +275,7 @@ def _token_source(table: dict[str, object], where: str, base: Path, defaults: di
             setting("pkcs11_module", "module"),
             pin_env if isinstance(pin_env, str) else None,
             pin_file if isinstance(pin_file, str) else None,
+            publication=base,
         )
     )
 

@@ -7,13 +7,14 @@ leaving a stale handle, and nothing holds a login between commands. The module i
 session of the process closes. ``python-pkcs11`` does the PKCS#11 calls (the README says why this library).
 
 Mechanisms: ``CKM_ECDSA`` on a digest computed here (SoftHSM and several HSMs refuse ``CKM_ECDSA_SHA256``),
-its raw ``r || s`` re-encoded as the DER ECDSA-Sig-Value X.509 expects; ``CKM_SHA256_RSA_PKCS`` /
-``CKM_SHA384_RSA_PKCS`` for RSA; ``CKM_EDDSA`` for the log's Ed25519 key. Every signature is verified
+its raw ``r || s`` re-encoded as the DER ECDSA-Sig-Value X.509 expects; ``CKM_RSA_PKCS`` over a
+DigestInfo computed here for RSA; ``CKM_EDDSA`` for the log's Ed25519 key. Every signature is verified
 against the token's public key before it is returned.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
@@ -50,7 +51,12 @@ _KEY_PAIRS: dict[str, tuple[KeyType, int | None, Mechanism, dict[Attribute, Any]
     "rsa-4096": (KeyType.RSA, 4096, Mechanism.RSA_PKCS_KEY_PAIR_GEN, _RSA_EXPONENT),
     "ed25519": (KeyType.EC_EDWARDS, None, Mechanism.EC_EDWARDS_KEY_PAIR_GEN, {Attribute.EC_PARAMS: _ED25519_PARAMS[0]}),
 }
-_RSA_MECHANISMS = {"sha256": Mechanism.SHA256_RSA_PKCS, "sha384": Mechanism.SHA384_RSA_PKCS}
+# RFC 8017 9.2: the DigestInfo prefix of each hash; RSA signs DigestInfo || digest with CKM_RSA_PKCS, so the
+# token receives 51 or 67 bytes, never a whole CRL (network HSMs cap one call's input).
+_DIGEST_INFO = {
+    "sha256": bytes.fromhex("3031300d060960864801650304020105000420"),
+    "sha384": bytes.fromhex("3041300d060960864801650304020205000430"),
+}
 # Failures that mean the token went away or broke under us, not a configuration mistake.
 _GONE = (
     pkcs11.exceptions.TokenNotPresent,
@@ -67,8 +73,10 @@ class TokenError(KeyUnusable):
     """A token key cannot be used: module, token, PIN or key missing or wrong, or the token failed."""
 
 
-_lock = threading.Lock()
-_open: dict[str, int] = {}  # module path -> sessions open in this process
+# One lock per process around every session: PKCS#11's login state belongs to the whole application, so a
+# second thread's login or logout would break the first's. Re-entrant, for a session opened inside another.
+_lock = threading.RLock()
+_open: dict[str, int] = {}  # module path -> sessions open in this process (logged in while any is)
 
 
 def read_pin(ref: TokenKey, publication: Path | None) -> str:
@@ -83,9 +91,11 @@ def read_pin(ref: TokenKey, publication: Path | None) -> str:
     if publication is not None:
         check_custody(ref.pin_file, publication)
     try:
-        pin = ref.pin_file.read_text().strip("\r\n")
+        pin = ref.pin_file.read_text(encoding="utf-8").strip("\r\n")
     except OSError as exc:
         raise TokenError(f"cannot read the PIN file {ref.pin_file}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise TokenError(f"the PIN file {ref.pin_file} is not UTF-8 text") from exc
     if not pin:
         raise TokenError(f"the PIN file {ref.pin_file} is empty")
     return pin
@@ -136,28 +146,31 @@ def session(ref: TokenKey, publication: Path | None, rw: bool = False) -> Iterat
     key = str(ref.module)
     with _lock:
         lib = _library(ref.module)
+        nested = _open.get(key, 0) > 0
         _open[key] = _open.get(key, 0) + 1
-    try:
-        token = _token(lib, ref)
-        with token.open(user_pin=pin, rw=rw) as opened:
-            yield opened
-    except pkcs11.exceptions.PinIncorrect as exc:
-        raise TokenError(f"wrong PIN for the token of {ref.uri} (CKR_PIN_INCORRECT)") from exc
-    except pkcs11.exceptions.PinLocked as exc:
-        raise TokenError(f"the user PIN of the token of {ref.uri} is locked (CKR_PIN_LOCKED)") from exc
-    except _GONE as exc:
-        raise TokenError(
-            f"the token of {ref.uri} was removed or failed ({type(exc).__name__}); nothing was signed"
-        ) from exc
-    except pkcs11.exceptions.PKCS11Error as exc:
-        raise TokenError(f"the token of {ref.uri} refused: {type(exc).__name__} {exc}".rstrip()) from exc
-    finally:
-        with _lock:
+        try:
+            token = _token(lib, ref)
+            # Inside another session the application is logged in already (a second C_Login fails).
+            with token.open(user_pin=None if nested else pin, rw=rw) as opened:
+                yield opened
+        except pkcs11.exceptions.PinIncorrect as exc:
+            raise TokenError(f"wrong PIN for the token of {ref.uri} (CKR_PIN_INCORRECT)") from exc
+        except pkcs11.exceptions.PinLocked as exc:
+            raise TokenError(f"the user PIN of the token of {ref.uri} is locked (CKR_PIN_LOCKED)") from exc
+        except _GONE as exc:
+            raise TokenError(
+                f"the token of {ref.uri} was removed or failed ({type(exc).__name__}); nothing was signed"
+            ) from exc
+        except pkcs11.exceptions.PKCS11Error as exc:
+            raise TokenError(f"the token of {ref.uri} refused: {type(exc).__name__} {exc}".rstrip()) from exc
+        finally:
             _open[key] -= 1
             if _open[key] == 0:
-                # Finalise so the next session reads the token afresh (a replaced or re-inserted token).
+                # Finalise so the next session reads the token afresh (a replaced or re-inserted token); a
+                # failure to finalise must not hide the error that ended the session.
                 del _open[key]
-                lib.finalize()
+                with contextlib.suppress(pkcs11.exceptions.PKCS11Error):
+                    lib.finalize()
 
 
 def _find(opened: Any, ref: TokenKey, object_class: ObjectClass) -> Any:
@@ -175,29 +188,34 @@ def _find(opened: Any, ref: TokenKey, object_class: ObjectClass) -> Any:
     return found[0]
 
 
-def _unwrap_point(raw: bytes) -> bytes:
-    """CKA_EC_POINT is a DER OCTET STRING holding the point (some tokens give the bare point)."""
-    if len(raw) >= 2 and raw[0] == 0x04:
-        length, start = raw[1], 2
-        if length & 0x80:
-            n = length & 0x7F
-            length, start = int.from_bytes(raw[2 : 2 + n], "big"), 2 + n
-        if start + length == len(raw):
-            return raw[start:]
-    return raw
+def _point(raw: bytes, sizes: tuple[int, ...]) -> bytes:
+    """The point in CKA_EC_POINT: PKCS#11 says a DER OCTET STRING holding it, some tokens give it bare. Decided
+    by length (``sizes``: the point's possible encodings), since a bare point can begin like a DER header."""
+    if len(raw) in sizes:
+        return raw
+    for size in sizes:  # all under 128 octets: a short-form length
+        if len(raw) == size + 2 and raw[0] == 0x04 and raw[1] == size:
+            return raw[2:]
+    raise TokenError(f"the token's CKA_EC_POINT ({len(raw)} bytes) is not a point of the key's curve")
 
 
 def _public(obj: Any) -> PublicKey | ed25519.Ed25519PublicKey:
     key_type = obj[Attribute.KEY_TYPE]
-    if key_type == KeyType.RSA:
-        n = int.from_bytes(obj[Attribute.MODULUS], "big")
-        e = int.from_bytes(obj[Attribute.PUBLIC_EXPONENT], "big")
-        return rsa.RSAPublicNumbers(e, n).public_key()
-    params, point = obj[Attribute.EC_PARAMS], _unwrap_point(obj[Attribute.EC_POINT])
-    if key_type == KeyType.EC_EDWARDS and params in _ED25519_PARAMS:
-        return ed25519.Ed25519PublicKey.from_public_bytes(point)
-    if key_type == KeyType.EC and params in _CURVES:
-        return ec.EllipticCurvePublicKey.from_encoded_point(_CURVES[params], point)
+    try:
+        if key_type == KeyType.RSA:
+            n = int.from_bytes(obj[Attribute.MODULUS], "big")
+            e = int.from_bytes(obj[Attribute.PUBLIC_EXPONENT], "big")
+            return rsa.RSAPublicNumbers(e, n).public_key()
+        params = obj[Attribute.EC_PARAMS]
+        if key_type == KeyType.EC_EDWARDS and params in _ED25519_PARAMS:
+            return ed25519.Ed25519PublicKey.from_public_bytes(_point(obj[Attribute.EC_POINT], (32,)))
+        if key_type == KeyType.EC and params in _CURVES:
+            curve = _CURVES[params]
+            size = (curve.key_size + 7) // 8
+            point = _point(obj[Attribute.EC_POINT], (1 + 2 * size, 1 + size))  # uncompressed, compressed
+            return ec.EllipticCurvePublicKey.from_encoded_point(curve, point)
+    except ValueError as exc:
+        raise TokenError(f"the token's public key is not a valid key: {exc}") from exc
     raise TokenError(f"unsupported key type on the token ({key_type!r}): use ECDSA P-256/P-384, RSA or Ed25519")
 
 
@@ -242,9 +260,10 @@ class TokenIssuerKey:
                 signature = encode_dss_signature(int.from_bytes(raw[:half], "big"), int.from_bytes(raw[half:], "big"))
                 public.verify(signature, data, ec.ECDSA(algorithm))
             else:
-                if algorithm.name not in _RSA_MECHANISMS:
-                    raise TokenError(f"no RSA mechanism for {algorithm.name}")
-                signature = _sign(self.ref, self.publication, data, _RSA_MECHANISMS[algorithm.name])
+                if algorithm.name not in _DIGEST_INFO:
+                    raise TokenError(f"no RSA DigestInfo for {algorithm.name}")
+                digest_info = _DIGEST_INFO[algorithm.name] + hashlib.new(algorithm.name, data).digest()
+                signature = _sign(self.ref, self.publication, digest_info, Mechanism.RSA_PKCS)
                 public.verify(signature, data, padding.PKCS1v15(), algorithm)
         except InvalidSignature as exc:
             raise TokenError(f"the token's signature with {self.ref.uri} does not verify with its public key") from exc
@@ -300,6 +319,33 @@ def generate_ed25519(ref: TokenKey, publication: Path | None) -> TokenEd25519Key
     return TokenEd25519Key(ref, publication, public)
 
 
+def _holding(opened: Any, label: str | None, key_id: bytes | None) -> list[Any]:
+    """The token's objects with this label or this id."""
+    found = []
+    if label is not None:
+        found += list(opened.get_objects({Attribute.LABEL: label}))
+    if key_id is not None:
+        found += list(opened.get_objects({Attribute.ID: key_id}))
+    return found
+
+
+def check_free(refs: list[TokenKey], publication: Path | None) -> None:
+    """Refuse if the token already holds an object with the label or id of any of ``refs``."""
+    for ref in refs:
+        with session(ref, publication) as opened:
+            if _holding(opened, ref.uri.object, ref.uri.id):
+                raise TokenError(f"the token already holds an object named by {ref.uri}: a key is never replaced")
+
+
+def destroy(refs: list[TokenKey], publication: Path | None) -> None:
+    """Destroy the objects (both halves of each key pair) ``refs`` name; for undoing a ``ca init`` that failed
+    after making its keys."""
+    for ref in refs:
+        with session(ref, publication, rw=True) as opened:
+            for obj in _holding(opened, ref.uri.object, ref.uri.id):
+                obj.destroy()
+
+
 def _generate(ref: TokenKey, publication: Path | None, algorithm: str) -> PublicKey | ed25519.Ed25519PublicKey:
     """Create a non-extractable, sensitive key pair in the token, labelled and identified as ``ref`` says;
     returns its public key. Refuses if an object with that label or id is already there: a key is never
@@ -319,9 +365,8 @@ def _generate(ref: TokenKey, publication: Path | None, algorithm: str) -> Public
     }
     public_template: dict[Attribute, Any] = {**common, Attribute.VERIFY: True, Attribute.PRIVATE: False}
     with session(ref, publication, rw=True) as opened:
-        for criteria in ({Attribute.LABEL: ref.uri.object}, {Attribute.ID: key_id}):
-            if list(opened.get_objects(criteria)):
-                raise TokenError(f"the token already holds an object with the {next(iter(criteria)).name} of {ref.uri}")
+        if _holding(opened, ref.uri.object, key_id):
+            raise TokenError(f"the token already holds an object with the label or id of {ref.uri}")
         if algorithm not in _KEY_PAIRS:
             raise TokenError(f"unknown key algorithm {algorithm!r} (choose from {', '.join(_KEY_PAIRS)})")
         key_type, bits, mechanism, attributes = _KEY_PAIRS[algorithm]

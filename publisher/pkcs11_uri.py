@@ -26,7 +26,7 @@ OBJECT_TYPES = ("public", "private", "cert", "secret-key", "data")
 # RFC 7512 2.3: pk11-res-avail and pk11-path-res-avail / pk11-query-res-avail (pct-encoding apart).
 _PATH_CHARS = re.compile(r"[A-Za-z0-9\-._~:\[\]@!$'()*+,=&%]*")
 _QUERY_CHARS = re.compile(r"[A-Za-z0-9\-._~:\[\]@!$'()*+,=/?|%]*")
-_ATTR_NAME = re.compile(r"[a-z][a-z0-9-]*")
+_ATTR_NAME = re.compile(r"[a-z][a-z0-9_-]*")  # RFC 7512's vendor attributes may use '_'
 
 
 class Pkcs11UriError(UsageError, ValueError):
@@ -101,7 +101,7 @@ def parse_uri(text: str) -> Pkcs11Uri:
             "PKCS#11 URI: a PIN in the URI (pin-value) is refused: the URI is configuration, which is committed; "
             "give the PIN with pin_env or pin_file"
         )
-    if "type" in path and path["type"].decode() not in OBJECT_TYPES:
+    if "type" in path and _text("type", path["type"]) not in OBJECT_TYPES:
         raise Pkcs11UriError(f"PKCS#11 URI: type must be one of {', '.join(OBJECT_TYPES)}")
     key_id = path.pop("id", None)
     return Pkcs11Uri(

@@ -79,8 +79,41 @@ def init_publication(
     """Create a publication with a demo IKI hierarchy (root ICA + issuing ICA) and a log key.
 
     The keys go to ``keys_dir``, which must lie outside the publication, or, with ``token``, are made
-    inside that PKCS#11 token (non-extractable), labelled after the issuers and ``log``.
+    inside that PKCS#11 token (non-extractable), labelled after the issuers and ``log``. A token must not
+    hold those labels yet; if the publication cannot be made, the keys made in the token are destroyed.
     """
+    args = (publication, keys_dir, site_url, origin, algorithm, root_name, issuer_name, now, token)
+    if token is None:
+        return _init_publication(*args)
+    from publisher import hsm  # here: file keys need no PKCS#11 library
+
+    _check_names(root_name, issuer_name)
+    refs = [_key_in(token, label) for label in (root_name, issuer_name, "log")]
+    hsm.check_free(refs, None)
+    try:
+        return _init_publication(*args)
+    except BaseException:
+        hsm.destroy(refs, None)  # the labels were free: whatever holds them now was made here
+        raise
+
+
+def _check_names(*names: str) -> None:
+    for name in names:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,31}", name):
+            raise ConfigError(f"issuer name {name!r} must be lowercase letters, digits and '-'")
+
+
+def _init_publication(
+    publication: Path,
+    keys_dir: Path | None,
+    site_url: str,
+    origin: str,
+    algorithm: str,
+    root_name: str,
+    issuer_name: str,
+    now: dt.datetime | None,
+    token: TokenKey | None,
+) -> Hierarchy:
     now = now or now_utc()
     publication = publication.resolve()
     if keys_dir is not None and token is not None:
@@ -90,9 +123,7 @@ def init_publication(
         keys.check_key_destination(keys_dir, publication)
     if publication.exists() and any(publication.iterdir()):
         raise ConfigError(f"{publication} is not empty")
-    for name in (root_name, issuer_name):
-        if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,31}", name):
-            raise ConfigError(f"issuer name {name!r} must be lowercase letters, digits and '-'")
+    _check_names(root_name, issuer_name)
     root_key: keys.IssuerKey | keys.PrivateKey
     ica_key: keys.IssuerKey | keys.PrivateKey
     if token is not None:

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -22,8 +23,9 @@ from site_fixtures import REPO, build_site, serve
 from test_deployment import readme_block
 
 from publisher import demo, hsm
-from publisher.config import ConfigError, TokenKey, load, parse
+from publisher.config import ConfigError, TokenKey, load, parse, token_key
 from publisher.pkcs11_uri import Pkcs11Uri, Pkcs11UriError, format_uri, parse_uri
+from publisher.pki import registers
 from publisher.publish import gitstate, job, operations
 from publisher.tlog import read_vkey
 
@@ -62,6 +64,7 @@ def test_uri_examples_from_rfc_7512_parse() -> None:
         ("pkcs11:token=t;type=key", "type must be one of"),
         ("pkcs11:token", "not a path attribute"),
         ("pkcs11:token=%ff", "not UTF-8"),
+        ("pkcs11:token=t;type=%ff", "not UTF-8"),
         ("pkcs11:token=a/b", "must be pct-encoded"),
         ("pkcs11:token=t?module-path=/x&module-path=/y", "appears twice"),
     ],
@@ -254,13 +257,18 @@ def test_ca_init_makes_non_extractable_keys_in_the_token_and_crls_verify_with_op
         assert crl.returncode == 0 and "verify OK" in crl.stderr + crl.stdout
 
 
-def test_l11_4_key_uniqueness_reads_the_public_keys_from_the_token(token: Token, tmp_path: Path) -> None:
+def test_certifying_a_token_key_again_is_refused_by_l11_4(token: Token, tmp_path: Path) -> None:
+    """ca init certified the keys it read from the token; the ICA's key, as OpenSC reads it from the token,
+    cannot be certified a second time."""
     pub = tmp_path / "pub"
     assert _init(token, pub).returncode == 0
-    # The ICA's public key, read from the token by OpenSC: certifying it again is refused by L11.4.
     got = token.tool("--read-object", "--type", "pubkey", "--label", "ica", "-o", str(tmp_path / "ica.der"))
     assert got.returncode == 0, got.stderr
     public = serialization.load_der_public_key((tmp_path / "ica.der").read_bytes())
+    ica = x509.load_pem_x509_certificate((pub / "pki" / "ica.pem").read_bytes()).public_key()
+    assert ica.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo) == (
+        public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     (tmp_path / "ica.pub").write_bytes(
         public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
@@ -327,8 +335,8 @@ def test_token_failures_are_clear_errors(token: Token, tmp_path: Path) -> None:
     assert deleted.returncode == 0, deleted.stderr
     no_key = cli(token, "crl", "refresh", "--dir", str(pub), "--force")
     assert no_key.returncode == 2 and "no private key matching pkcs11:token=cpl-test;object=ica" in no_key.stderr
-    # Nothing was written by any of them.
-    assert not (pub / "crl" / "ica.crl").exists()
+    # Nothing was written by any of them: no CRL (not even the root's, whose key was fine), no journal.
+    assert not (pub / "crl").exists() and not (pub / ".publisher" / "journal.json").exists()
     # A PIN file inside the publication is refused like a key file there.
     (pub / "pin").write_text(token.pin)
     (pub / "publisher.toml").write_text(text.replace('pin_env = "CPL_HSM_PIN"', 'pin_file = "pin"'))
@@ -560,3 +568,103 @@ def test_make_demo_hsm_builds_the_demo_with_its_keys_in_a_token(tmp_path: Path) 
     assert "softhsm2-util --show-slots" in done.stdout and "pkcs11-tool --module" in done.stdout
     config = load(out / "publication")
     assert config.log_key.token is not None and all(i.key.token for i in config.issuers)
+
+
+def test_a_token_key_that_is_not_the_issuers_signs_nothing(token: Token, tmp_path: Path) -> None:
+    """The ICA's key pair replaced in the token under the same label: issuing and CRL signing refuse."""
+    pub = tmp_path / "pub"
+    assert _init(token, pub).returncode == 0
+    for kind in ("privkey", "pubkey"):
+        assert token.tool("--delete-object", "--type", kind, "--label", "ica").returncode == 0
+    made = token.tool("--keypairgen", "--key-type", "EC:prime256v1", "--label", "ica", "--id", "77")
+    assert made.returncode == 0, made.stderr
+    issue = ["ca", "issue", "--dir", str(pub), "--issuer", "ica", "--org", "Acme", "--org-id", "1001"]
+    issued = cli(token, *issue, "--role", "Manufacturer", "--out", str(tmp_path / "acme"))
+    assert issued.returncode == 2 and "not the issuer certificate's key" in issued.stderr
+    assert len((pub / registers.ISSUED).read_text().splitlines()) == 2  # the root and the ICA: nothing recorded
+    assert not list(pub.glob("certs/ica/*.pem")) and not list(tmp_path.glob("acme/*.pem"))
+    crl = cli(token, "crl", "refresh", "--dir", str(pub), "--force")
+    assert crl.returncode != 0 and "does not belong to the issuer certificate" in crl.stderr
+
+
+def test_signing_from_threads_and_nested_sessions(token: Token) -> None:
+    ref = TokenKey(parse_uri("pkcs11:token=cpl-test;object=k"), token.key.module, "CPL_HSM_PIN")
+    key = hsm.generate_issuer_key(ref, None, "ec-p256")
+    public = key.public_key()
+    assert isinstance(public, ec.EllipticCurvePublicKey)
+    errors: list[BaseException] = []
+
+    def sign_many(n: int) -> None:
+        try:
+            for i in range(15):
+                data = f"{n}-{i}".encode()
+                public.verify(key.sign(data, hashes.SHA256()), data, ec.ECDSA(hashes.SHA256()))
+        except BaseException as exc:  # collected: the assertion below names it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=sign_many, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    with hsm.session(ref, None):  # a session inside a session (the application is logged in once)
+        assert hsm.public_key(ref, None) == public
+        assert key.sign(b"nested", hashes.SHA256())
+    assert key.sign(b"after", hashes.SHA256())
+
+
+def test_a_failed_ca_init_leaves_no_key_in_the_token(token: Token, tmp_path: Path) -> None:
+    bad = cli(token, "ca", "init", "--dir", str(tmp_path / "pub"), "--site-url", "not a url", "--origin",
+              "hsm.example/log", "--pkcs11", "pkcs11:token=cpl-test", "--pkcs11-module", MODULE, "--pin-env",
+              "CPL_HSM_PIN")  # fmt: skip
+    assert bad.returncode == 2 and "site_url" in bad.stderr
+    assert "label:" not in _objects(token)
+    assert _init(token, tmp_path / "pub2").returncode == 0  # the labels are free for the retry
+    again = _init(token, tmp_path / "pub3")
+    assert again.returncode == 2 and "already holds an object named by pkcs11:token=cpl-test;object=iki-root" in (
+        again.stderr
+    )
+    assert not (tmp_path / "pub3").exists()
+    assert _objects(token).count("Private Key Object") == 3  # the first publication's keys are untouched
+
+
+def test_pin_sources_and_module_paths(token: Token, tmp_path: Path) -> None:
+    pin = tmp_path / "secret-pin"
+    pin.write_text(token.pin + "\n")
+    for uri in (
+        f"pkcs11:token=cpl-test;object=k?pin-source=file:{pin}",
+        f"pkcs11:token=cpl-test;object=k?pin-source=file://{pin}",
+    ):
+        ref = token_key(uri, "test", tmp_path, MODULE, None, None)
+        assert ref.pin_file == pin and hsm.read_pin(ref, None) == token.pin
+    for refused, why in (
+        ("pkcs11:token=t;object=k?pin-source=%7C/usr/bin/getpin", "must be a local file: URI"),
+        ("pkcs11:token=t;object=k?pin-source=https://x/pin", "must be a local file: URI"),
+        ("pkcs11:token=t;object=k;slot-description=S", "slot-description would not be matched"),
+        ("pkcs11:token=t;object=k;library-manufacturer=L", "library-manufacturer would not be matched"),
+        ("pkcs11:token=t;object=k;x-vendor_attr=1", "x-vendor_attr would not be matched"),
+        ("pkcs11:token=t;object=k?module-name=softhsm2", "module-name would not be matched"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(why)):
+            token_key(refused, "test", tmp_path, MODULE, "P" if "pin-source" not in refused else None, None)
+    with pytest.raises(ConfigError, match="absolute path outside the publication"):
+        token_key("pkcs11:token=t;object=k", "test", tmp_path, "lib/x.so", "P", None)
+    with pytest.raises(ConfigError, match="absolute path outside the publication"):
+        token_key("pkcs11:token=t;object=k", "test", tmp_path, str(tmp_path / "x.so"), "P", None, publication=tmp_path)
+    with pytest.raises(ConfigError, match="must name an environment variable") as raised:
+        token_key("pkcs11:token=t;object=k", "test", tmp_path, MODULE, "8f3a-9c21", None)
+    assert "8f3a-9c21" not in str(raised.value)  # a PIN typed where its variable's name goes is not echoed
+    (tmp_path / "latin1").write_bytes(b"\xe9t\xe9")
+    with pytest.raises(hsm.TokenError, match="not UTF-8"):
+        hsm.read_pin(token_key("pkcs11:token=t;object=k", "t", tmp_path, MODULE, None, "latin1"), None)
+
+
+@given(st.integers(min_value=1, max_value=2**256 - 2**224), st.booleans())
+def test_ec_points_bare_or_wrapped(scalar: int, wrapped: bool) -> None:
+    key = ec.derive_private_key(scalar, ec.SECP256R1()).public_key()
+    point = key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    raw = bytes([0x04, len(point)]) + point if wrapped else point
+    assert hsm._point(raw, (65, 33)) == point
+    with pytest.raises(hsm.TokenError, match="not a point of the key's curve"):
+        hsm._point(raw[:-1], (65, 33))

@@ -146,18 +146,46 @@ def due(
     return None
 
 
-def refresh(config: Config, now: dt.datetime | None = None, force: bool = False) -> list[Refreshed]:
-    """Sign, check and publish every CRL that is due (all of them with ``force``)."""
-    now = now or now_utc()
-    register = Snapshot.read(config.root, registers.REVOCATIONS)
-    done = []
+def _due_now(
+    config: Config, register: Snapshot, now: dt.datetime, force: bool
+) -> list[tuple[IssuerConfig, IssuerRevocations, Published | None, str]]:
+    found = []
     for issuer in config.issuers:
         revocations = IssuerRevocations(issuer.name, register)
         previous, meta = current(config, issuer.name)
         why = due(issuer, previous, meta, revocations, now) or ("forced" if force else None)
-        if why is None:
-            continue
-        info = publish_one(config, issuer, revocations, register.whole, previous, now)
+        if why is not None:
+            found.append((issuer, revocations, previous, why))
+    return found
+
+
+def due_keys(config: Config, now: dt.datetime | None = None, force: bool = False) -> dict[str, keys.IssuerKey]:
+    """The keys of the issuers whose CRL is due, loaded (a token found, its PIN checked, the key there) before
+    anything is signed or journalled: an unusable key then changes nothing. Only the due issuers' keys are
+    needed, so an offline root key does not stop an issuing CA's CRL."""
+    register = Snapshot.read(config.root, registers.REVOCATIONS)
+    due_now = _due_now(config, register, now or now_utc(), force)
+    return {issuer.name: keys.load_issuer_key(issuer.key, config.root) for issuer, *_ in due_now}
+
+
+def refresh(
+    config: Config,
+    now: dt.datetime | None = None,
+    force: bool = False,
+    loaded: dict[str, keys.IssuerKey] | None = None,
+) -> list[Refreshed]:
+    """Sign, check and publish every CRL that is due (all of them with ``force``), with the keys in ``loaded``
+    (``due_keys``); every other due issuer's key is loaded before the first CRL is signed."""
+    now = now or now_utc()
+    register = Snapshot.read(config.root, registers.REVOCATIONS)
+    due_now = _due_now(config, register, now, force)
+    loaded = dict(loaded or {})
+    for issuer, *_ in due_now:
+        if issuer.name not in loaded:
+            loaded[issuer.name] = keys.load_issuer_key(issuer.key, config.root)
+    done = []
+    for issuer, revocations, previous, why in due_now:
+        info = publish_one(config, issuer, revocations, register.whole, previous, now, loaded[issuer.name])
         done.append(Refreshed(issuer.name, info, why))
     return done
 
@@ -218,8 +246,10 @@ def publish_one(
     register: Prefix,
     previous: Published | None,
     now: dt.datetime,
+    key: keys.IssuerKey | None = None,
 ) -> CRLInfo:
     """Reserve a number, sign, check against the previous CRL, and write the files (archive first).
+    ``key`` is the issuer's key, loaded here if not given.
 
     ``register`` is the register state ``revocations`` come from; the description records it.
     """
@@ -227,7 +257,7 @@ def publish_one(
     expired = check_key_in_use(cert.not_valid_after_utc, now, f"issuer {issuer.name}'s certificate")
     if expired:
         raise CRLRefused(str(expired[0]))
-    key = keys.load_issuer_key(issuer.key, config.root)
+    key = key or keys.load_issuer_key(issuer.key, config.root)
     floor = 1
     if previous is not None:
         floor = crl_number(x509.load_der_x509_crl(previous.der)) + 1

@@ -19,6 +19,7 @@ import functools
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID, ObjectIdentifier
@@ -131,7 +132,8 @@ def build_certificate(
     issuer_key: IssuerKey | PrivateKey,
     issuer: x509.Certificate | None,
 ) -> x509.Certificate:
-    """Sign a certificate of this profile (``issuer`` None: self-signed root)."""
+    """Sign a certificate of this profile (``issuer`` None: self-signed root) with ``issuer_key``, which must be
+    the key of ``issuer`` (of the request, for a root); the signature is verified before it is returned."""
     if request.kind not in (Kind.IKI, Kind.ICA_ISSUING, Kind.ICA_ROOT):
         raise ProfileError(f"this publisher issues IKI and ICA certificates, not {request.kind.value}")
     if (issuer is None) != (request.kind is Kind.ICA_ROOT):
@@ -172,7 +174,19 @@ def build_certificate(
         builder = builder.add_extension(
             x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
         )
-    return sign_certificate(builder, issuer_key)
+    signer = as_issuer_key(issuer_key)
+    expected = issuer.public_key() if issuer is not None else request.public_key
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    if signer.public_key().public_bytes(*spki) != expected.public_bytes(*spki):
+        raise ProfileError(
+            "the signing key is not the issuer certificate's key (a token key replaced, or the wrong key named)"
+        )
+    cert = sign_certificate(builder, signer)
+    try:
+        cert.verify_directly_issued_by(issuer if issuer is not None else cert)
+    except (ValueError, TypeError, InvalidSignature) as exc:
+        raise ProfileError(f"the new certificate does not verify against its issuer: {exc}") from exc
+    return cert
 
 
 def facts_of_request(request: IssueRequest, role: str | None = None, approval_ref: str | None = None) -> CertFacts:
