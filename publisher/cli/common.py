@@ -45,10 +45,10 @@ def vkey_option(p: argparse.ArgumentParser, required: bool = False, default: str
     p.add_argument("--vkey", required=required, help=VKEY_HELP + (f" (default: {default})" if default else ""))
 
 
-def token_options(p: argparse.ArgumentParser, what: str) -> None:
+def token_options(p: argparse.ArgumentParser, what: str, example: str = "pkcs11:token=dcc-cpl;object=log") -> None:
     """Add ``--pkcs11 URI``, ``--pkcs11-module`` and ``--pin-env``/``--pin-file``: a key in a PKCS#11 token."""
     g = p.add_argument_group("PKCS#11 token (the key never leaves it)")
-    g.add_argument("--pkcs11", metavar="URI", help=f"RFC 7512 URI of {what}, e.g. 'pkcs11:token=dcc-cpl;object=log'")
+    g.add_argument("--pkcs11", metavar="URI", help=f"RFC 7512 URI of {what}, e.g. '{example}'")
     g.add_argument("--pkcs11-module", metavar="PATH", help="the token's PKCS#11 library (or module-path in the URI)")
     pin = g.add_mutually_exclusive_group()
     pin.add_argument("--pin-env", metavar="VAR", help="environment variable holding the token's user PIN")

@@ -221,7 +221,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     )
     p = ca.add_parser("init", parents=[common, pub], help="create a publication with a demo root and issuing ICA")
     p.add_argument("--keys-dir", help="where the private key files go (outside the publication); or --pkcs11")
-    token_options(p, "the token the keys are made in, e.g. 'pkcs11:token=dcc-cpl' (labels: the issuers, log)")
+    token_options(p, "the token the keys are made in (labelled after the issuers, and log)", "pkcs11:token=dcc-cpl")
     p.add_argument("--site-url", required=True, help="base URL of the public site (CRL distribution points)")
     p.add_argument("--origin", required=True, help="log origin, e.g. dcc.example/cpl/log")
     p.add_argument("--algorithm", default=keys.DEFAULT_ALGORITHM, choices=keys.ALGORITHMS, help="CA key algorithm")
