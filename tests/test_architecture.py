@@ -85,6 +85,12 @@ def test_only_the_deployer_and_its_command_talk_to_an_object_store() -> None:
     assert touching == {"publisher.deploy", "publisher.cli.deploy"}
 
 
+def test_only_the_hsm_module_talks_to_a_pkcs11_token() -> None:
+    """One owner of the token: the rest of the publisher signs through ``keys.IssuerKey`` and note ``Signer``."""
+    touching = {m for m in MODULES if any(under(t, "pkcs11") for t in targets(m))}
+    assert touching == {"publisher.hsm"}
+
+
 def test_the_deployer_reads_a_built_site_not_the_publication() -> None:
     """Data flows one way: publish -> site -> deploy; the deployer neither publishes nor takes submissions."""
     assert offenders("publisher.deploy", ("git", "publisher.publish", "publisher.intake", "publisher.cli")) == {}
