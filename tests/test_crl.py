@@ -944,9 +944,10 @@ def test_a_key_from_an_environment_variable(pub: Publication, monkeypatch: pytes
     monkeypatch.delenv("CPL_TEST_ICA_KEY", raising=False)
     with pytest.raises(KeyUnusable, match="CPL_TEST_ICA_KEY is empty or unset"):
         crl_publish.refresh(cfg)
+    assert not (pub.root / "crl" / "iki-root.crl").exists()  # every due key is opened before anything is signed
     monkeypatch.setenv("CPL_TEST_ICA_KEY", source.read_text())
     source.unlink()  # the file is really not used
-    assert [d.issuer for d in crl_publish.refresh(cfg)] == ["ica"]
+    assert [d.issuer for d in crl_publish.refresh(cfg)] == ["iki-root", "ica"]
     assert_openssl_accepts(pub.root / "crl" / "ica.crl", write_pem(tmp_path / "chain.pem", *chain(pub)))
 
 
