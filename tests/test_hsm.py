@@ -479,18 +479,20 @@ def test_a_token_removed_mid_publish_fails_clearly_and_the_next_publish_recovers
     # The CRLs are signed by the token; then the token goes away before the checkpoint is signed.
     from publisher.pki import crl_publish
 
-    real_refresh = crl_publish.refresh
+    real_sign = crl_publish.sign_planned
+    number = json.loads((pub / "crl" / "ica.json").read_text())["number"]
 
-    def refresh_then_pull_the_token(*args: object, **kwargs: object) -> object:
-        done = real_refresh(*args, **kwargs)  # type: ignore[arg-type]
+    def sign_then_pull_the_token(*args: object, **kwargs: object) -> object:
+        done = real_sign(*args, **kwargs)  # type: ignore[arg-type]
         token_store.rename(aside)
         token_store.mkdir()
         return done
 
-    monkeypatch.setattr(crl_publish, "refresh", refresh_then_pull_the_token)
+    monkeypatch.setattr(crl_publish, "sign_planned", sign_then_pull_the_token)
     with pytest.raises(hsm.TokenError, match=r"no token matching pkcs11:token=cpl-demo;object=log"):
         job.publish(config, witness=False)
-    monkeypatch.setattr(crl_publish, "refresh", real_refresh)
+    monkeypatch.setattr(crl_publish, "sign_planned", real_sign)
+    assert json.loads((pub / "crl" / "ica.json").read_text())["number"] == number + 1  # the token had signed it
     repo = gitstate.repository(pub)
     assert repo is not None and repo.head.commit.hexsha == committed != head  # nothing half-committed
     # While the token is away, publishing again fails the same clear way, and changes nothing.

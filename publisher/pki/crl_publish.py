@@ -146,9 +146,33 @@ def due(
     return None
 
 
-def _due_now(
-    config: Config, register: Snapshot, now: dt.datetime, force: bool
-) -> list[tuple[IssuerConfig, IssuerRevocations, Published | None, str]]:
+@dataclass(frozen=True)
+class Due:
+    """One issuer whose CRL is due: its revocations, its published CRL, why, and its key (opened)."""
+
+    issuer: IssuerConfig
+    revocations: IssuerRevocations
+    previous: Published | None
+    why: str
+    key: keys.IssuerKey
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a refresh will sign, worked out from one read of the register, with every due issuer's key
+    opened (a token found, its PIN checked, the key there) before anything is signed or journalled: an
+    unusable key then changes nothing. Only the due issuers' keys are opened, so an offline root key does not
+    stop an issuing CA's CRL."""
+
+    register: Snapshot
+    now: dt.datetime
+    due: tuple[Due, ...]
+
+
+def plan(config: Config, now: dt.datetime | None = None, force: bool = False) -> Plan:
+    """The CRLs that are due (all of them with ``force``), with their keys opened."""
+    now = now or now_utc()
+    register = Snapshot.read(config.root, registers.REVOCATIONS)
     found = []
     for issuer in config.issuers:
         revocations = IssuerRevocations(issuer.name, register)
@@ -156,38 +180,23 @@ def _due_now(
         why = due(issuer, previous, meta, revocations, now) or ("forced" if force else None)
         if why is not None:
             found.append((issuer, revocations, previous, why))
-    return found
+    opened = [Due(*item, keys.load_issuer_key(item[0].key, config.root)) for item in found]
+    return Plan(register, now, tuple(opened))
 
 
-def due_keys(config: Config, now: dt.datetime | None = None, force: bool = False) -> dict[str, keys.IssuerKey]:
-    """The keys of the issuers whose CRL is due, loaded (a token found, its PIN checked, the key there) before
-    anything is signed or journalled: an unusable key then changes nothing. Only the due issuers' keys are
-    needed, so an offline root key does not stop an issuing CA's CRL."""
-    register = Snapshot.read(config.root, registers.REVOCATIONS)
-    due_now = _due_now(config, register, now or now_utc(), force)
-    return {issuer.name: keys.load_issuer_key(issuer.key, config.root) for issuer, *_ in due_now}
-
-
-def refresh(
-    config: Config,
-    now: dt.datetime | None = None,
-    force: bool = False,
-    loaded: dict[str, keys.IssuerKey] | None = None,
-) -> list[Refreshed]:
-    """Sign, check and publish every CRL that is due (all of them with ``force``), with the keys in ``loaded``
-    (``due_keys``); every other due issuer's key is loaded before the first CRL is signed."""
-    now = now or now_utc()
-    register = Snapshot.read(config.root, registers.REVOCATIONS)
-    due_now = _due_now(config, register, now, force)
-    loaded = dict(loaded or {})
-    for issuer, *_ in due_now:
-        if issuer.name not in loaded:
-            loaded[issuer.name] = keys.load_issuer_key(issuer.key, config.root)
+def sign_planned(config: Config, planned: Plan) -> list[Refreshed]:
+    """Sign, check and publish the CRLs ``planned`` (made under the same lock, so the register is unchanged)."""
     done = []
-    for issuer, revocations, previous, why in due_now:
-        info = publish_one(config, issuer, revocations, register.whole, previous, now, loaded[issuer.name])
-        done.append(Refreshed(issuer.name, info, why))
+    for d in planned.due:
+        info = publish_one(config, d.issuer, d.revocations, planned.register.whole, d.previous, planned.now, d.key)
+        done.append(Refreshed(d.issuer.name, info, d.why))
     return done
+
+
+def refresh(config: Config, now: dt.datetime | None = None, force: bool = False) -> list[Refreshed]:
+    """Sign, check and publish every CRL that is due (all of them with ``force``): ``plan`` then
+    ``sign_planned``."""
+    return sign_planned(config, plan(config, now, force))
 
 
 def archived(config: Config, issuer: str) -> list[tuple[int, Path]]:

@@ -224,12 +224,12 @@ def _publish(
     head_note = committed_checkpoint(repo)
     index = AssociationIndex()
     head = check_head(config, signer.verifier, head_note, index)
-    loaded = crl_publish.due_keys(config, now)  # every key usable before anything is journalled
+    planned = crl_publish.plan(config, now)  # every due key usable before anything is journalled
     session.begin()
     with open_log_for_writing(config, signer) as log:
         if head is not None and session.interrupted is None and log.signed.raw != head.raw:
             raise PublishRefused("log/checkpoint differs from the one committed in HEAD")
-        refreshed = crl_publish.refresh(config, now, loaded=loaded)
+        refreshed = crl_publish.sign_planned(config, planned)
         index.add_raw(index.size, log.entries(index.size))  # what an interrupted publish logged after HEAD
         index.size = log.size
         result.intake = run_intake(config, log, now, show_progress, index)

@@ -40,9 +40,9 @@ def refresh_crls(config: Config, force: bool = False) -> list[crl_publish.Refres
     """``crl refresh``: refresh the CRLs that are due (all with ``force``) as a resumable operation, and
     commit them. The next ``publish`` logs them (it logs every archived CRL the log lacks)."""
     with transaction.session(config.root, "crl-refresh") as session:
-        loaded = crl_publish.due_keys(config, force=force)  # an unusable key stops here, before the journal
+        planned = crl_publish.plan(config, force=force)  # an unusable key stops here, before the journal
         session.begin()
-        done = crl_publish.refresh(config, force=force, loaded=loaded)
+        done = crl_publish.sign_planned(config, planned)
         numbers = ", ".join(f"{d.issuer} #{d.info.number}" for d in done)
         session.commit([CRL_DIR, registers.CRL_NUMBERS], f"crl refresh: {numbers or 'finished an interrupted refresh'}")
         return done
